@@ -1,0 +1,143 @@
+#!/usr/bin/env bash
+# Starts and stops the throwaway RabbitMQ and MariaDB servers that the demo, the tests and the
+# benchmark run against: loopback only, non-default ports, data under $BEDS_VAR (default var/).
+# Every server's pid is recorded in $BEDS_VAR/pids/ and only those pids are ever signalled.
+#
+#   scripts/servers.sh start|stop|status
+#   scripts/servers.sh restart-rabbitmq       # same data directory: durable queues survive
+#   scripts/servers.sh stop-rabbitmq|start-rabbitmq
+#   scripts/servers.sh vhost NAME             # create a vhost and grant the guest user on it
+#
+# Ports (environment): BEDS_AMQP_PORT (5699), BEDS_MARIADB_PORT (3399), BEDS_EPMD_PORT (4399).
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+var=${BEDS_VAR:-$root/var}
+mkdir -p "$var"
+var=$(cd "$var" && pwd)
+amqp_port=${BEDS_AMQP_PORT:-5699}
+mariadb_port=${BEDS_MARIADB_PORT:-3399}
+epmd_port=${BEDS_EPMD_PORT:-4399}
+dist_port=$((amqp_port + 20000))
+rnode="beds${amqp_port}@localhost"
+pids=$var/pids
+mkdir -p "$pids"
+
+log() { echo "servers: $*" >&2; }
+
+alive() { [[ -f $pids/$1 ]] && kill -0 "$(cat "$pids/$1")" 2>/dev/null; }
+
+# Waits until a TCP port accepts connections, or fails after $2 seconds.
+wait_port() {
+  local port=$1 secs=$2 name=$3 i
+  for ((i = 0; i < secs * 10; i++)); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
+    if ! alive "$name"; then log "$name exited during start-up; see $var/$name/log"; return 1; fi
+    sleep 0.1
+  done
+  log "$name did not open port $port within ${secs}s"; return 1
+}
+
+stop_pid() {
+  local name=$1 i pid
+  alive "$name" || { rm -f "$pids/$name"; return 0; }
+  pid=$(cat "$pids/$name")
+  kill -TERM "$pid" 2>/dev/null || true
+  for ((i = 0; i < 300; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  if kill -0 "$pid" 2>/dev/null; then log "$name ($pid) ignored SIGTERM for 30s; sending SIGKILL"; kill -KILL "$pid" || true; fi
+  rm -f "$pids/$name"
+}
+
+rabbit_env() {
+  export HOME=$var/rabbitmq/home
+  export RABBITMQ_NODENAME=$rnode
+  export RABBITMQ_NODE_IP_ADDRESS=127.0.0.1
+  export RABBITMQ_NODE_PORT=$amqp_port
+  export RABBITMQ_DIST_PORT=$dist_port
+  export ERL_EPMD_PORT=$epmd_port
+  export ERL_EPMD_ADDRESS=127.0.0.1
+  export RABBITMQ_MNESIA_BASE=$var/rabbitmq/mnesia
+  export RABBITMQ_LOG_BASE=$var/rabbitmq/log
+  export RABBITMQ_CONFIG_FILE=$var/rabbitmq/rabbitmq
+  export RABBITMQ_ENABLED_PLUGINS_FILE=$var/rabbitmq/enabled_plugins
+  export RABBITMQ_PID_FILE=$var/rabbitmq/beam.pid
+}
+
+start_epmd() {
+  alive epmd && return 0
+  mkdir -p "$var/epmd"
+  ERL_EPMD_ADDRESS=127.0.0.1 epmd -port "$epmd_port" >"$var/epmd/log" 2>&1 &
+  echo $! >"$pids/epmd"
+  wait_port "$epmd_port" 10 epmd
+}
+
+start_rabbitmq() {
+  alive rabbitmq && return 0
+  start_epmd
+  mkdir -p "$var/rabbitmq/home" "$var/rabbitmq/mnesia" "$var/rabbitmq/log"
+  # Loopback-only listener; guest may log in from loopback (the default), no plugins.
+  cat >"$var/rabbitmq/rabbitmq.conf" <<CONF
+listeners.tcp.1 = 127.0.0.1:$amqp_port
+loopback_users.guest = true
+vm_memory_high_watermark.relative = 0.2
+disk_free_limit.absolute = 200MB
+log.console = false
+log.file.level = warning
+CONF
+  echo '[].' >"$var/rabbitmq/enabled_plugins"
+  rabbit_env
+  # The erlang cookie lives in $HOME, so this instance never shares one with another node.
+  (exec /usr/lib/rabbitmq/bin/rabbitmq-server >"$var/rabbitmq/log/console.log" 2>&1) &
+  echo $! >"$pids/rabbitmq"
+  wait_port "$amqp_port" 120 rabbitmq
+  log "rabbitmq up on 127.0.0.1:$amqp_port (pid $(cat "$pids/rabbitmq"))"
+}
+
+stop_rabbitmq() { stop_pid rabbitmq; }
+
+start_mariadb() {
+  alive mariadb && return 0
+  local dir=$var/mariadb
+  mkdir -p "$dir"
+  if [[ ! -d $dir/data/mysql ]]; then
+    mariadb-install-db --no-defaults --datadir="$dir/data" --user="$(id -un)" \
+      --auth-root-authentication-method=normal --skip-test-db >"$dir/install.log" 2>&1 ||
+      { log "mariadb-install-db failed; see $dir/install.log"; return 1; }
+  fi
+  (exec mariadbd --no-defaults --datadir="$dir/data" --socket="$dir/mariadb.sock" \
+    --port="$mariadb_port" --bind-address=127.0.0.1 --pid-file="$dir/mariadb.pid" \
+    --user="$(id -un)" --skip-name-resolve --innodb-buffer-pool-size=64M \
+    --log-error="$dir/error.log") &
+  echo $! >"$pids/mariadb"
+  wait_port "$mariadb_port" 60 mariadb
+  # The account BEDS uses; a fresh data directory has only root over the socket.
+  mariadb --no-defaults --socket="$dir/mariadb.sock" -uroot <<SQL
+CREATE USER IF NOT EXISTS 'beds'@'127.0.0.1' IDENTIFIED BY 'beds';
+CREATE USER IF NOT EXISTS 'beds'@'localhost' IDENTIFIED BY 'beds';
+GRANT ALL ON *.* TO 'beds'@'127.0.0.1' WITH GRANT OPTION;
+GRANT ALL ON *.* TO 'beds'@'localhost' WITH GRANT OPTION;
+CREATE DATABASE IF NOT EXISTS beds;
+SQL
+  log "mariadb up on 127.0.0.1:$mariadb_port (pid $(cat "$pids/mariadb"))"
+}
+
+stop_mariadb() { stop_pid mariadb; }
+
+case ${1:-} in
+  start) start_rabbitmq; start_mariadb ;;
+  stop) stop_rabbitmq; stop_mariadb; stop_pid epmd ;;
+  start-rabbitmq) start_rabbitmq ;;
+  stop-rabbitmq) stop_rabbitmq ;;
+  restart-rabbitmq) stop_rabbitmq; start_rabbitmq ;;
+  vhost)
+    [[ -n ${2:-} ]] || { log "usage: $0 vhost NAME"; exit 2; }
+    rabbit_env
+    /usr/lib/rabbitmq/bin/rabbitmqctl -q add_vhost "$2" >/dev/null
+    /usr/lib/rabbitmq/bin/rabbitmqctl -q set_permissions -p "$2" guest '.*' '.*' '.*' >/dev/null
+    ;;
+  status)
+    for n in epmd rabbitmq mariadb; do
+      if alive $n; then echo "$n running (pid $(cat "$pids/$n"))"; else echo "$n stopped"; fi
+    done ;;
+  *) log "usage: $0 start|stop|status|start-rabbitmq|stop-rabbitmq|restart-rabbitmq|vhost NAME"; exit 2 ;;
+esac

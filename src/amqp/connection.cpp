@@ -1,0 +1,423 @@
+#include "amqp/connection.hpp"
+
+#include <amqp.h>
+#include <amqp_ssl_socket.h>
+#include <amqp_tcp_socket.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
+#include <vector>
+
+namespace beds::amqp {
+namespace {
+
+constexpr amqp_channel_t kChannel = 1;
+
+amqp_bytes_t Bytes(const std::string& s) { return amqp_bytes_t{s.size(), const_cast<char*>(s.data())}; }
+
+std::string ToString(amqp_bytes_t b) { return std::string(static_cast<const char*>(b.bytes), b.len); }
+
+std::unexpected<Error> Unavailable(std::string message) {
+  return Fail(Code::kUnavailable, std::move(message));
+}
+
+// Keeps the entries of an AMQP field table alive for the duration of one call.
+class TableView {
+ public:
+  explicit TableView(const Headers& headers) {
+    entries_.reserve(headers.size());
+    for (const auto& [key, value] : headers) {
+      amqp_table_entry_t entry{};
+      entry.key = Bytes(key);
+      if (const auto* s = std::get_if<std::string>(&value)) {
+        entry.value.kind = AMQP_FIELD_KIND_UTF8;
+        entry.value.value.bytes = Bytes(*s);
+      } else {
+        entry.value.kind = AMQP_FIELD_KIND_I64;
+        entry.value.value.i64 = std::get<int64_t>(value);
+      }
+      entries_.push_back(entry);
+    }
+  }
+  amqp_table_t table() {
+    return amqp_table_t{static_cast<int>(entries_.size()), entries_.empty() ? nullptr : entries_.data()};
+  }
+
+ private:
+  std::vector<amqp_table_entry_t> entries_;
+};
+
+Headers FromTable(const amqp_table_t& table) {
+  Headers headers;
+  for (int i = 0; i < table.num_entries; ++i) {
+    const amqp_table_entry_t& e = table.entries[i];
+    const std::string key = ToString(e.key);
+    switch (e.value.kind) {
+      case AMQP_FIELD_KIND_UTF8:
+      case AMQP_FIELD_KIND_BYTES: headers[key] = ToString(e.value.value.bytes); break;
+      case AMQP_FIELD_KIND_I8: headers[key] = int64_t{e.value.value.i8}; break;
+      case AMQP_FIELD_KIND_U8: headers[key] = int64_t{e.value.value.u8}; break;
+      case AMQP_FIELD_KIND_I16: headers[key] = int64_t{e.value.value.i16}; break;
+      case AMQP_FIELD_KIND_U16: headers[key] = int64_t{e.value.value.u16}; break;
+      case AMQP_FIELD_KIND_I32: headers[key] = int64_t{e.value.value.i32}; break;
+      case AMQP_FIELD_KIND_U32: headers[key] = int64_t{e.value.value.u32}; break;
+      case AMQP_FIELD_KIND_I64: headers[key] = e.value.value.i64; break;
+      case AMQP_FIELD_KIND_U64: headers[key] = static_cast<int64_t>(e.value.value.u64); break;
+      default: break;  // arrays and tables (x-death) are not needed by BEDS
+    }
+  }
+  return headers;
+}
+
+Message FromProperties(const amqp_basic_properties_t& p, amqp_bytes_t body) {
+  Message m;
+  m.body = ToString(body);
+  m.content_type = (p._flags & AMQP_BASIC_CONTENT_TYPE_FLAG) ? ToString(p.content_type) : "";
+  if (p._flags & AMQP_BASIC_CORRELATION_ID_FLAG) m.correlation_id = ToString(p.correlation_id);
+  if (p._flags & AMQP_BASIC_REPLY_TO_FLAG) m.reply_to = ToString(p.reply_to);
+  if (p._flags & AMQP_BASIC_MESSAGE_ID_FLAG) m.message_id = ToString(p.message_id);
+  if (p._flags & AMQP_BASIC_DELIVERY_MODE_FLAG) m.delivery_mode = p.delivery_mode;
+  if (p._flags & AMQP_BASIC_EXPIRATION_FLAG) m.expiration = ToString(p.expiration);
+  if (p._flags & AMQP_BASIC_HEADERS_FLAG) m.headers = FromTable(p.headers);
+  return m;
+}
+
+std::string ReplyText(const amqp_rpc_reply_t& r) {
+  switch (r.reply_type) {
+    case AMQP_RESPONSE_NORMAL: return "ok";
+    case AMQP_RESPONSE_NONE: return "missing RPC reply";
+    case AMQP_RESPONSE_LIBRARY_EXCEPTION: return amqp_error_string2(r.library_error);
+    case AMQP_RESPONSE_SERVER_EXCEPTION:
+      if (r.reply.id == AMQP_CONNECTION_CLOSE_METHOD) {
+        const auto* m = static_cast<amqp_connection_close_t*>(r.reply.decoded);
+        return "connection closed by broker: " + std::to_string(m->reply_code) + " " +
+               ToString(m->reply_text);
+      }
+      if (r.reply.id == AMQP_CHANNEL_CLOSE_METHOD) {
+        const auto* m = static_cast<amqp_channel_close_t*>(r.reply.decoded);
+        return "channel closed by broker: " + std::to_string(m->reply_code) + " " +
+               ToString(m->reply_text);
+      }
+      return "unexpected broker method " + std::to_string(r.reply.id);
+  }
+  return "unknown reply";
+}
+
+timeval ToTimeval(std::chrono::milliseconds ms) {
+  return timeval{static_cast<time_t>(ms.count() / 1000),
+                 static_cast<suseconds_t>((ms.count() % 1000) * 1000)};
+}
+
+}  // namespace
+
+std::string LibraryVersion() { return amqp_version(); }
+
+struct Connection::Impl {
+  amqp_connection_state_t conn = nullptr;
+  bool broken = false;          // after any error: skip the polite close
+  bool channel_open = false;
+  bool confirms = false;
+  uint64_t next_publish_seq = 1;  // confirm mode: the sequence number of the next publish
+
+  ~Impl() {
+    if (!conn) return;
+    if (!broken) {
+      const timeval quick{1, 0};
+      amqp_set_rpc_timeout(conn, &quick);
+      if (channel_open) amqp_channel_close(conn, kChannel, AMQP_REPLY_SUCCESS);
+      amqp_connection_close(conn, AMQP_REPLY_SUCCESS);
+    }
+    amqp_destroy_connection(conn);
+  }
+
+  // Checks the last RPC; marks the connection broken on failure.
+  Result<void> Check(const char* what) {
+    const amqp_rpc_reply_t r = amqp_get_rpc_reply(conn);
+    if (r.reply_type == AMQP_RESPONSE_NORMAL) return Ok();
+    broken = true;
+    return Unavailable(std::string(what) + ": " + ReplyText(r));
+  }
+
+  Result<void> CheckStatus(int status, const char* what) {
+    if (status == AMQP_STATUS_OK) return Ok();
+    broken = true;
+    return Unavailable(std::string(what) + ": " + amqp_error_string2(status));
+  }
+
+  // Confirm mode: waits for the broker's ack of everything published so far.
+  Result<void> WaitConfirm() {
+    const uint64_t want = next_publish_seq - 1;
+    while (true) {
+      amqp_frame_t frame;
+      timeval tv{10, 0};
+      const int status = amqp_simple_wait_frame_noblock(conn, &frame, &tv);
+      if (status == AMQP_STATUS_TIMEOUT) {
+        broken = true;
+        return Unavailable("no publisher confirm from the broker within 10 s");
+      }
+      if (status != AMQP_STATUS_OK) return CheckStatus(status, "waiting for publisher confirm");
+      if (frame.frame_type != AMQP_FRAME_METHOD) continue;
+      switch (frame.payload.method.id) {
+        case AMQP_BASIC_ACK_METHOD: {
+          const auto* ack = static_cast<amqp_basic_ack_t*>(frame.payload.method.decoded);
+          if (ack->delivery_tag >= want) return Ok();
+          break;
+        }
+        case AMQP_BASIC_NACK_METHOD:
+          return Fail(Code::kUnavailable, "the broker refused a published message (nack)");
+        case AMQP_CHANNEL_CLOSE_METHOD:
+        case AMQP_CONNECTION_CLOSE_METHOD:
+          broken = true;
+          return Unavailable("broker closed the channel while confirming a publish");
+        default: break;
+      }
+    }
+  }
+};
+
+Connection::Connection(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Connection::~Connection() = default;
+
+Result<std::unique_ptr<Connection>> Connection::Open(const config::AmqpSettings& s) {
+  auto impl = std::make_unique<Impl>();
+  impl->conn = amqp_new_connection();
+  if (!impl->conn) return Unavailable("out of memory creating an AMQP connection");
+  const std::string where = s.host + ":" + std::to_string(s.port);
+  amqp_socket_t* socket = nullptr;
+  if (s.tls) {
+    socket = amqp_ssl_socket_new(impl->conn);
+    if (socket) {
+      amqp_ssl_socket_set_verify_peer(socket, s.tls_verify ? 1 : 0);
+      amqp_ssl_socket_set_verify_hostname(socket, s.tls_verify ? 1 : 0);
+      if (!s.tls_ca_file.empty() && amqp_ssl_socket_set_cacert(socket, s.tls_ca_file.c_str()) != 0) {
+        impl->broken = true;
+        return Unavailable("cannot read TLS CA file " + s.tls_ca_file);
+      }
+    }
+  } else {
+    socket = amqp_tcp_socket_new(impl->conn);
+  }
+  if (!socket) {
+    impl->broken = true;
+    return Unavailable("cannot create a socket for AMQP");
+  }
+  timeval connect_timeout = ToTimeval(std::chrono::milliseconds(s.connect_timeout_ms));
+  const int status = amqp_socket_open_noblock(socket, s.host.c_str(), s.port, &connect_timeout);
+  if (status != AMQP_STATUS_OK) {
+    impl->broken = true;
+    return Unavailable("cannot connect to AMQP broker at " + where + ": " + amqp_error_string2(status));
+  }
+  // Requests are small and latency-bound: never wait to coalesce them.
+  const int one = 1;
+  setsockopt(amqp_get_sockfd(impl->conn), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  const timeval rpc_timeout{10, 0};
+  amqp_set_rpc_timeout(impl->conn, &rpc_timeout);
+  const amqp_rpc_reply_t login =
+      amqp_login(impl->conn, s.vhost.c_str(), 0, 131072, s.heartbeat_s, AMQP_SASL_METHOD_PLAIN,
+                 s.user.c_str(), s.pass.c_str());
+  if (login.reply_type != AMQP_RESPONSE_NORMAL) {
+    impl->broken = true;
+    return Unavailable("AMQP login to " + where + " vhost '" + s.vhost + "' as '" + s.user +
+                       "' failed: " + ReplyText(login));
+  }
+  amqp_channel_open(impl->conn, kChannel);
+  if (auto r = impl->Check("opening AMQP channel"); !r) return std::unexpected(r.error());
+  impl->channel_open = true;
+  return std::unique_ptr<Connection>(new Connection(std::move(impl)));
+}
+
+Result<void> Connection::DeclareExchange(const std::string& name, const std::string& type) {
+  amqp_exchange_declare(impl_->conn, kChannel, Bytes(name), Bytes(type), 0, 1, 0, 0,
+                        amqp_empty_table);
+  return impl_->Check(("declaring exchange " + name).c_str());
+}
+
+Result<std::string> Connection::DeclareQueue(const std::string& name, const QueueOptions& o) {
+  TableView args(o.arguments);
+  amqp_queue_declare_ok_t* ok = amqp_queue_declare(impl_->conn, kChannel, Bytes(name), 0,
+                                                   o.durable, o.exclusive, o.auto_delete,
+                                                   args.table());
+  if (auto r = impl_->Check(("declaring queue " + name).c_str()); !r) {
+    return std::unexpected(r.error());
+  }
+  return ToString(ok->queue);
+}
+
+Result<void> Connection::BindQueue(const std::string& queue, const std::string& exchange,
+                                   const std::string& key) {
+  amqp_queue_bind(impl_->conn, kChannel, Bytes(queue), Bytes(exchange), Bytes(key),
+                  amqp_empty_table);
+  return impl_->Check(("binding " + queue + " to " + exchange + " with " + key).c_str());
+}
+
+Result<void> Connection::Qos(uint16_t prefetch) {
+  amqp_basic_qos(impl_->conn, kChannel, 0, prefetch, 0);
+  return impl_->Check("setting prefetch");
+}
+
+Result<std::string> Connection::Consume(const std::string& queue, bool no_ack) {
+  amqp_basic_consume_ok_t* ok = amqp_basic_consume(impl_->conn, kChannel, Bytes(queue),
+                                                   amqp_empty_bytes, 0, no_ack, 0, amqp_empty_table);
+  if (auto r = impl_->Check(("consuming from " + queue).c_str()); !r) {
+    return std::unexpected(r.error());
+  }
+  return ToString(ok->consumer_tag);
+}
+
+Result<void> Connection::Cancel(const std::string& consumer_tag) {
+  amqp_basic_cancel(impl_->conn, kChannel, Bytes(consumer_tag));
+  return impl_->Check("cancelling consumer");
+}
+
+Result<void> Connection::EnableConfirms() {
+  amqp_confirm_select(impl_->conn, kChannel);
+  if (auto r = impl_->Check("enabling publisher confirms"); !r) return r;
+  impl_->confirms = true;
+  return Ok();
+}
+
+Result<void> Connection::Publish(const std::string& exchange, const std::string& routing_key,
+                                 const Message& m) {
+  amqp_basic_properties_t p{};
+  TableView headers(m.headers);
+  if (!m.content_type.empty()) {
+    p._flags |= AMQP_BASIC_CONTENT_TYPE_FLAG;
+    p.content_type = Bytes(m.content_type);
+  }
+  if (!m.correlation_id.empty()) {
+    p._flags |= AMQP_BASIC_CORRELATION_ID_FLAG;
+    p.correlation_id = Bytes(m.correlation_id);
+  }
+  if (!m.reply_to.empty()) {
+    p._flags |= AMQP_BASIC_REPLY_TO_FLAG;
+    p.reply_to = Bytes(m.reply_to);
+  }
+  if (!m.message_id.empty()) {
+    p._flags |= AMQP_BASIC_MESSAGE_ID_FLAG;
+    p.message_id = Bytes(m.message_id);
+  }
+  if (m.delivery_mode != 0) {
+    p._flags |= AMQP_BASIC_DELIVERY_MODE_FLAG;
+    p.delivery_mode = m.delivery_mode;
+  }
+  if (!m.expiration.empty()) {
+    p._flags |= AMQP_BASIC_EXPIRATION_FLAG;
+    p.expiration = Bytes(m.expiration);
+  }
+  if (!m.headers.empty()) {
+    p._flags |= AMQP_BASIC_HEADERS_FLAG;
+    p.headers = headers.table();
+  }
+  const int status = amqp_basic_publish(impl_->conn, kChannel, Bytes(exchange),
+                                        Bytes(routing_key), 0, 0, &p, Bytes(m.body));
+  if (auto r = impl_->CheckStatus(status, "publishing"); !r) return r;
+  if (!impl_->confirms) return Ok();
+  ++impl_->next_publish_seq;
+  return impl_->WaitConfirm();
+}
+
+Result<std::optional<Delivery>> Connection::Next(std::chrono::milliseconds timeout) {
+  amqp_maybe_release_buffers(impl_->conn);
+  amqp_envelope_t envelope;
+  timeval tv = ToTimeval(timeout);
+  const amqp_rpc_reply_t r = amqp_consume_message(impl_->conn, &envelope, &tv, 0);
+  if (r.reply_type == AMQP_RESPONSE_NORMAL) {
+    Delivery d;
+    d.message = FromProperties(envelope.message.properties, envelope.message.body);
+    d.exchange = ToString(envelope.exchange);
+    d.routing_key = ToString(envelope.routing_key);
+    d.delivery_tag = envelope.delivery_tag;
+    d.redelivered = envelope.redelivered != 0;
+    amqp_destroy_envelope(&envelope);
+    return d;
+  }
+  if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION && r.library_error == AMQP_STATUS_TIMEOUT) {
+    return std::nullopt;
+  }
+  if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION &&
+      r.library_error == AMQP_STATUS_UNEXPECTED_STATE) {
+    // A frame that is not a delivery: read it and decide.
+    amqp_frame_t frame;
+    const int status = amqp_simple_wait_frame(impl_->conn, &frame);
+    if (status != AMQP_STATUS_OK) {
+      impl_->broken = true;
+      return Unavailable(std::string("reading from broker: ") + amqp_error_string2(status));
+    }
+    if (frame.frame_type == AMQP_FRAME_METHOD) {
+      switch (frame.payload.method.id) {
+        case AMQP_BASIC_ACK_METHOD: return std::nullopt;
+        case AMQP_BASIC_RETURN_METHOD: {
+          amqp_message_t returned;
+          amqp_read_message(impl_->conn, frame.channel, &returned, 0);
+          amqp_destroy_message(&returned);
+          return std::nullopt;
+        }
+        case AMQP_BASIC_CANCEL_METHOD:
+          impl_->broken = true;
+          return Unavailable("the broker cancelled the consumer (queue deleted?)");
+        case AMQP_CHANNEL_CLOSE_METHOD: {
+          impl_->broken = true;
+          const auto* m = static_cast<amqp_channel_close_t*>(frame.payload.method.decoded);
+          return Unavailable("channel closed by broker: " + std::to_string(m->reply_code) + " " +
+                             ToString(m->reply_text));
+        }
+        case AMQP_CONNECTION_CLOSE_METHOD: {
+          impl_->broken = true;
+          const auto* m = static_cast<amqp_connection_close_t*>(frame.payload.method.decoded);
+          return Unavailable("connection closed by broker: " + std::to_string(m->reply_code) +
+                             " " + ToString(m->reply_text));
+        }
+        default: return std::nullopt;
+      }
+    }
+    return std::nullopt;
+  }
+  impl_->broken = true;
+  return Unavailable("consuming: " + ReplyText(r));
+}
+
+Result<void> Connection::Ack(uint64_t delivery_tag) {
+  return impl_->CheckStatus(amqp_basic_ack(impl_->conn, kChannel, delivery_tag, 0), "acking");
+}
+
+Result<void> Connection::Reject(uint64_t delivery_tag, bool requeue) {
+  return impl_->CheckStatus(amqp_basic_reject(impl_->conn, kChannel, delivery_tag, requeue),
+                            "rejecting");
+}
+
+Result<std::optional<Delivery>> Connection::Get(const std::string& queue) {
+  amqp_maybe_release_buffers(impl_->conn);
+  const amqp_rpc_reply_t r = amqp_basic_get(impl_->conn, kChannel, Bytes(queue), 1);
+  if (r.reply_type != AMQP_RESPONSE_NORMAL) {
+    impl_->broken = true;
+    return Unavailable("basic.get from " + queue + ": " + ReplyText(r));
+  }
+  if (r.reply.id == AMQP_BASIC_GET_EMPTY_METHOD) return std::nullopt;
+  const auto* ok = static_cast<amqp_basic_get_ok_t*>(r.reply.decoded);
+  Delivery d;
+  d.exchange = ToString(ok->exchange);
+  d.routing_key = ToString(ok->routing_key);
+  d.delivery_tag = ok->delivery_tag;
+  d.redelivered = ok->redelivered != 0;
+  amqp_message_t message;
+  const amqp_rpc_reply_t read = amqp_read_message(impl_->conn, kChannel, &message, 0);
+  if (read.reply_type != AMQP_RESPONSE_NORMAL) {
+    impl_->broken = true;
+    return Unavailable("reading message from " + queue + ": " + ReplyText(read));
+  }
+  d.message = FromProperties(message.properties, message.body);
+  amqp_destroy_message(&message);
+  return d;
+}
+
+Result<uint32_t> Connection::MessageCount(const std::string& queue) {
+  amqp_queue_declare_ok_t* ok =
+      amqp_queue_declare(impl_->conn, kChannel, Bytes(queue), 1, 0, 0, 0, amqp_empty_table);
+  if (auto r = impl_->Check(("inspecting queue " + queue).c_str()); !r) {
+    return std::unexpected(r.error());
+  }
+  return ok->message_count;
+}
+
+}  // namespace beds::amqp

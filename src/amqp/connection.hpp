@@ -1,0 +1,95 @@
+// One AMQP 0-9-1 connection with one channel, over rabbitmq-c. Not thread-safe: a connection
+// belongs to the one thread that opened it (workers, the control loop, a client each own theirs).
+// Any error leaves the connection unusable: drop it and Open() a new one (callers reconnect with
+// backoff). Destroying it closes the socket, so the broker requeues every unacked delivery.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <variant>
+
+#include "config/config.hpp"
+#include "core/error.hpp"
+
+namespace beds::amqp {
+
+using HeaderValue = std::variant<std::string, int64_t>;
+using Headers = std::map<std::string, HeaderValue>;
+
+// What is published, and what a delivery carries.
+struct Message {
+  std::string body;
+  std::string content_type = "application/json";
+  std::string correlation_id;
+  std::string reply_to;
+  std::string message_id;
+  uint8_t delivery_mode = 0;  // 0 = unset, 1 transient, 2 persistent
+  std::string expiration;     // per-message TTL in ms, as the decimal text AMQP wants
+  Headers headers;
+};
+
+struct Delivery {
+  Message message;
+  std::string exchange;
+  std::string routing_key;
+  uint64_t delivery_tag = 0;
+  bool redelivered = false;
+};
+
+struct QueueOptions {
+  bool durable = true;
+  bool exclusive = false;
+  bool auto_delete = false;
+  Headers arguments;  // x-queue-type, x-dead-letter-exchange, …
+};
+
+// rabbitmq-c's version string, for `beds version`.
+std::string LibraryVersion();
+
+class Connection {
+ public:
+  // Connects, logs in and opens channel 1. Errors are UNAVAILABLE with the broker's reason.
+  static Result<std::unique_ptr<Connection>> Open(const config::AmqpSettings& settings);
+  ~Connection();
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+
+  Result<void> DeclareExchange(const std::string& name, const std::string& type);
+  // Returns the queue's name (the broker's choice when `name` is empty).
+  Result<std::string> DeclareQueue(const std::string& name, const QueueOptions& options);
+  Result<void> BindQueue(const std::string& queue, const std::string& exchange,
+                         const std::string& key);
+  Result<void> Qos(uint16_t prefetch);
+  // Starts a consumer; returns its tag.
+  Result<std::string> Consume(const std::string& queue, bool no_ack);
+  Result<void> Cancel(const std::string& consumer_tag);
+  // Puts the channel in confirm mode: every later Publish waits for the broker's ack.
+  Result<void> EnableConfirms();
+
+  // Publishes; in confirm mode returns only once the broker has taken responsibility.
+  Result<void> Publish(const std::string& exchange, const std::string& routing_key,
+                       const Message& message);
+
+  // The next delivery, or nullopt when `timeout` passes first. Heartbeats are served meanwhile.
+  Result<std::optional<Delivery>> Next(std::chrono::milliseconds timeout);
+
+  Result<void> Ack(uint64_t delivery_tag);
+  Result<void> Reject(uint64_t delivery_tag, bool requeue);
+
+  // basic.get: one message from `queue` (acked at once), or nullopt when it is empty.
+  Result<std::optional<Delivery>> Get(const std::string& queue);
+
+  // Messages ready in `queue` (passive declare), for tools and tests.
+  Result<uint32_t> MessageCount(const std::string& queue);
+
+ private:
+  struct Impl;
+  explicit Connection(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace beds::amqp

@@ -1,0 +1,130 @@
+#include "app/ipl.hpp"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include "amqp/connection.hpp"
+#include "amqp/topology.hpp"
+
+namespace beds::app {
+namespace {
+
+// mongodb://[user:pass@]host[:port][,host[:port]…][/db][?opts] → host:port pairs
+std::vector<std::pair<std::string, int>> MongoHosts(const std::string& uri) {
+  std::vector<std::pair<std::string, int>> hosts;
+  size_t start = uri.find("://");
+  if (start == std::string::npos) return hosts;
+  start += 3;
+  size_t end = uri.find_first_of("/?", start);
+  std::string list = uri.substr(start, end == std::string::npos ? std::string::npos : end - start);
+  if (const size_t at = list.rfind('@'); at != std::string::npos) list = list.substr(at + 1);
+  size_t pos = 0;
+  while (pos <= list.size()) {
+    const size_t comma = list.find(',', pos);
+    std::string item = list.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
+    if (!item.empty()) {
+      int port = 27017;
+      if (const size_t colon = item.rfind(':'); colon != std::string::npos) {
+        port = std::atoi(item.c_str() + colon + 1);
+        item = item.substr(0, colon);
+      }
+      hosts.emplace_back(item, port);
+    }
+    if (comma == std::string::npos) break;
+    pos = comma + 1;
+  }
+  return hosts;
+}
+
+int ConnectWithTimeout(int fd, const sockaddr* addr, socklen_t len, int timeout_ms) {
+  const int flags = fcntl(fd, F_GETFL, 0);
+  fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+  int rc = ::connect(fd, addr, len);
+  if (rc == 0) return 0;
+  if (errno != EINPROGRESS) return errno;
+  pollfd p{fd, POLLOUT, 0};
+  rc = ::poll(&p, 1, timeout_ms);
+  if (rc == 0) return ETIMEDOUT;
+  if (rc < 0) return errno;
+  int err = 0;
+  socklen_t err_len = sizeof(err);
+  getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &err_len);
+  return err;
+}
+
+}  // namespace
+
+std::vector<Endpoint> ConfiguredEndpoints(const config::Config& c) {
+  std::vector<Endpoint> out;
+  out.push_back({"AMQP broker " + c.node.broker_service, c.amqp.host, c.amqp.port, ""});
+  for (const auto& [name, db] : c.databases) {
+    if (db.engine == "mariadb") {
+      out.push_back({"database " + name + " (master)", db.host, db.port, db.socket});
+      for (size_t i = 0; i < db.secondaries.size(); ++i) {
+        out.push_back({"database " + name + " (secondary " + std::to_string(i) + ")",
+                       db.secondaries[i].host, db.secondaries[i].port, ""});
+      }
+    } else if (db.engine == "mongodb") {
+      for (const auto& [host, port] : MongoHosts(db.uri)) {
+        out.push_back({"database " + name + " (mongodb)", host, port, ""});
+      }
+    }
+  }
+  return out;
+}
+
+Result<void> Preflight(const Endpoint& e, int timeout_ms) {
+  if (!e.socket.empty()) {
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    if (e.socket.size() >= sizeof(addr.sun_path)) {
+      return Fail(Code::kUnavailable, e.what + ": socket path too long: " + e.socket);
+    }
+    std::strncpy(addr.sun_path, e.socket.c_str(), sizeof(addr.sun_path) - 1);
+    const int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+    const int err = ConnectWithTimeout(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr), timeout_ms);
+    ::close(fd);
+    if (err != 0) return Fail(Code::kUnavailable, e.what + " at " + e.socket + ": " + std::strerror(err));
+    return Ok();
+  }
+  addrinfo hints{};
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* found = nullptr;
+  const std::string port = std::to_string(e.port);
+  if (const int rc = getaddrinfo(e.host.c_str(), port.c_str(), &hints, &found); rc != 0) {
+    return Fail(Code::kUnavailable, e.what + ": cannot resolve " + e.host + ": " + gai_strerror(rc));
+  }
+  int err = ECONNREFUSED;
+  for (addrinfo* a = found; a; a = a->ai_next) {
+    const int fd = ::socket(a->ai_family, a->ai_socktype, a->ai_protocol);
+    if (fd < 0) continue;
+    err = ConnectWithTimeout(fd, a->ai_addr, a->ai_addrlen, timeout_ms);
+    ::close(fd);
+    if (err == 0) break;
+  }
+  freeaddrinfo(found);
+  if (err != 0) {
+    return Fail(Code::kUnavailable,
+                e.what + " at " + e.host + ":" + port + " is not reachable: " + std::strerror(err));
+  }
+  return Ok();
+}
+
+Result<void> DeclareTopology(const config::Config& c) {
+  auto conn = amqp::Connection::Open(c.amqp);
+  if (!conn) return std::unexpected(conn.error());
+  if (auto r = amqp::DeclareExchanges(**conn); !r) return r;
+  for (const auto& broker : c.brokers) {
+    if (auto r = amqp::DeclareBrokerQueues(**conn, broker); !r) return r;
+  }
+  return Ok();
+}
+
+}  // namespace beds::app

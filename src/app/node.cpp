@@ -1,0 +1,121 @@
+#include "app/node.hpp"
+
+#include <atomic>
+#include <chrono>
+#include <mutex>
+
+#include <spdlog/spdlog.h>
+
+#include "app/ipl.hpp"
+#include "brokers/control.hpp"
+#include "brokers/dispatch.hpp"
+#include "brokers/pool.hpp"
+#include "build_info.hpp"
+#include "logs/logs.hpp"
+
+namespace beds::app {
+
+struct Node::Impl {
+  config::Config config;
+  std::shared_ptr<brokers::NodeInfo> info;
+  std::vector<std::unique_ptr<brokers::Pool>> pools;
+  std::unique_ptr<brokers::ControlLoop> control;
+  std::atomic<bool> stop_requested{false};
+  std::mutex stop_mutex;
+  std::string stop_reason;  // guarded by stop_mutex
+
+  // In production a failed step ends IPL; in development it is logged and IPL goes on.
+  Result<void> Step(const char* name, const Result<void>& result) {
+    if (result) return Ok();
+    if (config.node.production) {
+      return Fail(result.error().code, std::string(name) + ": " + result.error().message);
+    }
+    spdlog::error("IPL {}: {} (development mode: continuing degraded)", name, result.error().message);
+    return Ok();
+  }
+};
+
+Node::Node(config::Config config) : impl_(std::make_unique<Impl>()) {
+  impl_->config = std::move(config);
+}
+
+Node::~Node() { Stop(); }
+
+Result<void> Node::Start() {
+  Impl& n = *impl_;
+  const config::Config& c = n.config;
+  const auto lineage = RootLineage(c.node.name, c.env);
+  logs::EventScope scope(lineage.event_id);
+  spdlog::info("IPL: node {} env {} ({}), config {} from {}", c.node.name, c.env,
+               c.node.production ? "production" : "development", c.digest,
+               fmt::join(c.files, " + "));
+
+  // 3. Pre-flight reachability of every configured server.
+  for (const auto& endpoint : ConfiguredEndpoints(c)) {
+    if (auto r = n.Step("pre-flight", Preflight(endpoint, 2000)); !r) return r;
+  }
+  // 4. AMQP login and topology.
+  if (auto r = n.Step("AMQP topology", DeclareTopology(c)); !r) return r;
+  // 5. Templates: the system templates are built in; REL/REC templates bind here once they exist.
+  spdlog::info("IPL templates: system templates only (sys)");
+
+  // 6. Broker pools and the control loop.
+  n.info = std::make_shared<brokers::NodeInfo>();
+  n.info->node = c.node.name;
+  n.info->env = c.env;
+  n.info->version = build::kVersion;
+  n.info->started = std::chrono::steady_clock::now();
+  n.info->fault_injection = c.node.fault_injection;
+  n.info->max_body_bytes = c.protocol.max_body_bytes;
+  n.info->pools = [this] {
+    std::vector<brokers::PoolStats> stats;
+    for (const auto& p : impl_->pools) stats.push_back(p->Stats());
+    return stats;
+  };
+  auto handler = std::make_shared<brokers::DispatchHandler>(n.info);
+  for (const auto& broker : c.brokers) {
+    n.pools.push_back(std::make_unique<brokers::Pool>(broker, c.amqp, handler));
+  }
+  for (auto& p : n.pools) p->Start();
+  n.control = std::make_unique<brokers::ControlLoop>(
+      c.amqp, n.info, [this](const std::string& mode) { RequestStop("admin shutdown (" + mode + ")"); });
+  n.control->Start();
+
+  // 7. The IPL event (the log store records it once the admin pipeline exists).
+  logs::Emit(logs::LogEvent{"info", c.node.name, c.env, lineage, "sys", "ipl",
+                            "IPL complete: version " + std::string(build::kVersion) + ", config " + c.digest, 0});
+  // 8. Ready.
+  int workers = 0;
+  for (const auto& b : c.brokers) workers += b.instances;
+  spdlog::info("ready: {} broker pool(s), {} worker(s)", c.brokers.size(), workers);
+  return Ok();
+}
+
+void Node::RequestStop(const std::string& why) {
+  {
+    std::lock_guard lock(impl_->stop_mutex);
+    if (impl_->stop_reason.empty()) impl_->stop_reason = why;
+  }
+  impl_->stop_requested = true;
+}
+
+bool Node::stop_requested() const { return impl_->stop_requested; }
+
+void Node::Stop() {
+  Impl& n = *impl_;
+  if (n.pools.empty() && !n.control) return;
+  {
+    std::lock_guard lock(n.stop_mutex);
+    spdlog::info("shutting down: {}", n.stop_reason.empty() ? "requested" : n.stop_reason);
+  }
+  const auto started = std::chrono::steady_clock::now();
+  for (auto& p : n.pools) p->Stop();
+  if (n.control) n.control->Stop();
+  n.pools.clear();
+  n.control.reset();
+  spdlog::info("shutdown complete in {} ms",
+               std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started).count());
+  logs::Flush();
+}
+
+}  // namespace beds::app

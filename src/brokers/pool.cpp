@@ -1,0 +1,111 @@
+#include "brokers/pool.hpp"
+
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+
+#include <spdlog/spdlog.h>
+
+#include "brokers/worker.hpp"
+
+namespace beds::brokers {
+
+struct Pool::Impl {
+  config::BrokerSettings broker;
+  config::AmqpSettings amqp;
+  std::shared_ptr<Handler> handler;
+  PoolCounters counters;
+
+  // Guarded by `mutex`: the worker slots and the flag that a worker has exited.
+  std::mutex mutex;
+  std::condition_variable changed;
+  std::vector<std::unique_ptr<Worker>> workers;
+  bool exit_pending = false;
+  bool stopping = false;
+
+  std::jthread supervisor;
+
+  std::unique_ptr<Worker> MakeWorker(int index) {
+    return std::make_unique<Worker>(index, broker, amqp, handler, counters, [this] {
+      std::lock_guard lock(mutex);
+      exit_pending = true;
+      changed.notify_all();
+    });
+  }
+
+  // Replaces every worker that died; runs until Stop(). Joins outside the lock: a dying worker
+  // takes the lock in its exit callback.
+  void Supervise(std::stop_token stop) {
+    while (true) {
+      std::vector<size_t> dead;
+      {
+        std::unique_lock lock(mutex);
+        changed.wait(lock, [&] { return exit_pending || stopping || stop.stop_requested(); });
+        if (stopping || stop.stop_requested()) return;
+        exit_pending = false;
+        for (size_t i = 0; i < workers.size(); ++i) {
+          if (workers[i]->exited() && workers[i]->died()) dead.push_back(i);
+        }
+      }
+      for (size_t i : dead) {
+        workers[i]->Join();
+        auto fresh = MakeWorker(static_cast<int>(i));
+        {
+          std::lock_guard lock(mutex);
+          workers[i] = std::move(fresh);
+        }
+        counters.respawns.fetch_add(1);
+        spdlog::warn("broker {}: worker {} replaced ({} respawns so far)", broker.name, i,
+                     counters.respawns.load());
+      }
+    }
+  }
+};
+
+Pool::Pool(config::BrokerSettings broker, config::AmqpSettings amqp,
+           std::shared_ptr<Handler> handler)
+    : impl_(std::make_unique<Impl>()) {
+  impl_->broker = std::move(broker);
+  impl_->amqp = std::move(amqp);
+  impl_->handler = std::move(handler);
+}
+
+Pool::~Pool() { Stop(); }
+
+void Pool::Start() {
+  std::lock_guard lock(impl_->mutex);
+  for (int i = 0; i < impl_->broker.instances; ++i) impl_->workers.push_back(impl_->MakeWorker(i));
+  impl_->supervisor = std::jthread([this](std::stop_token stop) { impl_->Supervise(stop); });
+}
+
+void Pool::Stop() {
+  {
+    std::lock_guard lock(impl_->mutex);
+    if (impl_->stopping) return;
+    impl_->stopping = true;
+    impl_->changed.notify_all();
+  }
+  if (impl_->supervisor.joinable()) impl_->supervisor.join();
+  // No supervisor any more: the slots are ours. Ask all to stop first so they drain in parallel.
+  for (auto& w : impl_->workers) w->RequestStop();
+  for (auto& w : impl_->workers) w->Join();
+  impl_->workers.clear();
+}
+
+PoolStats Pool::Stats() const {
+  const PoolCounters& c = impl_->counters;
+  PoolStats s;
+  s.broker = impl_->broker.name;
+  s.handler = impl_->broker.handler;
+  s.instances = impl_->broker.instances;
+  s.alive = c.alive.load();
+  s.connected = c.connected.load();
+  s.respawns = c.respawns.load();
+  s.consumed = c.consumed.load();
+  s.acked = c.acked.load();
+  s.retried = c.retried.load();
+  s.parked = c.parked.load();
+  return s;
+}
+
+}  // namespace beds::brokers

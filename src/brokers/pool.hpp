@@ -1,0 +1,93 @@
+// Broker pools: for each [brokers.*] table, `instances` supervised workers consuming beds.{broker}.
+// Each worker owns its AMQP connection (so `instances` bounds concurrent work), processes one
+// message at a time, publishes the reply, and only then acks. A handler that throws sends the
+// message through beds.{broker}.retry with the configured backoff; after max_retries it is parked
+// in beds.{broker}.dlq with the reason in x-beds-error. A worker that dies is logged and replaced:
+// the pool never shrinks. Start()/Stop() from one controlling thread; Stats() from any thread.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "amqp/connection.hpp"
+#include "config/config.hpp"
+
+namespace beds::brokers {
+
+// What a handler decided for one delivery.
+struct Outcome {
+  enum class Action { kAck, kRetry, kPark };
+  Action action = Action::kAck;
+  std::optional<std::string> reply;  // published to reply_to (when set) before the ack
+  std::string reason;                // retry/park: why, for x-beds-error and the log
+};
+
+// The work done for each message. Called concurrently from every worker of a pool.
+class Handler {
+ public:
+  virtual ~Handler() = default;
+  // `retries` = how often this message was retried already. May throw: a std::exception means
+  // "retry this message later"; WorkerDeath takes the whole worker down (and it is replaced).
+  virtual Outcome Handle(const amqp::Delivery& delivery, int retries) = 0;
+  // The reply for a message parked after its last retry (an INTERNAL error for the client).
+  virtual std::string ParkedReply(const amqp::Delivery& delivery, const std::string& reason) = 0;
+};
+
+// Escapes the per-message catch on purpose: models a worker that crashes (fault injection).
+class WorkerDeath : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// Header names BEDS sets on retried and parked messages.
+inline constexpr const char* kRetriesHeader = "x-beds-retries";
+inline constexpr const char* kErrorHeader = "x-beds-error";
+
+struct PoolStats {
+  std::string broker;
+  std::string handler;
+  int instances = 0;
+  int alive = 0;  // workers whose thread is running
+  int connected = 0;
+  uint64_t respawns = 0;
+  uint64_t consumed = 0;
+  uint64_t acked = 0;
+  uint64_t retried = 0;
+  uint64_t parked = 0;
+};
+
+// Counters shared by a pool's workers.
+struct PoolCounters {
+  std::atomic<int> alive{0};
+  std::atomic<int> connected{0};
+  std::atomic<uint64_t> respawns{0};
+  std::atomic<uint64_t> consumed{0};
+  std::atomic<uint64_t> acked{0};
+  std::atomic<uint64_t> retried{0};
+  std::atomic<uint64_t> parked{0};
+};
+
+class Pool {
+ public:
+  Pool(config::BrokerSettings broker, config::AmqpSettings amqp, std::shared_ptr<Handler> handler);
+  ~Pool();  // Stop()s
+  Pool(const Pool&) = delete;
+  Pool& operator=(const Pool&) = delete;
+
+  void Start();
+  // Stop consuming; each worker finishes its in-flight message, then closes its connection so
+  // the broker requeues whatever was prefetched but not started. Returns when all have exited.
+  void Stop();
+  PoolStats Stats() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace beds::brokers

@@ -1,0 +1,198 @@
+#include "brokers/worker.hpp"
+
+#include <algorithm>
+#include <condition_variable>
+#include <mutex>
+
+#include <spdlog/spdlog.h>
+
+#include "amqp/topology.hpp"
+
+namespace beds::brokers {
+namespace {
+
+using namespace std::chrono_literals;
+
+// Sleeps for `delay` unless a stop is requested first.
+void SleepUnlessStopped(std::stop_token stop, std::chrono::milliseconds delay) {
+  std::mutex m;
+  std::condition_variable_any cv;
+  std::unique_lock lock(m);
+  cv.wait_for(lock, stop, delay, [] { return false; });
+}
+
+int RetriesOf(const amqp::Message& m) {
+  auto it = m.headers.find(kRetriesHeader);
+  if (it == m.headers.end()) return 0;
+  if (const auto* n = std::get_if<int64_t>(&it->second)) return static_cast<int>(std::max<int64_t>(0, *n));
+  return 0;
+}
+
+}  // namespace
+
+Worker::Worker(int index, const config::BrokerSettings& broker, const config::AmqpSettings& amqp,
+               std::shared_ptr<Handler> handler, PoolCounters& counters,
+               std::function<void()> on_exit)
+    : index_(index),
+      broker_(broker),
+      amqp_(amqp),
+      handler_(std::move(handler)),
+      counters_(counters),
+      on_exit_(std::move(on_exit)),
+      thread_([this](std::stop_token stop) { Main(stop); }) {}
+
+Worker::~Worker() {
+  RequestStop();
+  Join();
+}
+
+void Worker::Main(std::stop_token stop) {
+  counters_.alive.fetch_add(1);
+  // The one place nothing may escape: a thread that throws would take the process down.
+  try {
+    Loop(stop);
+  } catch (const std::exception& e) {
+    spdlog::error("broker {} worker {} died: {}", broker_.name, index_, e.what());
+    died_ = true;
+  } catch (...) {
+    spdlog::error("broker {} worker {} died: unknown exception", broker_.name, index_);
+    died_ = true;
+  }
+  // Closing the connection hands every unacked delivery back to the broker for redelivery.
+  if (connection_) counters_.connected.fetch_sub(1);
+  connection_.reset();
+  confirmed_.reset();
+  counters_.alive.fetch_sub(1);
+  exited_ = true;
+  if (on_exit_) on_exit_();
+}
+
+Result<void> Worker::Connect() {
+  auto c = amqp::Connection::Open(amqp_);
+  if (!c) return std::unexpected(c.error());
+  auto& conn = **c;
+  if (auto r = amqp::DeclareExchanges(conn); !r) return r;
+  if (auto r = amqp::DeclareBrokerQueues(conn, broker_); !r) return r;
+  if (auto r = conn.Qos(static_cast<uint16_t>(broker_.prefetch)); !r) return r;
+  auto tag = conn.Consume(amqp::QueueName(broker_.name), false);
+  if (!tag) return std::unexpected(tag.error());
+  consumer_tag_ = *tag;
+  connection_ = std::move(*c);
+  counters_.connected.fetch_add(1);
+  return Ok();
+}
+
+void Worker::Loop(std::stop_token stop) {
+  auto backoff = 100ms;
+  int failures = 0;
+  while (!stop.stop_requested()) {
+    if (!connection_) {
+      if (auto r = Connect(); !r) {
+        // First failure and then every tenth: a long outage should not flood the log.
+        if (failures++ % 10 == 0) {
+          spdlog::warn("broker {} worker {}: {} (retrying in {} ms)", broker_.name, index_,
+                       r.error().message, backoff.count());
+        }
+        SleepUnlessStopped(stop, backoff);
+        backoff = std::min<std::chrono::milliseconds>(backoff * 2, 5s);
+        continue;
+      }
+      if (failures > 0) spdlog::info("broker {} worker {}: connected again", broker_.name, index_);
+      failures = 0;
+      backoff = 100ms;
+    }
+    auto next = connection_->Next(200ms);
+    if (!next) {
+      spdlog::warn("broker {} worker {}: {}", broker_.name, index_, next.error().message);
+      connection_.reset();
+      confirmed_.reset();
+      counters_.connected.fetch_sub(1);
+      continue;
+    }
+    if (*next) Process(**next);
+  }
+  if (connection_) {
+    // Stop the flow first so nothing new arrives while the connection closes.
+    (void)connection_->Cancel(consumer_tag_);
+  }
+}
+
+Result<void> Worker::PublishConfirmed(const std::string& exchange, const std::string& key,
+                                      const amqp::Message& message) {
+  if (!confirmed_) {
+    auto c = amqp::Connection::Open(amqp_);
+    if (!c) return std::unexpected(c.error());
+    if (auto r = (*c)->EnableConfirms(); !r) return r;
+    confirmed_ = std::move(*c);
+  }
+  auto r = confirmed_->Publish(exchange, key, message);
+  if (!r) confirmed_.reset();
+  return r;
+}
+
+void Worker::Process(const amqp::Delivery& delivery) {
+  counters_.consumed.fetch_add(1, std::memory_order_relaxed);
+  const int retries = RetriesOf(delivery.message);
+  Outcome outcome;
+  try {
+    outcome = handler_->Handle(delivery, retries);
+  } catch (const WorkerDeath&) {
+    throw;
+  } catch (const std::exception& e) {
+    outcome = Outcome{Outcome::Action::kRetry, std::nullopt, std::string("handler failed: ") + e.what()};
+  } catch (...) {
+    outcome = Outcome{Outcome::Action::kRetry, std::nullopt, "handler failed: unknown exception"};
+  }
+  if (outcome.action == Outcome::Action::kRetry && retries >= broker_.max_retries) {
+    outcome.action = Outcome::Action::kPark;
+    outcome.reason = "gave up after " + std::to_string(retries) + " retries: " + outcome.reason;
+    outcome.reply = handler_->ParkedReply(delivery, outcome.reason);
+  }
+
+  const amqp::Message& in = delivery.message;
+  if (outcome.reply && !in.reply_to.empty()) {
+    amqp::Message reply;
+    reply.body = std::move(*outcome.reply);
+    reply.correlation_id = in.correlation_id;
+    if (auto r = connection_->Publish("", in.reply_to, reply); !r) {
+      // The delivery stays unacked: the broker redelivers it once we reconnect.
+      spdlog::warn("broker {} worker {}: reply not sent: {}", broker_.name, index_, r.error().message);
+      return;
+    }
+  }
+
+  Result<void> moved = Ok();
+  if (outcome.action != Outcome::Action::kAck) {
+    amqp::Message copy = in;
+    copy.delivery_mode = 2;
+    copy.expiration.clear();
+    copy.headers[kErrorHeader] = outcome.reason.substr(0, 1024);
+    if (outcome.action == Outcome::Action::kRetry) {
+      const auto& delays = broker_.retry_backoff_ms;
+      const int64_t delay = delays[std::min<size_t>(retries, delays.size() - 1)];
+      copy.headers[kRetriesHeader] = int64_t{retries + 1};
+      copy.expiration = std::to_string(delay);
+      spdlog::warn("broker {}: retry {} in {} ms: {}", broker_.name, retries + 1, delay, outcome.reason);
+      moved = PublishConfirmed("", amqp::RetryQueueName(broker_.name), copy);
+      if (moved) counters_.retried.fetch_add(1, std::memory_order_relaxed);
+    } else {
+      copy.headers[kRetriesHeader] = int64_t{retries};
+      spdlog::error("broker {}: parked in {}: {}", broker_.name, amqp::DlqName(broker_.name),
+                    outcome.reason);
+      moved = PublishConfirmed(amqp::kDeadLetterExchange, amqp::QueueName(broker_.name), copy);
+      if (moved) counters_.parked.fetch_add(1, std::memory_order_relaxed);
+    }
+  }
+  if (!moved) {
+    // Not safely elsewhere yet: hand it back to the queue rather than lose it.
+    spdlog::warn("broker {} worker {}: could not move message ({}); requeueing", broker_.name,
+                 index_, moved.error().message);
+    (void)connection_->Reject(delivery.delivery_tag, true);
+    return;
+  }
+  if (connection_->Ack(delivery.delivery_tag)) {
+    counters_.acked.fetch_add(1, std::memory_order_relaxed);
+  }
+}
+
+}  // namespace beds::brokers

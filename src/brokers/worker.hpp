@@ -1,0 +1,52 @@
+// Private to brokers: one worker = one thread, one AMQP connection, one message at a time.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <stop_token>
+#include <thread>
+
+#include "amqp/connection.hpp"
+#include "brokers/pool.hpp"
+
+namespace beds::brokers {
+
+class Worker {
+ public:
+  // `on_exit` runs on the worker's thread as it ends; `died` says whether it ended by a crash
+  // (the supervisor then replaces it) rather than by a stop request.
+  Worker(int index, const config::BrokerSettings& broker, const config::AmqpSettings& amqp,
+         std::shared_ptr<Handler> handler, PoolCounters& counters,
+         std::function<void()> on_exit);
+  ~Worker();  // requests stop and joins
+
+  void RequestStop() { thread_.request_stop(); }
+  void Join() {
+    if (thread_.joinable()) thread_.join();
+  }
+  bool died() const { return died_.load(); }
+  bool exited() const { return exited_.load(); }
+
+ private:
+  void Main(std::stop_token stop);
+  void Loop(std::stop_token stop);
+  Result<void> Connect();
+  void Process(const amqp::Delivery& delivery);
+  Result<void> PublishConfirmed(const std::string& exchange, const std::string& key,
+                                const amqp::Message& message);
+
+  const int index_;
+  const config::BrokerSettings& broker_;
+  const config::AmqpSettings& amqp_;
+  std::shared_ptr<Handler> handler_;
+  PoolCounters& counters_;
+  std::function<void()> on_exit_;
+  std::unique_ptr<amqp::Connection> connection_;  // consume, reply, ack
+  std::unique_ptr<amqp::Connection> confirmed_;   // retry/park publishes, opened when first needed
+  std::string consumer_tag_;
+  std::atomic<bool> died_{false};
+  std::atomic<bool> exited_{false};
+  std::jthread thread_;  // last: starts after every member above is ready
+};
+
+}  // namespace beds::brokers

@@ -1,0 +1,141 @@
+#include "client/client.hpp"
+
+#include <thread>
+
+#include "core/lineage.hpp"
+
+namespace beds::client {
+namespace {
+using namespace std::chrono_literals;
+constexpr const char* kDirectReplyTo = "amq.rabbitmq.reply-to";
+}  // namespace
+
+Client::Client(config::AmqpSettings settings)
+    : settings_(std::move(settings)), prefix_(NewGuid().substr(20)) {}
+
+Result<std::unique_ptr<Client>> Client::Connect(const config::AmqpSettings& settings) {
+  std::unique_ptr<Client> client(new Client(settings));
+  if (auto r = client->Open(); !r) return std::unexpected(r.error());
+  return client;
+}
+
+Result<void> Client::Open() {
+  auto c = amqp::Connection::Open(settings_);
+  if (!c) return std::unexpected(c.error());
+  // Direct reply-to needs its consumer (no-ack) before the first publish on the same channel.
+  if (auto tag = (*c)->Consume(kDirectReplyTo, true); !tag) return std::unexpected(tag.error());
+  connection_ = std::move(*c);
+  return Ok();
+}
+
+Result<void> Client::Reconnect(const Error& cause) {
+  connection_.reset();
+  const auto give_up = std::chrono::steady_clock::now() + reconnect_window_;
+  auto backoff = 100ms;
+  Error last = cause;
+  while (std::chrono::steady_clock::now() < give_up) {
+    std::this_thread::sleep_for(backoff);
+    backoff = std::min<std::chrono::milliseconds>(backoff * 2, 2s);
+    if (auto r = Open(); !r) {
+      last = r.error();
+      continue;
+    }
+    ++reconnects_;
+    bool resent = true;
+    for (const auto& [id, p] : pending_) {
+      if (auto r = connection_->Publish(p.exchange, p.routing_key, p.message); !r) {
+        last = r.error();
+        connection_.reset();
+        resent = false;
+        break;
+      }
+    }
+    if (resent) return Ok();
+  }
+  return Fail(Code::kUnavailable, "lost the broker and could not reconnect: " + last.message);
+}
+
+Result<std::string> Client::Send(const std::string& routing_key, std::string body,
+                                 const SendOptions& options) {
+  Pending p;
+  p.exchange = options.exchange;
+  p.routing_key = routing_key;
+  p.message.body = std::move(body);
+  p.message.message_id = options.message_id;
+  p.message.delivery_mode = options.delivery_mode;
+  std::string id = prefix_ + "-" + std::to_string(++next_id_);
+  if (options.expect_reply) {
+    p.message.reply_to = kDirectReplyTo;
+    p.message.correlation_id = id;
+  }
+  if (!connection_) {
+    if (auto r = Reconnect(Error{Code::kUnavailable, "not connected"}); !r) return std::unexpected(r.error());
+  }
+  if (auto r = connection_->Publish(p.exchange, p.routing_key, p.message); !r) {
+    if (options.expect_reply) pending_.emplace(id, std::move(p));
+    // Reconnect re-sends everything pending, this request included.
+    if (auto rc = Reconnect(r.error()); !rc) return std::unexpected(rc.error());
+    return id;
+  }
+  if (options.expect_reply) pending_.emplace(id, std::move(p));
+  return id;
+}
+
+Result<std::optional<Reply>> Client::Receive(std::chrono::milliseconds timeout) {
+  if (!early_.empty()) {
+    Reply r = std::move(early_.front());
+    early_.pop_front();
+    return r;
+  }
+  const auto until = std::chrono::steady_clock::now() + timeout;
+  while (true) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        until - std::chrono::steady_clock::now());
+    if (left <= 0ms) return std::nullopt;
+    if (!connection_) {
+      if (auto r = Reconnect(Error{Code::kUnavailable, "not connected"}); !r) return std::unexpected(r.error());
+    }
+    auto next = connection_->Next(std::min<std::chrono::milliseconds>(left, 500ms));
+    if (!next) {
+      if (auto r = Reconnect(next.error()); !r) return std::unexpected(r.error());
+      continue;
+    }
+    if (!*next) continue;
+    auto it = pending_.find((*next)->message.correlation_id);
+    if (it == pending_.end()) continue;  // a duplicate answer to a request re-sent after a reconnect
+    pending_.erase(it);
+    return Reply{(*next)->message.correlation_id, std::move((*next)->message.body)};
+  }
+}
+
+Result<Reply> Client::Call(const std::string& routing_key, std::string body,
+                           std::chrono::milliseconds timeout, const SendOptions& options) {
+  auto id = Send(routing_key, std::move(body), options);
+  if (!id) return std::unexpected(id.error());
+  const auto until = std::chrono::steady_clock::now() + timeout;
+  std::deque<Reply> others;
+  Result<Reply> result = Fail(Code::kTimeout, "no reply within " + std::to_string(timeout.count()) + " ms");
+  while (true) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        until - std::chrono::steady_clock::now());
+    if (left <= 0ms) {
+      pending_.erase(*id);
+      break;
+    }
+    auto r = Receive(left);
+    if (!r) {
+      result = std::unexpected(r.error());
+      break;
+    }
+    if (!*r) continue;
+    if ((*r)->correlation_id == *id) {
+      result = std::move(**r);
+      break;
+    }
+    others.push_back(std::move(**r));
+  }
+  for (auto& o : others) early_.push_back(std::move(o));
+  return result;
+}
+
+}  // namespace beds::client

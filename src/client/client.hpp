@@ -1,0 +1,72 @@
+// The C++ client: RPC over AMQP per PROTOCOL.md, used by beds-bench, the tests and (later) the
+// gateway and bedsctl. Requests go to beds.events; replies come back on RabbitMQ's direct
+// reply-to. A request stays pending until its reply arrives; when the connection drops (a broker
+// restart) the client reconnects with backoff and re-sends every pending request with its
+// original correlation id, so each is answered. Not thread-safe: one Client per thread.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "amqp/connection.hpp"
+#include "config/config.hpp"
+#include "core/error.hpp"
+
+namespace beds::client {
+
+struct SendOptions {
+  std::string exchange = "beds.events";
+  std::string message_id;
+  uint8_t delivery_mode = 0;  // 2 for writes
+  bool expect_reply = true;   // false: fire and forget (no reply_to)
+};
+
+struct Reply {
+  std::string correlation_id;
+  std::string body;
+};
+
+class Client {
+ public:
+  static Result<std::unique_ptr<Client>> Connect(const config::AmqpSettings& settings);
+
+  // Publishes; returns the correlation id the reply will carry.
+  Result<std::string> Send(const std::string& routing_key, std::string body,
+                           const SendOptions& options = {});
+  // The next reply of a pending request, or nullopt when `timeout` passes first.
+  Result<std::optional<Reply>> Receive(std::chrono::milliseconds timeout);
+  // Send, then wait for that request's reply; replies to other requests are kept for Receive().
+  Result<Reply> Call(const std::string& routing_key, std::string body,
+                     std::chrono::milliseconds timeout, const SendOptions& options = {});
+
+  size_t pending() const { return pending_.size(); }
+  uint64_t reconnects() const { return reconnects_; }
+  // How long a lost connection is retried before Send/Receive give up (default 60 s).
+  void set_reconnect_window(std::chrono::milliseconds window) { reconnect_window_ = window; }
+
+ private:
+  struct Pending {
+    std::string exchange;
+    std::string routing_key;
+    amqp::Message message;
+  };
+  explicit Client(config::AmqpSettings settings);
+  Result<void> Open();
+  Result<void> Reconnect(const Error& cause);
+
+  config::AmqpSettings settings_;
+  std::unique_ptr<amqp::Connection> connection_;
+  std::map<std::string, Pending> pending_;  // by correlation id
+  std::deque<Reply> early_;                 // replies that arrived while Call() waited for another
+  std::string prefix_;
+  uint64_t next_id_ = 0;
+  uint64_t reconnects_ = 0;
+  std::chrono::milliseconds reconnect_window_{60000};
+};
+
+}  // namespace beds::client

@@ -1,0 +1,122 @@
+// Configuration (CONFIG.md): config/beds.toml deep-merged with config/env_{BEDS_ENV}.toml, then
+// BEDS__SECTION__KEY=value environment variables, read into one typed struct per part.
+// This part is the only code that reads environment variables. Load() is called once at IPL
+// (and by `beds config check`); the returned Config is immutable and shared read-only.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "core/error.hpp"
+
+namespace beds::config {
+
+struct NodeSettings {
+  std::string name = "appserver";  // [a-z0-9_-]; goes into every event id
+  bool production = false;         // default: true when env = prod
+  std::string broker_service = "app_server";  // which [broker_services.*] this node uses
+  bool fault_injection = false;    // enables sys/call "fault" for tests; refused in production
+  int64_t shutdown_grace_ms = 30000;  // how long in-flight work may take to finish at shutdown
+};
+
+struct AmqpSettings {
+  std::string host = "localhost";
+  int port = 5672;
+  std::string user = "guest";
+  std::string pass;
+  std::string vhost = "/";
+  bool tls = false;
+  bool tls_verify = true;       // verify the broker's certificate and host name
+  std::string tls_ca_file;      // "" = the system store
+  int heartbeat_s = 30;
+  int connect_timeout_ms = 5000;
+};
+
+struct HostPort {
+  std::string host;
+  int port = 3306;
+};
+
+struct DatabaseSettings {
+  std::string name;  // the table name under [databases]
+  std::string engine = "mariadb";  // mariadb | sqlite | mongodb
+  std::string host = "127.0.0.1";
+  int port = 3306;
+  std::string socket;
+  std::string user = "beds";
+  std::string pass;
+  std::string database = "beds";
+  std::vector<HostPort> secondaries;
+  std::string path;  // sqlite
+  std::string uri;   // mongodb
+};
+
+struct BrokerSettings {
+  std::string name;  // the table name under [brokers]; the queue is beds.{name}
+  std::string handler = "dispatch";
+  int instances = 8;
+  int prefetch = 16;
+  std::string queue_type = "classic";  // classic | quorum
+  std::vector<std::string> bindings;
+  int max_retries = 5;
+  std::vector<int64_t> retry_backoff_ms = {100, 1000, 10000};
+};
+
+struct ProtocolSettings {
+  int64_t max_body_bytes = 1 << 20;  // larger requests are answered TOO_LARGE and parked
+};
+
+struct TemplatesSettings {
+  std::string dir = "templates";
+};
+
+struct GatewaySettings {
+  bool enabled = false;
+  std::string listen = "127.0.0.1:8080";
+};
+
+struct LoggingSettings {
+  std::string level = "info";  // trace | debug | info | warn | error | critical | off
+  bool console = true;
+  bool journald = false;
+  bool amqp = true;
+};
+
+struct Config {
+  std::string env = "dev";
+  std::string config_dir = "config";
+  std::vector<std::string> files;  // the files that were merged, in order
+
+  NodeSettings node;
+  std::map<std::string, AmqpSettings> broker_services;
+  AmqpSettings amqp;  // = broker_services[node.broker_service]
+  std::map<std::string, DatabaseSettings> databases;
+  std::vector<BrokerSettings> brokers;  // in file order
+  ProtocolSettings protocol;
+  TemplatesSettings templates;
+  GatewaySettings gateway;
+  LoggingSettings logging;
+
+  std::string merged_toml;  // the merged document, secrets masked (`beds config check`)
+  std::string digest;       // 16 hex digits over the merged document, secrets included
+};
+
+struct LoadOptions {
+  std::string config_dir = "config";
+  std::optional<std::string> env;  // --env; else BEDS_ENV; else "dev"
+  // BEDS_ENV and BEDS__* variables; FromEnvironment() fills them from the process.
+  std::vector<std::pair<std::string, std::string>> environment;
+};
+
+// Reads BEDS_ENV and every BEDS__* variable of this process into options.environment.
+LoadOptions FromEnvironment(std::string config_dir, std::optional<std::string> env);
+
+// Loads, merges and validates. The error (code VALIDATION) lists every problem, one per line,
+// each naming the file (and line) or variable, the key and the expected type.
+Result<Config> Load(const LoadOptions& options);
+
+}  // namespace beds::config

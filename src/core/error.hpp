@@ -1,0 +1,50 @@
+// The one error type that crosses part boundaries, and the codes of PROTOCOL.md.
+// A code says what the caller should do: answer the client, retry later, or give up.
+// Plain values: safe to copy between threads.
+#pragma once
+
+#include <expected>
+#include <string>
+#include <string_view>
+
+namespace beds {
+
+enum class Code {
+  kBadRequest,       // not JSON, not an object, unknown field, wrong type
+  kUnknownTemplate,  // no template of that name is registered
+  kUnknownOp,        // the template has no such op (or call)
+  kValidation,       // well-formed but breaks the template's rules
+  kNotFound,
+  kConflict,     // duplicate key, idempotency clash
+  kForbidden,    // not allowed here (e.g. fault injection on a production node)
+  kTooLarge,     // body over [protocol] max_body_bytes
+  kTimeout,      // deadline passed before the work ran
+  kUnavailable,  // a server is down or a template is not bound: retry later
+  kInternal,     // a bug or an unexpected failure; the message is retried, then parked
+};
+
+// The wire name, e.g. "BAD_REQUEST".
+std::string_view CodeName(Code code);
+
+// True when the same request may succeed later without change (UNAVAILABLE, TIMEOUT, INTERNAL).
+bool IsRetryable(Code code);
+
+struct Error {
+  Code code;
+  std::string message;  // safe to show a user: no SQL, no stack, no credentials
+
+  bool retryable() const { return IsRetryable(code); }
+};
+
+inline Error MakeError(Code code, std::string message) { return Error{code, std::move(message)}; }
+
+template <typename T>
+using Result = std::expected<T, Error>;
+
+// Result<void> helpers: `return Ok();` and `return Fail(Code::kX, "...");`
+inline Result<void> Ok() { return {}; }
+inline std::unexpected<Error> Fail(Code code, std::string message) {
+  return std::unexpected(Error{code, std::move(message)});
+}
+
+}  // namespace beds

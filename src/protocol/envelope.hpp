@@ -1,0 +1,72 @@
+// The request envelope and reply bodies of PROTOCOL.md, version 1. Pure functions over bytes:
+// no sockets, no databases, callable from any thread.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include <boost/json.hpp>
+
+#include "core/error.hpp"
+#include "core/lineage.hpp"
+
+namespace beds::protocol {
+
+struct Request {
+  std::string template_name;
+  std::string op;
+  std::string call;
+  std::string id;  // a JSON integer id arrives as its decimal text
+  boost::json::object data;
+  boost::json::object where;
+  std::optional<int64_t> limit;
+  std::optional<int64_t> offset;
+  std::string order;
+  bool async = false;
+  std::optional<Lineage> lineage;  // as sent; see RequestLineage()
+  int64_t deadline_ms = 0;         // absolute Unix ms; 0 = none
+  std::string idempotency_key;
+};
+
+// Step 1: size (TOO_LARGE), then JSON that is an object (BAD_REQUEST). A body that fails here
+// cannot be understood at all: the broker parks it in the DLQ.
+Result<boost::json::object> ParseBody(std::string_view body, int64_t max_body_bytes);
+
+// Step 2: every field's type and unknown fields (BAD_REQUEST). Template- and op-level checks
+// belong to the dispatcher.
+Result<Request> DecodeFields(boost::json::object body);
+
+// Both steps.
+Result<Request> DecodeRequest(std::string_view body, int64_t max_body_bytes);
+
+// The lineage this request runs under. A request without lineage is a root; an AMQP message_id
+// of event-id form becomes the root's event_id. A request that names its parent (a child request)
+// keeps parent_id and depth; its event_id is the one it sent, or a fresh one.
+Result<Lineage> RequestLineage(const Request& request, std::string_view message_id,
+                               std::string_view node, std::string_view env);
+
+// {"ok": true, "event_id": ..., "data": data, "count": n}; count omitted when not given.
+std::string EncodeOk(std::string_view event_id, const boost::json::value& data,
+                     std::optional<int64_t> count = std::nullopt);
+
+// {"ok": true, "event_id": ..., <fields>}: replies that are not rows (tickets, status).
+std::string EncodeOkFields(std::string_view event_id, const boost::json::object& fields);
+
+// {"ok": false, "event_id": ..., "error": {"code", "message", "retryable"}}
+std::string EncodeError(std::string_view event_id, const Error& error);
+
+// The reply body the broker hands back, decoded: for clients and tests.
+struct Reply {
+  bool ok = false;
+  std::string event_id;
+  boost::json::value body;  // the whole reply object
+  std::optional<Error> error;
+};
+Result<Reply> DecodeReply(std::string_view body);
+
+// Maps a wire code name ("BAD_REQUEST") back to the enum; nullopt for an unknown name.
+std::optional<Code> CodeFromName(std::string_view name);
+
+}  // namespace beds::protocol

@@ -1,0 +1,216 @@
+#include "config/config.hpp"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+namespace beds::config {
+namespace {
+
+namespace fs = std::filesystem;
+
+// A throwaway config directory per test.
+class ConfigTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() /
+           ("beds-config-" + std::to_string(::getpid()) + "-" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+    Write("beds.toml", R"([node]
+name = "appserver"
+
+[broker_services.app_server]
+host = "localhost"
+port = 5672
+pass = ""
+
+[databases.main]
+engine = "mariadb"
+port = 3306
+
+[brokers.rBroker]
+instances = 8
+bindings = ["sys.read"]
+)");
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  void Write(const std::string& name, const std::string& text) {
+    std::ofstream(dir_ / name) << text;
+  }
+
+  Result<Config> Load(std::vector<std::pair<std::string, std::string>> environment = {},
+                      std::optional<std::string> env = std::nullopt) {
+    LoadOptions o;
+    o.config_dir = dir_.string();
+    o.env = std::move(env);
+    o.environment = std::move(environment);
+    return config::Load(o);
+  }
+
+  fs::path dir_;
+};
+
+TEST_F(ConfigTest, BaseAloneGivesDefaults) {
+  auto c = Load();
+  ASSERT_TRUE(c) << c.error().message;
+  EXPECT_EQ(c->env, "dev");
+  EXPECT_EQ(c->node.name, "appserver");
+  EXPECT_FALSE(c->node.production);
+  EXPECT_EQ(c->amqp.port, 5672);
+  EXPECT_EQ(c->amqp.vhost, "/");
+  ASSERT_EQ(c->brokers.size(), 1u);
+  EXPECT_EQ(c->brokers[0].name, "rBroker");
+  EXPECT_EQ(c->brokers[0].prefetch, 16);  // default from the struct
+  EXPECT_EQ(c->brokers[0].retry_backoff_ms, (std::vector<int64_t>{100, 1000, 10000}));
+  EXPECT_EQ(c->databases.at("main").engine, "mariadb");
+  EXPECT_EQ(c->files.size(), 1u);
+}
+
+TEST_F(ConfigTest, EnvFileOverridesOnlyItsKeys) {
+  Write("env_qa.toml", "[broker_services.app_server]\nport = 5699\n[brokers.rBroker]\ninstances = 2\n");
+  auto c = Load({{"BEDS_ENV", "qa"}});
+  ASSERT_TRUE(c) << c.error().message;
+  EXPECT_EQ(c->env, "qa");
+  EXPECT_EQ(c->amqp.port, 5699);
+  EXPECT_EQ(c->amqp.host, "localhost");  // inherited from the base
+  EXPECT_EQ(c->brokers[0].instances, 2);
+  EXPECT_EQ(c->brokers[0].bindings, std::vector<std::string>{"sys.read"});
+  EXPECT_EQ(c->files.size(), 2u);
+}
+
+TEST_F(ConfigTest, EnvFlagBeatsBedsEnvVariable) {
+  Write("env_qa.toml", "[node]\nname = \"qa-node\"\n");
+  auto c = Load({{"BEDS_ENV", "other"}}, "qa");
+  ASSERT_TRUE(c) << c.error().message;
+  EXPECT_EQ(c->node.name, "qa-node");
+}
+
+TEST_F(ConfigTest, ProdDefaultsToProduction) {
+  auto c = Load({}, "prod");
+  ASSERT_TRUE(c) << c.error().message;
+  EXPECT_TRUE(c->node.production);
+  Write("env_prod.toml", "[node]\nproduction = false\n");
+  auto d = Load({}, "prod");
+  ASSERT_TRUE(d) << d.error().message;
+  EXPECT_FALSE(d->node.production);
+}
+
+TEST_F(ConfigTest, EnvironmentVariablesAreTheLastLayer) {
+  Write("env_dev.toml", "[broker_services.app_server]\nport = 1111\n");
+  auto c = Load({{"BEDS__BROKER_SERVICES__APP_SERVER__PORT", "2222"},
+                 {"BEDS__BROKER_SERVICES__APP_SERVER__PASS", "12345"},
+                 {"BEDS__BROKERS__RBROKER__BINDINGS", "[\"rel.read\", \"sys.read\"]"},
+                 {"BEDS__LOGGING__CONSOLE", "false"}});
+  ASSERT_TRUE(c) << c.error().message;
+  EXPECT_EQ(c->amqp.port, 2222);
+  EXPECT_EQ(c->amqp.pass, "12345");  // a string key stays a string even when it looks numeric
+  EXPECT_EQ(c->brokers[0].bindings, (std::vector<std::string>{"rel.read", "sys.read"}));
+  EXPECT_FALSE(c->logging.console);
+}
+
+TEST_F(ConfigTest, WrongTypeNamesFileLineKeyAndType) {
+  Write("env_dev.toml", "[brokers.rBroker]\n\ninstances = \"eight\"\n");
+  auto c = Load();
+  ASSERT_FALSE(c);
+  EXPECT_EQ(c.error().code, Code::kValidation);
+  const std::string& m = c.error().message;
+  EXPECT_NE(m.find("env_dev.toml:3"), std::string::npos) << m;
+  EXPECT_NE(m.find("brokers.rBroker.instances"), std::string::npos) << m;
+  EXPECT_NE(m.find("expected integer, got string"), std::string::npos) << m;
+}
+
+TEST_F(ConfigTest, WrongTypeFromEnvironmentNamesTheVariable) {
+  auto c = Load({{"BEDS__BROKERS__RBROKER__INSTANCES", "many"}});
+  ASSERT_FALSE(c);
+  EXPECT_NE(c.error().message.find("environment BEDS__BROKERS__RBROKER__INSTANCES"), std::string::npos)
+      << c.error().message;
+}
+
+TEST_F(ConfigTest, UnknownKeysAreErrors) {
+  Write("env_dev.toml", "[node]\nnmae = \"typo\"\n[loging]\nlevel = \"info\"\n");
+  auto c = Load();
+  ASSERT_FALSE(c);
+  const std::string& m = c.error().message;
+  EXPECT_NE(m.find("key 'node.nmae': unknown key"), std::string::npos) << m;
+  EXPECT_NE(m.find("key 'loging': unknown key"), std::string::npos) << m;
+}
+
+TEST_F(ConfigTest, EveryProblemIsReportedAtOnce) {
+  Write("env_dev.toml",
+        "[brokers.rBroker]\nqueue_type = \"fast\"\nprefetch = 0\n[logging]\nlevel = \"loud\"\n");
+  auto c = Load();
+  ASSERT_FALSE(c);
+  const std::string& m = c.error().message;
+  EXPECT_NE(m.find("queue_type': expected one of classic | quorum"), std::string::npos) << m;
+  EXPECT_NE(m.find("prefetch': expected an integer in [1, 65535], got 0"), std::string::npos) << m;
+  EXPECT_NE(m.find("logging.level"), std::string::npos) << m;
+}
+
+TEST_F(ConfigTest, TomlSyntaxErrorNamesFileAndLine) {
+  Write("env_dev.toml", "[node]\nname = \n");
+  auto c = Load();
+  ASSERT_FALSE(c);
+  EXPECT_NE(c.error().message.find("env_dev.toml:2"), std::string::npos) << c.error().message;
+}
+
+TEST_F(ConfigTest, MissingBaseFileIsAnError) {
+  fs::remove(dir_ / "beds.toml");
+  auto c = Load();
+  ASSERT_FALSE(c);
+  EXPECT_NE(c.error().message.find("beds.toml: not found"), std::string::npos);
+}
+
+TEST_F(ConfigTest, NodeNameMustFitAnEventId) {
+  auto c = Load({{"BEDS__NODE__NAME", "App.Server"}});
+  ASSERT_FALSE(c);
+  EXPECT_NE(c.error().message.find("node.name"), std::string::npos);
+}
+
+TEST_F(ConfigTest, UnknownBrokerServiceIsAnError) {
+  auto c = Load({{"BEDS__NODE__BROKER_SERVICE", "nowhere"}});
+  ASSERT_FALSE(c);
+  EXPECT_NE(c.error().message.find("broker_services.nowhere"), std::string::npos);
+}
+
+TEST_F(ConfigTest, FaultInjectionIsRefusedInProduction) {
+  auto c = Load({{"BEDS__NODE__FAULT_INJECTION", "true"}}, "prod");
+  ASSERT_FALSE(c);
+  EXPECT_NE(c.error().message.find("fault_injection"), std::string::npos);
+}
+
+TEST_F(ConfigTest, SecretsAreMaskedInTheMergedDocument) {
+  Write("env_dev.toml",
+        "[broker_services.app_server]\npass = \"hunter2\"\n[databases.docs]\nengine = \"mongodb\"\n"
+        "uri = \"mongodb://u:s3cret@db:27017/x\"\n");
+  auto c = Load();
+  ASSERT_TRUE(c) << c.error().message;
+  EXPECT_EQ(c->amqp.pass, "hunter2");
+  EXPECT_EQ(c->merged_toml.find("hunter2"), std::string::npos) << c->merged_toml;
+  EXPECT_EQ(c->merged_toml.find("s3cret"), std::string::npos) << c->merged_toml;
+  EXPECT_NE(c->merged_toml.find("mongodb://u:****@db:27017/x"), std::string::npos);
+}
+
+TEST_F(ConfigTest, DigestChangesWithTheConfig) {
+  auto a = Load();
+  auto b = Load({{"BEDS__BROKERS__RBROKER__INSTANCES", "3"}});
+  ASSERT_TRUE(a && b);
+  EXPECT_EQ(a->digest.size(), 16u);
+  EXPECT_NE(a->digest, b->digest);
+  EXPECT_EQ(a->digest, Load()->digest);
+}
+
+TEST_F(ConfigTest, ShippedBaseConfigIsValid) {
+  LoadOptions o;
+  o.config_dir = BEDS_SOURCE_DIR "/config";
+  o.env = "shipped-defaults-test";  // no such env file: the base alone
+  auto c = config::Load(o);
+  ASSERT_TRUE(c) << c.error().message;
+  EXPECT_GE(c->brokers.size(), 1u);
+}
+
+}  // namespace
+}  // namespace beds::config

@@ -1,0 +1,149 @@
+#include "protocol/envelope.hpp"
+
+#include <gtest/gtest.h>
+
+namespace beds::protocol {
+namespace {
+
+namespace json = boost::json;
+
+Code CodeOf(std::string_view body, int64_t max = 1 << 20) {
+  auto r = DecodeRequest(body, max);
+  EXPECT_FALSE(r.has_value()) << body;
+  return r ? Code::kInternal : r.error().code;
+}
+
+TEST(Envelope, DecodesEveryField) {
+  auto r = DecodeRequest(R"({"template":"Users","op":"fetch","call":"x","id":42,
+    "data":{"email":"a@example.org"},"where":{"id":{"gt":1}},"limit":50,"offset":5,"order":"-created",
+    "async":true,"lineage":{"event_id":"","parent_id":"appserver.dev.0192f0c4e1b87a3c9d2e4f60718293a4","depth":1},
+    "deadline_ms":1700000000000,"idempotency_key":"k1"})",
+                         1 << 20);
+  ASSERT_TRUE(r) << r.error().message;
+  EXPECT_EQ(r->template_name, "Users");
+  EXPECT_EQ(r->op, "fetch");
+  EXPECT_EQ(r->call, "x");
+  EXPECT_EQ(r->id, "42");
+  EXPECT_EQ(r->data.at("email").as_string(), "a@example.org");
+  EXPECT_TRUE(r->where.at("id").is_object());
+  EXPECT_EQ(r->limit, 50);
+  EXPECT_EQ(r->offset, 5);
+  EXPECT_EQ(r->order, "-created");
+  EXPECT_TRUE(r->async);
+  ASSERT_TRUE(r->lineage);
+  EXPECT_EQ(r->lineage->depth, 1);
+  EXPECT_EQ(r->deadline_ms, 1700000000000);
+  EXPECT_EQ(r->idempotency_key, "k1");
+}
+
+TEST(Envelope, NotJsonIsBadRequest) {
+  EXPECT_EQ(CodeOf("this is not json"), Code::kBadRequest);
+  EXPECT_EQ(CodeOf(""), Code::kBadRequest);
+  EXPECT_EQ(CodeOf("{\"template\":\"sys\""), Code::kBadRequest);
+  EXPECT_EQ(CodeOf("{\"template\":\"\xff\xfe\",\"op\":\"ping\"}"), Code::kBadRequest);  // bad UTF-8
+}
+
+TEST(Envelope, NotAnObjectIsBadRequest) {
+  EXPECT_EQ(CodeOf("[1,2]"), Code::kBadRequest);
+  EXPECT_EQ(CodeOf("\"ping\""), Code::kBadRequest);
+  EXPECT_EQ(CodeOf("null"), Code::kBadRequest);
+}
+
+TEST(Envelope, UnknownFieldIsBadRequest) {
+  auto r = DecodeRequest(R"({"template":"sys","op":"ping","drop":"table"})", 1 << 20);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, Code::kBadRequest);
+  EXPECT_NE(r.error().message.find("'drop'"), std::string::npos);
+}
+
+TEST(Envelope, WrongTypesAreBadRequest) {
+  EXPECT_EQ(CodeOf(R"({"template":1,"op":"ping"})"), Code::kBadRequest);
+  EXPECT_EQ(CodeOf(R"({"template":"sys","op":["ping"]})"), Code::kBadRequest);
+  EXPECT_EQ(CodeOf(R"({"template":"sys","op":"fetch","limit":"10"})"), Code::kBadRequest);
+  EXPECT_EQ(CodeOf(R"({"template":"sys","op":"fetch","limit":-1})"), Code::kBadRequest);
+  EXPECT_EQ(CodeOf(R"({"template":"sys","op":"fetch","limit":1.5})"), Code::kBadRequest);
+  EXPECT_EQ(CodeOf(R"({"template":"sys","op":"fetch","data":[]})"), Code::kBadRequest);
+  EXPECT_EQ(CodeOf(R"({"template":"sys","op":"fetch","where":"id=1"})"), Code::kBadRequest);
+  EXPECT_EQ(CodeOf(R"({"template":"sys","op":"fetch","async":"yes"})"), Code::kBadRequest);
+  EXPECT_EQ(CodeOf(R"({"template":"sys","op":"fetch","id":true})"), Code::kBadRequest);
+  EXPECT_EQ(CodeOf(R"({"template":"sys","op":"fetch","deadline_ms":"soon"})"), Code::kBadRequest);
+}
+
+TEST(Envelope, MissingRequiredFieldsAreBadRequest) {
+  EXPECT_EQ(CodeOf(R"({"op":"ping"})"), Code::kBadRequest);
+  EXPECT_EQ(CodeOf(R"({"template":"sys"})"), Code::kBadRequest);
+  EXPECT_EQ(CodeOf(R"({"template":"","op":"ping"})"), Code::kBadRequest);
+}
+
+TEST(Envelope, BadLineageIsBadRequest) {
+  EXPECT_EQ(CodeOf(R"({"template":"sys","op":"ping","lineage":{"event_id":"x"}})"), Code::kBadRequest);
+  EXPECT_EQ(CodeOf(R"({"template":"sys","op":"ping","lineage":{"depth":2}})"), Code::kBadRequest);
+  EXPECT_EQ(CodeOf(R"({"template":"sys","op":"ping","lineage":{"hops":2}})"), Code::kBadRequest);
+  EXPECT_EQ(CodeOf(R"({"template":"sys","op":"ping","lineage":[]})"), Code::kBadRequest);
+}
+
+TEST(Envelope, OversizedBodyIsTooLarge) {
+  const std::string body = R"({"template":"sys","op":"ping","data":{"pad":")" + std::string(2000, 'x') + "\"}}";
+  EXPECT_EQ(CodeOf(body, 1024), Code::kTooLarge);
+  EXPECT_TRUE(DecodeRequest(body, 4096));
+}
+
+TEST(Envelope, DeeplyNestedJsonIsRefusedNotCrashed) {
+  const std::string body = std::string(100000, '[') + std::string(100000, ']');
+  EXPECT_EQ(CodeOf(body, 1 << 20), Code::kBadRequest);
+}
+
+TEST(Envelope, LineageOfARootAndOfAChild) {
+  auto root = DecodeRequest(R"({"template":"sys","op":"ping"})", 1 << 20);
+  ASSERT_TRUE(root);
+  auto l = RequestLineage(*root, "", "appserver", "dev");
+  ASSERT_TRUE(l);
+  EXPECT_TRUE(IsEventId(l->event_id));
+  EXPECT_EQ(l->parent_id, "");
+  EXPECT_EQ(l->depth, 0);
+
+  const std::string mid = "client.dev.0192f0c4e1b87a3c9d2e4f60718293a4";
+  auto with_mid = RequestLineage(*root, mid, "appserver", "dev");
+  EXPECT_EQ(with_mid->event_id, mid);
+  auto not_an_id = RequestLineage(*root, "hello", "appserver", "dev");
+  EXPECT_NE(not_an_id->event_id, "hello");
+
+  auto child = DecodeRequest(
+      R"({"template":"sys","op":"ping","lineage":{"parent_id":"appserver.dev.0192f0c4e1b87a3c9d2e4f60718293a4","depth":3}})",
+      1 << 20);
+  ASSERT_TRUE(child);
+  auto cl = RequestLineage(*child, "", "appserver", "dev");
+  EXPECT_EQ(cl->parent_id, "appserver.dev.0192f0c4e1b87a3c9d2e4f60718293a4");
+  EXPECT_EQ(cl->depth, 3);
+  EXPECT_TRUE(IsEventId(cl->event_id));
+}
+
+TEST(Envelope, RepliesRoundTrip) {
+  const std::string ok = EncodeOk("n.dev.0192f0c4e1b87a3c9d2e4f60718293a4", json::array{json::object{{"id", 42}}}, 1);
+  auto r = DecodeReply(ok);
+  ASSERT_TRUE(r);
+  EXPECT_TRUE(r->ok);
+  EXPECT_EQ(r->body.at("count").as_int64(), 1);
+  EXPECT_EQ(r->body.at("data").at(0).at("id").as_int64(), 42);
+
+  const std::string err = EncodeError("n.dev.0192f0c4e1b87a3c9d2e4f60718293a4", Error{Code::kUnavailable, "down"});
+  auto e = DecodeReply(err);
+  ASSERT_TRUE(e);
+  EXPECT_FALSE(e->ok);
+  ASSERT_TRUE(e->error);
+  EXPECT_EQ(e->error->code, Code::kUnavailable);
+  EXPECT_EQ(e->body.at("error").at("retryable").as_bool(), true);
+  EXPECT_EQ(e->body.at("error").at("code").as_string(), "UNAVAILABLE");
+}
+
+TEST(Envelope, EveryCodeNameRoundTrips) {
+  for (Code c : {Code::kBadRequest, Code::kUnknownTemplate, Code::kUnknownOp, Code::kValidation,
+                 Code::kNotFound, Code::kConflict, Code::kForbidden, Code::kTooLarge, Code::kTimeout,
+                 Code::kUnavailable, Code::kInternal}) {
+    EXPECT_EQ(CodeFromName(CodeName(c)), c);
+  }
+  EXPECT_FALSE(CodeFromName("NOPE"));
+}
+
+}  // namespace
+}  // namespace beds::protocol
