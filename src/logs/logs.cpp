@@ -19,7 +19,8 @@ class EventIdFlag : public spdlog::custom_flag_formatter {
  public:
   void format(const spdlog::details::log_msg&, const std::tm&,
               spdlog::memory_buf_t& dest) override {
-    const std::string_view id = current_event_id.empty() ? "-" : current_event_id;
+    const std::string_view id =
+        current_event_id.empty() ? std::string_view("-") : std::string_view(current_event_id);
     dest.append(id.data(), id.data() + id.size());
   }
   std::unique_ptr<custom_flag_formatter> clone() const override {

@@ -1,0 +1,79 @@
+// Integration-test fixture: the real `beds` binary against the real RabbitMQ started by
+// scripts/servers.sh (ctest's `servers` fixture). Every test gets its own vhost, so tests never
+// see each other's queues; every node it starts is a child process it stops itself.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "amqp/connection.hpp"
+#include "client/client.hpp"
+#include "config/config.hpp"
+#include "protocol/envelope.hpp"
+
+namespace beds::testing {
+
+struct NodeOptions {
+  std::string name = "appserver";
+  int instances = 2;
+  int prefetch = 16;
+  int max_retries = 2;
+  std::string retry_backoff_ms = "[50, 100]";
+  int64_t max_body_bytes = 1 << 20;
+  bool fault_injection = true;
+  std::string extra_toml;  // appended to beds.toml
+};
+
+// A `beds run` child process with its own config directory.
+class NodeProcess {
+ public:
+  NodeProcess(const std::string& vhost, const NodeOptions& options);
+  ~NodeProcess();  // SIGKILL if still running
+  pid_t pid() const { return pid_; }
+  bool running();
+  // Sends `signal` and waits for the exit; returns the exit code (or 128+signal).
+  int Signal(int signal, std::chrono::seconds timeout = std::chrono::seconds(60));
+  // Waits for the process to exit by itself; nullopt on timeout.
+  std::optional<int> Wait(std::chrono::seconds timeout);
+  std::string Log() const;
+
+ private:
+  std::string dir_;
+  pid_t pid_ = -1;
+  std::optional<int> exit_code_;
+};
+
+class NodeTest : public ::testing::Test {
+ protected:
+  void SetUp() override;
+  void TearDown() override;
+
+  config::AmqpSettings Amqp() const;
+  // Starts a node and waits until it answers sys/ping.
+  NodeProcess& StartNode(const NodeOptions& options = {});
+  std::unique_ptr<client::Client> NewClient();
+  // One request through the test's client; fails the test on no reply.
+  protocol::Reply Call(const std::string& routing_key, const std::string& body,
+                       std::chrono::milliseconds timeout = std::chrono::seconds(10));
+  boost::json::object Ping();
+  // Messages parked in beds.{broker}.dlq, taken off the queue.
+  std::vector<amqp::Delivery> DrainDlq(const std::string& broker = "rBroker");
+  // Runs scripts/servers.sh with `command`; true on success.
+  static bool Servers(const std::string& command);
+
+  std::string vhost_;
+  std::unique_ptr<client::Client> client_;
+  std::vector<std::unique_ptr<NodeProcess>> nodes_;
+};
+
+// Polls `condition` every 20 ms until it holds or `timeout` passes.
+bool WaitFor(const std::function<bool()>& condition, std::chrono::milliseconds timeout);
+
+}  // namespace beds::testing
