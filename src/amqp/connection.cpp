@@ -386,9 +386,9 @@ Result<void> Connection::Reject(uint64_t delivery_tag, bool requeue) {
                             "rejecting");
 }
 
-Result<std::optional<Delivery>> Connection::Get(const std::string& queue) {
+Result<std::optional<Delivery>> Connection::Get(const std::string& queue, bool auto_ack) {
   amqp_maybe_release_buffers(impl_->conn);
-  const amqp_rpc_reply_t r = amqp_basic_get(impl_->conn, kChannel, Bytes(queue), 1);
+  const amqp_rpc_reply_t r = amqp_basic_get(impl_->conn, kChannel, Bytes(queue), auto_ack ? 1 : 0);
   if (r.reply_type != AMQP_RESPONSE_NORMAL) {
     impl_->broken = true;
     return Unavailable("basic.get from " + queue + ": " + ReplyText(r));

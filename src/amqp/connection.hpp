@@ -80,8 +80,9 @@ class Connection {
   Result<void> Ack(uint64_t delivery_tag);
   Result<void> Reject(uint64_t delivery_tag, bool requeue);
 
-  // basic.get: one message from `queue` (acked at once), or nullopt when it is empty.
-  Result<std::optional<Delivery>> Get(const std::string& queue);
+  // basic.get: one message from `queue`, or nullopt when it is empty. With auto_ack the broker
+  // forgets it at once; otherwise Ack() it, or close the connection to hand it back.
+  Result<std::optional<Delivery>> Get(const std::string& queue, bool auto_ack = true);
 
   // Messages ready in `queue` (passive declare), for tools and tests.
   Result<uint32_t> MessageCount(const std::string& queue);

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs every Debian package BEDS needs to build, test, run the demo and the benchmark.
+# Idempotent; needs root (or sudo).
+set -euo pipefail
+packages=(
+  build-essential cmake ninja-build pkg-config git
+  librabbitmq-dev libmariadb-dev libtomlplusplus-dev libboost1.81-dev libboost-json1.81-dev
+  libspdlog-dev libfmt-dev libcli11-dev libsystemd-dev
+  libgtest-dev libgmock-dev libbenchmark-dev
+  rabbitmq-server mariadb-server mariadb-client
+  python3 python3-pika
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[[ ${#missing[@]} -eq 0 ]] && { echo "install-deps: all packages present"; exit 0; }
+sudo=""
+[[ $(id -u) -eq 0 ]] || sudo="sudo"
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+# The server packages try to start their system services; BEDS runs its own instances instead
+# (scripts/servers.sh), so a refused or failed service start is not an error here.
+$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+echo "install-deps: done"

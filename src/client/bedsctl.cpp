@@ -1,0 +1,178 @@
+// `bedsctl`: the operator's client. Reads the same config as `beds` (for the broker connection)
+// and speaks PROTOCOL.md through the C++ client. Every command prints the JSON it received.
+//   bedsctl ping [--node NAME]        sys/ping (or admin.ping.NAME: every node answers for "all")
+//   bedsctl describe                  sys/describe
+//   bedsctl request KEY JSON          any request, e.g. bedsctl request sys.read '{"template":"sys","op":"ping"}'
+//   bedsctl dlq list BROKER           the parked messages with their x-beds-error (left in place)
+//   bedsctl dlq replay BROKER         move them back to beds.{BROKER} for another try
+//   bedsctl shutdown NODE|all         admin.shutdown.{node}
+#include <chrono>
+#include <iostream>
+
+#include <CLI/CLI.hpp>
+#include <boost/json.hpp>
+
+#include "amqp/connection.hpp"
+#include "amqp/topology.hpp"
+#include "brokers/pool.hpp"
+#include "client/client.hpp"
+#include "config/config.hpp"
+
+namespace {
+
+using namespace std::chrono_literals;
+namespace json = boost::json;
+
+std::string HeaderText(const beds::amqp::HeaderValue& v) {
+  if (const auto* s = std::get_if<std::string>(&v)) return *s;
+  return std::to_string(std::get<int64_t>(v));
+}
+
+int Request(const beds::config::AmqpSettings& amqp, const std::string& key, const std::string& body,
+            int timeout_ms) {
+  auto client = beds::client::Client::Connect(amqp);
+  if (!client) {
+    std::cerr << "bedsctl: " << client.error().message << "\n";
+    return 3;
+  }
+  auto reply = (*client)->Call(key, body, std::chrono::milliseconds(timeout_ms));
+  if (!reply) {
+    std::cerr << "bedsctl: " << reply.error().message << "\n";
+    return 4;
+  }
+  std::cout << reply->body << "\n";
+  boost::system::error_code ec;
+  const auto parsed = json::parse(reply->body, ec);
+  return !ec && parsed.is_object() && parsed.as_object().contains("ok") && parsed.at("ok").as_bool() ? 0 : 1;
+}
+
+// admin.ping.all is answered by every node: collect replies until `timeout_ms` passes.
+int PingNodes(const beds::config::AmqpSettings& amqp, const std::string& node, int timeout_ms) {
+  auto conn = beds::amqp::Connection::Open(amqp);
+  if (!conn) {
+    std::cerr << "bedsctl: " << conn.error().message << "\n";
+    return 3;
+  }
+  if (auto r = (*conn)->Consume("amq.rabbitmq.reply-to", true); !r) return 3;
+  beds::amqp::Message m;
+  m.body = R"({"template":"admin","op":"ping"})";
+  m.reply_to = "amq.rabbitmq.reply-to";
+  m.correlation_id = "bedsctl-ping";
+  if (auto r = (*conn)->Publish(beds::amqp::kEventsExchange, "admin.ping." + node, m); !r) return 3;
+  int answers = 0;
+  const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  while (std::chrono::steady_clock::now() < until) {
+    auto d = (*conn)->Next(100ms);
+    if (!d) return 3;
+    if (!*d) {
+      if (answers > 0 && node != "all") break;
+      continue;
+    }
+    std::cout << (*d)->message.body << "\n";
+    ++answers;
+  }
+  return answers > 0 ? 0 : 4;
+}
+
+int DlqList(const beds::config::AmqpSettings& amqp, const std::string& broker, int max) {
+  auto conn = beds::amqp::Connection::Open(amqp);
+  if (!conn) {
+    std::cerr << "bedsctl: " << conn.error().message << "\n";
+    return 3;
+  }
+  // Unacked gets: closing the connection at the end puts every message back.
+  int n = 0;
+  for (; n < max; ++n) {
+    auto d = (*conn)->Get(beds::amqp::DlqName(broker), false);
+    if (!d) {
+      std::cerr << "bedsctl: " << d.error().message << "\n";
+      return 3;
+    }
+    if (!*d) break;
+    json::object line{{"routing_key", (*d)->routing_key}, {"body", (*d)->message.body}};
+    json::object headers;
+    for (const auto& [k, v] : (*d)->message.headers) headers[k] = HeaderText(v);
+    line["headers"] = headers;
+    std::cout << json::serialize(line) << "\n";
+  }
+  std::cerr << n << " message(s) in " << beds::amqp::DlqName(broker) << (n == max ? " (listing capped)" : "") << "\n";
+  return 0;
+}
+
+int DlqReplay(const beds::config::AmqpSettings& amqp, const std::string& broker) {
+  auto conn = beds::amqp::Connection::Open(amqp);
+  if (!conn || !(*conn)->EnableConfirms()) {
+    std::cerr << "bedsctl: cannot connect\n";
+    return 3;
+  }
+  int n = 0;
+  while (true) {
+    auto d = (*conn)->Get(beds::amqp::DlqName(broker), false);
+    if (!d) return 3;
+    if (!*d) break;
+    beds::amqp::Message m = (*d)->message;
+    m.headers.erase(beds::brokers::kRetriesHeader);
+    m.headers.erase(beds::brokers::kErrorHeader);
+    // Confirmed publish first, ack second: a crash in between duplicates, never loses.
+    if (auto r = (*conn)->Publish("", beds::amqp::QueueName(broker), m); !r) return 3;
+    if (auto r = (*conn)->Ack((*d)->delivery_tag); !r) return 3;
+    ++n;
+  }
+  std::cerr << "replayed " << n << " message(s) into " << beds::amqp::QueueName(broker) << "\n";
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"bedsctl: talk to BEDS nodes over AMQP"};
+  app.require_subcommand(1);
+  std::string config_dir = "config";
+  std::string env;
+  int timeout_ms = 10000;
+  app.add_option("--config-dir", config_dir, "directory holding beds.toml and env_*.toml");
+  app.add_option("--env", env, "environment name (default: $BEDS_ENV, else dev)");
+  app.add_option("--timeout-ms", timeout_ms, "how long to wait for a reply");
+
+  std::string node;
+  auto* ping = app.add_subcommand("ping", "sys/ping, or admin.ping.NODE with --node");
+  ping->add_option("--node", node, "ask this node (or all) through its control queue");
+  auto* describe = app.add_subcommand("describe", "sys/describe");
+  std::string key, body;
+  auto* request = app.add_subcommand("request", "send any request and print the reply");
+  request->add_option("key", key, "routing key, e.g. sys.read")->required();
+  request->add_option("body", body, "the JSON envelope")->required();
+  auto* dlq = app.add_subcommand("dlq", "the parking lot of a broker");
+  dlq->require_subcommand(1);
+  std::string broker;
+  int max = 100;
+  auto* list = dlq->add_subcommand("list", "print parked messages, leaving them in place");
+  list->add_option("broker", broker, "broker name, e.g. rBroker")->required();
+  list->add_option("--max", max, "at most this many");
+  auto* replay = dlq->add_subcommand("replay", "move parked messages back to their work queue");
+  replay->add_option("broker", broker, "broker name, e.g. rBroker")->required();
+  auto* shutdown = app.add_subcommand("shutdown", "admin.shutdown.{node|all}");
+  shutdown->add_option("node", node, "node name or all")->required();
+  CLI11_PARSE(app, argc, argv);
+
+  auto options = beds::config::FromEnvironment(config_dir, env.empty() ? std::nullopt : std::optional(env));
+  auto config = beds::config::Load(options);
+  if (!config) {
+    std::cerr << "bedsctl: config invalid:\n" << config.error().message << "\n";
+    return 2;
+  }
+  const auto& amqp = config->amqp;
+  if (*ping) {
+    if (!node.empty()) return PingNodes(amqp, node, timeout_ms);
+    return Request(amqp, "sys.read", R"({"template":"sys","op":"ping"})", timeout_ms);
+  }
+  if (*describe) return Request(amqp, "sys.read", R"({"template":"sys","op":"describe"})", timeout_ms);
+  if (*request) return Request(amqp, key, body, timeout_ms);
+  if (*list) return DlqList(amqp, broker, max);
+  if (*replay) return DlqReplay(amqp, broker);
+  if (*shutdown) {
+    return Request(amqp, "admin.shutdown." + node,
+                   R"({"template":"admin","op":"shutdown","data":{"mode":"drain"}})", timeout_ms);
+  }
+  return 2;
+}
