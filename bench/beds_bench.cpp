@@ -118,6 +118,7 @@ Figures Load(const beds::config::AmqpSettings& amqp, const std::string& key, con
       }
       sent.emplace(*id, Clock::now());
     }
+    if (sent.empty()) break;
     auto r = (*client)->Receive(5s);
     if (!r || !*r) {
       std::cerr << "no reply within 5 s; " << sent.size() << " outstanding\n";
