@@ -5,6 +5,7 @@
 // BEDS so that machine noise hits both alike; the medians and their ratio are printed.
 //
 //   beds-bench --config-dir config --inflight 64 --body-bytes 256 --duration-s 10 --rounds 3
+#include <CLI/CLI.hpp>
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -13,8 +14,6 @@
 #include <map>
 #include <thread>
 #include <vector>
-
-#include <CLI/CLI.hpp>
 
 #include "amqp/connection.hpp"
 #include "amqp/topology.hpp"
@@ -75,7 +74,8 @@ class EchoServer {
       beds::amqp::Message reply;
       reply.body = (*d)->message.body;
       reply.correlation_id = (*d)->message.correlation_id;
-      if (!conn.Publish("", (*d)->message.reply_to, reply) || !conn.Ack((*d)->delivery_tag)) std::exit(3);
+      if (!conn.Publish("", (*d)->message.reply_to, reply) || !conn.Ack((*d)->delivery_tag))
+        std::exit(3);
     }
   }
 
@@ -92,8 +92,9 @@ double Percentile(std::vector<double>& v, double p) {
 }
 
 // Keeps `inflight` requests outstanding for warmup + duration; measures only after the warmup.
-Figures Load(const beds::config::AmqpSettings& amqp, const std::string& key, const std::string& body,
-             int inflight, std::chrono::seconds warmup, std::chrono::seconds duration) {
+Figures Load(const beds::config::AmqpSettings& amqp, const std::string& key,
+             const std::string& body, int inflight, std::chrono::seconds warmup,
+             std::chrono::seconds duration) {
   auto client = beds::client::Client::Connect(amqp);
   if (!client) {
     std::cerr << "client: " << client.error().message << "\n";
@@ -142,9 +143,11 @@ Figures Load(const beds::config::AmqpSettings& amqp, const std::string& key, con
 }
 
 void Print(const char* what, int round, const Figures& f) {
-  std::printf("%-8s round %d: %9.0f req/s  p50 %7.0f us  p99 %7.0f us  p99.9 %7.0f us  (%lu replies, %lu errors)\n",
-              what, round, f.throughput, f.p50_us, f.p99_us, f.p999_us,
-              static_cast<unsigned long>(f.replies), static_cast<unsigned long>(f.errors));
+  std::printf(
+      "%-8s round %d: %9.0f req/s  p50 %7.0f us  p99 %7.0f us  p99.9 %7.0f us  (%lu replies, %lu "
+      "errors)\n",
+      what, round, f.throughput, f.p50_us, f.p99_us, f.p999_us,
+      static_cast<unsigned long>(f.replies), static_cast<unsigned long>(f.errors));
   std::fflush(stdout);
 }
 
@@ -176,7 +179,8 @@ int main(int argc, char** argv) {
   int duration_s = 10;
   int warmup_s = 2;
   int rounds = 3;
-  app.add_option("--config-dir", config_dir, "the config the running node uses (broker, pool size)");
+  app.add_option("--config-dir", config_dir,
+                 "the config the running node uses (broker, pool size)");
   app.add_option("--env", env, "environment name");
   app.add_option("--broker", broker, "the node's broker pool that serves sys.read");
   app.add_option("--inflight,-w", inflight, "requests kept in flight (W)");
@@ -186,8 +190,8 @@ int main(int argc, char** argv) {
   app.add_option("--rounds", rounds, "alternating baseline/BEDS rounds");
   CLI11_PARSE(app, argc, argv);
 
-  auto config = beds::config::Load(beds::config::FromEnvironment(
-      config_dir, env.empty() ? std::nullopt : std::optional(env)));
+  auto config = beds::config::Load(
+      beds::config::FromEnvironment(config_dir, env.empty() ? std::nullopt : std::optional(env)));
   if (!config) {
     std::cerr << "beds-bench: config invalid:\n" << config.error().message << "\n";
     return 2;
@@ -200,10 +204,13 @@ int main(int argc, char** argv) {
   }
   // Both sides get the same body size: a ping envelope padded with data.pad.
   std::string body = R"({"template":"sys","op":"ping","data":{"pad":""}})";
-  if (static_cast<int>(body.size()) < body_bytes) body.insert(body.size() - 3, body_bytes - body.size(), 'x');
+  if (static_cast<int>(body.size()) < body_bytes)
+    body.insert(body.size() - 3, body_bytes - body.size(), 'x');
 
-  std::printf("beds-bench: W=%d, %zu-byte bodies, %d s x %d rounds; baseline = %d echo consumers, prefetch %d\n",
-              inflight, body.size(), duration_s, rounds, pool->instances, pool->prefetch);
+  std::printf(
+      "beds-bench: W=%d, %zu-byte bodies, %d s x %d rounds; baseline = %d echo consumers, prefetch "
+      "%d\n",
+      inflight, body.size(), duration_s, rounds, pool->instances, pool->prefetch);
   std::vector<Figures> base, beds;
   {
     EchoServer echo(config->amqp, pool->instances, pool->prefetch);
@@ -218,10 +225,10 @@ int main(int argc, char** argv) {
   }
   const Figures b = Median(base);
   const Figures m = Median(beds);
-  std::printf("\nmedian   baseline: %9.0f req/s  p50 %7.0f us  p99 %7.0f us  p99.9 %7.0f us\n", b.throughput,
-              b.p50_us, b.p99_us, b.p999_us);
-  std::printf("median   beds:     %9.0f req/s  p50 %7.0f us  p99 %7.0f us  p99.9 %7.0f us\n", m.throughput,
-              m.p50_us, m.p99_us, m.p999_us);
+  std::printf("\nmedian   baseline: %9.0f req/s  p50 %7.0f us  p99 %7.0f us  p99.9 %7.0f us\n",
+              b.throughput, b.p50_us, b.p99_us, b.p999_us);
+  std::printf("median   beds:     %9.0f req/s  p50 %7.0f us  p99 %7.0f us  p99.9 %7.0f us\n",
+              m.throughput, m.p50_us, m.p99_us, m.p999_us);
   std::printf("ratio    beds/baseline throughput %.3f; p50 difference %+.0f us\n",
               b.throughput > 0 ? m.throughput / b.throughput : 0.0, m.p50_us - b.p50_us);
   if (m.errors > 0) {

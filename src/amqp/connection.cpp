@@ -14,9 +14,13 @@ namespace {
 
 constexpr amqp_channel_t kChannel = 1;
 
-amqp_bytes_t Bytes(const std::string& s) { return amqp_bytes_t{s.size(), const_cast<char*>(s.data())}; }
+amqp_bytes_t Bytes(const std::string& s) {
+  return amqp_bytes_t{s.size(), const_cast<char*>(s.data())};
+}
 
-std::string ToString(amqp_bytes_t b) { return std::string(static_cast<const char*>(b.bytes), b.len); }
+std::string ToString(amqp_bytes_t b) {
+  return std::string(static_cast<const char*>(b.bytes), b.len);
+}
 
 std::unexpected<Error> Unavailable(std::string message) {
   return Fail(Code::kUnavailable, std::move(message));
@@ -41,7 +45,8 @@ class TableView {
     }
   }
   amqp_table_t table() {
-    return amqp_table_t{static_cast<int>(entries_.size()), entries_.empty() ? nullptr : entries_.data()};
+    return amqp_table_t{static_cast<int>(entries_.size()),
+                        entries_.empty() ? nullptr : entries_.data()};
   }
 
  private:
@@ -55,16 +60,35 @@ Headers FromTable(const amqp_table_t& table) {
     const std::string key = ToString(e.key);
     switch (e.value.kind) {
       case AMQP_FIELD_KIND_UTF8:
-      case AMQP_FIELD_KIND_BYTES: headers[key] = ToString(e.value.value.bytes); break;
-      case AMQP_FIELD_KIND_I8: headers[key] = int64_t{e.value.value.i8}; break;
-      case AMQP_FIELD_KIND_U8: headers[key] = int64_t{e.value.value.u8}; break;
-      case AMQP_FIELD_KIND_I16: headers[key] = int64_t{e.value.value.i16}; break;
-      case AMQP_FIELD_KIND_U16: headers[key] = int64_t{e.value.value.u16}; break;
-      case AMQP_FIELD_KIND_I32: headers[key] = int64_t{e.value.value.i32}; break;
-      case AMQP_FIELD_KIND_U32: headers[key] = int64_t{e.value.value.u32}; break;
-      case AMQP_FIELD_KIND_I64: headers[key] = e.value.value.i64; break;
-      case AMQP_FIELD_KIND_U64: headers[key] = static_cast<int64_t>(e.value.value.u64); break;
-      default: break;  // arrays and tables (x-death) are not needed by BEDS
+      case AMQP_FIELD_KIND_BYTES:
+        headers[key] = ToString(e.value.value.bytes);
+        break;
+      case AMQP_FIELD_KIND_I8:
+        headers[key] = int64_t{e.value.value.i8};
+        break;
+      case AMQP_FIELD_KIND_U8:
+        headers[key] = int64_t{e.value.value.u8};
+        break;
+      case AMQP_FIELD_KIND_I16:
+        headers[key] = int64_t{e.value.value.i16};
+        break;
+      case AMQP_FIELD_KIND_U16:
+        headers[key] = int64_t{e.value.value.u16};
+        break;
+      case AMQP_FIELD_KIND_I32:
+        headers[key] = int64_t{e.value.value.i32};
+        break;
+      case AMQP_FIELD_KIND_U32:
+        headers[key] = int64_t{e.value.value.u32};
+        break;
+      case AMQP_FIELD_KIND_I64:
+        headers[key] = e.value.value.i64;
+        break;
+      case AMQP_FIELD_KIND_U64:
+        headers[key] = static_cast<int64_t>(e.value.value.u64);
+        break;
+      default:
+        break;  // arrays and tables (x-death) are not needed by BEDS
     }
   }
   return headers;
@@ -85,9 +109,12 @@ Message FromProperties(const amqp_basic_properties_t& p, amqp_bytes_t body) {
 
 std::string ReplyText(const amqp_rpc_reply_t& r) {
   switch (r.reply_type) {
-    case AMQP_RESPONSE_NORMAL: return "ok";
-    case AMQP_RESPONSE_NONE: return "missing RPC reply";
-    case AMQP_RESPONSE_LIBRARY_EXCEPTION: return amqp_error_string2(r.library_error);
+    case AMQP_RESPONSE_NORMAL:
+      return "ok";
+    case AMQP_RESPONSE_NONE:
+      return "missing RPC reply";
+    case AMQP_RESPONSE_LIBRARY_EXCEPTION:
+      return amqp_error_string2(r.library_error);
     case AMQP_RESPONSE_SERVER_EXCEPTION:
       if (r.reply.id == AMQP_CONNECTION_CLOSE_METHOD) {
         const auto* m = static_cast<amqp_connection_close_t*>(r.reply.decoded);
@@ -115,7 +142,7 @@ std::string LibraryVersion() { return amqp_version(); }
 
 struct Connection::Impl {
   amqp_connection_state_t conn = nullptr;
-  bool broken = false;          // after any error: skip the polite close
+  bool broken = false;  // after any error: skip the polite close
   bool channel_open = false;
   bool confirms = false;
   uint64_t next_publish_seq = 1;  // confirm mode: the sequence number of the next publish
@@ -170,7 +197,8 @@ struct Connection::Impl {
         case AMQP_CONNECTION_CLOSE_METHOD:
           broken = true;
           return Unavailable("broker closed the channel while confirming a publish");
-        default: break;
+        default:
+          break;
       }
     }
   }
@@ -190,7 +218,8 @@ Result<std::unique_ptr<Connection>> Connection::Open(const config::AmqpSettings&
     if (socket) {
       amqp_ssl_socket_set_verify_peer(socket, s.tls_verify ? 1 : 0);
       amqp_ssl_socket_set_verify_hostname(socket, s.tls_verify ? 1 : 0);
-      if (!s.tls_ca_file.empty() && amqp_ssl_socket_set_cacert(socket, s.tls_ca_file.c_str()) != 0) {
+      if (!s.tls_ca_file.empty() &&
+          amqp_ssl_socket_set_cacert(socket, s.tls_ca_file.c_str()) != 0) {
         impl->broken = true;
         return Unavailable("cannot read TLS CA file " + s.tls_ca_file);
       }
@@ -206,16 +235,16 @@ Result<std::unique_ptr<Connection>> Connection::Open(const config::AmqpSettings&
   const int status = amqp_socket_open_noblock(socket, s.host.c_str(), s.port, &connect_timeout);
   if (status != AMQP_STATUS_OK) {
     impl->broken = true;
-    return Unavailable("cannot connect to AMQP broker at " + where + ": " + amqp_error_string2(status));
+    return Unavailable("cannot connect to AMQP broker at " + where + ": " +
+                       amqp_error_string2(status));
   }
   // Requests are small and latency-bound: never wait to coalesce them.
   const int one = 1;
   setsockopt(amqp_get_sockfd(impl->conn), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
   const timeval rpc_timeout{10, 0};
   amqp_set_rpc_timeout(impl->conn, &rpc_timeout);
-  const amqp_rpc_reply_t login =
-      amqp_login(impl->conn, s.vhost.c_str(), 0, 131072, s.heartbeat_s, AMQP_SASL_METHOD_PLAIN,
-                 s.user.c_str(), s.pass.c_str());
+  const amqp_rpc_reply_t login = amqp_login(impl->conn, s.vhost.c_str(), 0, 131072, s.heartbeat_s,
+                                            AMQP_SASL_METHOD_PLAIN, s.user.c_str(), s.pass.c_str());
   if (login.reply_type != AMQP_RESPONSE_NORMAL) {
     impl->broken = true;
     return Unavailable("AMQP login to " + where + " vhost '" + s.vhost + "' as '" + s.user +
@@ -235,9 +264,8 @@ Result<void> Connection::DeclareExchange(const std::string& name, const std::str
 
 Result<std::string> Connection::DeclareQueue(const std::string& name, const QueueOptions& o) {
   TableView args(o.arguments);
-  amqp_queue_declare_ok_t* ok = amqp_queue_declare(impl_->conn, kChannel, Bytes(name), 0,
-                                                   o.durable, o.exclusive, o.auto_delete,
-                                                   args.table());
+  amqp_queue_declare_ok_t* ok = amqp_queue_declare(impl_->conn, kChannel, Bytes(name), 0, o.durable,
+                                                   o.exclusive, o.auto_delete, args.table());
   if (auto r = impl_->Check(("declaring queue " + name).c_str()); !r) {
     return std::unexpected(r.error());
   }
@@ -257,8 +285,8 @@ Result<void> Connection::Qos(uint16_t prefetch) {
 }
 
 Result<std::string> Connection::Consume(const std::string& queue, bool no_ack) {
-  amqp_basic_consume_ok_t* ok = amqp_basic_consume(impl_->conn, kChannel, Bytes(queue),
-                                                   amqp_empty_bytes, 0, no_ack, 0, amqp_empty_table);
+  amqp_basic_consume_ok_t* ok = amqp_basic_consume(
+      impl_->conn, kChannel, Bytes(queue), amqp_empty_bytes, 0, no_ack, 0, amqp_empty_table);
   if (auto r = impl_->Check(("consuming from " + queue).c_str()); !r) {
     return std::unexpected(r.error());
   }
@@ -309,8 +337,8 @@ Result<void> Connection::Publish(const std::string& exchange, const std::string&
     p._flags |= AMQP_BASIC_HEADERS_FLAG;
     p.headers = headers.table();
   }
-  const int status = amqp_basic_publish(impl_->conn, kChannel, Bytes(exchange),
-                                        Bytes(routing_key), 0, 0, &p, Bytes(m.body));
+  const int status = amqp_basic_publish(impl_->conn, kChannel, Bytes(exchange), Bytes(routing_key),
+                                        0, 0, &p, Bytes(m.body));
   if (auto r = impl_->CheckStatus(status, "publishing"); !r) return r;
   if (!impl_->confirms) return Ok();
   ++impl_->next_publish_seq;
@@ -346,7 +374,8 @@ Result<std::optional<Delivery>> Connection::Next(std::chrono::milliseconds timeo
     }
     if (frame.frame_type == AMQP_FRAME_METHOD) {
       switch (frame.payload.method.id) {
-        case AMQP_BASIC_ACK_METHOD: return std::nullopt;
+        case AMQP_BASIC_ACK_METHOD:
+          return std::nullopt;
         case AMQP_BASIC_RETURN_METHOD: {
           amqp_message_t returned;
           amqp_read_message(impl_->conn, frame.channel, &returned, 0);
@@ -365,10 +394,11 @@ Result<std::optional<Delivery>> Connection::Next(std::chrono::milliseconds timeo
         case AMQP_CONNECTION_CLOSE_METHOD: {
           impl_->broken = true;
           const auto* m = static_cast<amqp_connection_close_t*>(frame.payload.method.decoded);
-          return Unavailable("connection closed by broker: " + std::to_string(m->reply_code) +
-                             " " + ToString(m->reply_text));
+          return Unavailable("connection closed by broker: " + std::to_string(m->reply_code) + " " +
+                             ToString(m->reply_text));
         }
-        default: return std::nullopt;
+        default:
+          return std::nullopt;
       }
     }
     return std::nullopt;

@@ -50,7 +50,8 @@ Result<std::string> DeclareControlQueue(Connection& c, const std::string& node) 
   control.auto_delete = true;
   auto name = c.DeclareQueue("beds.control." + node + "." + NewGuid().substr(20), control);
   if (!name) return name;
-  if (auto r = c.BindQueue(*name, kEventsExchange, "admin.#"); !r) return std::unexpected(r.error());
+  if (auto r = c.BindQueue(*name, kEventsExchange, "admin.#"); !r)
+    return std::unexpected(r.error());
   return name;
 }
 

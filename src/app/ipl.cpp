@@ -28,7 +28,8 @@ std::vector<std::pair<std::string, int>> MongoHosts(const std::string& uri) {
   size_t pos = 0;
   while (pos <= list.size()) {
     const size_t comma = list.find(',', pos);
-    std::string item = list.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
+    std::string item =
+        list.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
     if (!item.empty()) {
       int port = 27017;
       if (const size_t colon = item.rfind(':'); colon != std::string::npos) {
@@ -89,9 +90,11 @@ Result<void> Preflight(const Endpoint& e, int timeout_ms) {
     }
     std::strncpy(addr.sun_path, e.socket.c_str(), sizeof(addr.sun_path) - 1);
     const int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
-    const int err = ConnectWithTimeout(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr), timeout_ms);
+    const int err =
+        ConnectWithTimeout(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr), timeout_ms);
     ::close(fd);
-    if (err != 0) return Fail(Code::kUnavailable, e.what + " at " + e.socket + ": " + std::strerror(err));
+    if (err != 0)
+      return Fail(Code::kUnavailable, e.what + " at " + e.socket + ": " + std::strerror(err));
     return Ok();
   }
   addrinfo hints{};
@@ -99,7 +102,8 @@ Result<void> Preflight(const Endpoint& e, int timeout_ms) {
   addrinfo* found = nullptr;
   const std::string port = std::to_string(e.port);
   if (const int rc = getaddrinfo(e.host.c_str(), port.c_str(), &hints, &found); rc != 0) {
-    return Fail(Code::kUnavailable, e.what + ": cannot resolve " + e.host + ": " + gai_strerror(rc));
+    return Fail(Code::kUnavailable,
+                e.what + ": cannot resolve " + e.host + ": " + gai_strerror(rc));
   }
   int err = ECONNREFUSED;
   for (addrinfo* a = found; a; a = a->ai_next) {

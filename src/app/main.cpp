@@ -2,14 +2,18 @@
 // (IPL step 1), start logging (2), start the node (3–8), wait for SIGTERM/SIGINT or an admin
 // shutdown, drain, exit 0.
 #include <signal.h>
-
-#include <boost/version.hpp>
-#include <cstdio>
-#include <iostream>
-
-#include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 #include <toml++/toml.h>
+
+#include <CLI/CLI.hpp>
+#include <boost/version.hpp>
+#include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
+#include <iostream>
+#include <mutex>
+#include <stop_token>
+#include <thread>
 
 #include "amqp/connection.hpp"
 #include "app/node.hpp"
@@ -34,8 +38,10 @@ int Version() {
             << ")\n"
             << "rabbitmq-c " << beds::amqp::LibraryVersion() << "\n"
             << "boost " << BOOST_VERSION / 100000 << "." << BOOST_VERSION / 100 % 1000 << "\n"
-            << "spdlog " << SPDLOG_VER_MAJOR << "." << SPDLOG_VER_MINOR << "." << SPDLOG_VER_PATCH << "\n"
-            << "toml++ " << TOML_LIB_MAJOR << "." << TOML_LIB_MINOR << "." << TOML_LIB_PATCH << "\n";
+            << "spdlog " << SPDLOG_VER_MAJOR << "." << SPDLOG_VER_MINOR << "." << SPDLOG_VER_PATCH
+            << "\n"
+            << "toml++ " << TOML_LIB_MAJOR << "." << TOML_LIB_MINOR << "." << TOML_LIB_PATCH
+            << "\n";
   return 0;
 }
 
@@ -81,7 +87,22 @@ int Run(const std::string& dir, const std::string& env) {
     const int sig = sigtimedwait(&signals, nullptr, &tick);
     if (sig == SIGTERM || sig == SIGINT) node.RequestStop(sig == SIGTERM ? "SIGTERM" : "SIGINT");
   }
+  // A drain that outlives [node] shutdown_grace_ms ends the process anyway, exit status 1: the
+  // unfinished messages are unacked, so RabbitMQ redelivers them to another worker.
+  std::jthread watchdog([grace = config->node.shutdown_grace_ms](std::stop_token stop) {
+    std::mutex m;
+    std::condition_variable_any cv;
+    std::unique_lock lock(m);
+    cv.wait_for(lock, stop, std::chrono::milliseconds(grace), [] { return false; });
+    if (stop.stop_requested()) return;  // the drain finished in time
+    spdlog::error(
+        "shutdown took longer than {} ms; exiting with work unfinished (it will be redelivered)",
+        grace);
+    beds::logs::Flush();
+    std::_Exit(1);
+  });
   node.Stop();
+  watchdog.request_stop();
   return 0;
 }
 
@@ -99,7 +120,8 @@ int main(int argc, char** argv) {
 
   auto* config = app.add_subcommand("config", "configuration tools");
   config->require_subcommand(1);
-  auto* check = config->add_subcommand("check", "load, validate, print the merged config (secrets masked)");
+  auto* check =
+      config->add_subcommand("check", "load, validate, print the merged config (secrets masked)");
   check->add_option("--config-dir", config_dir, "directory holding beds.toml and env_*.toml");
   check->add_option("--env", env, "environment name (default: $BEDS_ENV, else dev)");
 

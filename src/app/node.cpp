@@ -1,10 +1,10 @@
 #include "app/node.hpp"
 
+#include <spdlog/spdlog.h>
+
 #include <atomic>
 #include <chrono>
 #include <mutex>
-
-#include <spdlog/spdlog.h>
 
 #include "app/ipl.hpp"
 #include "brokers/control.hpp"
@@ -30,7 +30,8 @@ struct Node::Impl {
     if (config.node.production) {
       return Fail(result.error().code, std::string(name) + ": " + result.error().message);
     }
-    spdlog::error("IPL {}: {} (development mode: continuing degraded)", name, result.error().message);
+    spdlog::error("IPL {}: {} (development mode: continuing degraded)", name,
+                  result.error().message);
     return Ok();
   }
 };
@@ -78,12 +79,14 @@ Result<void> Node::Start() {
   }
   for (auto& p : n.pools) p->Start();
   n.control = std::make_unique<brokers::ControlLoop>(
-      c.amqp, n.info, [this](const std::string& mode) { RequestStop("admin shutdown (" + mode + ")"); });
+      c.amqp, n.info,
+      [this](const std::string& mode) { RequestStop("admin shutdown (" + mode + ")"); });
   n.control->Start();
 
   // 7. The IPL event (the log store records it once the admin pipeline exists).
-  logs::Emit(logs::LogEvent{"info", c.node.name, c.env, lineage, "sys", "ipl",
-                            "IPL complete: version " + std::string(build::kVersion) + ", config " + c.digest, 0});
+  logs::Emit(logs::LogEvent{
+      "info", c.node.name, c.env, lineage, "sys", "ipl",
+      "IPL complete: version " + std::string(build::kVersion) + ", config " + c.digest, 0});
   // 8. Ready.
   int workers = 0;
   for (const auto& b : c.brokers) workers += b.instances;
@@ -113,8 +116,9 @@ void Node::Stop() {
   if (n.control) n.control->Stop();
   n.pools.clear();
   n.control.reset();
-  spdlog::info("shutdown complete in {} ms",
-               std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started).count());
+  spdlog::info("shutdown complete in {} ms", std::chrono::duration_cast<std::chrono::milliseconds>(
+                                                 std::chrono::steady_clock::now() - started)
+                                                 .count());
   logs::Flush();
 }
 

@@ -1,11 +1,11 @@
 #include "brokers/control.hpp"
 
+#include <spdlog/spdlog.h>
+
 #include <atomic>
 #include <condition_variable>
 #include <mutex>
 #include <thread>
-
-#include <spdlog/spdlog.h>
 
 #include "amqp/connection.hpp"
 #include "amqp/topology.hpp"
@@ -80,14 +80,15 @@ struct ControlLoop::Impl {
     const std::string& key = d.routing_key;
     const size_t a = key.find('.');
     const size_t b = key.rfind('.');
-    const std::string command = (a != std::string::npos && b > a) ? key.substr(a + 1, b - a - 1) : "";
+    const std::string command =
+        (a != std::string::npos && b > a) ? key.substr(a + 1, b - a - 1) : "";
     const std::string target = b != std::string::npos ? key.substr(b + 1) : "";
     if (target != info->node && target != "all") {
       (void)conn.Ack(d.delivery_tag);
       return;
     }
-    const std::string event_id = IsEventId(d.message.message_id) ? d.message.message_id
-                                                                 : NewEventId(info->node, info->env);
+    const std::string event_id =
+        IsEventId(d.message.message_id) ? d.message.message_id : NewEventId(info->node, info->env);
     std::string reply;
     bool shutdown = false;
     std::string mode = "drain";
@@ -97,8 +98,9 @@ struct ControlLoop::Impl {
         reply = protocol::EncodeError(event_id, request.error());
       } else if (request->template_name != "admin" || request->op != command) {
         reply = protocol::EncodeError(
-            event_id, Error{Code::kValidation, "the body must be {\"template\": \"admin\", \"op\": \"" +
-                                                   command + "\"} for routing key " + key});
+            event_id,
+            Error{Code::kValidation, "the body must be {\"template\": \"admin\", \"op\": \"" +
+                                         command + "\"} for routing key " + key});
       } else if (const auto* m = request->data.if_contains("mode"); m && m->is_string()) {
         mode = std::string(m->get_string());
       }
@@ -106,15 +108,18 @@ struct ControlLoop::Impl {
     if (reply.empty()) {
       if (command == "shutdown") {
         if (mode != "drain") {
-          reply = protocol::EncodeError(event_id, Error{Code::kValidation, "data.mode must be \"drain\""});
+          reply = protocol::EncodeError(event_id,
+                                        Error{Code::kValidation, "data.mode must be \"drain\""});
         } else {
-          reply = protocol::EncodeOk(event_id, json::object{{"node", info->node}, {"status", "shutting down"}});
+          reply = protocol::EncodeOk(
+              event_id, json::object{{"node", info->node}, {"status", "shutting down"}});
           shutdown = true;
         }
       } else if (command == "ping") {
         reply = protocol::EncodeOk(event_id, PingData(*info));
       } else {
-        reply = protocol::EncodeError(event_id, Error{Code::kUnknownOp, "unknown admin command '" + command + "'"});
+        reply = protocol::EncodeError(
+            event_id, Error{Code::kUnknownOp, "unknown admin command '" + command + "'"});
       }
     }
     if (!d.message.reply_to.empty()) {

@@ -1,9 +1,9 @@
 #include "brokers/dispatch.hpp"
 
+#include <spdlog/spdlog.h>
+
 #include <chrono>
 #include <thread>
-
-#include <spdlog/spdlog.h>
 
 #include "core/lineage.hpp"
 #include "logs/logs.hpp"
@@ -23,9 +23,8 @@ Outcome AnswerError(const std::string& event_id, Code code, std::string message)
 
 json::object DescribeData(const NodeInfo& info) {
   json::array ops = {"ping", "describe"};
-  json::object sys{{"name", "sys"},          {"class", "sys"},
-                   {"route", "sys"},         {"ops", ops},
-                   {"fields", json::object{}}, {"filter_fields", json::array{}}};
+  json::object sys{{"name", "sys"}, {"class", "sys"},           {"route", "sys"},
+                   {"ops", ops},    {"fields", json::object{}}, {"filter_fields", json::array{}}};
   if (info.fault_injection) {
     sys["ops"].as_array().push_back("call");
     sys["calls"] = json::array{"fault"};
@@ -37,17 +36,15 @@ json::object DescribeData(const NodeInfo& info) {
 //   {"mode": "throw", "times": n}  throw while the message was retried fewer than n times
 //   {"mode": "die"}                kill the worker unless this is a redelivery
 //   {"mode": "sleep", "ms": n}     take n ms (at most 10 s), then answer
-Outcome Fault(const NodeInfo& info, const protocol::Request& request,
-              const amqp::Delivery& delivery, int retries, const std::string& event_id) {
-  if (!info.fault_injection) {
-    return AnswerError(event_id, Code::kForbidden, "fault injection is disabled on this node");
-  }
+Outcome Fault(const protocol::Request& request, const amqp::Delivery& delivery, int retries,
+              const std::string& event_id) {
   const auto* mode = request.data.if_contains("mode");
   const std::string m = mode && mode->is_string() ? std::string(mode->get_string()) : "";
   if (m == "throw") {
     const auto* times = request.data.if_contains("times");
     const int64_t n = times && times->is_int64() ? times->get_int64() : INT64_MAX;
-    if (retries < n) throw std::runtime_error("injected fault (retry " + std::to_string(retries) + ")");
+    if (retries < n)
+      throw std::runtime_error("injected fault (retry " + std::to_string(retries) + ")");
   } else if (m == "die") {
     if (!delivery.redelivered) throw WorkerDeath("injected worker death");
   } else if (m == "sleep") {
@@ -79,22 +76,23 @@ json::object PingData(const NodeInfo& info) {
     }
   }
   const auto uptime = std::chrono::steady_clock::now() - info.started;
-  return json::object{
-      {"node", info.node},
-      {"env", info.env},
-      {"version", info.version},
-      {"uptime_s", std::chrono::duration<double>(uptime).count()},
-      {"pools", pools}};
+  return json::object{{"node", info.node},
+                      {"env", info.env},
+                      {"version", info.version},
+                      {"uptime_s", std::chrono::duration<double>(uptime).count()},
+                      {"pools", pools}};
 }
 
 DispatchHandler::DispatchHandler(std::shared_ptr<const NodeInfo> info) : info_(std::move(info)) {}
 
-std::string DispatchHandler::ParkedReply(const amqp::Delivery& delivery, const std::string& reason) {
+std::string DispatchHandler::ParkedReply(const amqp::Delivery& delivery,
+                                         const std::string& reason) {
   const std::string& mid = delivery.message.message_id;
   const std::string event_id = IsEventId(mid) ? mid : NewEventId(info_->node, info_->env);
   (void)reason;  // the reason may hold internals; the client gets a safe summary
   return protocol::EncodeError(
-      event_id, Error{Code::kInternal, "the request failed repeatedly and was set aside for an operator"});
+      event_id,
+      Error{Code::kInternal, "the request failed repeatedly and was set aside for an operator"});
 }
 
 Outcome DispatchHandler::Handle(const amqp::Delivery& delivery, int retries) {
@@ -104,8 +102,8 @@ Outcome DispatchHandler::Handle(const amqp::Delivery& delivery, int retries) {
   auto body = protocol::ParseBody(in.body, info.max_body_bytes);
   if (!body) {
     // Nothing in it can be trusted, not even its lineage: answer, then park it for an operator.
-    const std::string event_id = IsEventId(in.message_id) ? in.message_id
-                                                          : NewEventId(info.node, info.env);
+    const std::string event_id =
+        IsEventId(in.message_id) ? in.message_id : NewEventId(info.node, info.env);
     logs::EventScope scope(event_id);
     spdlog::warn("rejected message on {}: {}", delivery.routing_key, body.error().message);
     return Outcome{Action::kPark, protocol::EncodeError(event_id, body.error()),
@@ -113,8 +111,8 @@ Outcome DispatchHandler::Handle(const amqp::Delivery& delivery, int retries) {
   }
   auto request = protocol::DecodeFields(std::move(*body));
   if (!request) {
-    const std::string event_id = IsEventId(in.message_id) ? in.message_id
-                                                          : NewEventId(info.node, info.env);
+    const std::string event_id =
+        IsEventId(in.message_id) ? in.message_id : NewEventId(info.node, info.env);
     return Answer(protocol::EncodeError(event_id, request.error()));
   }
   auto lineage = protocol::RequestLineage(*request, in.message_id, info.node, info.env);
@@ -133,7 +131,7 @@ Outcome DispatchHandler::Handle(const amqp::Delivery& delivery, int retries) {
     if (request->op == "ping") return Answer(protocol::EncodeOk(event_id, PingData(info)));
     if (request->op == "describe") return Answer(protocol::EncodeOk(event_id, DescribeData(info)));
     if (request->op == "call" && request->call == "fault" && info.fault_injection) {
-      return Fault(info, *request, delivery, retries, event_id);
+      return Fault(*request, delivery, retries, event_id);
     }
     if (request->op == "call") {
       return AnswerError(event_id, Code::kUnknownOp,

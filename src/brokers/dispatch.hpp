@@ -3,13 +3,12 @@
 // the template registry and NamasteCore adapters plug in behind the same lookup.
 #pragma once
 
+#include <boost/json.hpp>
 #include <chrono>
 #include <functional>
 #include <memory>
 #include <string>
 #include <vector>
-
-#include <boost/json.hpp>
 
 #include "brokers/pool.hpp"
 #include "config/config.hpp"

@@ -1,10 +1,10 @@
 #include "brokers/pool.hpp"
 
+#include <spdlog/spdlog.h>
+
 #include <condition_variable>
 #include <mutex>
 #include <thread>
-
-#include <spdlog/spdlog.h>
 
 #include "brokers/worker.hpp"
 

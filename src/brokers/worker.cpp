@@ -1,10 +1,10 @@
 #include "brokers/worker.hpp"
 
+#include <spdlog/spdlog.h>
+
 #include <algorithm>
 #include <condition_variable>
 #include <mutex>
-
-#include <spdlog/spdlog.h>
 
 #include "amqp/topology.hpp"
 
@@ -24,7 +24,8 @@ void SleepUnlessStopped(std::stop_token stop, std::chrono::milliseconds delay) {
 int RetriesOf(const amqp::Message& m) {
   auto it = m.headers.find(kRetriesHeader);
   if (it == m.headers.end()) return 0;
-  if (const auto* n = std::get_if<int64_t>(&it->second)) return static_cast<int>(std::max<int64_t>(0, *n));
+  if (const auto* n = std::get_if<int64_t>(&it->second))
+    return static_cast<int>(std::max<int64_t>(0, *n));
   return 0;
 }
 
@@ -139,7 +140,8 @@ void Worker::Process(const amqp::Delivery& delivery) {
   } catch (const WorkerDeath&) {
     throw;
   } catch (const std::exception& e) {
-    outcome = Outcome{Outcome::Action::kRetry, std::nullopt, std::string("handler failed: ") + e.what()};
+    outcome =
+        Outcome{Outcome::Action::kRetry, std::nullopt, std::string("handler failed: ") + e.what()};
   } catch (...) {
     outcome = Outcome{Outcome::Action::kRetry, std::nullopt, "handler failed: unknown exception"};
   }
@@ -156,7 +158,8 @@ void Worker::Process(const amqp::Delivery& delivery) {
     reply.correlation_id = in.correlation_id;
     if (auto r = connection_->Publish("", in.reply_to, reply); !r) {
       // The delivery stays unacked: the broker redelivers it once we reconnect.
-      spdlog::warn("broker {} worker {}: reply not sent: {}", broker_.name, index_, r.error().message);
+      spdlog::warn("broker {} worker {}: reply not sent: {}", broker_.name, index_,
+                   r.error().message);
       return;
     }
   }
@@ -172,7 +175,8 @@ void Worker::Process(const amqp::Delivery& delivery) {
       const int64_t delay = delays[std::min<size_t>(retries, delays.size() - 1)];
       copy.headers[kRetriesHeader] = int64_t{retries + 1};
       copy.expiration = std::to_string(delay);
-      spdlog::warn("broker {}: retry {} in {} ms: {}", broker_.name, retries + 1, delay, outcome.reason);
+      spdlog::warn("broker {}: retry {} in {} ms: {}", broker_.name, retries + 1, delay,
+                   outcome.reason);
       moved = PublishConfirmed("", amqp::RetryQueueName(broker_.name), copy);
       if (moved) counters_.retried.fetch_add(1, std::memory_order_relaxed);
     } else {

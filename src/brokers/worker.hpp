@@ -16,8 +16,7 @@ class Worker {
   // `on_exit` runs on the worker's thread as it ends; `died` says whether it ended by a crash
   // (the supervisor then replaces it) rather than by a stop request.
   Worker(int index, const config::BrokerSettings& broker, const config::AmqpSettings& amqp,
-         std::shared_ptr<Handler> handler, PoolCounters& counters,
-         std::function<void()> on_exit);
+         std::shared_ptr<Handler> handler, PoolCounters& counters, std::function<void()> on_exit);
   ~Worker();  // requests stop and joins
 
   void RequestStop() { thread_.request_stop(); }

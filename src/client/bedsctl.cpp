@@ -2,15 +2,14 @@
 // and speaks PROTOCOL.md through the C++ client. Every command prints the JSON it received.
 //   bedsctl ping [--node NAME]        sys/ping (or admin.ping.NAME: every node answers for "all")
 //   bedsctl describe                  sys/describe
-//   bedsctl request KEY JSON          any request, e.g. bedsctl request sys.read '{"template":"sys","op":"ping"}'
-//   bedsctl dlq list BROKER           the parked messages with their x-beds-error (left in place)
-//   bedsctl dlq replay BROKER         move them back to beds.{BROKER} for another try
-//   bedsctl shutdown NODE|all         admin.shutdown.{node}
-#include <chrono>
-#include <iostream>
-
+//   bedsctl request KEY JSON          any request, e.g. bedsctl request sys.read
+//   '{"template":"sys","op":"ping"}' bedsctl dlq list BROKER           the parked messages with
+//   their x-beds-error (left in place) bedsctl dlq replay BROKER         move them back to
+//   beds.{BROKER} for another try bedsctl shutdown NODE|all         admin.shutdown.{node}
 #include <CLI/CLI.hpp>
 #include <boost/json.hpp>
+#include <chrono>
+#include <iostream>
 
 #include "amqp/connection.hpp"
 #include "amqp/topology.hpp"
@@ -43,7 +42,9 @@ int Request(const beds::config::AmqpSettings& amqp, const std::string& key, cons
   std::cout << reply->body << "\n";
   boost::system::error_code ec;
   const auto parsed = json::parse(reply->body, ec);
-  return !ec && parsed.is_object() && parsed.as_object().contains("ok") && parsed.at("ok").as_bool() ? 0 : 1;
+  return !ec && parsed.is_object() && parsed.as_object().contains("ok") && parsed.at("ok").as_bool()
+             ? 0
+             : 1;
 }
 
 // admin.ping.all is answered by every node: collect replies until `timeout_ms` passes.
@@ -95,7 +96,8 @@ int DlqList(const beds::config::AmqpSettings& amqp, const std::string& broker, i
     line["headers"] = headers;
     std::cout << json::serialize(line) << "\n";
   }
-  std::cerr << n << " message(s) in " << beds::amqp::DlqName(broker) << (n == max ? " (listing capped)" : "") << "\n";
+  std::cerr << n << " message(s) in " << beds::amqp::DlqName(broker)
+            << (n == max ? " (listing capped)" : "") << "\n";
   return 0;
 }
 
@@ -155,7 +157,8 @@ int main(int argc, char** argv) {
   shutdown->add_option("node", node, "node name or all")->required();
   CLI11_PARSE(app, argc, argv);
 
-  auto options = beds::config::FromEnvironment(config_dir, env.empty() ? std::nullopt : std::optional(env));
+  auto options =
+      beds::config::FromEnvironment(config_dir, env.empty() ? std::nullopt : std::optional(env));
   auto config = beds::config::Load(options);
   if (!config) {
     std::cerr << "bedsctl: config invalid:\n" << config.error().message << "\n";
@@ -166,7 +169,8 @@ int main(int argc, char** argv) {
     if (!node.empty()) return PingNodes(amqp, node, timeout_ms);
     return Request(amqp, "sys.read", R"({"template":"sys","op":"ping"})", timeout_ms);
   }
-  if (*describe) return Request(amqp, "sys.read", R"({"template":"sys","op":"describe"})", timeout_ms);
+  if (*describe)
+    return Request(amqp, "sys.read", R"({"template":"sys","op":"describe"})", timeout_ms);
   if (*request) return Request(amqp, key, body, timeout_ms);
   if (*list) return DlqList(amqp, broker, max);
   if (*replay) return DlqReplay(amqp, broker);

@@ -69,7 +69,8 @@ Result<std::string> Client::Send(const std::string& routing_key, std::string bod
     p.message.correlation_id = id;
   }
   if (!connection_) {
-    if (auto r = Reconnect(Error{Code::kUnavailable, "not connected"}); !r) return std::unexpected(r.error());
+    if (auto r = Reconnect(Error{Code::kUnavailable, "not connected"}); !r)
+      return std::unexpected(r.error());
   }
   if (auto r = connection_->Publish(p.exchange, p.routing_key, p.message); !r) {
     if (options.expect_reply) pending_.emplace(id, std::move(p));
@@ -93,7 +94,8 @@ Result<std::optional<Reply>> Client::Receive(std::chrono::milliseconds timeout) 
         until - std::chrono::steady_clock::now());
     if (left <= 0ms) return std::nullopt;
     if (!connection_) {
-      if (auto r = Reconnect(Error{Code::kUnavailable, "not connected"}); !r) return std::unexpected(r.error());
+      if (auto r = Reconnect(Error{Code::kUnavailable, "not connected"}); !r)
+        return std::unexpected(r.error());
     }
     auto next = connection_->Next(std::min<std::chrono::milliseconds>(left, 500ms));
     if (!next) {
@@ -102,7 +104,8 @@ Result<std::optional<Reply>> Client::Receive(std::chrono::milliseconds timeout) 
     }
     if (!*next) continue;
     auto it = pending_.find((*next)->message.correlation_id);
-    if (it == pending_.end()) continue;  // a duplicate answer to a request re-sent after a reconnect
+    if (it == pending_.end())
+      continue;  // a duplicate answer to a request re-sent after a reconnect
     pending_.erase(it);
     return Reply{(*next)->message.correlation_id, std::move((*next)->message.body)};
   }
@@ -114,7 +117,8 @@ Result<Reply> Client::Call(const std::string& routing_key, std::string body,
   if (!id) return std::unexpected(id.error());
   const auto until = std::chrono::steady_clock::now() + timeout;
   std::deque<Reply> others;
-  Result<Reply> result = Fail(Code::kTimeout, "no reply within " + std::to_string(timeout.count()) + " ms");
+  Result<Reply> result =
+      Fail(Code::kTimeout, "no reply within " + std::to_string(timeout.count()) + " ms");
   while (true) {
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
         until - std::chrono::steady_clock::now());

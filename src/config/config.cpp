@@ -2,11 +2,12 @@
 // that a validation error can name the file and line (or the environment variable) to fix.
 #include "config/config.hpp"
 
+#include <toml++/toml.h>
+
 #include <algorithm>
 #include <cctype>
 #include <filesystem>
 #include <sstream>
-#include <toml++/toml.h>
 
 #include "config/settings.hpp"
 
@@ -90,7 +91,10 @@ void ApplyEnvironment(toml::table& root, const std::string& name, const std::str
   for (size_t i = 0; i < segments.size(); ++i) {
     std::string key = segments[i];
     for (auto&& [k, v] : *table) {
-      if (EqualsIgnoreCase(k.str(), key)) { key = std::string(k.str()); break; }
+      if (EqualsIgnoreCase(k.str(), key)) {
+        key = std::string(k.str());
+        break;
+      }
     }
     if (!table->contains(key)) {
       std::transform(key.begin(), key.end(), key.begin(),

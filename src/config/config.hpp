@@ -16,10 +16,10 @@
 namespace beds::config {
 
 struct NodeSettings {
-  std::string name = "appserver";  // [a-z0-9_-]; goes into every event id
-  bool production = false;         // default: true when env = prod
+  std::string name = "appserver";             // [a-z0-9_-]; goes into every event id
+  bool production = false;                    // default: true when env = prod
   std::string broker_service = "app_server";  // which [broker_services.*] this node uses
-  bool fault_injection = false;    // enables sys/call "fault" for tests; refused in production
+  bool fault_injection = false;       // enables sys/call "fault" for tests; refused in production
   int64_t shutdown_grace_ms = 30000;  // how long in-flight work may take to finish at shutdown
 };
 
@@ -30,8 +30,8 @@ struct AmqpSettings {
   std::string pass;
   std::string vhost = "/";
   bool tls = false;
-  bool tls_verify = true;       // verify the broker's certificate and host name
-  std::string tls_ca_file;      // "" = the system store
+  bool tls_verify = true;   // verify the broker's certificate and host name
+  std::string tls_ca_file;  // "" = the system store
   int heartbeat_s = 30;
   int connect_timeout_ms = 5000;
 };
@@ -42,7 +42,7 @@ struct HostPort {
 };
 
 struct DatabaseSettings {
-  std::string name;  // the table name under [databases]
+  std::string name;                // the table name under [databases]
   std::string engine = "mariadb";  // mariadb | sqlite | mongodb
   std::string host = "127.0.0.1";
   int port = 3306;

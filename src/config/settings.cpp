@@ -1,21 +1,28 @@
 // Typed reads with one error line per problem: "<where>: key 'a.b': expected <type>, got <type>".
+#include "config/settings.hpp"
+
 #include <algorithm>
 #include <set>
-
-#include "config/settings.hpp"
 
 namespace beds::config {
 namespace {
 
 std::string_view TypeName(toml::node_type type) {
   switch (type) {
-    case toml::node_type::table: return "table";
-    case toml::node_type::array: return "array";
-    case toml::node_type::string: return "string";
-    case toml::node_type::integer: return "integer";
-    case toml::node_type::floating_point: return "float";
-    case toml::node_type::boolean: return "boolean";
-    default: return "date/time";
+    case toml::node_type::table:
+      return "table";
+    case toml::node_type::array:
+      return "array";
+    case toml::node_type::string:
+      return "string";
+    case toml::node_type::integer:
+      return "integer";
+    case toml::node_type::floating_point:
+      return "float";
+    case toml::node_type::boolean:
+      return "boolean";
+    default:
+      return "date/time";
   }
 }
 
@@ -26,7 +33,8 @@ class TableReader {
               std::vector<std::string>& errors)
       : table_(table), path_(std::move(path)), origins_(origins), errors_(errors) {}
 
-  void String(std::string_view key, std::string& out, const std::vector<std::string>& allowed = {}) {
+  void String(std::string_view key, std::string& out,
+              const std::vector<std::string>& allowed = {}) {
     const toml::node* node = Take(key);
     if (!node) return;
     if (!node->is_string()) return Mismatch(key, *node, "string");
@@ -305,7 +313,8 @@ void ReadSettings(const toml::table& merged, const Origins& o, Config& c,
   }
   {
     TableReader r(root.Table("logging"), "logging", o, errors);
-    r.String("level", c.logging.level, {"trace", "debug", "info", "warn", "error", "critical", "off"});
+    r.String("level", c.logging.level,
+             {"trace", "debug", "info", "warn", "error", "critical", "off"});
     r.Bool("console", c.logging.console);
     r.Bool("journald", c.logging.journald);
     r.Bool("amqp", c.logging.amqp);

@@ -1,11 +1,11 @@
 // Private to config: reading the merged table into the typed settings of config.hpp.
 #pragma once
 
+#include <toml++/toml.h>
+
 #include <map>
 #include <string>
 #include <vector>
-
-#include <toml++/toml.h>
 
 #include "config/config.hpp"
 

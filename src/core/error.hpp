@@ -16,7 +16,7 @@ enum class Code {
   kValidation,       // well-formed but breaks the template's rules
   kNotFound,
   kConflict,     // duplicate key, idempotency clash
-  kForbidden,    // not allowed here (e.g. fault injection on a production node)
+  kForbidden,    // the caller may not do this
   kTooLarge,     // body over [protocol] max_body_bytes
   kTimeout,      // deadline passed before the work ran
   kUnavailable,  // a server is down or a template is not bound: retry later

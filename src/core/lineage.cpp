@@ -40,7 +40,7 @@ std::string NewGuid() {
 
   const uint64_t ms = next >> 12;
   const uint64_t counter = next & 0xfff;
-  const uint64_t hi = (ms << 16) | (0x7ULL << 12) | counter;        // version 7
+  const uint64_t hi = (ms << 16) | (0x7ULL << 12) | counter;                    // version 7
   const uint64_t lo = (RandomBits() & 0x3fffffffffffffffULL) | (0x2ULL << 62);  // variant 10
   static constexpr char kHex[] = "0123456789abcdef";
   std::string out(32, '0');

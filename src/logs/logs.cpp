@@ -1,13 +1,13 @@
 #include "logs/logs.hpp"
 
-#include <atomic>
-#include <mutex>
-#include <vector>
-
 #include <spdlog/pattern_formatter.h>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/sinks/systemd_sink.h>
 #include <spdlog/spdlog.h>
+
+#include <atomic>
+#include <mutex>
+#include <vector>
 
 namespace beds::logs {
 namespace {
@@ -30,8 +30,8 @@ class EventIdFlag : public spdlog::custom_flag_formatter {
 
 std::unique_ptr<spdlog::formatter> MakeFormatter(bool with_time) {
   auto formatter = std::make_unique<spdlog::pattern_formatter>(spdlog::pattern_time_type::utc);
-  formatter->add_flag<EventIdFlag>('E').set_pattern(
-      with_time ? "%Y-%m-%dT%H:%M:%S.%fZ %l [%E] %v" : "%l [%E] %v");
+  formatter->add_flag<EventIdFlag>('E').set_pattern(with_time ? "%Y-%m-%dT%H:%M:%S.%fZ %l [%E] %v"
+                                                              : "%l [%E] %v");
   return formatter;
 }
 

@@ -63,8 +63,9 @@ Result<Lineage> DecodeLineage(const json::value& v) {
     return BadRequest("field 'lineage.parent_id' must have the form {node}.{env}.{32 hex digits}");
   }
   if (lineage.parent_id.empty() != (lineage.depth == 0)) {
-    return BadRequest("fields 'lineage.parent_id' and 'lineage.depth' disagree: a root has "
-                      "parent_id \"\" and depth 0, a child both set");
+    return BadRequest(
+        "fields 'lineage.parent_id' and 'lineage.depth' disagree: a root has "
+        "parent_id \"\" and depth 0, a child both set");
   }
   return lineage;
 }
@@ -129,21 +130,29 @@ Result<Request> DecodeFields(json::object body) {
       }
     } else if (key == "limit" || key == "offset") {
       auto n = IntField(value, key, 0);
-      if (!n) step = std::unexpected(n.error());
-      else (key == "limit" ? r.limit : r.offset) = *n;
+      if (!n)
+        step = std::unexpected(n.error());
+      else
+        (key == "limit" ? r.limit : r.offset) = *n;
     } else if (key == "order") {
       step = take_string(r.order);
     } else if (key == "async") {
-      if (!value.is_bool()) step = BadRequest("field 'async' must be a boolean");
-      else r.async = value.get_bool();
+      if (!value.is_bool())
+        step = BadRequest("field 'async' must be a boolean");
+      else
+        r.async = value.get_bool();
     } else if (key == "lineage") {
       auto l = DecodeLineage(value);
-      if (!l) step = std::unexpected(l.error());
-      else r.lineage = std::move(*l);
+      if (!l)
+        step = std::unexpected(l.error());
+      else
+        r.lineage = std::move(*l);
     } else if (key == "deadline_ms") {
       auto n = IntField(value, key, 0);
-      if (!n) step = std::unexpected(n.error());
-      else r.deadline_ms = *n;
+      if (!n)
+        step = std::unexpected(n.error());
+      else
+        r.deadline_ms = *n;
     } else if (key == "idempotency_key") {
       step = take_string(r.idempotency_key);
       if (step && r.idempotency_key.size() > 256) {
@@ -193,17 +202,16 @@ std::string EncodeError(std::string_view event_id, const Error& error) {
   json::object reply;
   reply["ok"] = false;
   reply["event_id"] = event_id;
-  reply["error"] = json::object{{"code", CodeName(error.code)},
-                                {"message", error.message},
-                                {"retryable", error.retryable()}};
+  reply["error"] = json::object{
+      {"code", CodeName(error.code)}, {"message", error.message}, {"retryable", error.retryable()}};
   return json::serialize(reply);
 }
 
 std::optional<Code> CodeFromName(std::string_view name) {
-  static constexpr std::array kAll = {
-      Code::kBadRequest, Code::kUnknownTemplate, Code::kUnknownOp, Code::kValidation,
-      Code::kNotFound,   Code::kConflict,        Code::kForbidden, Code::kTooLarge,
-      Code::kTimeout,    Code::kUnavailable,     Code::kInternal};
+  static constexpr std::array kAll = {Code::kBadRequest,  Code::kUnknownTemplate, Code::kUnknownOp,
+                                      Code::kValidation,  Code::kNotFound,        Code::kConflict,
+                                      Code::kForbidden,   Code::kTooLarge,        Code::kTimeout,
+                                      Code::kUnavailable, Code::kInternal};
   for (Code c : kAll) {
     if (CodeName(c) == name) return c;
   }
@@ -230,8 +238,8 @@ Result<Reply> DecodeReply(std::string_view body) {
     std::optional<Code> c;
     if (code && code->is_string()) c = CodeFromName(code->get_string());
     if (!c) return BadRequest("error reply has an unknown code");
-    reply.error = Error{*c, message && message->is_string() ? std::string(message->get_string())
-                                                            : std::string()};
+    reply.error = Error{
+        *c, message && message->is_string() ? std::string(message->get_string()) : std::string()};
   }
   reply.body = std::move(root);
   return reply;

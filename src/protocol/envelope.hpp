@@ -2,12 +2,11 @@
 // no sockets, no databases, callable from any thread.
 #pragma once
 
+#include <boost/json.hpp>
 #include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
-
-#include <boost/json.hpp>
 
 #include "core/error.hpp"
 #include "core/lineage.hpp"

@@ -71,7 +71,8 @@ TEST_F(ConfigTest, BaseAloneGivesDefaults) {
 }
 
 TEST_F(ConfigTest, EnvFileOverridesOnlyItsKeys) {
-  Write("env_qa.toml", "[broker_services.app_server]\nport = 5699\n[brokers.rBroker]\ninstances = 2\n");
+  Write("env_qa.toml",
+        "[broker_services.app_server]\nport = 5699\n[brokers.rBroker]\ninstances = 2\n");
   auto c = Load({{"BEDS_ENV", "qa"}});
   ASSERT_TRUE(c) << c.error().message;
   EXPECT_EQ(c->env, "qa");
@@ -126,7 +127,8 @@ TEST_F(ConfigTest, WrongTypeNamesFileLineKeyAndType) {
 TEST_F(ConfigTest, WrongTypeFromEnvironmentNamesTheVariable) {
   auto c = Load({{"BEDS__BROKERS__RBROKER__INSTANCES", "many"}});
   ASSERT_FALSE(c);
-  EXPECT_NE(c.error().message.find("environment BEDS__BROKERS__RBROKER__INSTANCES"), std::string::npos)
+  EXPECT_NE(c.error().message.find("environment BEDS__BROKERS__RBROKER__INSTANCES"),
+            std::string::npos)
       << c.error().message;
 }
 

@@ -11,7 +11,7 @@ TEST(Lineage, GuidIsUuidV7Hex) {
   const std::string g = NewGuid();
   ASSERT_EQ(g.size(), 32u);
   EXPECT_EQ(g.find_first_not_of("0123456789abcdef"), std::string::npos);
-  EXPECT_EQ(g[12], '7');  // version nibble
+  EXPECT_EQ(g[12], '7');                                          // version nibble
   EXPECT_NE(std::string("89ab").find(g[16]), std::string::npos);  // variant 10xx
 }
 

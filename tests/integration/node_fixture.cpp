@@ -16,10 +16,8 @@ namespace {
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 
-int EnvPort(const char* name, int fallback) {
-  const char* v = std::getenv(name);
-  return v ? std::atoi(v) : fallback;
-}
+constexpr int kAmqpPort = BEDS_TEST_AMQP_PORT;
+constexpr int kMariadbPort = BEDS_TEST_MARIADB_PORT;
 
 }  // namespace
 
@@ -37,14 +35,17 @@ NodeProcess::NodeProcess(const std::string& vhost, const NodeOptions& o) {
   fs::remove_all(dir_);
   fs::create_directories(dir_);
   std::ofstream(fs::path(dir_) / "beds.toml")
-      << "[node]\nname = \"" << o.name << "\"\nfault_injection = "
-      << (o.fault_injection ? "true" : "false") << "\n"
+      << "[node]\nname = \"" << o.name
+      << "\"\nfault_injection = " << (o.fault_injection ? "true" : "false")
+      << "\nshutdown_grace_ms = " << o.shutdown_grace_ms << "\n"
       << "[broker_services.app_server]\nhost = \"127.0.0.1\"\nport = "
-      << EnvPort("BEDS_AMQP_PORT", 5699) << "\nvhost = \"" << vhost
+      << kAmqpPort << "\nvhost = \"" << vhost
       << "\"\npass = \"guest\"\nheartbeat_s = 10\n"
-      << "[databases.main]\nengine = \"mariadb\"\nport = " << EnvPort("BEDS_MARIADB_PORT", 3399)
+      << "[databases.main]\nengine = \"mariadb\"\nport = "
+      << (o.db_port ? o.db_port : kMariadbPort)
       << "\n[brokers.rBroker]\ninstances = " << o.instances << "\nprefetch = " << o.prefetch
-      << "\nbindings = [\"sys.read\"]\nmax_retries = " << o.max_retries
+      << "\nqueue_type = \"" << o.queue_type
+      << "\"\nbindings = [\"sys.read\"]\nmax_retries = " << o.max_retries
       << "\nretry_backoff_ms = " << o.retry_backoff_ms << "\n"
       << "[protocol]\nmax_body_bytes = " << o.max_body_bytes << "\n"
       << o.extra_toml << "\n";
@@ -52,7 +53,8 @@ NodeProcess::NodeProcess(const std::string& vhost, const NodeOptions& o) {
   pid_ = fork();
   if (pid_ == 0) {
     std::freopen(log.c_str(), "w", stderr);
-    execl(BEDS_BINARY, BEDS_BINARY, "run", "--config-dir", dir_.c_str(), static_cast<char*>(nullptr));
+    execl(BEDS_BINARY, BEDS_BINARY, "run", "--config-dir", dir_.c_str(),
+          static_cast<char*>(nullptr));
     _exit(127);
   }
 }
@@ -93,7 +95,8 @@ std::string NodeProcess::Log() const {
 }
 
 bool NodeTest::Servers(const std::string& command) {
-  return std::system((std::string(BEDS_SERVERS_SCRIPT) + " " + command).c_str()) == 0;
+  const std::string line = std::string("env ") + BEDS_SERVERS_ENV + " " + BEDS_SERVERS_SCRIPT + " " + command;
+  return std::system(line.c_str()) == 0;
 }
 
 void NodeTest::SetUp() {
@@ -122,7 +125,7 @@ void NodeTest::TearDown() {
 config::AmqpSettings NodeTest::Amqp() const {
   config::AmqpSettings s;
   s.host = "127.0.0.1";
-  s.port = EnvPort("BEDS_AMQP_PORT", 5699);
+  s.port = kAmqpPort;
   s.vhost = vhost_;
   s.pass = "guest";
   s.heartbeat_s = 10;

@@ -3,6 +3,7 @@
 // see each other's queues; every node it starts is a child process it stops itself.
 #pragma once
 
+#include <gtest/gtest.h>
 #include <sys/types.h>
 
 #include <chrono>
@@ -10,8 +11,6 @@
 #include <optional>
 #include <string>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 #include "amqp/connection.hpp"
 #include "client/client.hpp"
@@ -28,6 +27,9 @@ struct NodeOptions {
   std::string retry_backoff_ms = "[50, 100]";
   int64_t max_body_bytes = 1 << 20;
   bool fault_injection = true;
+  std::string queue_type = "classic";
+  int db_port = 0;  // 0: the fixture's MariaDB
+  int64_t shutdown_grace_ms = 30000;
   std::string extra_toml;  // appended to beds.toml
 };
 

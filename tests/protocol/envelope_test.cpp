@@ -76,14 +76,16 @@ TEST(Envelope, MissingRequiredFieldsAreBadRequest) {
 }
 
 TEST(Envelope, BadLineageIsBadRequest) {
-  EXPECT_EQ(CodeOf(R"({"template":"sys","op":"ping","lineage":{"event_id":"x"}})"), Code::kBadRequest);
+  EXPECT_EQ(CodeOf(R"({"template":"sys","op":"ping","lineage":{"event_id":"x"}})"),
+            Code::kBadRequest);
   EXPECT_EQ(CodeOf(R"({"template":"sys","op":"ping","lineage":{"depth":2}})"), Code::kBadRequest);
   EXPECT_EQ(CodeOf(R"({"template":"sys","op":"ping","lineage":{"hops":2}})"), Code::kBadRequest);
   EXPECT_EQ(CodeOf(R"({"template":"sys","op":"ping","lineage":[]})"), Code::kBadRequest);
 }
 
 TEST(Envelope, OversizedBodyIsTooLarge) {
-  const std::string body = R"({"template":"sys","op":"ping","data":{"pad":")" + std::string(2000, 'x') + "\"}}";
+  const std::string body =
+      R"({"template":"sys","op":"ping","data":{"pad":")" + std::string(2000, 'x') + "\"}}";
   EXPECT_EQ(CodeOf(body, 1024), Code::kTooLarge);
   EXPECT_TRUE(DecodeRequest(body, 4096));
 }
@@ -119,14 +121,16 @@ TEST(Envelope, LineageOfARootAndOfAChild) {
 }
 
 TEST(Envelope, RepliesRoundTrip) {
-  const std::string ok = EncodeOk("n.dev.0192f0c4e1b87a3c9d2e4f60718293a4", json::array{json::object{{"id", 42}}}, 1);
+  const std::string ok =
+      EncodeOk("n.dev.0192f0c4e1b87a3c9d2e4f60718293a4", json::array{json::object{{"id", 42}}}, 1);
   auto r = DecodeReply(ok);
   ASSERT_TRUE(r);
   EXPECT_TRUE(r->ok);
   EXPECT_EQ(r->body.at("count").as_int64(), 1);
   EXPECT_EQ(r->body.at("data").at(0).at("id").as_int64(), 42);
 
-  const std::string err = EncodeError("n.dev.0192f0c4e1b87a3c9d2e4f60718293a4", Error{Code::kUnavailable, "down"});
+  const std::string err =
+      EncodeError("n.dev.0192f0c4e1b87a3c9d2e4f60718293a4", Error{Code::kUnavailable, "down"});
   auto e = DecodeReply(err);
   ASSERT_TRUE(e);
   EXPECT_FALSE(e->ok);
@@ -138,8 +142,8 @@ TEST(Envelope, RepliesRoundTrip) {
 
 TEST(Envelope, EveryCodeNameRoundTrips) {
   for (Code c : {Code::kBadRequest, Code::kUnknownTemplate, Code::kUnknownOp, Code::kValidation,
-                 Code::kNotFound, Code::kConflict, Code::kForbidden, Code::kTooLarge, Code::kTimeout,
-                 Code::kUnavailable, Code::kInternal}) {
+                 Code::kNotFound, Code::kConflict, Code::kForbidden, Code::kTooLarge,
+                 Code::kTimeout, Code::kUnavailable, Code::kInternal}) {
     EXPECT_EQ(CodeFromName(CodeName(c)), c);
   }
   EXPECT_FALSE(CodeFromName("NOPE"));
