@@ -3,12 +3,11 @@
 #include <spdlog/spdlog.h>
 
 #include <atomic>
-#include <condition_variable>
-#include <mutex>
 #include <thread>
 
 #include "amqp/connection.hpp"
 #include "amqp/topology.hpp"
+#include "brokers/worker.hpp"
 #include "core/lineage.hpp"
 #include "protocol/envelope.hpp"
 
@@ -42,10 +41,7 @@ struct ControlLoop::Impl {
         auto c = Connect();
         if (!c) {
           spdlog::debug("control loop: {}", c.error().message);
-          std::mutex m;
-          std::condition_variable_any cv;
-          std::unique_lock lock(m);
-          cv.wait_for(lock, stop, backoff, [] { return false; });
+          SleepUnlessStopped(stop, backoff);
           backoff = std::min<std::chrono::milliseconds>(backoff * 2, 5s);
           continue;
         }

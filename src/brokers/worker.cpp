@@ -13,14 +13,6 @@ namespace {
 
 using namespace std::chrono_literals;
 
-// Sleeps for `delay` unless a stop is requested first.
-void SleepUnlessStopped(std::stop_token stop, std::chrono::milliseconds delay) {
-  std::mutex m;
-  std::condition_variable_any cv;
-  std::unique_lock lock(m);
-  cv.wait_for(lock, stop, delay, [] { return false; });
-}
-
 int RetriesOf(const amqp::Message& m) {
   auto it = m.headers.find(kRetriesHeader);
   if (it == m.headers.end()) return 0;
@@ -30,6 +22,13 @@ int RetriesOf(const amqp::Message& m) {
 }
 
 }  // namespace
+
+void SleepUnlessStopped(std::stop_token stop, std::chrono::milliseconds delay) {
+  std::mutex m;
+  std::condition_variable_any cv;
+  std::unique_lock lock(m);
+  cv.wait_for(lock, stop, delay, [] { return false; });
+}
 
 Worker::Worker(int index, const config::BrokerSettings& broker, const config::AmqpSettings& amqp,
                std::shared_ptr<Handler> handler, PoolCounters& counters,

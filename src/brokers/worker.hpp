@@ -1,6 +1,7 @@
 // Private to brokers: one worker = one thread, one AMQP connection, one message at a time.
 #pragma once
 
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <stop_token>
@@ -10,6 +11,9 @@
 #include "brokers/pool.hpp"
 
 namespace beds::brokers {
+
+// Sleeps for `delay` unless a stop is requested first: the reconnect backoff of every loop here.
+void SleepUnlessStopped(std::stop_token stop, std::chrono::milliseconds delay);
 
 class Worker {
  public:
