@@ -8,7 +8,7 @@ packages=(
   libspdlog-dev libfmt-dev libcli11-dev libsystemd-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   rabbitmq-server mariadb-server mariadb-client
-  python3 python3-pika
+  python3 python3-pika openssl
 )
 missing=()
 for p in "${packages[@]}"; do

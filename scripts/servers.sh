@@ -8,7 +8,9 @@
 #   scripts/servers.sh stop-rabbitmq|start-rabbitmq
 #   scripts/servers.sh vhost NAME             # create a vhost and grant the guest user on it
 #
-# Ports (environment): BEDS_AMQP_PORT (5699), BEDS_MARIADB_PORT (3399), BEDS_EPMD_PORT (4399).
+# Ports (environment): BEDS_AMQP_PORT (5699), BEDS_AMQPS_PORT (AMQP port - 1000: the TLS
+# listener, with a throwaway CA and a server certificate for localhost under
+# $BEDS_VAR/rabbitmq/tls/), BEDS_MARIADB_PORT (3399), BEDS_EPMD_PORT (4399).
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -18,6 +20,7 @@ var=$(cd "$var" && pwd)
 amqp_port=${BEDS_AMQP_PORT:-5699}
 mariadb_port=${BEDS_MARIADB_PORT:-3399}
 epmd_port=${BEDS_EPMD_PORT:-4399}
+amqps_port=${BEDS_AMQPS_PORT:-$((amqp_port - 1000))}
 dist_port=$((amqp_port + 20000))
 rnode="beds${amqp_port}@localhost"
 pids=$var/pids
@@ -71,13 +74,40 @@ start_epmd() {
   wait_port "$epmd_port" 10 epmd
 }
 
+# A CA, a server certificate for localhost/127.0.0.1 signed by it, and an unrelated CA that tests
+# use to check that a wrong CA is refused.
+make_tls() {
+  local dir=$var/rabbitmq/tls
+  [[ -f $dir/server.pem ]] && return 0
+  mkdir -p "$dir"
+  (
+    cd "$dir"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj "/CN=beds test CA" \
+      -keyout ca.key -out ca.pem
+    openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj "/CN=unrelated CA" \
+      -keyout wrong-ca.key -out wrong-ca.pem
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" -keyout server.key -out server.csr
+    printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' >san.ext
+    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 30 \
+      -extfile san.ext -out server.pem
+    chmod 644 ./*.pem ./*.key
+  ) >"$var/rabbitmq/tls.log" 2>&1 || { log "openssl failed; see $var/rabbitmq/tls.log"; return 1; }
+}
+
 start_rabbitmq() {
   alive rabbitmq && return 0
   start_epmd
   mkdir -p "$var/rabbitmq/home" "$var/rabbitmq/mnesia" "$var/rabbitmq/log"
+  make_tls
   # Loopback-only listener; guest may log in from loopback (the default), no plugins.
   cat >"$var/rabbitmq/rabbitmq.conf" <<CONF
 listeners.tcp.1 = 127.0.0.1:$amqp_port
+listeners.ssl.1 = 127.0.0.1:$amqps_port
+ssl_options.cacertfile = $var/rabbitmq/tls/ca.pem
+ssl_options.certfile = $var/rabbitmq/tls/server.pem
+ssl_options.keyfile = $var/rabbitmq/tls/server.key
+ssl_options.verify = verify_none
+ssl_options.fail_if_no_peer_cert = false
 loopback_users.guest = true
 vm_memory_high_watermark.relative = 0.2
 disk_free_limit.absolute = 200MB
@@ -90,7 +120,8 @@ CONF
   (exec /usr/lib/rabbitmq/bin/rabbitmq-server >"$var/rabbitmq/log/console.log" 2>&1) &
   echo $! >"$pids/rabbitmq"
   wait_port "$amqp_port" 120 rabbitmq
-  log "rabbitmq up on 127.0.0.1:$amqp_port (pid $(cat "$pids/rabbitmq"))"
+  wait_port "$amqps_port" 30 rabbitmq
+  log "rabbitmq up on 127.0.0.1:$amqp_port, TLS on :$amqps_port (pid $(cat "$pids/rabbitmq"))"
 }
 
 stop_rabbitmq() { stop_pid rabbitmq; }

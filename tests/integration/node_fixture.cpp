@@ -17,6 +17,7 @@ namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 
 constexpr int kAmqpPort = BEDS_TEST_AMQP_PORT;
+constexpr int kAmqpsPort = BEDS_TEST_AMQPS_PORT;
 constexpr int kMariadbPort = BEDS_TEST_MARIADB_PORT;
 
 }  // namespace
@@ -37,12 +38,16 @@ NodeProcess::NodeProcess(const std::string& vhost, const NodeOptions& o) {
   std::ofstream(fs::path(dir_) / "beds.toml")
       << "[node]\nname = \"" << o.name
       << "\"\nfault_injection = " << (o.fault_injection ? "true" : "false")
-      << "\nshutdown_grace_ms = " << o.shutdown_grace_ms << "\n"
-      << "[broker_services.app_server]\nhost = \"127.0.0.1\"\nport = "
-      << kAmqpPort << "\nvhost = \"" << vhost
-      << "\"\npass = \"guest\"\nheartbeat_s = 10\n"
-      << "[databases.main]\nengine = \"mariadb\"\nport = "
-      << (o.db_port ? o.db_port : kMariadbPort)
+      << "\nshutdown_grace_ms = " << o.shutdown_grace_ms
+      << "\nproduction = " << (o.production ? "true" : "false") << "\n"
+      << "[broker_services.app_server]\n"
+      << (o.tls ? "host = \"localhost\"\ntls = true\ntls_ca_file = \"" +
+                      (o.tls_ca_file.empty() ? std::string(BEDS_TEST_VAR) + "/rabbitmq/tls/ca.pem"
+                                             : o.tls_ca_file) +
+                      "\"\nport = " + std::to_string(kAmqpsPort)
+                : "host = \"127.0.0.1\"\nport = " + std::to_string(kAmqpPort))
+      << "\nvhost = \"" << vhost << "\"\npass = \"guest\"\nheartbeat_s = 10\n"
+      << "[databases.main]\nengine = \"mariadb\"\nport = " << (o.db_port ? o.db_port : kMariadbPort)
       << "\n[brokers.rBroker]\ninstances = " << o.instances << "\nprefetch = " << o.prefetch
       << "\nqueue_type = \"" << o.queue_type
       << "\"\nbindings = [\"sys.read\"]\nmax_retries = " << o.max_retries
@@ -95,7 +100,8 @@ std::string NodeProcess::Log() const {
 }
 
 bool NodeTest::Servers(const std::string& command) {
-  const std::string line = std::string("env ") + BEDS_SERVERS_ENV + " " + BEDS_SERVERS_SCRIPT + " " + command;
+  const std::string line =
+      std::string("env ") + BEDS_SERVERS_ENV + " " + BEDS_SERVERS_SCRIPT + " " + command;
   return std::system(line.c_str()) == 0;
 }
 

@@ -27,8 +27,11 @@ struct NodeOptions {
   std::string retry_backoff_ms = "[50, 100]";
   int64_t max_body_bytes = 1 << 20;
   bool fault_injection = true;
+  bool production = false;
   std::string queue_type = "classic";
-  int db_port = 0;  // 0: the fixture's MariaDB
+  int db_port = 0;          // 0: the fixture's MariaDB
+  bool tls = false;         // talk to the broker over TLS, verifying it against the fixture's CA
+  std::string tls_ca_file;  // "" = the fixture's CA
   int64_t shutdown_grace_ms = 30000;
   std::string extra_toml;  // appended to beds.toml
 };

@@ -459,5 +459,48 @@ TEST_F(NodeTest, ShutdownThatOutlivesTheGracePeriodExitsNonZeroAndTheWorkIsRedel
   EXPECT_TRUE(protocol::DecodeReply((*r)->body)->ok);
 }
 
+TEST_F(NodeTest, TlsToTheBrokerWithAVerifiedCertificate) {
+  StartNode({.name = "tlsnode", .tls = true});
+  auto ping = Call("sys.read", R"({"template":"sys","op":"ping"})");
+  ASSERT_TRUE(ping.ok);
+  EXPECT_EQ(ping.body.at("data").at("node").as_string(), "tlsnode");
+  EXPECT_EQ(PoolOf(ping.body.at("data").as_object(), "rBroker").at("connected").as_int64(), 2);
+}
+
+TEST_F(NodeTest, TlsWithAnUnknownCertificateAuthorityIsRefused) {
+  NodeOptions o{.name = "distrustful", .fault_injection = false, .production = true, .tls = true};
+  o.tls_ca_file = std::string(BEDS_TEST_VAR) + "/rabbitmq/tls/wrong-ca.pem";
+  nodes_.push_back(std::make_unique<NodeProcess>(vhost_, o));
+  NodeProcess& node = *nodes_.back();
+  EXPECT_EQ(node.Wait(30s), std::optional<int>(3)) << node.Log();
+  EXPECT_NE(
+      node.Log().find("beds: IPL failed: AMQP topology: cannot connect to AMQP broker at "
+                      "localhost:" +
+                      std::to_string(BEDS_TEST_AMQPS_PORT) + ": SSL peer cert verification failed"),
+      std::string::npos)
+      << node.Log();
+}
+
+TEST_F(NodeTest, ConfigCheckPrintsTheMergedConfigWithSecretsMasked) {
+  const std::string dir = "/tmp/beds-it-check-" + std::to_string(getpid());
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir + "/beds.toml") << "[node]\nname = \"checked\"\n"
+                                    << "[broker_services.app_server]\npass = \"\"\n";
+  std::ofstream(dir + "/env_qa.toml") << "[node]\nproduction = true\n";
+  const std::string cmd = "BEDS_ENV=qa BEDS__BROKER_SERVICES__APP_SERVER__PASS=hunter2 " +
+                          std::string(BEDS_BINARY) + " config check --config-dir " + dir + " >" +
+                          dir + "/out.txt 2>&1";
+  EXPECT_EQ(std::system(cmd.c_str()), 0);
+  std::ifstream in(dir + "/out.txt");
+  const std::string out((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_NE(out.find("# env qa, files: " + dir + "/beds.toml " + dir + "/env_qa.toml"),
+            std::string::npos)
+      << out;
+  EXPECT_NE(out.find("pass = '****'"), std::string::npos) << out;
+  EXPECT_NE(out.find("production = true"), std::string::npos) << out;
+  EXPECT_EQ(out.find("hunter2"), std::string::npos) << out;
+  std::filesystem::remove_all(dir);
+}
+
 }  // namespace
 }  // namespace beds::testing
