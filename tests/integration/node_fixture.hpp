@@ -48,6 +48,7 @@ class NodeProcess {
   // Waits for the process to exit by itself; nullopt on timeout.
   std::optional<int> Wait(std::chrono::seconds timeout);
   std::string Log() const;
+  const std::string& config_dir() const { return dir_; }
 
  private:
   std::string dir_;

@@ -502,5 +502,39 @@ TEST_F(NodeTest, ConfigCheckPrintsTheMergedConfigWithSecretsMasked) {
   std::filesystem::remove_all(dir);
 }
 
+TEST_F(NodeTest, BedsctlListsAndReplaysTheDlq) {
+  NodeProcess& node = StartNode();
+  EXPECT_EQ(ErrorCode(Call("sys.read", "{broken")), "BAD_REQUEST");
+  auto conn = amqp::Connection::Open(Amqp());
+  ASSERT_TRUE(conn);
+  ASSERT_TRUE(
+      WaitFor([&] { return (*conn)->MessageCount("beds.rBroker.dlq").value_or(0) == 1; }, 10s));
+  ASSERT_EQ(node.Signal(SIGTERM), 0);  // nobody consumes beds.rBroker now
+
+  const std::string ctl = std::string(BEDSCTL_BINARY) + " --config-dir " + node.config_dir();
+  const std::string out = node.config_dir() + "/ctl.txt";
+  ASSERT_EQ(std::system((ctl + " dlq list rBroker >" + out + " 2>&1").c_str()), 0);
+  std::ifstream in(out);
+  const std::string listed((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_NE(listed.find(R"("body":"{broken")"), std::string::npos) << listed;
+  EXPECT_NE(listed.find("BAD_REQUEST: body is not valid JSON"), std::string::npos) << listed;
+  EXPECT_NE(listed.find("1 message(s) in beds.rBroker.dlq"), std::string::npos) << listed;
+  // Listing leaves the message where it was.
+  EXPECT_TRUE(
+      WaitFor([&] { return (*conn)->MessageCount("beds.rBroker.dlq").value_or(0) == 1; }, 5s));
+
+  ASSERT_EQ(std::system((ctl + " dlq replay rBroker >" + out + " 2>&1").c_str()), 0);
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        return (*conn)->MessageCount("beds.rBroker.dlq").value_or(99) == 0 &&
+               (*conn)->MessageCount("beds.rBroker").value_or(99) == 1;
+      },
+      5s));
+  auto moved = (*conn)->Get("beds.rBroker");
+  ASSERT_TRUE(moved && *moved);
+  EXPECT_EQ((*moved)->message.body, "{broken");
+  EXPECT_FALSE((*moved)->message.headers.contains("x-beds-error"));
+}
+
 }  // namespace
 }  // namespace beds::testing
