@@ -172,10 +172,14 @@ struct Connection::Impl {
     return Unavailable(std::string(what) + ": " + amqp_error_string2(status));
   }
 
-  // Confirm mode: waits for the broker's ack of everything published so far.
+  // Confirm mode: waits for the broker's ack of everything published so far. Confirmed publishes
+  // are mandatory, so a message no queue took comes back as basic.return before its ack: that
+  // is a failure too (a confirm alone would say "handled", not "stored").
   Result<void> WaitConfirm() {
     const uint64_t want = next_publish_seq - 1;
+    bool returned = false;
     while (true) {
+      amqp_maybe_release_buffers(conn);
       amqp_frame_t frame;
       timeval tv{10, 0};
       const int status = amqp_simple_wait_frame_noblock(conn, &frame, &tv);
@@ -188,7 +192,19 @@ struct Connection::Impl {
       switch (frame.payload.method.id) {
         case AMQP_BASIC_ACK_METHOD: {
           const auto* ack = static_cast<amqp_basic_ack_t*>(frame.payload.method.decoded);
-          if (ack->delivery_tag >= want) return Ok();
+          if (ack->delivery_tag < want) break;
+          if (returned) return Fail(Code::kUnavailable, "no queue is bound to take the message");
+          return Ok();
+        }
+        case AMQP_BASIC_RETURN_METHOD: {
+          amqp_message_t message;
+          const amqp_rpc_reply_t r = amqp_read_message(conn, frame.channel, &message, 0);
+          if (r.reply_type != AMQP_RESPONSE_NORMAL) {
+            broken = true;
+            return Unavailable("reading a returned message: " + ReplyText(r));
+          }
+          amqp_destroy_message(&message);
+          returned = true;
           break;
         }
         case AMQP_BASIC_NACK_METHOD:
@@ -272,6 +288,11 @@ Result<std::string> Connection::DeclareQueue(const std::string& name, const Queu
   return ToString(ok->queue);
 }
 
+Result<void> Connection::DeleteQueue(const std::string& name) {
+  amqp_queue_delete(impl_->conn, kChannel, Bytes(name), 0, 0);
+  return impl_->Check(("deleting queue " + name).c_str());
+}
+
 Result<void> Connection::BindQueue(const std::string& queue, const std::string& exchange,
                                    const std::string& key) {
   amqp_queue_bind(impl_->conn, kChannel, Bytes(queue), Bytes(exchange), Bytes(key),
@@ -337,8 +358,9 @@ Result<void> Connection::Publish(const std::string& exchange, const std::string&
     p._flags |= AMQP_BASIC_HEADERS_FLAG;
     p.headers = headers.table();
   }
+  const int mandatory = impl_->confirms ? 1 : 0;
   const int status = amqp_basic_publish(impl_->conn, kChannel, Bytes(exchange), Bytes(routing_key),
-                                        0, 0, &p, Bytes(m.body));
+                                        mandatory, 0, &p, Bytes(m.body));
   if (auto r = impl_->CheckStatus(status, "publishing"); !r) return r;
   if (!impl_->confirms) return Ok();
   ++impl_->next_publish_seq;

@@ -61,6 +61,7 @@ class Connection {
   Result<void> DeclareExchange(const std::string& name, const std::string& type);
   // Returns the queue's name (the broker's choice when `name` is empty).
   Result<std::string> DeclareQueue(const std::string& name, const QueueOptions& options);
+  Result<void> DeleteQueue(const std::string& name);
   Result<void> BindQueue(const std::string& queue, const std::string& exchange,
                          const std::string& key);
   Result<void> Qos(uint16_t prefetch);
@@ -70,7 +71,8 @@ class Connection {
   // Puts the channel in confirm mode: every later Publish waits for the broker's ack.
   Result<void> EnableConfirms();
 
-  // Publishes; in confirm mode returns only once the broker has taken responsibility.
+  // Publishes; in confirm mode returns only once a queue has taken the message (mandatory +
+  // confirm: an unroutable message is an error, not a silent drop).
   Result<void> Publish(const std::string& exchange, const std::string& routing_key,
                        const Message& message);
 

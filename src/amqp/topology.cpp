@@ -15,10 +15,25 @@ Result<void> DeclareExchanges(Connection& c) {
   return Ok();
 }
 
+namespace {
+
+// Quorum queues dead-letter at most once by default; a message leaving the retry queue (or a
+// rejected one leaving the work queue) must not be lost, so ask for at-least-once, which
+// RabbitMQ only allows with reject-publish overflow.
+void AddQueueType(QueueOptions& q, const std::string& type) {
+  q.arguments["x-queue-type"] = type;
+  if (type == "quorum") {
+    q.arguments["x-dead-letter-strategy"] = std::string("at-least-once");
+    q.arguments["x-overflow"] = std::string("reject-publish");
+  }
+}
+
+}  // namespace
+
 Result<void> DeclareBrokerQueues(Connection& c, const config::BrokerSettings& broker) {
   const std::string queue = QueueName(broker.name);
   QueueOptions main;
-  main.arguments["x-queue-type"] = broker.queue_type;
+  AddQueueType(main, broker.queue_type);
   // Rejected or expired messages land in the parking lot under the queue's own name.
   main.arguments["x-dead-letter-exchange"] = std::string(kDeadLetterExchange);
   main.arguments["x-dead-letter-routing-key"] = queue;
@@ -30,7 +45,7 @@ Result<void> DeclareBrokerQueues(Connection& c, const config::BrokerSettings& br
   // The retry queue has no consumer: a message waits out its per-message TTL, then the broker
   // dead-letters it through the default exchange straight back to the work queue.
   QueueOptions retry;
-  retry.arguments["x-queue-type"] = broker.queue_type;
+  AddQueueType(retry, broker.queue_type);
   retry.arguments["x-dead-letter-exchange"] = std::string("");
   retry.arguments["x-dead-letter-routing-key"] = queue;
   if (auto r = c.DeclareQueue(RetryQueueName(broker.name), retry); !r) {

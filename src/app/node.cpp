@@ -112,6 +112,7 @@ void Node::Stop() {
     spdlog::info("shutting down: {}", n.stop_reason.empty() ? "requested" : n.stop_reason);
   }
   const auto started = std::chrono::steady_clock::now();
+  for (auto& p : n.pools) p->RequestStop();  // all pools drain at once
   for (auto& p : n.pools) p->Stop();
   if (n.control) n.control->Stop();
   n.pools.clear();

@@ -24,13 +24,19 @@ struct ControlLoop::Impl {
   std::atomic<bool> connected{false};
   std::jthread thread;
 
+  // Nothing escapes the thread; after an unexpected failure the loop starts over.
   void Run(std::stop_token stop) {
-    try {
-      Loop(stop);
-    } catch (const std::exception& e) {
-      spdlog::error("control loop failed: {}", e.what());
+    while (!stop.stop_requested()) {
+      try {
+        Loop(stop);
+      } catch (const std::exception& e) {
+        spdlog::error("control loop failed: {}; restarting", e.what());
+      } catch (...) {
+        spdlog::error("control loop failed: unknown exception; restarting");
+      }
+      connected = false;
+      SleepUnlessStopped(stop, 1s);
     }
-    connected = false;
   }
 
   void Loop(std::stop_token stop) {

@@ -135,13 +135,13 @@ Outcome DispatchHandler::Handle(const amqp::Delivery& delivery, int retries) {
     }
     if (request->op == "call") {
       return AnswerError(event_id, Code::kUnknownOp,
-                         "template 'sys' has no call '" + request->call.substr(0, 64) + "'");
+                         "template 'sys' has no call '" + protocol::Excerpt(request->call) + "'");
     }
     return AnswerError(event_id, Code::kUnknownOp,
-                       "template 'sys' has no op '" + request->op.substr(0, 64) + "'");
+                       "template 'sys' has no op '" + protocol::Excerpt(request->op) + "'");
   }
   return AnswerError(event_id, Code::kUnknownTemplate,
-                     "no template named '" + request->template_name.substr(0, 64) + "'");
+                     "no template named '" + protocol::Excerpt(request->template_name) + "'");
 }
 
 }  // namespace beds::brokers

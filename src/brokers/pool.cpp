@@ -78,7 +78,7 @@ void Pool::Start() {
   impl_->supervisor = std::jthread([this](std::stop_token stop) { impl_->Supervise(stop); });
 }
 
-void Pool::Stop() {
+void Pool::RequestStop() {
   {
     std::lock_guard lock(impl_->mutex);
     if (impl_->stopping) return;
@@ -86,8 +86,12 @@ void Pool::Stop() {
     impl_->changed.notify_all();
   }
   if (impl_->supervisor.joinable()) impl_->supervisor.join();
-  // No supervisor any more: the slots are ours. Ask all to stop first so they drain in parallel.
+  // No supervisor any more: the slots are ours.
   for (auto& w : impl_->workers) w->RequestStop();
+}
+
+void Pool::Stop() {
+  RequestStop();
   for (auto& w : impl_->workers) w->Join();
   impl_->workers.clear();
 }

@@ -80,8 +80,12 @@ class Pool {
   Pool& operator=(const Pool&) = delete;
 
   void Start();
-  // Stop consuming; each worker finishes its in-flight message, then closes its connection so
-  // the broker requeues whatever was prefetched but not started. Returns when all have exited.
+  // Asks every worker to stop after its in-flight message and returns at once; lets a node stop
+  // all its pools in parallel before waiting on any.
+  void RequestStop();
+  // RequestStop(), then wait. Stop consuming; each worker finishes its in-flight message, then
+  // closes its connection so the broker requeues whatever was prefetched but not started. Returns
+  // when all have exited.
   void Stop();
   PoolStats Stats() const;
 

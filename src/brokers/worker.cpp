@@ -16,8 +16,9 @@ using namespace std::chrono_literals;
 int RetriesOf(const amqp::Message& m) {
   auto it = m.headers.find(kRetriesHeader);
   if (it == m.headers.end()) return 0;
+  // The header arrives with the message: clamp it rather than trust it.
   if (const auto* n = std::get_if<int64_t>(&it->second))
-    return static_cast<int>(std::max<int64_t>(0, *n));
+    return static_cast<int>(std::clamp<int64_t>(*n, 0, 1'000'000));
   return 0;
 }
 
@@ -109,7 +110,7 @@ void Worker::Loop(std::stop_token stop) {
       counters_.connected.fetch_sub(1);
       continue;
     }
-    if (*next) Process(**next);
+    if (*next) Process(**next, stop);
   }
   if (connection_) {
     // Stop the flow first so nothing new arrives while the connection closes.
@@ -119,18 +120,40 @@ void Worker::Loop(std::stop_token stop) {
 
 Result<void> Worker::PublishConfirmed(const std::string& exchange, const std::string& key,
                                       const amqp::Message& message) {
-  if (!confirmed_) {
-    auto c = amqp::Connection::Open(amqp_);
-    if (!c) return std::unexpected(c.error());
-    if (auto r = (*c)->EnableConfirms(); !r) return r;
-    confirmed_ = std::move(*c);
+  // Two tries: the second on a fresh connection that first redeclares the broker's queues, so a
+  // retry queue or DLQ deleted by hand (the publish comes back unroutable) is put back.
+  Result<void> result = Ok();
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    if (!confirmed_) {
+      auto c = amqp::Connection::Open(amqp_);
+      if (!c) return std::unexpected(c.error());
+      if (attempt > 0) {
+        if (auto r = amqp::DeclareExchanges(**c); !r) return r;
+        if (auto r = amqp::DeclareBrokerQueues(**c, broker_); !r) return r;
+      }
+      if (auto r = (*c)->EnableConfirms(); !r) return r;
+      confirmed_ = std::move(*c);
+    }
+    result = confirmed_->Publish(exchange, key, message);
+    if (result) return result;
+    confirmed_.reset();
   }
-  auto r = confirmed_->Publish(exchange, key, message);
-  if (!r) confirmed_.reset();
-  return r;
+  return result;
 }
 
-void Worker::Process(const amqp::Delivery& delivery) {
+void Worker::Reply(const amqp::Message& request, std::string body) {
+  if (request.reply_to.empty()) return;
+  amqp::Message reply;
+  reply.body = std::move(body);
+  reply.correlation_id = request.correlation_id;
+  if (auto r = connection_->Publish("", request.reply_to, reply); !r) {
+    // The connection is gone, so is our chance to ack: the broker redelivers the request.
+    spdlog::warn("broker {} worker {}: reply not sent: {}", broker_.name, index_,
+                 r.error().message);
+  }
+}
+
+void Worker::Process(const amqp::Delivery& delivery, std::stop_token stop) {
   counters_.consumed.fetch_add(1, std::memory_order_relaxed);
   const int retries = RetriesOf(delivery.message);
   Outcome outcome;
@@ -149,50 +172,57 @@ void Worker::Process(const amqp::Delivery& delivery) {
     outcome.reason = "gave up after " + std::to_string(retries) + " retries: " + outcome.reason;
     outcome.reply = handler_->ParkedReply(delivery, outcome.reason);
   }
-
   const amqp::Message& in = delivery.message;
-  if (outcome.reply && !in.reply_to.empty()) {
-    amqp::Message reply;
-    reply.body = std::move(*outcome.reply);
-    reply.correlation_id = in.correlation_id;
-    if (auto r = connection_->Publish("", in.reply_to, reply); !r) {
-      // The delivery stays unacked: the broker redelivers it once we reconnect.
-      spdlog::warn("broker {} worker {}: reply not sent: {}", broker_.name, index_,
-                   r.error().message);
+
+  if (outcome.action == Outcome::Action::kAck) {
+    if (outcome.reply) Reply(in, std::move(*outcome.reply));
+    if (connection_->Ack(delivery.delivery_tag)) {
+      counters_.acked.fetch_add(1, std::memory_order_relaxed);
+    }
+    return;
+  }
+
+  // Retry or park: the copy must be safely stored (confirmed) before the original is acked.
+  amqp::Message copy = in;
+  copy.delivery_mode = 2;
+  copy.expiration.clear();
+  copy.headers[kErrorHeader] = outcome.reason.substr(0, 1024);
+  if (outcome.action == Outcome::Action::kRetry) {
+    const auto& delays = broker_.retry_backoff_ms;
+    const int64_t delay = delays[std::min<size_t>(retries, delays.size() - 1)];
+    copy.headers[kRetriesHeader] = int64_t{retries + 1};
+    copy.expiration = std::to_string(delay);
+    spdlog::warn("broker {}: retry {} in {} ms: {}", broker_.name, retries + 1, delay,
+                 outcome.reason);
+    if (auto moved = PublishConfirmed("", amqp::RetryQueueName(broker_.name), copy); !moved) {
+      // Wait before handing it back, or a broker that refuses the move would have us spin.
+      spdlog::warn("broker {} worker {}: retry not stored ({}); requeueing in {} ms", broker_.name,
+                   index_, moved.error().message, delay);
+      SleepUnlessStopped(stop, std::chrono::milliseconds(delay));
+      (void)connection_->Reject(delivery.delivery_tag, true);
       return;
     }
+    counters_.retried.fetch_add(1, std::memory_order_relaxed);
+    if (connection_->Ack(delivery.delivery_tag)) {
+      counters_.acked.fetch_add(1, std::memory_order_relaxed);
+    }
+    return;
   }
 
-  Result<void> moved = Ok();
-  if (outcome.action != Outcome::Action::kAck) {
-    amqp::Message copy = in;
-    copy.delivery_mode = 2;
-    copy.expiration.clear();
-    copy.headers[kErrorHeader] = outcome.reason.substr(0, 1024);
-    if (outcome.action == Outcome::Action::kRetry) {
-      const auto& delays = broker_.retry_backoff_ms;
-      const int64_t delay = delays[std::min<size_t>(retries, delays.size() - 1)];
-      copy.headers[kRetriesHeader] = int64_t{retries + 1};
-      copy.expiration = std::to_string(delay);
-      spdlog::warn("broker {}: retry {} in {} ms: {}", broker_.name, retries + 1, delay,
-                   outcome.reason);
-      moved = PublishConfirmed("", amqp::RetryQueueName(broker_.name), copy);
-      if (moved) counters_.retried.fetch_add(1, std::memory_order_relaxed);
-    } else {
-      copy.headers[kRetriesHeader] = int64_t{retries};
-      spdlog::error("broker {}: parked in {}: {}", broker_.name, amqp::DlqName(broker_.name),
-                    outcome.reason);
-      moved = PublishConfirmed(amqp::kDeadLetterExchange, amqp::QueueName(broker_.name), copy);
-      if (moved) counters_.parked.fetch_add(1, std::memory_order_relaxed);
-    }
-  }
-  if (!moved) {
-    // Not safely elsewhere yet: hand it back to the queue rather than lose it.
-    spdlog::warn("broker {} worker {}: could not move message ({}); requeueing", broker_.name,
+  copy.headers[kRetriesHeader] = int64_t{retries};
+  spdlog::error("broker {}: parking in {}: {}", broker_.name, amqp::DlqName(broker_.name),
+                outcome.reason);
+  if (auto moved = PublishConfirmed(amqp::kDeadLetterExchange, amqp::QueueName(broker_.name), copy);
+      !moved) {
+    // Unlike a retry there is no later: keep the message in its queue until it can be parked.
+    spdlog::warn("broker {} worker {}: park not stored ({}); requeueing in 1 s", broker_.name,
                  index_, moved.error().message);
+    SleepUnlessStopped(stop, std::chrono::seconds(1));
     (void)connection_->Reject(delivery.delivery_tag, true);
     return;
   }
+  counters_.parked.fetch_add(1, std::memory_order_relaxed);
+  if (outcome.reply) Reply(in, std::move(*outcome.reply));
   if (connection_->Ack(delivery.delivery_tag)) {
     counters_.acked.fetch_add(1, std::memory_order_relaxed);
   }

@@ -34,7 +34,8 @@ class Worker {
   void Main(std::stop_token stop);
   void Loop(std::stop_token stop);
   Result<void> Connect();
-  void Process(const amqp::Delivery& delivery);
+  void Process(const amqp::Delivery& delivery, std::stop_token stop);
+  void Reply(const amqp::Message& request, std::string body);
   Result<void> PublishConfirmed(const std::string& exchange, const std::string& key,
                                 const amqp::Message& message);
 

@@ -107,8 +107,12 @@ int DlqReplay(const beds::config::AmqpSettings& amqp, const std::string& broker)
     std::cerr << "bedsctl: cannot connect\n";
     return 3;
   }
+  // Only what is parked now: a message that fails again at once lands back in the DLQ and
+  // must not be replayed forever.
+  auto count = (*conn)->MessageCount(beds::amqp::DlqName(broker));
+  if (!count) return 3;
   int n = 0;
-  while (true) {
+  while (n < static_cast<int>(*count)) {
     auto d = (*conn)->Get(beds::amqp::DlqName(broker), false);
     if (!d) return 3;
     if (!*d) break;

@@ -73,9 +73,17 @@ Result<std::string> Client::Send(const std::string& routing_key, std::string bod
       return std::unexpected(r.error());
   }
   if (auto r = connection_->Publish(p.exchange, p.routing_key, p.message); !r) {
-    if (options.expect_reply) pending_.emplace(id, std::move(p));
-    // Reconnect re-sends everything pending, this request included.
+    // Reconnect re-sends everything pending; a fire-and-forget message is sent again here.
+    if (options.expect_reply) {
+      pending_.emplace(id, std::move(p));
+      if (auto rc = Reconnect(r.error()); !rc) return std::unexpected(rc.error());
+      return id;
+    }
     if (auto rc = Reconnect(r.error()); !rc) return std::unexpected(rc.error());
+    if (auto again = connection_->Publish(p.exchange, p.routing_key, p.message); !again) {
+      connection_.reset();
+      return std::unexpected(again.error());
+    }
     return id;
   }
   if (options.expect_reply) pending_.emplace(id, std::move(p));

@@ -2,7 +2,9 @@
 // gateway and bedsctl. Requests go to beds.events; replies come back on RabbitMQ's direct
 // reply-to. A request stays pending until its reply arrives; when the connection drops (a broker
 // restart) the client reconnects with backoff and re-sends every pending request with its
-// original correlation id, so each is answered. Not thread-safe: one Client per thread.
+// original correlation id, so each is answered. Publishes are not confirmed: a fire-and-forget
+// message written into a dying socket can be lost (requests with replies are re-sent until
+// answered). Not thread-safe: one Client per thread.
 #pragma once
 
 #include <chrono>

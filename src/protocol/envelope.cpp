@@ -11,9 +11,7 @@ std::unexpected<Error> BadRequest(std::string message) {
   return Fail(Code::kBadRequest, std::move(message));
 }
 
-std::string Quote(std::string_view s) {
-  return "'" + std::string(s.substr(0, 64)) + (s.size() > 64 ? "…'" : "'");
-}
+std::string Quote(std::string_view s) { return "'" + Excerpt(s) + "'"; }
 
 Result<std::string> StringField(const json::value& v, std::string_view name) {
   if (!v.is_string()) return BadRequest("field '" + std::string(name) + "' must be a string");
@@ -53,7 +51,7 @@ Result<Lineage> DecodeLineage(const json::value& v) {
       if (*d > 1000) return BadRequest("field 'lineage.depth' must be at most 1000");
       lineage.depth = static_cast<int>(*d);
     } else {
-      return BadRequest("unknown field 'lineage." + std::string(key.substr(0, 64)) + "'");
+      return BadRequest("unknown field 'lineage." + Excerpt(key) + "'");
     }
   }
   if (!lineage.event_id.empty() && !IsEventId(lineage.event_id)) {
@@ -205,6 +203,14 @@ std::string EncodeError(std::string_view event_id, const Error& error) {
   reply["error"] = json::object{
       {"code", CodeName(error.code)}, {"message", error.message}, {"retryable", error.retryable()}};
   return json::serialize(reply);
+}
+
+std::string Excerpt(std::string_view text, size_t max_bytes) {
+  if (text.size() <= max_bytes) return std::string(text);
+  size_t end = max_bytes;
+  // Step back over continuation bytes (10xxxxxx) so the cut lands before a lead byte.
+  while (end > 0 && (static_cast<unsigned char>(text[end]) & 0xC0) == 0x80) --end;
+  return std::string(text.substr(0, end)) + "…";
 }
 
 std::optional<Code> CodeFromName(std::string_view name) {

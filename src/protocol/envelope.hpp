@@ -65,6 +65,10 @@ struct Reply {
 };
 Result<Reply> DecodeReply(std::string_view body);
 
+// At most `max_bytes` of `text`, cut on a UTF-8 character boundary, with "…" when cut: for
+// quoting client input in error messages without making the reply invalid UTF-8.
+std::string Excerpt(std::string_view text, size_t max_bytes = 64);
+
 // Maps a wire code name ("BAD_REQUEST") back to the enum; nullopt for an unknown name.
 std::optional<Code> CodeFromName(std::string_view name);
 

@@ -536,5 +536,50 @@ TEST_F(NodeTest, BedsctlListsAndReplaysTheDlq) {
   EXPECT_FALSE((*moved)->message.headers.contains("x-beds-error"));
 }
 
+TEST_F(NodeTest, AnAbsurdRetriesHeaderIsClampedNotTrusted) {
+  StartNode({.max_retries = 3});
+  auto conn = amqp::Connection::Open(Amqp());
+  ASSERT_TRUE(conn);
+  ASSERT_TRUE((*conn)->Consume("amq.rabbitmq.reply-to", true));
+  amqp::Message m;
+  m.body = R"({"template":"sys","op":"call","call":"fault","data":{"mode":"throw"}})";
+  m.reply_to = "amq.rabbitmq.reply-to";
+  m.headers["x-beds-retries"] = int64_t{1} << 31;  // would wrap to a negative int
+  ASSERT_TRUE((*conn)->Publish(amqp::kEventsExchange, "sys.read", m));
+  std::optional<protocol::Reply> reply;
+  WaitFor(
+      [&] {
+        auto d = (*conn)->Next(100ms);
+        if (d && *d) reply = protocol::DecodeReply((*d)->message.body).value_or(protocol::Reply{});
+        return reply.has_value();
+      },
+      10s);
+  ASSERT_TRUE(reply);
+  EXPECT_EQ(ErrorCode(*reply), "INTERNAL");  // parked at once, not retried 2^31 times
+  const auto parked = DrainDlq();
+  ASSERT_EQ(parked.size(), 1u);
+  EXPECT_NE(HeaderString(parked[0].message, "x-beds-error").find("gave up after 1000000 retries"),
+            std::string::npos);
+  EXPECT_EQ(PoolOf(Ping(), "rBroker").at("retried").as_int64(), 0);
+}
+
+TEST_F(NodeTest, ParkingPutsBackADlqDeletedByHand) {
+  StartNode();
+  auto conn = amqp::Connection::Open(Amqp());
+  ASSERT_TRUE(conn);
+  ASSERT_TRUE((*conn)->DeleteQueue("beds.rBroker.dlq"));
+  // Unroutable now: a confirm alone would have "parked" it into nothing.
+  EXPECT_EQ(ErrorCode(Call("sys.read", "{lost?")), "BAD_REQUEST");
+  std::vector<amqp::Delivery> parked;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        for (auto& d : DrainDlq()) parked.push_back(std::move(d));
+        return !parked.empty();
+      },
+      10s));
+  EXPECT_EQ(parked[0].message.body, "{lost?");
+  EXPECT_NE(HeaderString(parked[0].message, "x-beds-error").find("BAD_REQUEST"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace beds::testing

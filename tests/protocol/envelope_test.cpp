@@ -149,5 +149,19 @@ TEST(Envelope, EveryCodeNameRoundTrips) {
   EXPECT_FALSE(CodeFromName("NOPE"));
 }
 
+TEST(Envelope, ExcerptsCutOnACharacterBoundary) {
+  EXPECT_EQ(Excerpt("short"), "short");
+  // 63 ASCII bytes then a 3-byte character straddling byte 64: it is left out whole.
+  const std::string text = std::string(63, 'a') + "\u20ac" + "tail";
+  EXPECT_EQ(Excerpt(text), std::string(63, 'a') + "…");
+  const std::string reply =
+      EncodeError("n.dev.0192f0c4e1b87a3c9d2e4f60718293a4",
+                  Error{Code::kBadRequest, "unknown field '" + Excerpt(text) + "'"});
+  EXPECT_TRUE(DecodeReply(reply));  // valid UTF-8 all the way through
+  auto r = DecodeRequest("{\"template\":\"sys\",\"op\":\"ping\",\"" + text + "\":1}", 1 << 20);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().message.find("\xe2\x82'"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace beds::protocol
