@@ -10,6 +10,8 @@
 #include <sstream>
 #include <thread>
 
+#include "core/lineage.hpp"
+
 namespace beds::testing {
 namespace {
 
@@ -21,6 +23,25 @@ constexpr int kAmqpsPort = BEDS_TEST_AMQPS_PORT;
 constexpr int kMariadbPort = BEDS_TEST_MARIADB_PORT;
 
 }  // namespace
+
+CommandResult RunCommand(const std::string& command) {
+  const std::string out = fs::temp_directory_path() / ("beds-it-cmd-" + NewGuid());
+  const int status = std::system((command + " >" + out + " 2>&1").c_str());
+  std::ifstream in(out);
+  CommandResult r;
+  r.output.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  fs::remove(out);
+  return r;
+}
+
+TempConfigDir::TempConfigDir(const ConfigFiles& files)
+    : path_(fs::temp_directory_path() / ("beds-it-conf-" + NewGuid())) {
+  fs::create_directories(path_);
+  for (const auto& [name, text] : files) std::ofstream(fs::path(path_) / name) << text;
+}
+
+TempConfigDir::~TempConfigDir() { fs::remove_all(path_); }
 
 bool WaitFor(const std::function<bool()>& condition, std::chrono::milliseconds timeout) {
   const auto until = std::chrono::steady_clock::now() + timeout;
@@ -179,6 +200,17 @@ boost::json::object NodeTest::Ping() {
   EXPECT_TRUE(reply.ok);
   if (!reply.ok) return {};
   return reply.body.at("data").as_object();
+}
+
+std::vector<amqp::Delivery> NodeTest::WaitForParked(size_t n, const std::string& broker) {
+  std::vector<amqp::Delivery> parked;
+  WaitFor(
+      [&] {
+        for (auto& d : DrainDlq(broker)) parked.push_back(std::move(d));
+        return parked.size() >= n;
+      },
+      10s);
+  return parked;
 }
 
 std::vector<amqp::Delivery> NodeTest::DrainDlq(const std::string& broker) {

@@ -71,12 +71,35 @@ class NodeTest : public ::testing::Test {
   boost::json::object Ping();
   // Messages parked in beds.{broker}.dlq, taken off the queue.
   std::vector<amqp::Delivery> DrainDlq(const std::string& broker = "rBroker");
+  // Drains the DLQ until `n` messages have arrived or 10 s pass; returns what arrived.
+  std::vector<amqp::Delivery> WaitForParked(size_t n, const std::string& broker = "rBroker");
   // Runs scripts/servers.sh with `command`; true on success.
   static bool Servers(const std::string& command);
 
   std::string vhost_;
   std::unique_ptr<client::Client> client_;
   std::vector<std::unique_ptr<NodeProcess>> nodes_;
+};
+
+// A shell command's exit code and its stdout + stderr.
+struct CommandResult {
+  int exit_code = -1;
+  std::string output;
+};
+CommandResult RunCommand(const std::string& command);
+
+// A throwaway directory holding the given files (name → text), removed again at the end.
+using ConfigFiles = std::vector<std::pair<std::string, std::string>>;
+class TempConfigDir {
+ public:
+  explicit TempConfigDir(const ConfigFiles& files);
+  TempConfigDir(const TempConfigDir&) = delete;
+  TempConfigDir& operator=(const TempConfigDir&) = delete;
+  ~TempConfigDir();
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
 };
 
 // Polls `condition` every 20 ms until it holds or `timeout` passes.

@@ -82,13 +82,7 @@ TEST_F(NodeTest, MalformedBodyIsAnsweredAndParkedWithItsReason) {
   auto not_object = Call("sys.read", "[\"sys\", \"ping\"]");
   EXPECT_EQ(ErrorCode(not_object), "BAD_REQUEST");
 
-  std::vector<amqp::Delivery> parked;
-  ASSERT_TRUE(WaitFor(
-      [&] {
-        for (auto& d : DrainDlq()) parked.push_back(std::move(d));
-        return parked.size() >= 2;
-      },
-      10s));
+  const auto parked = WaitForParked(2);
   ASSERT_EQ(parked.size(), 2u);
   // Two workers park concurrently: match by body, not by order.
   std::map<std::string, const amqp::Delivery*> by_body;
@@ -147,13 +141,8 @@ TEST_F(NodeTest, OversizedBodyIsTooLargeAndParked) {
       R"({"template":"sys","op":"ping","data":{"pad":")" + std::string(10000, 'x') + "\"}}";
   auto reply = Call("sys.read", big);
   EXPECT_EQ(ErrorCode(reply), "TOO_LARGE");
-  std::vector<amqp::Delivery> parked;
-  ASSERT_TRUE(WaitFor(
-      [&] {
-        for (auto& d : DrainDlq()) parked.push_back(std::move(d));
-        return !parked.empty();
-      },
-      10s));
+  const auto parked = WaitForParked(1);
+  ASSERT_EQ(parked.size(), 1u);
   EXPECT_EQ(parked[0].message.body.size(), big.size());
   EXPECT_NE(HeaderString(parked[0].message, "x-beds-error").find("TOO_LARGE"), std::string::npos);
   const std::string fits =
@@ -179,13 +168,7 @@ TEST_F(NodeTest, MessageThatKeepsFailingIsParkedAfterMaxRetries) {
   auto reply =
       Call("sys.read", R"({"template":"sys","op":"call","call":"fault","data":{"mode":"throw"}})");
   EXPECT_EQ(ErrorCode(reply), "INTERNAL");
-  std::vector<amqp::Delivery> parked;
-  ASSERT_TRUE(WaitFor(
-      [&] {
-        for (auto& d : DrainDlq()) parked.push_back(std::move(d));
-        return !parked.empty();
-      },
-      10s));
+  const auto parked = WaitForParked(1);
   ASSERT_EQ(parked.size(), 1u);
   EXPECT_EQ(HeaderString(parked[0].message, "x-beds-retries"), "2");
   EXPECT_NE(HeaderString(parked[0].message, "x-beds-error").find("gave up after 2 retries"),
@@ -358,47 +341,28 @@ TEST_F(NodeTest, AdminPingAllIsAnsweredByEveryNode) {
 }
 
 TEST_F(NodeTest, ProductionNodeWithUnreachableBrokerFailsWithOneLine) {
-  NodeOptions o;
-  o.fault_injection = false;
-  nodes_.push_back(std::make_unique<NodeProcess>(vhost_, o));
-  // The same config, but production and an AMQP port nobody listens on.
-  nodes_.pop_back();
-  const std::string dir = "/tmp/beds-it-prod-" + std::to_string(getpid());
-  std::filesystem::create_directories(dir);
-  std::ofstream(dir + "/beds.toml")
-      << "[node]\nname = \"prodnode\"\nproduction = true\n"
-      << "[broker_services.app_server]\nhost = \"127.0.0.1\"\nport = 1\n"
-      << "[brokers.rBroker]\nbindings = [\"sys.read\"]\n";
-  const std::string cmd =
-      std::string(BEDS_BINARY) + " run --config-dir " + dir + " 2>" + dir + "/err.txt";
-  const int status = std::system(cmd.c_str());
-  EXPECT_TRUE(WIFEXITED(status));
-  EXPECT_NE(WEXITSTATUS(status), 0);
-  std::ifstream in(dir + "/err.txt");
-  std::string all((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  EXPECT_NE(
-      all.find(
-          "beds: IPL failed: pre-flight: AMQP broker app_server at 127.0.0.1:1 is not reachable"),
-      std::string::npos)
-      << all;
-  std::filesystem::remove_all(dir);
+  // Production, and an AMQP port nobody listens on.
+  TempConfigDir dir(ConfigFiles{{"beds.toml",
+                                 "[node]\nname = \"prodnode\"\nproduction = true\n"
+                                 "[broker_services.app_server]\nhost = \"127.0.0.1\"\nport = 1\n"
+                                 "[brokers.rBroker]\nbindings = [\"sys.read\"]\n"}});
+  const auto r = RunCommand(std::string(BEDS_BINARY) + " run --config-dir " + dir.path());
+  EXPECT_EQ(r.exit_code, 3);
+  EXPECT_NE(r.output.find("beds: IPL failed: pre-flight: AMQP broker app_server at 127.0.0.1:1 is "
+                          "not reachable"),
+            std::string::npos)
+      << r.output;
 }
 
 TEST_F(NodeTest, InvalidConfigIsFatalInEveryMode) {
-  const std::string dir = "/tmp/beds-it-badconf-" + std::to_string(getpid());
-  std::filesystem::create_directories(dir);
-  std::ofstream(dir + "/beds.toml")
-      << "[node]\nname = \"x\"\n[brokers.rBroker]\ninstances = \"lots\"\n";
-  const std::string cmd =
-      std::string(BEDS_BINARY) + " run --config-dir " + dir + " 2>" + dir + "/err.txt";
-  const int status = std::system(cmd.c_str());
-  EXPECT_EQ(WEXITSTATUS(status), 2);
-  std::ifstream in(dir + "/err.txt");
-  std::string all((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  EXPECT_NE(all.find("beds.toml:4: key 'brokers.rBroker.instances': expected integer, got string"),
-            std::string::npos)
-      << all;
-  std::filesystem::remove_all(dir);
+  TempConfigDir dir(ConfigFiles{
+      {"beds.toml", "[node]\nname = \"x\"\n[brokers.rBroker]\ninstances = \"lots\"\n"}});
+  const auto r = RunCommand(std::string(BEDS_BINARY) + " run --config-dir " + dir.path());
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(
+      r.output.find("beds.toml:4: key 'brokers.rBroker.instances': expected integer, got string"),
+      std::string::npos)
+      << r.output;
 }
 
 TEST_F(NodeTest, QuorumQueuesWorkToo) {
@@ -409,13 +373,8 @@ TEST_F(NodeTest, QuorumQueuesWorkToo) {
            R"({"template":"sys","op":"call","call":"fault","data":{"mode":"throw","times":1}})");
   EXPECT_TRUE(retried.ok) << json::serialize(retried.body);
   EXPECT_EQ(ErrorCode(Call("sys.read", "not json")), "BAD_REQUEST");
-  std::vector<amqp::Delivery> parked;
-  ASSERT_TRUE(WaitFor(
-      [&] {
-        for (auto& d : DrainDlq()) parked.push_back(std::move(d));
-        return !parked.empty();
-      },
-      10s));
+  const auto parked = WaitForParked(1);
+  ASSERT_EQ(parked.size(), 1u);
   EXPECT_EQ(parked[0].message.body, "not json");
 }
 
@@ -482,24 +441,19 @@ TEST_F(NodeTest, TlsWithAnUnknownCertificateAuthorityIsRefused) {
 }
 
 TEST_F(NodeTest, ConfigCheckPrintsTheMergedConfigWithSecretsMasked) {
-  const std::string dir = "/tmp/beds-it-check-" + std::to_string(getpid());
-  std::filesystem::create_directories(dir);
-  std::ofstream(dir + "/beds.toml") << "[node]\nname = \"checked\"\n"
-                                    << "[broker_services.app_server]\npass = \"\"\n";
-  std::ofstream(dir + "/env_qa.toml") << "[node]\nproduction = true\n";
-  const std::string cmd = "BEDS_ENV=qa BEDS__BROKER_SERVICES__APP_SERVER__PASS=hunter2 " +
-                          std::string(BEDS_BINARY) + " config check --config-dir " + dir + " >" +
-                          dir + "/out.txt 2>&1";
-  EXPECT_EQ(std::system(cmd.c_str()), 0);
-  std::ifstream in(dir + "/out.txt");
-  const std::string out((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  EXPECT_NE(out.find("# env qa, files: " + dir + "/beds.toml " + dir + "/env_qa.toml"),
-            std::string::npos)
-      << out;
-  EXPECT_NE(out.find("pass = '****'"), std::string::npos) << out;
-  EXPECT_NE(out.find("production = true"), std::string::npos) << out;
-  EXPECT_EQ(out.find("hunter2"), std::string::npos) << out;
-  std::filesystem::remove_all(dir);
+  TempConfigDir dir(ConfigFiles{
+      {"beds.toml", "[node]\nname = \"checked\"\n[broker_services.app_server]\npass = \"\"\n"},
+      {"env_qa.toml", "[node]\nproduction = true\n"}});
+  const auto r = RunCommand("BEDS_ENV=qa BEDS__BROKER_SERVICES__APP_SERVER__PASS=hunter2 " +
+                            std::string(BEDS_BINARY) + " config check --config-dir " + dir.path());
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_NE(
+      r.output.find("# env qa, files: " + dir.path() + "/beds.toml " + dir.path() + "/env_qa.toml"),
+      std::string::npos)
+      << r.output;
+  EXPECT_NE(r.output.find("pass = '****'"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("production = true"), std::string::npos) << r.output;
+  EXPECT_EQ(r.output.find("hunter2"), std::string::npos) << r.output;
 }
 
 TEST_F(NodeTest, BedsctlListsAndReplaysTheDlq) {
@@ -512,10 +466,9 @@ TEST_F(NodeTest, BedsctlListsAndReplaysTheDlq) {
   ASSERT_EQ(node.Signal(SIGTERM), 0);  // nobody consumes beds.rBroker now
 
   const std::string ctl = std::string(BEDSCTL_BINARY) + " --config-dir " + node.config_dir();
-  const std::string out = node.config_dir() + "/ctl.txt";
-  ASSERT_EQ(std::system((ctl + " dlq list rBroker >" + out + " 2>&1").c_str()), 0);
-  std::ifstream in(out);
-  const std::string listed((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const auto list = RunCommand(ctl + " dlq list rBroker");
+  ASSERT_EQ(list.exit_code, 0) << list.output;
+  const std::string& listed = list.output;
   EXPECT_NE(listed.find(R"("body":"{broken")"), std::string::npos) << listed;
   EXPECT_NE(listed.find("BAD_REQUEST: body is not valid JSON"), std::string::npos) << listed;
   EXPECT_NE(listed.find("1 message(s) in beds.rBroker.dlq"), std::string::npos) << listed;
@@ -523,7 +476,8 @@ TEST_F(NodeTest, BedsctlListsAndReplaysTheDlq) {
   EXPECT_TRUE(
       WaitFor([&] { return (*conn)->MessageCount("beds.rBroker.dlq").value_or(0) == 1; }, 5s));
 
-  ASSERT_EQ(std::system((ctl + " dlq replay rBroker >" + out + " 2>&1").c_str()), 0);
+  const auto replay = RunCommand(ctl + " dlq replay rBroker");
+  ASSERT_EQ(replay.exit_code, 0) << replay.output;
   EXPECT_TRUE(WaitFor(
       [&] {
         return (*conn)->MessageCount("beds.rBroker.dlq").value_or(99) == 0 &&
@@ -570,13 +524,8 @@ TEST_F(NodeTest, ParkingPutsBackADlqDeletedByHand) {
   ASSERT_TRUE((*conn)->DeleteQueue("beds.rBroker.dlq"));
   // Unroutable now: a confirm alone would have "parked" it into nothing.
   EXPECT_EQ(ErrorCode(Call("sys.read", "{lost?")), "BAD_REQUEST");
-  std::vector<amqp::Delivery> parked;
-  ASSERT_TRUE(WaitFor(
-      [&] {
-        for (auto& d : DrainDlq()) parked.push_back(std::move(d));
-        return !parked.empty();
-      },
-      10s));
+  const auto parked = WaitForParked(1);
+  ASSERT_EQ(parked.size(), 1u);
   EXPECT_EQ(parked[0].message.body, "{lost?");
   EXPECT_NE(HeaderString(parked[0].message, "x-beds-error").find("BAD_REQUEST"), std::string::npos);
 }
