@@ -70,7 +70,8 @@ Result<Lineage> DecodeLineage(const json::value& v) {
 
 }  // namespace
 
-Result<json::object> ParseBody(std::string_view body, int64_t max_body_bytes) {
+Result<json::object> ParseBody(std::string_view body, int64_t max_body_bytes,
+                               json::storage_ptr storage) {
   if (static_cast<int64_t>(body.size()) > max_body_bytes) {
     return Fail(Code::kTooLarge, "request body is " + std::to_string(body.size()) +
                                      " bytes; the limit is " + std::to_string(max_body_bytes));
@@ -78,7 +79,7 @@ Result<json::object> ParseBody(std::string_view body, int64_t max_body_bytes) {
   boost::system::error_code ec;
   json::parse_options options;
   options.max_depth = 64;
-  json::value root = json::parse(body, ec, {}, options);
+  json::value root = json::parse(body, ec, std::move(storage), options);
   if (ec) return BadRequest("body is not valid JSON: " + ec.message());
   if (!root.is_object()) return BadRequest("body must be a JSON object");
   return std::move(root.get_object());
@@ -178,12 +179,11 @@ Result<Lineage> RequestLineage(const Request& request, std::string_view message_
   return lineage;
 }
 
-std::string EncodeOk(std::string_view event_id, const json::value& data,
-                     std::optional<int64_t> count) {
+std::string EncodeOk(std::string_view event_id, json::value data, std::optional<int64_t> count) {
   json::object reply;
   reply["ok"] = true;
   reply["event_id"] = event_id;
-  reply["data"] = data;
+  reply["data"] = std::move(data);
   if (count) reply["count"] = *count;
   return json::serialize(reply);
 }

@@ -31,7 +31,9 @@ struct Request {
 
 // Step 1: size (TOO_LARGE), then JSON that is an object (BAD_REQUEST). A body that fails here
 // cannot be understood at all: the broker parks it in the DLQ.
-Result<boost::json::object> ParseBody(std::string_view body, int64_t max_body_bytes);
+// `storage` (e.g. a per-request monotonic arena) holds the parsed nodes; it must outlive them.
+Result<boost::json::object> ParseBody(std::string_view body, int64_t max_body_bytes,
+                                      boost::json::storage_ptr storage = {});
 
 // Step 2: every field's type and unknown fields (BAD_REQUEST). Template- and op-level checks
 // belong to the dispatcher.
@@ -47,7 +49,7 @@ Result<Lineage> RequestLineage(const Request& request, std::string_view message_
                                std::string_view node, std::string_view env);
 
 // {"ok": true, "event_id": ..., "data": data, "count": n}; count omitted when not given.
-std::string EncodeOk(std::string_view event_id, const boost::json::value& data,
+std::string EncodeOk(std::string_view event_id, boost::json::value data,
                      std::optional<int64_t> count = std::nullopt);
 
 // {"ok": true, "event_id": ..., <fields>}: replies that are not rows (tickets, status).
