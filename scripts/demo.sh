@@ -18,36 +18,16 @@ say "installing packages and building (Release)"
 scripts/install-deps.sh
 scripts/build.sh "$root/build"
 
-export BEDS_VAR=$root/var/demo BEDS_AMQP_PORT=5697 BEDS_MARIADB_PORT=3397 BEDS_EPMD_PORT=4397
-mkdir -p "$BEDS_VAR"
-node_pid=""
-cleanup() {
-  if [[ -n $node_pid ]] && kill -0 "$node_pid" 2>/dev/null; then kill -TERM "$node_pid"; wait "$node_pid" || true; fi
-  scripts/servers.sh stop
-}
-trap cleanup EXIT
-
-say "starting RabbitMQ and MariaDB on 127.0.0.1:$BEDS_AMQP_PORT and :$BEDS_MARIADB_PORT"
-scripts/servers.sh start
-
-# config/beds.toml is the checked-in base; the environment is the last configuration layer.
-export BEDS__BROKER_SERVICES__APP_SERVER__HOST=127.0.0.1
-export BEDS__BROKER_SERVICES__APP_SERVER__PORT=$BEDS_AMQP_PORT
-export BEDS__BROKER_SERVICES__APP_SERVER__PASS=guest
-export BEDS__DATABASES__MAIN__PORT=$BEDS_MARIADB_PORT
-export BEDS__DATABASES__MAIN__PASS=beds
+source "$root/scripts/lib/local-node.sh"
+say "starting RabbitMQ and MariaDB on 127.0.0.1:5697 and :3397"
+local_node_servers demo 5697 3397 4397
 bedsctl=("$root/build/bedsctl" --config-dir config)
 
 say "beds config check (merged config, secrets masked)"
 build/beds config check --config-dir config | head -12
 
 say "starting the node: build/beds run --config-dir config (log: var/demo/beds.log)"
-build/beds run --config-dir config >"$BEDS_VAR/beds.log" 2>&1 &
-node_pid=$!
-for _ in $(seq 1 150); do
-  "${bedsctl[@]}" --timeout-ms 300 ping >/dev/null 2>&1 && break
-  sleep 0.2
-done
+local_node_start
 
 say "1. sys/ping"
 "${bedsctl[@]}" ping | pretty

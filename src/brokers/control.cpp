@@ -89,8 +89,7 @@ struct ControlLoop::Impl {
       (void)conn.Ack(d.delivery_tag);
       return;
     }
-    const std::string event_id =
-        IsEventId(d.message.message_id) ? d.message.message_id : NewEventId(info->node, info->env);
+    const std::string event_id = protocol::EventIdFor(d.message.message_id, info->node, info->env);
     std::string reply;
     bool shutdown = false;
     std::string mode = "drain";

@@ -87,8 +87,8 @@ DispatchHandler::DispatchHandler(std::shared_ptr<const NodeInfo> info) : info_(s
 
 std::string DispatchHandler::ParkedReply(const amqp::Delivery& delivery,
                                          const std::string& reason) {
-  const std::string& mid = delivery.message.message_id;
-  const std::string event_id = IsEventId(mid) ? mid : NewEventId(info_->node, info_->env);
+  const std::string event_id =
+      protocol::EventIdFor(delivery.message.message_id, info_->node, info_->env);
   (void)reason;  // the reason may hold internals; the client gets a safe summary
   return protocol::EncodeError(
       event_id,
@@ -106,8 +106,7 @@ Outcome DispatchHandler::Handle(const amqp::Delivery& delivery, int retries) {
   auto body = protocol::ParseBody(in.body, info.max_body_bytes, &parse_memory);
   if (!body) {
     // Nothing in it can be trusted, not even its lineage: answer, then park it for an operator.
-    const std::string event_id =
-        IsEventId(in.message_id) ? in.message_id : NewEventId(info.node, info.env);
+    const std::string event_id = protocol::EventIdFor(in.message_id, info.node, info.env);
     logs::EventScope scope(event_id);
     spdlog::warn("rejected message on {}: {}", delivery.routing_key, body.error().message);
     return Outcome{Action::kPark, protocol::EncodeError(event_id, body.error()),
@@ -115,15 +114,11 @@ Outcome DispatchHandler::Handle(const amqp::Delivery& delivery, int retries) {
   }
   auto request = protocol::DecodeFields(std::move(*body));
   if (!request) {
-    const std::string event_id =
-        IsEventId(in.message_id) ? in.message_id : NewEventId(info.node, info.env);
+    const std::string event_id = protocol::EventIdFor(in.message_id, info.node, info.env);
     return Answer(protocol::EncodeError(event_id, request.error()));
   }
-  auto lineage = protocol::RequestLineage(*request, in.message_id, info.node, info.env);
-  if (!lineage) {
-    return Answer(protocol::EncodeError(NewEventId(info.node, info.env), lineage.error()));
-  }
-  const std::string& event_id = lineage->event_id;
+  const Lineage lineage = protocol::RequestLineage(*request, in.message_id, info.node, info.env);
+  const std::string& event_id = lineage.event_id;
   logs::EventScope scope(event_id);
 
   if (request->deadline_ms != 0 && NowUnixMs() > request->deadline_ms) {

@@ -56,12 +56,6 @@ void Merge(toml::table& dst, const toml::table& src, const std::string& prefix,
   }
 }
 
-// An environment value takes the type of the key it overrides, so BEDS__X__PASS=1234 stays a
-// string; a new key's value is read as TOML when it parses, else as a string.
-toml::node_type ValueTypeFor(const toml::node* existing) {
-  return existing ? existing->type() : toml::node_type::none;
-}
-
 bool ParseTomlValue(const std::string& text, toml::table& out) {
   try {
     out = toml::parse("v = " + text);
@@ -114,17 +108,14 @@ void ApplyEnvironment(toml::table& root, const std::string& name, const std::str
       table = node->as_table();
       continue;
     }
+    // A value overriding a string key stays a string (BEDS__X__PASS=1234); any other value is
+    // read as TOML when it parses, else kept as a string (for a typed key the read reports it).
     const toml::node* existing = table->get(key);
-    const toml::node_type type = ValueTypeFor(existing);
     toml::table parsed;
-    if (type == toml::node_type::string) {
-      table->insert_or_assign(key, value);
-    } else if (ParseTomlValue(value, parsed)) {
+    if ((!existing || !existing->is_string()) && ParseTomlValue(value, parsed)) {
       table->insert_or_assign(key, *parsed.get("v"));
-    } else if (type == toml::node_type::none) {
-      table->insert_or_assign(key, value);
     } else {
-      table->insert_or_assign(key, value);  // wrong type: the typed read reports it
+      table->insert_or_assign(key, value);
     }
     origins[path] = "environment " + name;
   }

@@ -95,7 +95,7 @@ struct Config {
   std::map<std::string, AmqpSettings> broker_services;
   AmqpSettings amqp;  // = broker_services[node.broker_service]
   std::map<std::string, DatabaseSettings> databases;
-  std::vector<BrokerSettings> brokers;  // in file order
+  std::vector<BrokerSettings> brokers;  // sorted by name
   ProtocolSettings protocol;
   TemplatesSettings templates;
   GatewaySettings gateway;

@@ -169,14 +169,15 @@ Result<Request> DecodeFields(json::object body) {
   return r;
 }
 
-Result<Lineage> RequestLineage(const Request& request, std::string_view message_id,
-                               std::string_view node, std::string_view env) {
-  Lineage lineage;
-  if (request.lineage) lineage = *request.lineage;
-  if (lineage.event_id.empty()) {
-    lineage.event_id = IsEventId(message_id) ? std::string(message_id) : NewEventId(node, env);
-  }
+Lineage RequestLineage(const Request& request, std::string_view message_id, std::string_view node,
+                       std::string_view env) {
+  Lineage lineage = request.lineage.value_or(Lineage{});
+  if (lineage.event_id.empty()) lineage.event_id = EventIdFor(message_id, node, env);
   return lineage;
+}
+
+std::string EventIdFor(std::string_view message_id, std::string_view node, std::string_view env) {
+  return IsEventId(message_id) ? std::string(message_id) : NewEventId(node, env);
 }
 
 std::string EncodeOk(std::string_view event_id, json::value data, std::optional<int64_t> count) {

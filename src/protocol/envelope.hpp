@@ -45,8 +45,12 @@ Result<Request> DecodeRequest(std::string_view body, int64_t max_body_bytes);
 // The lineage this request runs under. A request without lineage is a root; an AMQP message_id
 // of event-id form becomes the root's event_id. A request that names its parent (a child request)
 // keeps parent_id and depth; its event_id is the one it sent, or a fresh one.
-Result<Lineage> RequestLineage(const Request& request, std::string_view message_id,
-                               std::string_view node, std::string_view env);
+Lineage RequestLineage(const Request& request, std::string_view message_id, std::string_view node,
+                       std::string_view env);
+
+// The event id of a message: its AMQP message_id when that has the event-id form, else a fresh
+// one. Also for messages that cannot be decoded at all.
+std::string EventIdFor(std::string_view message_id, std::string_view node, std::string_view env);
 
 // {"ok": true, "event_id": ..., "data": data, "count": n}; count omitted when not given.
 std::string EncodeOk(std::string_view event_id, boost::json::value data,

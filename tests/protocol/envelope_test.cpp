@@ -98,26 +98,25 @@ TEST(Envelope, DeeplyNestedJsonIsRefusedNotCrashed) {
 TEST(Envelope, LineageOfARootAndOfAChild) {
   auto root = DecodeRequest(R"({"template":"sys","op":"ping"})", 1 << 20);
   ASSERT_TRUE(root);
-  auto l = RequestLineage(*root, "", "appserver", "dev");
-  ASSERT_TRUE(l);
-  EXPECT_TRUE(IsEventId(l->event_id));
-  EXPECT_EQ(l->parent_id, "");
-  EXPECT_EQ(l->depth, 0);
+  const Lineage l = RequestLineage(*root, "", "appserver", "dev");
+  EXPECT_TRUE(IsEventId(l.event_id));
+  EXPECT_EQ(l.parent_id, "");
+  EXPECT_EQ(l.depth, 0);
 
   const std::string mid = "client.dev.0192f0c4e1b87a3c9d2e4f60718293a4";
   auto with_mid = RequestLineage(*root, mid, "appserver", "dev");
-  EXPECT_EQ(with_mid->event_id, mid);
+  EXPECT_EQ(with_mid.event_id, mid);
   auto not_an_id = RequestLineage(*root, "hello", "appserver", "dev");
-  EXPECT_NE(not_an_id->event_id, "hello");
+  EXPECT_NE(not_an_id.event_id, "hello");
 
   auto child = DecodeRequest(
       R"({"template":"sys","op":"ping","lineage":{"parent_id":"appserver.dev.0192f0c4e1b87a3c9d2e4f60718293a4","depth":3}})",
       1 << 20);
   ASSERT_TRUE(child);
   auto cl = RequestLineage(*child, "", "appserver", "dev");
-  EXPECT_EQ(cl->parent_id, "appserver.dev.0192f0c4e1b87a3c9d2e4f60718293a4");
-  EXPECT_EQ(cl->depth, 3);
-  EXPECT_TRUE(IsEventId(cl->event_id));
+  EXPECT_EQ(cl.parent_id, "appserver.dev.0192f0c4e1b87a3c9d2e4f60718293a4");
+  EXPECT_EQ(cl.depth, 3);
+  EXPECT_TRUE(IsEventId(cl.event_id));
 }
 
 TEST(Envelope, RepliesRoundTrip) {

@@ -1,0 +1,44 @@
+# Sourced by scripts/demo.sh and bench/run.sh: throwaway servers plus one `beds` node from
+# config/, all stopped again when the calling script exits.
+#   local_node_servers NAME AMQP_PORT MARIADB_PORT EPMD_PORT   # data under var/NAME/
+#   local_node_start                                            # the node; waits until it answers
+# Expects $root (the repository) and the build in $root/build.
+
+node_pid=""
+
+local_node_cleanup() {
+  if [[ -n $node_pid ]] && kill -0 "$node_pid" 2>/dev/null; then
+    kill -TERM "$node_pid"
+    wait "$node_pid" || true
+  fi
+  "$root/scripts/servers.sh" stop
+}
+
+local_node_servers() {
+  export BEDS_VAR=$root/var/$1 BEDS_AMQP_PORT=$2 BEDS_MARIADB_PORT=$3 BEDS_EPMD_PORT=$4
+  # Throwaway means fresh: stop what an interrupted earlier run left, then drop its data (durable
+  # queues would otherwise still hold that run's messages).
+  "$root/scripts/servers.sh" stop
+  rm -rf "$BEDS_VAR"
+  mkdir -p "$BEDS_VAR"
+  trap local_node_cleanup EXIT
+  "$root/scripts/servers.sh" start
+  # config/beds.toml is the checked-in base; the environment is the last configuration layer.
+  export BEDS__BROKER_SERVICES__APP_SERVER__HOST=127.0.0.1
+  export BEDS__BROKER_SERVICES__APP_SERVER__PORT=$BEDS_AMQP_PORT
+  export BEDS__BROKER_SERVICES__APP_SERVER__PASS=guest
+  export BEDS__DATABASES__MAIN__PORT=$BEDS_MARIADB_PORT
+  export BEDS__DATABASES__MAIN__PASS=beds
+}
+
+local_node_start() {
+  "$root/build/beds" run --config-dir "$root/config" >"$BEDS_VAR/beds.log" 2>&1 &
+  node_pid=$!
+  local _
+  for _ in $(seq 1 150); do
+    "$root/build/bedsctl" --config-dir "$root/config" --timeout-ms 300 ping >/dev/null 2>&1 && return 0
+    sleep 0.2
+  done
+  echo "the node did not answer sys/ping within 30 s; see $BEDS_VAR/beds.log" >&2
+  return 1
+}
