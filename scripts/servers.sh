@@ -7,6 +7,8 @@
 #   scripts/servers.sh restart-rabbitmq       # same data directory: durable queues survive
 #   scripts/servers.sh stop-rabbitmq|start-rabbitmq
 #   scripts/servers.sh vhost NAME             # create a vhost and grant the guest user on it
+#   scripts/servers.sh stop-mariadb|start-mariadb|restart-mariadb   # same data directory
+#   scripts/servers.sh database NAME [FILE.sql…]  # (re)create database NAME, load the files in order
 #
 # Ports (environment): BEDS_AMQP_PORT (5699), BEDS_AMQPS_PORT (AMQP port - 1000: the TLS
 # listener, with a throwaway CA and a server certificate for localhost under
@@ -160,6 +162,20 @@ case ${1:-} in
   start-rabbitmq) start_rabbitmq ;;
   stop-rabbitmq) stop_rabbitmq ;;
   restart-rabbitmq) stop_rabbitmq; start_rabbitmq ;;
+  start-mariadb) start_mariadb ;;
+  stop-mariadb) stop_mariadb ;;
+  restart-mariadb) stop_mariadb; start_mariadb ;;
+  database)
+    [[ ${2:-} =~ ^[A-Za-z0-9_]+$ ]] || { log "usage: $0 database NAME [FILE.sql…]"; exit 2; }
+    db=$2
+    shift 2
+    mariadb --no-defaults --socket="$var/mariadb/mariadb.sock" -uroot \
+      -e "DROP DATABASE IF EXISTS \`$db\`; CREATE DATABASE \`$db\` CHARACTER SET utf8mb4;"
+    for f in "$@"; do
+      mariadb --no-defaults --socket="$var/mariadb/mariadb.sock" -uroot "$db" <"$f" ||
+        { log "loading $f into $db failed"; exit 1; }
+    done
+    ;;
   vhost)
     [[ -n ${2:-} ]] || { log "usage: $0 vhost NAME"; exit 2; }
     rabbit_env
@@ -170,5 +186,5 @@ case ${1:-} in
     for n in epmd rabbitmq mariadb; do
       if alive $n; then echo "$n running (pid $(cat "$pids/$n"))"; else echo "$n stopped"; fi
     done ;;
-  *) log "usage: $0 start|stop|status|start-rabbitmq|stop-rabbitmq|restart-rabbitmq|vhost NAME"; exit 2 ;;
+  *) log "usage: $0 start|stop|status|start-rabbitmq|stop-rabbitmq|restart-rabbitmq|start-mariadb|stop-mariadb|restart-mariadb|database NAME [FILE…]|vhost NAME"; exit 2 ;;
 esac

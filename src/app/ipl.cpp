@@ -10,6 +10,7 @@
 
 #include <cstring>
 
+#include "adapters/mariadb/mariadb.hpp"
 #include "amqp/connection.hpp"
 #include "amqp/topology.hpp"
 
@@ -129,6 +130,52 @@ Result<void> DeclareTopology(const config::Config& c) {
     if (auto r = amqp::DeclareBrokerQueues(**conn, broker); !r) return r;
   }
   return Ok();
+}
+
+Result<TemplateSet> LoadTemplates(const config::Config& c) {
+  auto loaded = templates::LoadDir(c.templates.dir);
+  if (!loaded) return std::unexpected(loaded.error());
+  TemplateSet set;
+  set.snapshot = std::make_shared<templates::Snapshot>();
+  std::map<std::string, Result<Schema>> schemas;
+  for (auto& t : *loaded) {
+    auto unavailable = [&](const std::string& why) {
+      set.problems.push_back(t.name + " (" + t.file + "): " + why);
+      set.snapshot->unavailable[t.name] = why;
+    };
+    auto db = c.databases.find(t.database);
+    if (db == c.databases.end()) {
+      unavailable("database \"" + t.database + "\" is not configured ([databases." + t.database + "])");
+    } else if (t.kind == "rel" && db->second.engine != "mariadb") {
+      unavailable("a rel template needs a mariadb database; \"" + t.database + "\" is " + db->second.engine);
+    } else if (t.kind == "rec") {
+      unavailable("REC engines (" + db->second.engine + ") are not in this build yet");
+    } else {
+      auto it = schemas.find(t.database);
+      if (it == schemas.end()) it = schemas.emplace(t.database, adapters::mariadb::ReadSchema(db->second)).first;
+      if (!it->second) {
+        set.problems.push_back(t.name + " (" + t.file + "): not checked: " + it->second.error().message);
+      } else {
+        const auto problems = templates::BindCheck(t, *it->second);
+        std::string all;
+        for (const auto& p : problems) all += (all.empty() ? "" : "; ") + p;
+        if (!problems.empty()) unavailable(all);
+      }
+    }
+    const std::string name = t.name;
+    set.snapshot->by_name.emplace(name, std::move(t));
+  }
+  return set;
+}
+
+std::shared_ptr<CoreFactory> MakeCoreFactory(const config::Config& c) {
+  auto factory = std::make_shared<CoreFactory>();
+  for (const auto& [name, db] : c.databases) {
+    if (db.engine == "mariadb") {
+      factory->Register(name, [settings = db] { return adapters::mariadb::MakeCore(settings); });
+    }
+  }
+  return factory;
 }
 
 }  // namespace beds::app

@@ -1,11 +1,14 @@
 // IPL steps that are not a part's own Start(): pre-flight reachability and the topology check.
 #pragma once
 
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "config/config.hpp"
 #include "core/error.hpp"
+#include "core/namaste.hpp"
+#include "templates/templates.hpp"
 
 namespace beds::app {
 
@@ -25,5 +28,19 @@ Result<void> Preflight(const Endpoint& endpoint, int timeout_ms);
 
 // IPL step 4: log in and declare the exchanges and every broker's queues.
 Result<void> DeclareTopology(const config::Config& config);
+
+// IPL step 5: every template of [templates] dir, bind-checked against the database it names.
+// A template that does not parse is an error (returned); one that does not bind is listed in
+// `problems` and marked unavailable in the snapshot. A database whose catalogue cannot be read
+// leaves its templates unchecked (listed in `problems`, still available: the adapter answers
+// UNAVAILABLE while the server is away).
+struct TemplateSet {
+  std::shared_ptr<templates::Snapshot> snapshot;
+  std::vector<std::string> problems;
+};
+Result<TemplateSet> LoadTemplates(const config::Config& config);
+
+// The adapters of the configured databases (engines this build has), for the workers' sessions.
+std::shared_ptr<CoreFactory> MakeCoreFactory(const config::Config& config);
 
 }  // namespace beds::app

@@ -10,12 +10,15 @@
 #include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
 #include <iostream>
 #include <mutex>
 #include <stop_token>
 #include <thread>
 
+#include "adapters/mariadb/mariadb.hpp"
 #include "amqp/connection.hpp"
+#include "app/ipl.hpp"
 #include "app/node.hpp"
 #include "build_info.hpp"
 #include "config/config.hpp"
@@ -40,6 +43,7 @@ int Version() {
             << "boost " << BOOST_VERSION / 100000 << "." << BOOST_VERSION / 100 % 1000 << "\n"
             << "spdlog " << SPDLOG_VER_MAJOR << "." << SPDLOG_VER_MINOR << "." << SPDLOG_VER_PATCH
             << "\n"
+            << "mariadb connector/c " << beds::adapters::mariadb::ClientVersion() << "\n"
             << "toml++ " << TOML_LIB_MAJOR << "." << TOML_LIB_MINOR << "." << TOML_LIB_PATCH
             << "\n";
   return 0;
@@ -54,6 +58,67 @@ int ConfigCheck(const std::string& dir, const std::string& env) {
   std::cout << "# env " << config->env << ", files:";
   for (const auto& f : config->files) std::cout << " " << f;
   std::cout << "\n# digest " << config->digest << "\n" << config->merged_toml << "\n";
+  return 0;
+}
+
+// `beds template check`: what IPL step 5 would find, without starting a node. Exit 0 when every
+// template loads and binds, 1 when one does not bind (or was not checked), 2 when one is invalid.
+int TemplateCheck(const std::string& dir, const std::string& env) {
+  auto config = LoadConfig(dir, env);
+  if (!config) {
+    std::cerr << "config invalid:\n" << config.error().message << "\n";
+    return 2;
+  }
+  auto set = beds::app::LoadTemplates(*config);
+  if (!set) {
+    std::cerr << "templates invalid:\n" << set.error().message << "\n";
+    return 2;
+  }
+  for (const auto& [name, t] : set->snapshot->by_name) {
+    const bool bad = set->snapshot->unavailable.contains(name);
+    std::cout << (bad ? "FAIL " : "ok   ") << name << " (" << t.kind << ", database " << t.database
+              << ", " << t.file << ")\n";
+  }
+  for (const auto& p : set->problems) std::cout << "  " << p << "\n";
+  std::cout << set->snapshot->by_name.size() << " template(s), " << set->problems.size()
+            << " problem(s)\n";
+  return set->problems.empty() ? 0 : 1;
+}
+
+// `beds template scaffold --tla usr`: a starting REL template from the objects named usr_*.
+int TemplateScaffold(const std::string& dir, const std::string& env, const std::string& tla,
+                     const std::string& database, const std::string& out) {
+  auto config = LoadConfig(dir, env);
+  if (!config) {
+    std::cerr << "config invalid:\n" << config.error().message << "\n";
+    return 2;
+  }
+  auto db = config->databases.find(database);
+  if (db == config->databases.end() || db->second.engine != "mariadb") {
+    std::cerr << "beds: no mariadb database named \"" << database << "\" in the config\n";
+    return 2;
+  }
+  auto schema = beds::adapters::mariadb::ReadSchema(db->second);
+  if (!schema) {
+    std::cerr << "beds: " << schema.error().message << "\n";
+    return 1;
+  }
+  auto text = beds::templates::Scaffold(tla, database, *schema);
+  if (!text) {
+    std::cerr << "beds: " << text.error().message << "\n";
+    return 1;
+  }
+  if (out.empty() || out == "-") {
+    std::cout << *text;
+    return 0;
+  }
+  std::ofstream file(out);
+  file << *text;
+  if (!file.flush()) {
+    std::cerr << "beds: cannot write " << out << "\n";
+    return 1;
+  }
+  std::cerr << "wrote " << out << "\n";
   return 0;
 }
 
@@ -80,7 +145,7 @@ int Run(const std::string& dir, const std::string& env) {
     spdlog::critical("IPL failed: {}", r.error().message);
     std::cerr << "beds: IPL failed: " << r.error().message << "\n";
     node.Stop();
-    return 3;
+    return r.error().code == beds::Code::kValidation ? 2 : 3;  // invalid templates: like config
   }
   while (!node.stop_requested()) {
     const timespec tick{0, 200'000'000};
@@ -125,11 +190,26 @@ int main(int argc, char** argv) {
   check->add_option("--config-dir", config_dir, "directory holding beds.toml and env_*.toml");
   check->add_option("--env", env, "environment name (default: $BEDS_ENV, else dev)");
 
+  auto* tmpl = app.add_subcommand("template", "template tools");
+  tmpl->require_subcommand(1);
+  auto* tcheck = tmpl->add_subcommand("check", "load the templates and bind-check them");
+  auto* scaffold = tmpl->add_subcommand("scaffold", "write a template from the DBA's objects");
+  std::string tla, database = "main", out;
+  for (auto* sub : {tcheck, scaffold}) {
+    sub->add_option("--config-dir", config_dir, "directory holding beds.toml and env_*.toml");
+    sub->add_option("--env", env, "environment name (default: $BEDS_ENV, else dev)");
+  }
+  scaffold->add_option("--tla", tla, "the three-letter prefix of the objects")->required();
+  scaffold->add_option("--database", database, "a [databases.*] entry (default: main)");
+  scaffold->add_option("--out", out, "file to write (default: standard output)");
+
   auto* version = app.add_subcommand("version", "version, build and dependency versions");
 
   CLI11_PARSE(app, argc, argv);
   if (*run) return Run(config_dir, env);
   if (*check) return ConfigCheck(config_dir, env);
+  if (*tcheck) return TemplateCheck(config_dir, env);
+  if (*scaffold) return TemplateScaffold(config_dir, env, tla, database, out);
   if (*version) return Version();
   return 2;
 }

@@ -57,8 +57,16 @@ Result<void> Node::Start() {
   }
   // 4. AMQP login and topology.
   if (auto r = n.Step("AMQP topology", DeclareTopology(c)); !r) return r;
-  // 5. Templates: the system templates are built in; REL/REC templates bind here once they exist.
-  spdlog::info("IPL templates: system templates only (sys)");
+  // 5. Templates, bound to the DBA's objects; the adapters each worker will use.
+  auto templates = LoadTemplates(c);
+  if (!templates) return Fail(Code::kValidation, "templates: " + templates.error().message);
+  for (const auto& problem : templates->problems) {
+    if (c.node.production) return Fail(Code::kUnavailable, "template " + problem);
+    spdlog::error("IPL template {} (development mode: it answers UNAVAILABLE)", problem);
+  }
+  spdlog::info("IPL templates: {} loaded from {}, {} unavailable", templates->snapshot->by_name.size(),
+               c.templates.dir, templates->snapshot->unavailable.size());
+  auto factory = MakeCoreFactory(c);
 
   // 6. Broker pools and the control loop.
   n.info = std::make_shared<brokers::NodeInfo>();
@@ -68,14 +76,18 @@ Result<void> Node::Start() {
   n.info->started = std::chrono::steady_clock::now();
   n.info->fault_injection = c.node.fault_injection;
   n.info->max_body_bytes = c.protocol.max_body_bytes;
+  n.info->templates = templates->snapshot;
   n.info->pools = [this] {
     std::vector<brokers::PoolStats> stats;
     for (const auto& p : impl_->pools) stats.push_back(p->Stats());
     return stats;
   };
-  auto handler = std::make_shared<brokers::DispatchHandler>(n.info);
+  // A handler per worker: each holds its own database connections.
+  auto make_handler = [info = n.info, factory]() -> std::shared_ptr<brokers::Handler> {
+    return std::make_shared<brokers::DispatchHandler>(info, factory);
+  };
   for (const auto& broker : c.brokers) {
-    n.pools.push_back(std::make_unique<brokers::Pool>(broker, c.amqp, handler));
+    n.pools.push_back(std::make_unique<brokers::Pool>(broker, c.amqp, make_handler));
   }
   for (auto& p : n.pools) p->Start();
   n.control = std::make_unique<brokers::ControlLoop>(

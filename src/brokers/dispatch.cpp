@@ -6,6 +6,7 @@
 #include <thread>
 
 #include "core/lineage.hpp"
+#include "core/validate.hpp"
 #include "logs/logs.hpp"
 #include "protocol/envelope.hpp"
 
@@ -19,17 +20,6 @@ Outcome Answer(std::string reply) { return Outcome{Action::kAck, std::move(reply
 
 Outcome AnswerError(const std::string& event_id, Code code, std::string message) {
   return Answer(protocol::EncodeError(event_id, Error{code, std::move(message)}));
-}
-
-json::object DescribeData(const NodeInfo& info) {
-  json::array ops = {"ping", "describe"};
-  json::object sys{{"name", "sys"}, {"class", "sys"},           {"route", "sys"},
-                   {"ops", ops},    {"fields", json::object{}}, {"filter_fields", json::array{}}};
-  if (info.fault_injection) {
-    sys["ops"].as_array().push_back("call");
-    sys["calls"] = json::array{"fault"};
-  }
-  return json::object{{"node", info.node}, {"templates", json::array{sys}}};
 }
 
 // sys/call "fault": test hooks, only on nodes with [node] fault_injection = true.
@@ -57,7 +47,74 @@ Outcome Fault(const protocol::Request& request, const amqp::Delivery& delivery, 
   return Answer(protocol::EncodeOk(event_id, json::object{{"mode", m}, {"retries", retries}}));
 }
 
+json::array Names(const std::vector<std::string>& names) {
+  json::array out;
+  for (const auto& n : names) out.push_back(json::string(n));
+  return out;
+}
+
+json::object DescribeTemplate(const Template& t, const templates::Snapshot& snapshot) {
+  json::object fields;
+  for (const auto& f : t.fields) {
+    json::object field{{"type", FieldTypeName(f.type)}};
+    if (f.key) field["key"] = true;
+    if (f.required) field["required"] = true;
+    if (f.max > 0) field["max"] = f.max;
+    fields[f.name] = std::move(field);
+  }
+  json::array ops;
+  for (const auto& [name, op] : t.ops) ops.push_back(json::string(name));
+  json::object calls;
+  for (const auto& [name, op] : t.calls) {
+    calls[name] = json::object{
+        {"kind", op.read ? "read" : "write"}, {"params", Names(op.params)}, {"out", Names(op.out)}};
+  }
+  if (!t.calls.empty()) ops.push_back("call");
+  json::object out{{"name", t.name},       {"class", t.kind},     {"route", t.route},
+                   {"tla", t.tla},         {"database", t.database}, {"ops", ops},
+                   {"fields", fields}};
+  if (!calls.empty()) out["calls"] = std::move(calls);
+  if (const OpSpec* fetch = t.Op("fetch")) {
+    out["filter_fields"] = Names(fetch->where);
+    out["order_fields"] = Names(fetch->order);
+    out["max_limit"] = fetch->max_limit;
+  } else {
+    out["filter_fields"] = json::array{};
+  }
+  if (const FieldSpec* key = t.Key()) out["key"] = key->name;
+  if (t.kind == "rec") out["collection"] = t.collection;
+  if (auto it = snapshot.unavailable.find(t.name); it != snapshot.unavailable.end()) {
+    out["status"] = "unavailable";
+    out["reason"] = it->second;
+  } else {
+    out["status"] = "bound";
+  }
+  return out;
+}
+
+bool IsDataOp(std::string_view op) {
+  return op == "create" || op == "fetch" || op == "count" || op == "update" || op == "delete" ||
+         op == "call";
+}
+
 }  // namespace
+
+json::object DescribeData(const NodeInfo& info) {
+  json::array ops = {"ping", "describe"};
+  json::object sys{{"name", "sys"}, {"class", "sys"},           {"route", "sys"},
+                   {"ops", ops},    {"fields", json::object{}}, {"filter_fields", json::array{}}};
+  if (info.fault_injection) {
+    sys["ops"].as_array().push_back("call");
+    sys["calls"] = json::array{"fault"};
+  }
+  json::array list{sys};
+  if (info.templates) {
+    for (const auto& [name, t] : info.templates->by_name) {
+      list.push_back(DescribeTemplate(t, *info.templates));
+    }
+  }
+  return json::object{{"node", info.node}, {"templates", list}};
+}
 
 json::object PingData(const NodeInfo& info) {
   json::array pools;
@@ -83,7 +140,66 @@ json::object PingData(const NodeInfo& info) {
                       {"pools", pools}};
 }
 
-DispatchHandler::DispatchHandler(std::shared_ptr<const NodeInfo> info) : info_(std::move(info)) {}
+DispatchHandler::DispatchHandler(std::shared_ptr<const NodeInfo> info,
+                                 std::shared_ptr<const CoreFactory> factory)
+    : info_(std::move(info)), factory_(std::move(factory)) {
+  if (factory_) session_.emplace(factory_);
+}
+
+Result<OpResult> DispatchHandler::RunTemplate(const Template& t, const protocol::Request& r) {
+  const std::string& op = r.op;
+  const OpSpec* spec = nullptr;
+  if (op == "call") {
+    if (r.call.empty()) return std::unexpected(Error{Code::kValidation, "op call needs \"call\": the operation's name"});
+    spec = t.Call(r.call);
+    if (!spec) {
+      return std::unexpected(Error{Code::kUnknownOp, "template '" + t.name + "' has no call '" +
+                                                         protocol::Excerpt(r.call) + "'"});
+    }
+  } else if (IsDataOp(op)) {
+    spec = t.Op(op);
+  }
+  if (!spec) {
+    return std::unexpected(
+        Error{Code::kUnknownOp, "template '" + t.name + "' has no op '" + protocol::Excerpt(op) + "'"});
+  }
+  if (auto it = info_->templates->unavailable.find(t.name); it != info_->templates->unavailable.end()) {
+    return std::unexpected(Error{Code::kUnavailable, "template '" + t.name +
+                                                         "' is not bound to its database objects; "
+                                                         "an operator has been told why"});
+  }
+  NamasteCore* core = session_ ? session_->For(t) : nullptr;
+  if (!core) {
+    return std::unexpected(Error{Code::kUnavailable, "template '" + t.name + "': database '" +
+                                                         t.database + "' has no adapter on this node"});
+  }
+  const bool query = op == "fetch" || op == "count";
+  if (query && !r.data.empty()) {
+    return std::unexpected(Error{Code::kValidation, op + " takes where, not data"});
+  }
+  if (!query && !r.where.empty()) {
+    return std::unexpected(Error{Code::kValidation, op + " takes data, not where"});
+  }
+  if (query) {
+    QueryInput in{&r.where, r.id, r.limit, r.offset, r.order};
+    auto q = ValidateQuery(t, *spec, in, op == "count");
+    if (!q) return std::unexpected(q.error());
+    q->deadline_ms = r.deadline_ms;
+    if (op == "count") return core->Count(t, *spec, *q);
+    auto result = core->Fetch(t, *spec, *q);
+    if (result && !r.id.empty() && result->data.empty()) {
+      return std::unexpected(Error{Code::kNotFound, t.name + " '" + protocol::Excerpt(r.id) + "' was not found"});
+    }
+    return result;
+  }
+  auto p = ValidatePayload(t, *spec, op, r.data, r.id);
+  if (!p) return std::unexpected(p.error());
+  p->deadline_ms = r.deadline_ms;
+  if (op == "create") return core->Create(t, *spec, *p);
+  if (op == "update") return core->Update(t, *spec, *p);
+  if (op == "delete") return core->Delete(t, *spec, *p);
+  return core->Call(t, *spec, *p);
+}
 
 std::string DispatchHandler::ParkedReply(const amqp::Delivery& delivery,
                                          const std::string& reason) {
@@ -139,8 +255,14 @@ Outcome DispatchHandler::Handle(const amqp::Delivery& delivery, int retries) {
     return AnswerError(event_id, Code::kUnknownOp,
                        "template 'sys' has no op '" + protocol::Excerpt(request->op) + "'");
   }
-  return AnswerError(event_id, Code::kUnknownTemplate,
-                     "no template named '" + protocol::Excerpt(request->template_name) + "'");
+  const Template* t = info.templates ? info.templates->Find(request->template_name) : nullptr;
+  if (!t) {
+    return AnswerError(event_id, Code::kUnknownTemplate,
+                       "no template named '" + protocol::Excerpt(request->template_name) + "'");
+  }
+  auto result = RunTemplate(*t, *request);
+  if (!result) return Answer(protocol::EncodeError(event_id, result.error()));
+  return Answer(protocol::EncodeOk(event_id, std::move(result->data), result->count));
 }
 
 }  // namespace beds::brokers

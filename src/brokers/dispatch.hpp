@@ -1,6 +1,8 @@
-// The `dispatch` handler: decodes the envelope, applies the request's lineage and deadline, and
-// routes it by template name. This templates are the system ones (`sys`: ping, describe);
-// the template registry and NamasteCore adapters plug in behind the same lookup.
+// The `dispatch` handler: decodes the envelope, applies the request's lineage and deadline, finds
+// the template (the built-in `sys`, or one from the templates snapshot), validates the request
+// against it, and runs the op through the NamasteCore adapter of the template's database.
+// One DispatchHandler per worker: it owns that worker's adapter session (its database
+// connections), so it is used from one thread only.
 #pragma once
 
 #include <boost/json.hpp>
@@ -12,6 +14,9 @@
 
 #include "brokers/pool.hpp"
 #include "config/config.hpp"
+#include "core/namaste.hpp"
+#include "protocol/envelope.hpp"
+#include "templates/templates.hpp"
 
 namespace beds::brokers {
 
@@ -24,19 +29,30 @@ struct NodeInfo {
   bool fault_injection = false;
   int64_t max_body_bytes = 1 << 20;
   std::function<std::vector<PoolStats>()> pools;
+  std::shared_ptr<const templates::Snapshot> templates;  // null: system templates only
 };
 
 // The body of sys/ping's `data` (also the answer to admin.ping).
 boost::json::object PingData(const NodeInfo& info);
 
+// The body of sys/describe's `data`.
+boost::json::object DescribeData(const NodeInfo& info);
+
 class DispatchHandler : public Handler {
  public:
-  explicit DispatchHandler(std::shared_ptr<const NodeInfo> info);
+  // `factory` null: no data templates can run (each answers UNAVAILABLE).
+  explicit DispatchHandler(std::shared_ptr<const NodeInfo> info,
+                           std::shared_ptr<const CoreFactory> factory = nullptr);
   Outcome Handle(const amqp::Delivery& delivery, int retries) override;
   std::string ParkedReply(const amqp::Delivery& delivery, const std::string& reason) override;
 
  private:
+  // A data template's op: validate, then run it on this worker's adapter.
+  Result<OpResult> RunTemplate(const Template& t, const protocol::Request& request);
+
   std::shared_ptr<const NodeInfo> info_;
+  std::shared_ptr<const CoreFactory> factory_;
+  std::optional<CoreFactory::Session> session_;
 };
 
 }  // namespace beds::brokers

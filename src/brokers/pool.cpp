@@ -13,7 +13,7 @@ namespace beds::brokers {
 struct Pool::Impl {
   config::BrokerSettings broker;
   config::AmqpSettings amqp;
-  std::shared_ptr<Handler> handler;
+  HandlerMaker make_handler;
   PoolCounters counters;
 
   // Guarded by `mutex`: the worker slots and the flag that a worker has exited.
@@ -26,7 +26,7 @@ struct Pool::Impl {
   std::jthread supervisor;
 
   std::unique_ptr<Worker> MakeWorker(int index) {
-    return std::make_unique<Worker>(index, broker, amqp, handler, counters, [this] {
+    return std::make_unique<Worker>(index, broker, amqp, make_handler(), counters, [this] {
       std::lock_guard lock(mutex);
       exit_pending = true;
       changed.notify_all();
@@ -62,13 +62,16 @@ struct Pool::Impl {
   }
 };
 
-Pool::Pool(config::BrokerSettings broker, config::AmqpSettings amqp,
-           std::shared_ptr<Handler> handler)
+Pool::Pool(config::BrokerSettings broker, config::AmqpSettings amqp, HandlerMaker make_handler)
     : impl_(std::make_unique<Impl>()) {
   impl_->broker = std::move(broker);
   impl_->amqp = std::move(amqp);
-  impl_->handler = std::move(handler);
+  impl_->make_handler = std::move(make_handler);
 }
+
+Pool::Pool(config::BrokerSettings broker, config::AmqpSettings amqp,
+           std::shared_ptr<Handler> handler)
+    : Pool(std::move(broker), std::move(amqp), [handler] { return handler; }) {}
 
 Pool::~Pool() { Stop(); }
 

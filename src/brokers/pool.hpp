@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <stdexcept>
@@ -72,8 +73,14 @@ struct PoolCounters {
   std::atomic<uint64_t> parked{0};
 };
 
+// Makes the handler of one worker (called again when a dead worker is replaced, so a fresh worker
+// never inherits a crashed one's state, such as a database connection).
+using HandlerMaker = std::function<std::shared_ptr<Handler>()>;
+
 class Pool {
  public:
+  Pool(config::BrokerSettings broker, config::AmqpSettings amqp, HandlerMaker make_handler);
+  // Every worker shares `handler` (it must be thread-safe).
   Pool(config::BrokerSettings broker, config::AmqpSettings amqp, std::shared_ptr<Handler> handler);
   ~Pool();  // Stop()s
   Pool(const Pool&) = delete;

@@ -53,6 +53,10 @@ struct DatabaseSettings {
   std::vector<HostPort> secondaries;
   std::string path;  // sqlite
   std::string uri;   // mongodb
+  // How long a request waits for a lost database connection to come back before it is answered
+  // UNAVAILABLE (bounded by the request's deadline). Keep well below 2 × heartbeat_s.
+  int64_t reconnect_wait_ms = 5000;
+  int64_t query_timeout_ms = 30000;  // a statement running longer is abandoned (UNAVAILABLE)
 };
 
 struct BrokerSettings {

@@ -199,6 +199,8 @@ void ReadDatabase(const toml::table* table, const std::string& path, const Origi
   r.String("database", s.database);
   r.String("path", s.path);
   r.String("uri", s.uri);
+  r.Integer("reconnect_wait_ms", s.reconnect_wait_ms, 0, 600000);
+  r.Integer("query_timeout_ms", s.query_timeout_ms, 1000, 3600000);
   if (const toml::node* node = r.Raw("secondaries")) {
     const auto* array = node->as_array();
     if (!array) {

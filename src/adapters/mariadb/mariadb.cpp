@@ -1,0 +1,720 @@
+#include "adapters/mariadb/mariadb.hpp"
+
+#include <errmsg.h>
+#include <mysql.h>
+#include <mysqld_error.h>
+#include <poll.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <chrono>
+#include <thread>
+#include <unordered_map>
+
+#include "core/lineage.hpp"
+#include "core/validate.hpp"
+
+namespace beds::adapters::mariadb {
+namespace {
+
+namespace json = boost::json;
+using namespace std::chrono_literals;
+
+constexpr size_t kMaxCachedStatements = 256;
+constexpr size_t kInitialColumnBuffer = 256;
+constexpr auto kSecondaryCooldown = 5s;
+constexpr int kDeadlockRetries = 2;
+
+// A database error, with what the adapter needs to decide: was the connection lost (and did the
+// statement possibly run)?
+struct DbError {
+  unsigned errnum = 0;
+  std::string sqlstate;
+  std::string text;
+};
+
+bool IsConnectionError(unsigned e) {
+  switch (e) {
+    case CR_SERVER_GONE_ERROR:
+    case CR_SERVER_LOST:
+    case CR_CONN_HOST_ERROR:
+    case CR_CONNECTION_ERROR:
+    case CR_COMMANDS_OUT_OF_SYNC:
+    case ER_SERVER_SHUTDOWN:
+    case ER_CONNECTION_KILLED:
+    case ER_QUERY_INTERRUPTED:
+    case 4031:  // ER_CLIENT_INTERACTION_TIMEOUT: the server closed an idle connection
+      return true;
+    default:
+      return false;
+  }
+}
+
+std::string Clip(const std::string& s, size_t n = 200) { return s.size() > n ? s.substr(0, n) : s; }
+
+// PROTOCOL.md codes for what the server said. Messages never carry SQL text; a DBA's SIGNAL
+// message is theirs to word and is passed on.
+Error MapError(const DbError& e, const std::string& what) {
+  const bool signalled = e.errnum == ER_SIGNAL_EXCEPTION || e.errnum == ER_SIGNAL_NOT_FOUND ||
+                         e.errnum == ER_SIGNAL_WARN;
+  if (signalled || e.sqlstate == "45000") {
+    if (e.sqlstate == "02000") return {Code::kNotFound, Clip(e.text)};
+    if (e.sqlstate.starts_with("23")) return {Code::kConflict, Clip(e.text)};
+    return {Code::kValidation, Clip(e.text)};
+  }
+  switch (e.errnum) {
+    case ER_DUP_ENTRY:
+    case ER_DUP_ENTRY_WITH_KEY_NAME:
+      return {Code::kConflict, what + ": a record with the same unique value already exists"};
+    case ER_ROW_IS_REFERENCED_2:
+    case ER_ROW_IS_REFERENCED:
+      return {Code::kConflict, what + ": other records still refer to this one"};
+    case ER_NO_REFERENCED_ROW_2:
+    case ER_NO_REFERENCED_ROW:
+      return {Code::kConflict, what + ": it refers to a record that does not exist"};
+    case ER_BAD_NULL_ERROR:
+      return {Code::kValidation, what + ": a required value is missing"};
+    case ER_DATA_TOO_LONG:
+      return {Code::kValidation, what + ": a value is too long for its column"};
+    case ER_WARN_DATA_OUT_OF_RANGE:
+      return {Code::kValidation, what + ": a number is out of range for its column"};
+    case ER_TRUNCATED_WRONG_VALUE_FOR_FIELD:
+    case ER_TRUNCATED_WRONG_VALUE:
+    case ER_WRONG_VALUE:
+      return {Code::kValidation, what + ": a value has the wrong form for its column"};
+    case ER_CONSTRAINT_FAILED:
+      return {Code::kValidation, what + ": a value breaks a check constraint"};
+    case ER_LOCK_DEADLOCK:
+    case ER_LOCK_WAIT_TIMEOUT:
+      return {Code::kUnavailable, what + ": the database was busy; try again"};
+    case ER_SP_DOES_NOT_EXIST:
+    case ER_SP_WRONG_NO_OF_ARGS:
+    case ER_NO_SUCH_TABLE:
+    case ER_VIEW_INVALID:
+    case ER_BAD_FIELD_ERROR:
+      return {Code::kUnavailable,
+              what + " is unavailable: the database object it is bound to is missing or changed"};
+    case ER_STATEMENT_TIMEOUT:
+    case CR_SERVER_LOST:
+      return {Code::kUnavailable, what + ": the database did not answer in time"};
+    default:
+      break;
+  }
+  if (e.sqlstate.starts_with("23")) return {Code::kConflict, what + ": the database refused the change"};
+  if (e.sqlstate.starts_with("22")) return {Code::kValidation, what + ": a value was refused by the database"};
+  return {Code::kInternal, what + ": database error " + std::to_string(e.errnum)};
+}
+
+std::string Quote(std::string_view identifier) { return "`" + std::string(identifier) + "`"; }
+
+// ISO 8601 for a DATE/DATETIME/TIMESTAMP/TIME column. Datetimes are UTC (the session time zone is
+// +00:00, and BEDS stores what clients send as UTC): they get a Z.
+std::string FormatTime(const MYSQL_TIME& t, enum_field_types type, unsigned decimals) {
+  char buf[64];
+  if (type == MYSQL_TYPE_DATE || type == MYSQL_TYPE_NEWDATE) {
+    std::snprintf(buf, sizeof buf, "%04u-%02u-%02u", t.year, t.month, t.day);
+    return buf;
+  }
+  int n;
+  if (type == MYSQL_TYPE_TIME) {
+    n = std::snprintf(buf, sizeof buf, "%s%02u:%02u:%02u", t.neg ? "-" : "", t.hour, t.minute,
+                      t.second);
+  } else {
+    n = std::snprintf(buf, sizeof buf, "%04u-%02u-%02uT%02u:%02u:%02u", t.year, t.month, t.day,
+                      t.hour, t.minute, t.second);
+  }
+  std::string out(buf, static_cast<size_t>(n));
+  if (decimals > 0 && decimals <= 6) {
+    std::snprintf(buf, sizeof buf, ".%06lu", static_cast<unsigned long>(t.second_part));
+    out.append(buf, 1 + decimals);
+  }
+  if (type != MYSQL_TYPE_TIME) out += 'Z';
+  return out;
+}
+
+bool IsIntegerType(enum_field_types t) {
+  return t == MYSQL_TYPE_TINY || t == MYSQL_TYPE_SHORT || t == MYSQL_TYPE_INT24 ||
+         t == MYSQL_TYPE_LONG || t == MYSQL_TYPE_LONGLONG || t == MYSQL_TYPE_YEAR;
+}
+
+bool IsTimeType(enum_field_types t) {
+  return t == MYSQL_TYPE_DATE || t == MYSQL_TYPE_NEWDATE || t == MYSQL_TYPE_DATETIME ||
+         t == MYSQL_TYPE_TIMESTAMP || t == MYSQL_TYPE_TIME || t == MYSQL_TYPE_DATETIME2 ||
+         t == MYSQL_TYPE_TIMESTAMP2 || t == MYSQL_TYPE_TIME2;
+}
+
+// One result column: its bind and the storage the bind points at.
+struct Column {
+  std::string name;
+  enum_field_types type = MYSQL_TYPE_STRING;
+  bool is_unsigned = false;
+  bool binary = false;  // binary charset: bytes
+  bool json = false;    // extended metadata says JSON
+  unsigned decimals = 0;
+  const FieldSpec* field = nullptr;  // the template's declaration of this column, if any
+  long long i = 0;
+  double f = 0;
+  MYSQL_TIME t{};
+  std::string text;
+  unsigned long length = 0;
+  my_bool is_null = 0;
+  my_bool error = 0;
+};
+
+json::value ColumnValue(Column& c) {
+  if (c.is_null) return nullptr;
+  const FieldType declared = c.field ? c.field->type : FieldType::kString;
+  if (IsIntegerType(c.type)) {
+    if (c.field && declared == FieldType::kBool) return c.i != 0;
+    if (c.is_unsigned && static_cast<unsigned long long>(c.i) > INT64_MAX)
+      return static_cast<uint64_t>(c.i);
+    return static_cast<int64_t>(c.i);
+  }
+  if (c.type == MYSQL_TYPE_FLOAT || c.type == MYSQL_TYPE_DOUBLE) return c.f;
+  if (IsTimeType(c.type)) return json::string(FormatTime(c.t, c.type, c.decimals));
+  std::string_view text(c.text.data(), std::min<size_t>(c.length, c.text.size()));
+  if ((c.field && declared == FieldType::kJson) || (!c.field && c.json)) {
+    boost::system::error_code ec;
+    json::value v = json::parse(text, ec);
+    if (!ec) return v;
+  }
+  if ((c.field && declared == FieldType::kBytes) || (!c.field && c.binary)) {
+    return json::string(Base64Encode(text));
+  }
+  if (c.field && declared == FieldType::kBool && (text == "0" || text == "1")) return text == "1";
+  return json::string(text);  // strings, DECIMAL digits (exact), ENUM, SET, BIT as text
+}
+
+class Connection {
+ public:
+  Connection(const config::DatabaseSettings& s, std::string host, int port, std::string label)
+      : settings_(s), host_(std::move(host)), port_(port), label_(std::move(label)) {}
+  ~Connection() { Close(); }
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+
+  bool connected() const { return mysql_ != nullptr; }
+  const std::string& label() const { return label_; }
+
+  std::optional<DbError> Connect() {
+    Close();
+    MYSQL* m = mysql_init(nullptr);
+    if (!m) return DbError{CR_OUT_OF_MEMORY, "HY000", "out of memory"};
+    const unsigned connect_timeout = 2;
+    const unsigned io_timeout = static_cast<unsigned>(std::max<int64_t>(1, settings_.query_timeout_ms / 1000));
+    const my_bool no = 0;
+    mysql_optionsv(m, MYSQL_OPT_CONNECT_TIMEOUT, &connect_timeout);
+    mysql_optionsv(m, MYSQL_OPT_READ_TIMEOUT, &io_timeout);
+    mysql_optionsv(m, MYSQL_OPT_WRITE_TIMEOUT, &io_timeout);
+    mysql_optionsv(m, MYSQL_OPT_RECONNECT, &no);  // we reconnect, and clear our statements then
+    mysql_optionsv(m, MYSQL_SET_CHARSET_NAME, "utf8mb4");
+    // UTC: TIMESTAMP columns read and write in UTC, like everything BEDS exchanges.
+    mysql_optionsv(m, MYSQL_INIT_COMMAND, "SET time_zone = '+00:00'");
+    const bool use_socket = !settings_.socket.empty() && label_ == "master";
+    if (!mysql_real_connect(m, use_socket ? nullptr : host_.c_str(), settings_.user.c_str(),
+                            settings_.pass.c_str(), settings_.database.c_str(),
+                            static_cast<unsigned>(port_),
+                            use_socket ? settings_.socket.c_str() : nullptr,
+                            CLIENT_MULTI_RESULTS | CLIENT_FOUND_ROWS)) {
+      DbError e{mysql_errno(m), mysql_sqlstate(m), mysql_error(m)};
+      mysql_close(m);
+      return e;
+    }
+    mysql_ = m;
+    return std::nullopt;
+  }
+
+  void Close() {
+    for (auto& [sql, stmt] : statements_) mysql_stmt_close(stmt);
+    statements_.clear();
+    if (mysql_) mysql_close(mysql_);
+    mysql_ = nullptr;
+  }
+
+  // True when the server has closed the connection (or sent an unsolicited error, such as an
+  // idle timeout) since it was last used: nothing should be readable between requests. Checked
+  // before every statement so that a write is never sent on a connection that is already dead.
+  bool LooksClosed() const {
+    pollfd p{mysql_get_socket(mysql_), POLLIN | POLLRDHUP, 0};
+    return ::poll(&p, 1, 0) != 0;
+  }
+
+  // The prepared statement for `sql`, prepared on first use and kept for the connection's life.
+  std::expected<MYSQL_STMT*, DbError> Prepare(const std::string& sql) {
+    if (auto it = statements_.find(sql); it != statements_.end()) return it->second;
+    if (statements_.size() >= kMaxCachedStatements) {
+      // Many distinct filter shapes: start over rather than grow without bound.
+      for (auto& [s, stmt] : statements_) mysql_stmt_close(stmt);
+      statements_.clear();
+    }
+    MYSQL_STMT* stmt = mysql_stmt_init(mysql_);
+    if (!stmt) return std::unexpected(DbError{mysql_errno(mysql_), mysql_sqlstate(mysql_), mysql_error(mysql_)});
+    if (mysql_stmt_prepare(stmt, sql.data(), sql.size()) != 0) {
+      DbError e{mysql_stmt_errno(stmt), mysql_stmt_sqlstate(stmt), mysql_stmt_error(stmt)};
+      mysql_stmt_close(stmt);
+      return std::unexpected(e);
+    }
+    statements_.emplace(sql, stmt);
+    return stmt;
+  }
+
+  void Forget(const std::string& sql) {
+    if (auto it = statements_.find(sql); it != statements_.end()) {
+      mysql_stmt_close(it->second);
+      statements_.erase(it);
+    }
+  }
+
+  MYSQL* handle() const { return mysql_; }
+
+ private:
+  const config::DatabaseSettings& settings_;
+  std::string host_;
+  int port_;
+  std::string label_;
+  MYSQL* mysql_ = nullptr;
+  std::unordered_map<std::string, MYSQL_STMT*> statements_;
+};
+
+// What one statement produced.
+struct Produced {
+  std::vector<json::array> sets;     // result sets, in order
+  std::optional<json::object> out;   // the OUT parameters' row
+  int64_t affected = 0;
+};
+
+DbError StmtError(MYSQL_STMT* stmt) {
+  return DbError{mysql_stmt_errno(stmt), mysql_stmt_sqlstate(stmt), mysql_stmt_error(stmt)};
+}
+
+// Binds `params` (which must outlive the execution) and runs the statement, draining every
+// result set: rows become objects keyed by column name, typed by the template where it declares
+// the column.
+std::expected<Produced, DbError> Execute(Connection& conn, MYSQL_STMT* stmt,
+                                         std::vector<Value>& params, size_t out_count,
+                                         const Template& t, const std::vector<std::string>& out_names) {
+  const size_t n = params.size() + out_count;
+  std::vector<MYSQL_BIND> binds(n);
+  std::vector<unsigned long> lengths(n);
+  for (size_t i = 0; i < params.size(); ++i) {
+    Value& v = params[i];
+    MYSQL_BIND& b = binds[i];
+    if (v.null) {
+      b.buffer_type = MYSQL_TYPE_NULL;
+      continue;
+    }
+    switch (v.type) {
+      case FieldType::kInt:
+      case FieldType::kBool:
+        b.buffer_type = MYSQL_TYPE_LONGLONG;
+        b.buffer = &v.i;
+        break;
+      case FieldType::kFloat:
+        b.buffer_type = MYSQL_TYPE_DOUBLE;
+        b.buffer = &v.f;
+        break;
+      case FieldType::kBytes:
+        b.buffer_type = MYSQL_TYPE_BLOB;
+        b.buffer = v.text.data();
+        lengths[i] = v.text.size();
+        b.buffer_length = v.text.size();
+        b.length = &lengths[i];
+        break;
+      default:  // string, decimal digits, ISO date text, JSON text: the server converts exactly
+        b.buffer_type = MYSQL_TYPE_STRING;
+        b.buffer = v.text.data();
+        lengths[i] = v.text.size();
+        b.buffer_length = v.text.size();
+        b.length = &lengths[i];
+        break;
+    }
+  }
+  for (size_t i = params.size(); i < n; ++i) binds[i].buffer_type = MYSQL_TYPE_NULL;  // OUT
+  if (n > 0 && mysql_stmt_bind_param(stmt, binds.data()) != 0) return std::unexpected(StmtError(stmt));
+  if (mysql_stmt_execute(stmt) != 0) return std::unexpected(StmtError(stmt));
+
+  Produced produced;
+  while (true) {
+    const unsigned fields = mysql_stmt_field_count(stmt);
+    if (fields > 0) {
+      const bool is_out = (conn.handle()->server_status & SERVER_PS_OUT_PARAMS) != 0;
+      MYSQL_RES* meta = mysql_stmt_result_metadata(stmt);
+      if (!meta) return std::unexpected(StmtError(stmt));
+      MYSQL_FIELD* f = mysql_fetch_fields(meta);
+      std::vector<Column> cols(fields);
+      std::vector<MYSQL_BIND> rb(fields);
+      for (unsigned i = 0; i < fields; ++i) {
+        Column& c = cols[i];
+        c.name = f[i].name;
+        c.type = f[i].type;
+        c.is_unsigned = (f[i].flags & UNSIGNED_FLAG) != 0;
+        c.binary = f[i].charsetnr == 63 &&
+                   (c.type == MYSQL_TYPE_BLOB || c.type == MYSQL_TYPE_TINY_BLOB ||
+                    c.type == MYSQL_TYPE_MEDIUM_BLOB || c.type == MYSQL_TYPE_LONG_BLOB ||
+                    c.type == MYSQL_TYPE_STRING || c.type == MYSQL_TYPE_VAR_STRING);
+        MARIADB_CONST_STRING format{};
+        c.json = mariadb_field_attr(&format, &f[i], MARIADB_FIELD_ATTR_FORMAT_NAME) == 0 &&
+                 std::string_view(format.str, format.length) == "json";
+        c.decimals = f[i].decimals;
+        c.field = is_out ? nullptr : t.Field(c.name);
+        if (is_out && i < out_names.size()) {
+          c.name = out_names[i];
+          c.field = t.Field(c.name);
+        }
+        MYSQL_BIND& b = rb[i];
+        b.is_null = &c.is_null;
+        b.error = &c.error;
+        b.length = &c.length;
+        if (IsIntegerType(c.type)) {
+          b.buffer_type = MYSQL_TYPE_LONGLONG;
+          b.buffer = &c.i;
+          b.is_unsigned = c.is_unsigned;
+        } else if (c.type == MYSQL_TYPE_FLOAT || c.type == MYSQL_TYPE_DOUBLE) {
+          b.buffer_type = MYSQL_TYPE_DOUBLE;
+          b.buffer = &c.f;
+        } else if (IsTimeType(c.type)) {
+          b.buffer_type = c.type == MYSQL_TYPE_TIME || c.type == MYSQL_TYPE_TIME2 ? MYSQL_TYPE_TIME
+                          : c.type == MYSQL_TYPE_DATE || c.type == MYSQL_TYPE_NEWDATE
+                              ? MYSQL_TYPE_DATE
+                              : MYSQL_TYPE_DATETIME;
+          if (c.type == MYSQL_TYPE_TIME2) c.type = MYSQL_TYPE_TIME;
+          if (c.type == MYSQL_TYPE_DATETIME2 || c.type == MYSQL_TYPE_TIMESTAMP2) c.type = MYSQL_TYPE_DATETIME;
+          b.buffer = &c.t;
+        } else {
+          c.text.resize(kInitialColumnBuffer);
+          b.buffer_type = MYSQL_TYPE_STRING;
+          b.buffer = c.text.data();
+          b.buffer_length = c.text.size();
+        }
+      }
+      mysql_free_result(meta);
+      if (mysql_stmt_bind_result(stmt, rb.data()) != 0) return std::unexpected(StmtError(stmt));
+      json::array rows;
+      while (true) {
+        const int rc = mysql_stmt_fetch(stmt);
+        if (rc == MYSQL_NO_DATA) break;
+        if (rc == 1) return std::unexpected(StmtError(stmt));
+        json::object row;
+        for (unsigned i = 0; i < fields; ++i) {
+          Column& c = cols[i];
+          if (!c.is_null && rb[i].buffer_type == MYSQL_TYPE_STRING && c.length > c.text.size()) {
+            // Longer than the buffer: fetch the column again into one that fits.
+            std::string big(c.length, '\0');
+            MYSQL_BIND again = rb[i];
+            again.buffer = big.data();
+            again.buffer_length = big.size();
+            if (mysql_stmt_fetch_column(stmt, &again, i, 0) != 0) return std::unexpected(StmtError(stmt));
+            std::swap(c.text, big);
+            row[c.name] = ColumnValue(c);
+            std::swap(c.text, big);
+            continue;
+          }
+          row[c.name] = ColumnValue(c);
+        }
+        rows.push_back(std::move(row));
+      }
+      if (is_out) {
+        if (!rows.empty()) produced.out = std::move(rows[0].as_object());
+      } else {
+        produced.sets.push_back(std::move(rows));
+      }
+    } else {
+      const auto affected = mysql_stmt_affected_rows(stmt);
+      if (affected != static_cast<my_ulonglong>(-1)) produced.affected += static_cast<int64_t>(affected);
+    }
+    const int next = mysql_stmt_next_result(stmt);
+    if (next == -1) break;
+    if (next > 0) return std::unexpected(StmtError(stmt));
+  }
+  return produced;
+}
+
+const char* FilterSql(Filter::Op op) {
+  switch (op) {
+    case Filter::Op::kEq:
+      return " = ?";
+    case Filter::Op::kGt:
+      return " > ?";
+    case Filter::Op::kGte:
+      return " >= ?";
+    case Filter::Op::kLt:
+      return " < ?";
+    case Filter::Op::kLte:
+      return " <= ?";
+    case Filter::Op::kIn:
+      return " IN (";
+  }
+  return " = ?";
+}
+
+// "WHERE a = ? AND b IN (?, ?)" with the values in `params`, in placeholder order.
+std::string WhereSql(const Query& q, std::vector<Value>& params) {
+  std::string sql;
+  for (const auto& f : q.filters) {
+    sql += sql.empty() ? " WHERE " : " AND ";
+    sql += Quote(f.field);
+    sql += FilterSql(f.op);
+    if (f.op == Filter::Op::kIn) {
+      for (size_t i = 0; i < f.values.size(); ++i) sql += i ? ", ?" : "?";
+      sql += ")";
+    }
+    params.insert(params.end(), f.values.begin(), f.values.end());
+  }
+  return sql;
+}
+
+enum class Access { kRead, kWrite };
+
+class MariaDbCore : public NamasteCore {
+ public:
+  explicit MariaDbCore(const config::DatabaseSettings& s)
+      : settings_(s), master_(settings_, s.host, s.port, "master") {
+    for (size_t i = 0; i < s.secondaries.size(); ++i) {
+      secondaries_.push_back(std::make_unique<Connection>(settings_, s.secondaries[i].host, s.secondaries[i].port,
+                                                          "secondary " + std::to_string(i)));
+    }
+    secondary_down_until_.resize(secondaries_.size());
+  }
+
+  Result<OpResult> Create(const Template& t, const OpSpec& op, const Payload& p) override {
+    return CallProcedure(t, op, p, Access::kWrite, t.name + "/create");
+  }
+  Result<OpResult> Update(const Template& t, const OpSpec& op, const Payload& p) override {
+    return CallProcedure(t, op, p, Access::kWrite, t.name + "/update");
+  }
+  Result<OpResult> Delete(const Template& t, const OpSpec& op, const Payload& p) override {
+    return CallProcedure(t, op, p, Access::kWrite, t.name + "/delete");
+  }
+  Result<OpResult> Call(const Template& t, const OpSpec& op, const Payload& p) override {
+    return CallProcedure(t, op, p, op.read ? Access::kRead : Access::kWrite,
+                         t.name + "/call " + op.name);
+  }
+
+  Result<OpResult> Fetch(const Template& t, const OpSpec& op, const Query& q) override {
+    std::vector<Value> params;
+    std::string sql = "SELECT * FROM " + Quote(op.view) + WhereSql(q, params);
+    for (size_t i = 0; i < q.order.size(); ++i) {
+      sql += i ? ", " : " ORDER BY ";
+      sql += Quote(q.order[i].first) + (q.order[i].second ? " DESC" : "");
+    }
+    sql += " LIMIT ? OFFSET ?";
+    params.push_back(Value{FieldType::kInt, false, q.limit, 0, {}});
+    params.push_back(Value{FieldType::kInt, false, q.offset, 0, {}});
+    auto produced = Run(sql, params, 0, t, {}, Access::kRead, q.deadline_ms, t.name + "/fetch");
+    if (!produced) return std::unexpected(produced.error());
+    OpResult r;
+    if (!produced->sets.empty()) r.data = std::move(produced->sets[0]);
+    r.count = static_cast<int64_t>(r.data.size());
+    return r;
+  }
+
+  Result<OpResult> Count(const Template& t, const OpSpec& op, const Query& q) override {
+    std::vector<Value> params;
+    const std::string sql = "SELECT COUNT(*) AS `count` FROM " + Quote(op.view) + WhereSql(q, params);
+    auto produced = Run(sql, params, 0, t, {}, Access::kRead, q.deadline_ms, t.name + "/count");
+    if (!produced) return std::unexpected(produced.error());
+    OpResult r;
+    if (!produced->sets.empty() && !produced->sets[0].empty()) {
+      const json::value& v = produced->sets[0][0].as_object().at("count");
+      r.count = v.is_int64() ? v.get_int64() : 0;
+    }
+    r.data.push_back(json::object{{"count", r.count}});
+    return r;
+  }
+
+ private:
+  Result<OpResult> CallProcedure(const Template& t, const OpSpec& op, const Payload& p,
+                                 Access access, const std::string& what) {
+    std::vector<Value> params;
+    params.reserve(op.params.size());
+    for (const auto& name : op.params) {
+      const FieldSpec* f = t.Field(name);
+      params.push_back(p.Get(name, f ? f->type : FieldType::kString));
+    }
+    std::string sql = "CALL " + Quote(op.procedure) + "(";
+    for (size_t i = 0; i < op.params.size() + op.out.size(); ++i) sql += i ? ", ?" : "?";
+    sql += ")";
+    auto produced = Run(sql, params, op.out.size(), t, op.out, access, p.deadline_ms, what);
+    if (!produced) return std::unexpected(produced.error());
+    // One result set: its rows. OUT parameters alone: their row. Several sets (or sets and OUT
+    // parameters): one array of rows per set, the OUT row last as a set of its own.
+    OpResult r;
+    auto& sets = produced->sets;
+    if (produced->out) {
+      if (sets.empty()) {
+        r.data.push_back(std::move(*produced->out));
+        r.count = 1;
+        return r;
+      }
+      sets.push_back(json::array{std::move(*produced->out)});
+    }
+    if (sets.size() == 1) {
+      r.data = std::move(sets[0]);
+      r.count = static_cast<int64_t>(r.data.size());
+    } else if (sets.size() > 1) {
+      for (auto& s : sets) r.data.push_back(std::move(s));
+      r.count = static_cast<int64_t>(r.data.size());
+    } else {
+      r.count = produced->affected;
+    }
+    return r;
+  }
+
+  // The connection a statement runs on: a secondary for reads when one is up, else the master.
+  Connection* Pick(Access access) {
+    if (access == Access::kRead) {
+      const auto now = std::chrono::steady_clock::now();
+      for (size_t i = 0; i < secondaries_.size(); ++i) {
+        if (now < secondary_down_until_[i]) continue;
+        Connection& c = *secondaries_[i];
+        if (c.connected() && !c.LooksClosed()) return &c;
+        if (auto e = c.Connect(); !e) return &c;
+        else
+          spdlog::warn("database {} {}: {} (reads go to the master for {} s)", settings_.name,
+                       c.label(), e->text, kSecondaryCooldown.count());
+        secondary_down_until_[i] = now + kSecondaryCooldown;
+      }
+    }
+    return &master_;
+  }
+
+  void MarkSecondaryDown(Connection* c) {
+    for (size_t i = 0; i < secondaries_.size(); ++i) {
+      if (secondaries_[i].get() == c) secondary_down_until_[i] = std::chrono::steady_clock::now() + kSecondaryCooldown;
+    }
+  }
+
+  // Runs one statement, reconnecting while the server is away (until reconnect_wait_ms or the
+  // request's deadline). Reads are simply rerun on a new connection. A write is rerun only if it
+  // cannot have started: a connection lost while the write ran leaves its outcome unknown, and
+  // resending it could apply it twice.
+  std::expected<Produced, Error> Run(const std::string& sql, std::vector<Value>& params,
+                                     size_t out_count, const Template& t,
+                                     const std::vector<std::string>& out_names, Access access,
+                                     int64_t deadline_ms, const std::string& what) {
+    int64_t give_up = NowUnixMs() + settings_.reconnect_wait_ms;
+    if (deadline_ms > 0) give_up = std::min(give_up, deadline_ms);
+    auto backoff = 50ms;
+    int deadlocks = 0;
+    std::optional<DbError> last;
+    while (true) {
+      Connection* conn = Pick(access);
+      if (conn->connected() && conn->LooksClosed()) conn->Close();
+      if (!conn->connected()) {
+        if (auto e = conn->Connect()) {
+          last = e;
+          if (NowUnixMs() + backoff.count() > give_up) break;
+          std::this_thread::sleep_for(backoff);
+          backoff = std::min<std::chrono::milliseconds>(backoff * 2, 1s);
+          continue;
+        }
+      }
+      auto stmt = conn->Prepare(sql);
+      if (!stmt) {
+        if (IsConnectionError(stmt.error().errnum)) {
+          // Nothing ran: a prepare only parses.
+          last = stmt.error();
+          conn->Close();
+          if (conn != &master_) MarkSecondaryDown(conn);
+          if (NowUnixMs() > give_up) break;
+          continue;
+        }
+        spdlog::warn("{}: prepare failed: {} ({})", what, stmt.error().text, stmt.error().errnum);
+        return std::unexpected(MapError(stmt.error(), what));
+      }
+      auto produced = Execute(*conn, *stmt, params, out_count, t, out_names);
+      if (produced) return std::move(*produced);
+      const DbError& e = produced.error();
+      if (IsConnectionError(e.errnum)) {
+        conn->Close();
+        if (conn != &master_) MarkSecondaryDown(conn);
+        if (access == Access::kWrite) {
+          spdlog::error("{}: connection lost while the write ran ({}): outcome unknown", what, e.text);
+          return std::unexpected(Error{Code::kUnavailable,
+                                       what + ": the database connection was lost while the "
+                                              "write ran; it may or may not have been applied"});
+        }
+        last = e;
+        if (NowUnixMs() > give_up) break;
+        continue;
+      }
+      // The statement is still usable after a server-side error; drop whatever it holds.
+      mysql_stmt_free_result(*stmt);
+      mysql_stmt_reset(*stmt);
+      if ((e.errnum == ER_LOCK_DEADLOCK) && deadlocks++ < kDeadlockRetries) continue;  // rolled back
+      if (e.errnum == ER_SP_DOES_NOT_EXIST || e.errnum == ER_NO_SUCH_TABLE) conn->Forget(sql);
+      if (e.errnum != ER_SIGNAL_EXCEPTION && e.errnum != ER_SIGNAL_NOT_FOUND && e.errnum != ER_DUP_ENTRY) {
+        spdlog::warn("{}: {} ({} {})", what, e.text, e.errnum, e.sqlstate);
+      }
+      return std::unexpected(MapError(e, what));
+    }
+    spdlog::warn("{}: database {} unavailable: {}", what, settings_.name, last ? last->text : "?");
+    return std::unexpected(Error{Code::kUnavailable, what + ": the database is not reachable; try again later"});
+  }
+
+  const config::DatabaseSettings settings_;  // before the connections, which refer to it
+  Connection master_;
+  std::vector<std::unique_ptr<Connection>> secondaries_;
+  std::vector<std::chrono::steady_clock::time_point> secondary_down_until_;
+};
+
+}  // namespace
+
+std::unique_ptr<NamasteCore> MakeCore(const config::DatabaseSettings& settings) {
+  return std::make_unique<MariaDbCore>(settings);
+}
+
+std::string ClientVersion() { return mysql_get_client_info(); }
+
+Result<Schema> ReadSchema(const config::DatabaseSettings& settings) {
+  Connection conn(settings, settings.host, settings.port, "master");
+  if (auto e = conn.Connect()) {
+    return Fail(Code::kUnavailable, "database " + settings.name + ": " + e->text);
+  }
+  MYSQL* m = conn.handle();
+  Schema schema;
+  auto query = [&](const char* sql, auto&& each) -> Result<void> {
+    if (mysql_query(m, sql) != 0) {
+      return Fail(Code::kUnavailable, "database " + settings.name + ": reading information_schema: " + mysql_error(m));
+    }
+    MYSQL_RES* res = mysql_store_result(m);
+    if (!res) return Fail(Code::kUnavailable, "database " + settings.name + ": " + mysql_error(m));
+    while (MYSQL_ROW row = mysql_fetch_row(res)) each(row);
+    mysql_free_result(res);
+    return Ok();
+  };
+  auto str = [](const char* s) { return std::string(s ? s : ""); };
+  if (auto r = query(
+          "SELECT ROUTINE_NAME FROM information_schema.ROUTINES "
+          "WHERE ROUTINE_SCHEMA = DATABASE() AND ROUTINE_TYPE = 'PROCEDURE'",
+          [&](MYSQL_ROW row) { schema.procedures[str(row[0])].name = str(row[0]); });
+      !r)
+    return std::unexpected(r.error());
+  if (auto r = query(
+          "SELECT SPECIFIC_NAME, PARAMETER_NAME, PARAMETER_MODE, DATA_TYPE "
+          "FROM information_schema.PARAMETERS "
+          "WHERE SPECIFIC_SCHEMA = DATABASE() AND ROUTINE_TYPE = 'PROCEDURE' "
+          "ORDER BY SPECIFIC_NAME, ORDINAL_POSITION",
+          [&](MYSQL_ROW row) {
+            auto& p = schema.procedures[str(row[0])];
+            p.name = str(row[0]);
+            p.params.push_back(SchemaParam{str(row[1]), str(row[2]), str(row[3])});
+          });
+      !r)
+    return std::unexpected(r.error());
+  if (auto r = query(
+          "SELECT c.TABLE_NAME, c.COLUMN_NAME, c.DATA_TYPE, c.IS_NULLABLE "
+          "FROM information_schema.COLUMNS c JOIN information_schema.VIEWS v "
+          "ON v.TABLE_SCHEMA = c.TABLE_SCHEMA AND v.TABLE_NAME = c.TABLE_NAME "
+          "WHERE c.TABLE_SCHEMA = DATABASE() ORDER BY c.TABLE_NAME, c.ORDINAL_POSITION",
+          [&](MYSQL_ROW row) {
+            auto& v = schema.views[str(row[0])];
+            v.name = str(row[0]);
+            v.columns.push_back(SchemaColumn{str(row[1]), str(row[2]), str(row[3]) == "YES"});
+          });
+      !r)
+    return std::unexpected(r.error());
+  return schema;
+}
+
+}  // namespace beds::adapters::mariadb

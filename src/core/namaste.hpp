@@ -1,0 +1,105 @@
+// NamasteCore: the six data operations every engine adapter implements, and the typed values they
+// take. The dispatcher validates a request against its template (core/validate.hpp) into a Payload
+// or a Query, then calls the adapter that CoreFactory maps the template's database to.
+// An adapter instance belongs to one worker thread (one database connection per worker, so the
+// broker's `instances` bounds concurrent database work); it is not shared between threads.
+#pragma once
+
+#include <boost/json.hpp>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "core/error.hpp"
+#include "core/template.hpp"
+
+namespace beds {
+
+// One validated value of a declared type. `text` holds strings, DECIMAL digits, ISO dates
+// ("2026-11-24", "2026-11-24 17:07:20.123456"), serialized JSON and raw (decoded) bytes.
+struct Value {
+  FieldType type = FieldType::kString;
+  bool null = true;
+  int64_t i = 0;  // int, bool (0/1)
+  double f = 0;   // float
+  std::string text;
+
+  static Value Null(FieldType type) { return Value{type, true, 0, 0, {}}; }
+};
+
+// The values of a write or call, by parameter name (the key field included when the op has it).
+struct Payload {
+  std::map<std::string, Value, std::less<>> values;
+  int64_t deadline_ms = 0;  // the request's deadline (absolute Unix ms; 0 = none)
+
+  // The value for a parameter, or a NULL of the field's type when the client left it out.
+  Value Get(const std::string& name, FieldType type) const;
+};
+
+struct Filter {
+  enum class Op { kEq, kGt, kGte, kLt, kLte, kIn };
+  std::string field;
+  Op op = Op::kEq;
+  std::vector<Value> values;  // one, or the members of `in`
+};
+
+struct Query {
+  std::vector<Filter> filters;                      // ANDed; the key (`id`) is an kEq filter
+  std::vector<std::pair<std::string, bool>> order;  // field, descending
+  int64_t limit = 0;
+  int64_t offset = 0;
+  int64_t deadline_ms = 0;  // the request's deadline (absolute Unix ms; 0 = none)
+};
+
+// What an operation produced: `data` is an array of row objects (or, for a procedure returning
+// several result sets, an array of such arrays); `count` is rows returned, rows affected or the
+// counted total.
+struct OpResult {
+  boost::json::array data;
+  int64_t count = 0;
+};
+
+class NamasteCore {
+ public:
+  virtual ~NamasteCore() = default;
+  virtual Result<OpResult> Create(const Template& t, const OpSpec& op, const Payload& p) = 0;
+  virtual Result<OpResult> Fetch(const Template& t, const OpSpec& op, const Query& q) = 0;
+  virtual Result<OpResult> Count(const Template& t, const OpSpec& op, const Query& q) = 0;
+  virtual Result<OpResult> Update(const Template& t, const OpSpec& op, const Payload& p) = 0;
+  virtual Result<OpResult> Delete(const Template& t, const OpSpec& op, const Payload& p) = 0;
+  virtual Result<OpResult> Call(const Template& t, const OpSpec& op, const Payload& p) = 0;
+};
+
+// Maps a template's `database` to the adapter that serves it. The node registers one maker per
+// configured database (the engine is chosen there, from config); each worker then holds a
+// Session that creates its own adapter instances on first use. Makers are called from worker
+// threads and must be thread-safe; registration happens before the workers start.
+class CoreFactory {
+ public:
+  using Maker = std::function<std::unique_ptr<NamasteCore>()>;
+
+  void Register(std::string database, Maker maker);
+  bool Has(const std::string& database) const;
+
+  // One worker's adapters, created lazily, owned by that worker's thread.
+  class Session {
+   public:
+    explicit Session(std::shared_ptr<const CoreFactory> factory) : factory_(std::move(factory)) {}
+    // nullptr when no maker is registered for the template's database.
+    NamasteCore* For(const Template& t);
+
+   private:
+    std::shared_ptr<const CoreFactory> factory_;
+    std::map<std::string, std::unique_ptr<NamasteCore>, std::less<>> cores_;
+  };
+
+ private:
+  std::map<std::string, Maker, std::less<>> makers_;
+};
+
+}  // namespace beds

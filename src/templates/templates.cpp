@@ -1,0 +1,558 @@
+#include "templates/templates.hpp"
+
+#include <algorithm>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <toml++/toml.h>
+
+namespace beds::templates {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr int64_t kMaxLimitCeiling = 100000;
+
+bool IsIdentifier(std::string_view s, size_t max = 64) {
+  if (s.empty() || s.size() > max) return false;
+  if (!(std::isalpha(static_cast<unsigned char>(s[0])) || s[0] == '_')) return false;
+  return std::all_of(s.begin(), s.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '_';
+  });
+}
+
+// Reads one TOML table, reporting wrong types and, on Finish(), every key it was not asked for.
+class Reader {
+ public:
+  Reader(const toml::table& table, std::string path, const std::string& file,
+         std::vector<std::string>& errors)
+      : table_(table), path_(std::move(path)), file_(file), errors_(errors) {}
+
+  std::string Key(std::string_view key) const {
+    return path_.empty() ? std::string(key) : path_ + "." + std::string(key);
+  }
+
+  void Error(const toml::node* at, std::string_view key, const std::string& what) {
+    const auto line = at ? at->source().begin.line : table_.source().begin.line;
+    errors_.push_back(file_ + ":" + std::to_string(line) + ": key '" + Key(key) + "': " + what);
+  }
+
+  const toml::node* Take(std::string_view key) {
+    taken_.insert(std::string(key));
+    return table_.get(key);
+  }
+
+  bool String(std::string_view key, std::string& out, bool required = false) {
+    const toml::node* n = Take(key);
+    if (!n) {
+      if (required) Error(nullptr, key, "is required");
+      return false;
+    }
+    if (!n->is_string()) {
+      Error(n, key, "expected a string");
+      return false;
+    }
+    out = n->as_string()->get();
+    return true;
+  }
+
+  void Bool(std::string_view key, bool& out) {
+    const toml::node* n = Take(key);
+    if (!n) return;
+    if (!n->is_boolean()) return Error(n, key, "expected true or false");
+    out = n->as_boolean()->get();
+  }
+
+  void Integer(std::string_view key, int64_t& out, int64_t min, int64_t max) {
+    const toml::node* n = Take(key);
+    if (!n) return;
+    if (!n->is_integer() || n->as_integer()->get() < min || n->as_integer()->get() > max) {
+      return Error(n, key,
+                   "expected an integer in [" + std::to_string(min) + ", " + std::to_string(max) +
+                       "]");
+    }
+    out = n->as_integer()->get();
+  }
+
+  void Names(std::string_view key, std::vector<std::string>& out) {
+    const toml::node* n = Take(key);
+    if (!n) return;
+    const auto* array = n->as_array();
+    if (!array) return Error(n, key, "expected an array of names");
+    for (const auto& item : *array) {
+      if (!item.is_string() || !IsIdentifier(item.as_string()->get())) {
+        return Error(&item, key, "expected an array of names ([A-Za-z_][A-Za-z0-9_]*)");
+      }
+      out.push_back(item.as_string()->get());
+    }
+  }
+
+  const toml::table* Table(std::string_view key) {
+    const toml::node* n = Take(key);
+    if (!n) return nullptr;
+    if (!n->is_table()) {
+      Error(n, key, "expected a table");
+      return nullptr;
+    }
+    return n->as_table();
+  }
+
+  void Finish() {
+    for (const auto& [k, v] : table_) {
+      if (!taken_.contains(std::string(k.str()))) Error(&v, k.str(), "unknown key");
+    }
+  }
+
+ private:
+  const toml::table& table_;
+  std::string path_;
+  const std::string& file_;
+  std::vector<std::string>& errors_;
+  std::set<std::string> taken_;
+};
+
+struct OpRules {
+  bool procedure = false;  // REL: names a procedure
+  bool view = false;       // REL: names a view
+  bool query = false;      // where / order / max_limit
+  bool call = false;       // out / kind; params need not be fields
+};
+
+OpRules RulesFor(std::string_view op, bool rel) {
+  if (op == "fetch" || op == "count") return {false, rel, true, false};
+  if (op == "create" || op == "update" || op == "delete") return {rel, false, false, false};
+  return {true, false, false, true};  // a named call
+}
+
+void ReadOp(const toml::table& table, const std::string& path, const std::string& op_name,
+            const OpRules& rules, Template& t, const std::string& file,
+            std::vector<std::string>& errors, OpSpec& op) {
+  Reader r(table, path, file, errors);
+  op.name = op_name;
+  const bool rel = t.kind == "rel";
+  const std::string prefix = t.tla + "_";
+  auto check_object = [&](std::string_view key, const std::string& name) {
+    if (!IsIdentifier(name)) {
+      r.Error(table.get(key), key, "expected a database object name ([A-Za-z0-9_])");
+    } else if (!name.starts_with(prefix)) {
+      r.Error(table.get(key), key,
+              "\"" + name + "\" does not start with the template's TLA prefix \"" + prefix + "\"");
+    }
+  };
+  if (rules.procedure) {
+    if (r.String("procedure", op.procedure, true)) check_object("procedure", op.procedure);
+    r.Names("params", op.params);
+    r.Names("out", op.out);
+  } else if (!rel) {
+    // REC ops name no database objects; create/update/delete take the document as `data`.
+  } else {
+    r.Names("params", op.params);
+  }
+  if (rules.view) {
+    if (r.String("view", op.view, true)) check_object("view", op.view);
+  }
+  if (rules.query) {
+    r.Names("where", op.where);
+    r.Names("order", op.order);
+    r.Integer("max_limit", op.max_limit, 1, kMaxLimitCeiling);
+    op.read = true;
+  }
+  if (rules.call) {
+    std::string kind = "write";
+    if (r.String("kind", kind) && kind != "read" && kind != "write") {
+      r.Error(table.get("kind"), "kind", "expected \"read\" or \"write\"");
+    }
+    op.read = kind == "read";
+  }
+  r.Finish();
+
+  // Names an op uses must be declared fields (a call's parameters are its own).
+  auto declared = [&](std::string_view key, const std::vector<std::string>& names) {
+    for (const auto& n : names) {
+      if (!t.Field(n)) r.Error(table.get(key), key, "\"" + n + "\" is not a declared field");
+    }
+  };
+  if (!rules.call) declared("params", op.params);
+  declared("where", op.where);
+  declared("order", op.order);
+}
+
+}  // namespace
+
+bool IsSystemTemplate(std::string_view name) {
+  return name == "sys" || name == "calgon" || name == "lineage" || name == "admin";
+}
+
+const Template* Snapshot::Find(std::string_view name) const {
+  auto it = by_name.find(name);
+  return it == by_name.end() ? nullptr : &it->second;
+}
+
+Result<Template> Parse(std::string_view text, const std::string& file) {
+  toml::table root;
+  try {
+    root = toml::parse(text, file);
+  } catch (const toml::parse_error& e) {
+    return Fail(Code::kValidation, file + ":" + std::to_string(e.source().begin.line) + ": " +
+                                       std::string(e.description()));
+  }
+  std::vector<std::string> errors;
+  Template t;
+  t.file = file;
+  Reader r(root, "", file, errors);
+  if (r.String("name", t.name, true) && !IsIdentifier(t.name)) {
+    r.Error(root.get("name"), "name", "expected 1-64 characters of [A-Za-z0-9_], not starting with a digit");
+  }
+  if (IsSystemTemplate(t.name)) r.Error(root.get("name"), "name", "\"" + t.name + "\" is reserved");
+  if (r.String("class", t.kind, true) && t.kind != "rel" && t.kind != "rec") {
+    r.Error(root.get("class"), "class", "expected \"rel\" or \"rec\"");
+  }
+  if (r.String("tla", t.tla, true)) {
+    const bool three = t.tla.size() == 3 && std::all_of(t.tla.begin(), t.tla.end(), [](char c) {
+                         return c >= 'a' && c <= 'z';
+                       });
+    if (!three) r.Error(root.get("tla"), "tla", "expected three lowercase letters");
+    const std::string stem = fs::path(file).filename().string();
+    if (three && !stem.starts_with(t.tla + "_")) {
+      r.Error(root.get("tla"), "tla",
+              "the file name must start with \"" + t.tla + "_\" (TLA convention), not \"" + stem + "\"");
+    }
+  }
+  t.route = t.kind;
+  if (r.String("route", t.route) && !IsIdentifier(t.route)) {
+    r.Error(root.get("route"), "route", "expected [A-Za-z0-9_]");
+  }
+  r.String("database", t.database, true);
+  if (t.kind == "rec") {
+    if (r.String("collection", t.collection, true) && !IsIdentifier(t.collection)) {
+      r.Error(root.get("collection"), "collection", "expected [A-Za-z0-9_]");
+    }
+  }
+
+  if (const toml::table* fields = r.Table("fields")) {
+    for (const auto& [k, v] : *fields) {
+      const std::string name(k.str());
+      const std::string path = "fields." + name;
+      if (!IsIdentifier(name)) {
+        r.Error(&v, path, "field names are [A-Za-z_][A-Za-z0-9_]*");
+        continue;
+      }
+      if (!v.is_table()) {
+        r.Error(&v, path, "expected a table such as { type = \"string\" }");
+        continue;
+      }
+      Reader fr(*v.as_table(), path, file, errors);
+      FieldSpec f;
+      f.name = name;
+      std::string type;
+      if (fr.String("type", type, true)) {
+        if (auto ft = FieldTypeFromName(type)) {
+          f.type = *ft;
+        } else {
+          fr.Error(v.as_table()->get("type"), "type",
+                   "unknown type \"" + type +
+                       "\" (int, float, decimal, bool, string, date, datetime, json, bytes)");
+        }
+      }
+      fr.Bool("key", f.key);
+      fr.Bool("required", f.required);
+      fr.Integer("max", f.max, 1, int64_t{1} << 30);
+      fr.Finish();
+      t.fields.push_back(std::move(f));
+    }
+    if (std::count_if(t.fields.begin(), t.fields.end(), [](const FieldSpec& f) { return f.key; }) > 1) {
+      r.Error(root.get("fields"), "fields", "at most one field may be the key");
+    }
+  } else {
+    r.Error(nullptr, "fields", "is required");
+  }
+
+  if (t.kind == "rec") {
+    if (const toml::table* indexes = r.Table("indexes")) {
+      for (const auto& [k, v] : *indexes) {
+        const std::string path = "indexes." + std::string(k.str());
+        if (!v.is_table()) {
+          r.Error(&v, path, "expected a table such as { fields = [\"a\"] }");
+          continue;
+        }
+        Reader ir(*v.as_table(), path, file, errors);
+        IndexSpec index;
+        index.name = std::string(k.str());
+        if (const toml::node* n = ir.Take("fields"); n && n->is_array()) {
+          for (const auto& item : *n->as_array()) {
+            std::string field = item.is_string() ? item.as_string()->get() : "";
+            const std::string bare = field.starts_with('-') ? field.substr(1) : field;
+            if (!t.Field(bare)) ir.Error(&item, "fields", "\"" + field + "\" is not a declared field");
+            index.fields.push_back(field);
+          }
+        } else {
+          ir.Error(n, "fields", "expected an array of field names");
+        }
+        int64_t expire = -1;
+        ir.Integer("expire_after_s", expire, 0, int64_t{1} << 40);
+        if (expire >= 0) index.expire_after_s = expire;
+        ir.Finish();
+        t.indexes.push_back(std::move(index));
+      }
+    }
+  }
+
+  const bool rel = t.kind == "rel";
+  if (const toml::table* ops = r.Table("ops")) {
+    for (const auto& [k, v] : *ops) {
+      const std::string op_name(k.str());
+      if (op_name == "calls") {
+        if (!v.is_table()) {
+          r.Error(&v, "ops.calls", "expected a table of named calls");
+          continue;
+        }
+        for (const auto& [ck, cv] : *v.as_table()) {
+          const std::string call(ck.str());
+          const std::string path = "ops.calls." + call;
+          if (!IsIdentifier(call) || !cv.is_table()) {
+            r.Error(&cv, path, "expected a table named [A-Za-z0-9_]");
+            continue;
+          }
+          OpSpec op;
+          ReadOp(*cv.as_table(), path, call, RulesFor(call, rel), t, file, errors, op);
+          t.calls[call] = std::move(op);
+        }
+        continue;
+      }
+      const std::string path = "ops." + op_name;
+      static const std::set<std::string> kOps = {"create", "fetch", "count", "update", "delete"};
+      if (!kOps.contains(op_name)) {
+        r.Error(&v, path, "unknown op (create, fetch, count, update, delete, calls)");
+        continue;
+      }
+      if (!v.is_table()) {
+        r.Error(&v, path, "expected a table");
+        continue;
+      }
+      OpSpec op;
+      ReadOp(*v.as_table(), path, op_name, RulesFor(op_name, rel), t, file, errors, op);
+      t.ops[op_name] = std::move(op);
+    }
+  }
+  r.Finish();
+
+  // Fetch by id and update/delete need a key; count defaults to fetch's view and filters.
+  const FieldSpec* key = t.Key();
+  if (!key && (t.Op("update") || t.Op("delete"))) {
+    errors.push_back(file + ": key 'fields': update and delete need a field with key = true");
+  }
+  if (key && rel) {
+    for (const char* op : {"update", "delete"}) {
+      const OpSpec* spec = t.Op(op);
+      if (spec && std::find(spec->params.begin(), spec->params.end(), key->name) == spec->params.end()) {
+        errors.push_back(file + ": key 'ops." + op + ".params': must include the key field \"" +
+                         key->name + "\"");
+      }
+    }
+  }
+  if (!t.Op("count")) {
+    if (const OpSpec* fetch = t.Op("fetch")) {
+      OpSpec count = *fetch;
+      count.name = "count";
+      t.ops["count"] = std::move(count);
+    }
+  }
+
+  if (!errors.empty()) {
+    std::string all;
+    for (const auto& e : errors) all += (all.empty() ? "" : "\n") + e;
+    return Fail(Code::kValidation, all);
+  }
+  return t;
+}
+
+Result<std::vector<Template>> LoadDir(const std::string& dir) {
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) {
+    return Fail(Code::kValidation, "templates dir \"" + dir + "\" is not a directory");
+  }
+  std::vector<fs::path> files;
+  for (const auto& entry : fs::directory_iterator(dir, ec)) {
+    if (entry.is_regular_file() && entry.path().extension() == ".toml") files.push_back(entry.path());
+  }
+  std::sort(files.begin(), files.end());
+  std::vector<Template> out;
+  std::vector<std::string> errors;
+  std::map<std::string, std::string> names;
+  for (const auto& path : files) {
+    std::ifstream in(path);
+    std::stringstream text;
+    text << in.rdbuf();
+    if (!in) {
+      errors.push_back(path.string() + ": cannot be read");
+      continue;
+    }
+    auto t = Parse(text.str(), path.string());
+    if (!t) {
+      errors.push_back(t.error().message);
+      continue;
+    }
+    if (auto [it, fresh] = names.emplace(t->name, path.string()); !fresh) {
+      errors.push_back(path.string() + ": key 'name': \"" + t->name + "\" is already defined in " +
+                       it->second);
+      continue;
+    }
+    out.push_back(std::move(*t));
+  }
+  if (!errors.empty()) {
+    std::string all;
+    for (const auto& e : errors) all += (all.empty() ? "" : "\n") + e;
+    return Fail(Code::kValidation, all);
+  }
+  return out;
+}
+
+std::vector<std::string> BindCheck(const Template& t, const Schema& schema) {
+  std::vector<std::string> problems;
+  if (t.kind != "rel") return problems;
+  auto check_op = [&](const OpSpec& op, const std::string& label) {
+    if (!op.procedure.empty()) {
+      auto it = schema.procedures.find(op.procedure);
+      if (it == schema.procedures.end()) {
+        problems.push_back(label + ": procedure " + op.procedure + " does not exist");
+      } else {
+        size_t in = 0, out = 0;
+        for (const auto& p : it->second.params) (p.mode == "IN" ? in : out)++;
+        if (in != op.params.size() || out != op.out.size()) {
+          problems.push_back(label + ": procedure " + op.procedure + " takes " + std::to_string(in) +
+                             " IN and " + std::to_string(out) + " OUT/INOUT parameters; the template declares " +
+                             std::to_string(op.params.size()) + " and " + std::to_string(op.out.size()));
+        }
+      }
+    }
+    if (!op.view.empty()) {
+      auto it = schema.views.find(op.view);
+      if (it == schema.views.end()) {
+        problems.push_back(label + ": view " + op.view + " does not exist");
+        return;
+      }
+      std::vector<std::string> needed = op.where;
+      needed.insert(needed.end(), op.order.begin(), op.order.end());
+      if (const FieldSpec* key = t.Key()) needed.push_back(key->name);
+      for (const auto& column : needed) {
+        const auto& cols = it->second.columns;
+        if (std::none_of(cols.begin(), cols.end(), [&](const SchemaColumn& c) { return c.name == column; })) {
+          problems.push_back(label + ": view " + op.view + " has no column " + column);
+        }
+      }
+    }
+  };
+  for (const auto& [name, op] : t.ops) check_op(op, t.name + "/" + name);
+  for (const auto& [name, op] : t.calls) check_op(op, t.name + "/call " + name);
+  // The same object named by two ops is reported twice; once is enough.
+  std::sort(problems.begin(), problems.end());
+  problems.erase(std::unique(problems.begin(), problems.end()), problems.end());
+  return problems;
+}
+
+Result<std::string> Scaffold(std::string_view tla, const std::string& database,
+                             const Schema& schema) {
+  const std::string prefix = std::string(tla) + "_";
+  const SchemaView* view = nullptr;
+  for (const auto& [name, v] : schema.views) {
+    if (name.starts_with(prefix)) {
+      view = &v;
+      break;
+    }
+  }
+  std::vector<const SchemaRoutine*> procs;
+  for (const auto& [name, p] : schema.procedures) {
+    if (name.starts_with(prefix)) procs.push_back(&p);
+  }
+  if (!view && procs.empty()) {
+    return Fail(Code::kNotFound, "no view or procedure starts with \"" + prefix + "\"");
+  }
+  auto proc = [&](std::string_view suffix) -> const SchemaRoutine* {
+    for (const auto* p : procs) {
+      if (p->name == prefix + std::string(suffix)) return p;
+    }
+    return nullptr;
+  };
+
+  // DBAs often prefix parameters (p_email); the template names them after the fields (email).
+  auto bare = [](const std::string& name) {
+    for (const char* prefix : {"p_", "in_", "out_", "i_", "o_"}) {
+      if (name.starts_with(prefix) && name.size() > std::strlen(prefix)) return name.substr(std::strlen(prefix));
+    }
+    return name;
+  };
+  // Fields: the view's columns, then any write parameter the view does not show.
+  std::vector<std::pair<std::string, FieldType>> fields;
+  auto add_field = [&](const std::string& name, const std::string& type) {
+    for (const auto& f : fields) {
+      if (f.first == name) return;
+    }
+    fields.emplace_back(name, FieldTypeForSql(type));
+  };
+  if (view) {
+    for (const auto& c : view->columns) add_field(c.name, c.data_type);
+  }
+  for (const char* op : {"create", "update", "delete"}) {
+    if (const auto* p = proc(op)) {
+      for (const auto& param : p->params) {
+        if (param.mode == "IN") add_field(bare(param.name), param.data_type);
+      }
+    }
+  }
+  std::string key;
+  if (const auto* del = proc("delete"); del && !del->params.empty()) key = bare(del->params[0].name);
+  if (key.empty()) {
+    for (const auto& f : fields) {
+      if (f.first == "id") key = "id";
+    }
+  }
+
+  std::ostringstream out;
+  std::string name(tla);
+  name[0] = static_cast<char>(std::toupper(static_cast<unsigned char>(name[0])));
+  out << "# Scaffolded by `beds template scaffold --tla " << tla << "`: review the types, mark the\n"
+      << "# required fields and set max lengths, then rename the file to " << tla
+      << "_<domain>_rel.toml.\n";
+  out << "name     = \"" << name << "\"\n"
+      << "class    = \"rel\"\n"
+      << "tla      = \"" << tla << "\"\n"
+      << "database = \"" << database << "\"\n\n[fields]\n";
+  for (const auto& [field, type] : fields) {
+    out << field << " = { type = \"" << FieldTypeName(type) << "\"" << (field == key ? ", key = true" : "")
+        << " }\n";
+  }
+  auto write_params = [&](const SchemaRoutine& p) {
+    std::string in_list, out_list;
+    for (const auto& param : p.params) {
+      std::string& list = param.mode == "IN" ? in_list : out_list;
+      list += (list.empty() ? "\"" : ", \"") + bare(param.name) + "\"";
+    }
+    out << "params    = [" << in_list << "]\n";
+    if (!out_list.empty()) out << "out       = [" << out_list << "]\n";
+  };
+  if (view) {
+    std::string cols;
+    for (const auto& c : view->columns) cols += (cols.empty() ? "\"" : ", \"") + c.name + "\"";
+    out << "\n[ops.fetch]\nview      = \"" << view->name << "\"\nwhere     = [" << cols
+        << "]\norder     = [" << cols << "]\nmax_limit = 500\n";
+  }
+  for (const char* op : {"create", "update", "delete"}) {
+    if (const auto* p = proc(op)) {
+      out << "\n[ops." << op << "]\nprocedure = \"" << p->name << "\"\n";
+      write_params(*p);
+    }
+  }
+  for (const auto* p : procs) {
+    const std::string call = p->name.substr(prefix.size());
+    if (call == "create" || call == "update" || call == "delete") continue;
+    if (!IsIdentifier(call)) continue;
+    out << "\n[ops.calls." << call << "]\nprocedure = \"" << p->name << "\"\n";
+    write_params(*p);
+    out << "kind      = \"write\"   # \"read\" if it only reads: routes to the read brokers\n";
+  }
+  return out.str();
+}
+
+}  // namespace beds::templates
