@@ -1,0 +1,437 @@
+#!/usr/bin/python3
+"""End to end on the REL data path with a client that is not BEDS code: Debian's python3-pika
+speaks PROTOCOL.md to a running `beds` binary bound to a fresh MariaDB database loaded from
+schema/mariadb/*.sql, with the repository's templates/ (Users and Orders). Every op on both
+templates with real values, the named calls (two result sets, OUT parameters), and the error
+codes a client can meet; then admin.shutdown and a clean exit 0.
+
+Needs the fixture's RabbitMQ and MariaDB (scripts/servers.sh start); ports come from
+BEDS_AMQP_PORT and BEDS_MARIADB_PORT like the script's."""
+import argparse
+import glob
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+
+import pika
+
+FAILURES = []
+CHECKS = [0]
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ISO_Z = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z$")
+INJECTION = "Robert'); DROP TABLE usr_users; --"
+
+
+def check(cond, what):
+    CHECKS[0] += 1
+    print(("ok   " if cond else "FAIL ") + what, flush=True)
+    if not cond:
+        FAILURES.append(what)
+
+
+def rpc(channel, routing_key, body, timeout=10.0, exchange="beds.events", props=None):
+    """Publish with reply_to = direct reply-to and wait for the reply carrying our correlation id."""
+    corr = str(uuid.uuid4())
+    replies = []
+
+    def on_reply(ch, method, properties, reply_body):
+        if properties.correlation_id == corr:
+            replies.append(reply_body)
+
+    tag = channel.basic_consume("amq.rabbitmq.reply-to", on_reply, auto_ack=True)
+    properties = props or pika.BasicProperties()
+    properties.reply_to = "amq.rabbitmq.reply-to"
+    properties.correlation_id = corr
+    properties.content_type = "application/json"
+    channel.basic_publish(exchange, routing_key, body, properties)
+    deadline = time.time() + timeout
+    while not replies and time.time() < deadline:
+        channel.connection.process_data_events(time_limit=0.2)
+    channel.basic_cancel(tag)
+    return json.loads(replies[0]) if replies else None
+
+
+def req(channel, routing_key, **request):
+    """A request as a dict; writes go persistent (delivery_mode 2) as PROTOCOL.md asks."""
+    props = pika.BasicProperties(delivery_mode=2) if routing_key.endswith(".write") else None
+    reply = rpc(channel, routing_key, json.dumps(request), props=props)
+    if reply is None:
+        print("     (no reply to %s %s)" % (routing_key, json.dumps(request)), flush=True)
+    return reply
+
+
+def ok(reply):
+    return reply is not None and reply.get("ok") is True
+
+
+def code(reply):
+    if reply is None:
+        return "<no reply>"
+    return (reply.get("error") or {}).get("code", "<ok>" if reply.get("ok") else "<no code>")
+
+
+def rows(reply):
+    """`data` as a list of rows (a single row object counts as one row)."""
+    if not ok(reply):
+        return []
+    data = reply.get("data")
+    if isinstance(data, dict):
+        return [data]
+    return data if isinstance(data, list) else []
+
+
+def show(reply):
+    return json.dumps(reply)[:300]
+
+
+def expect_error(reply, want, what):
+    check(reply is not None and reply.get("ok") is False and code(reply) == want,
+          "%s -> %s (got %s)" % (what, want, code(reply)))
+    if reply is not None and reply.get("ok") is False:
+        err = reply.get("error") or {}
+        check(isinstance(err.get("message"), str) and err["message"] != "" and
+              "SELECT" not in err["message"] and "CALL " not in err["message"],
+              "%s: message is set and shows no SQL: %r" % (what, err.get("message")))
+
+
+def run_checks(ch, suffix):
+    alice_email = "alice.%s@example.org" % suffix
+    bob_email = "bob.%s@example.org" % suffix
+    carol_email = "carol.%s@example.org" % suffix
+    profile = {"plan": "gold", "tags": ["a", "b"], "n": 3, "nested": {"x": True}}
+
+    # ---- Users: create -------------------------------------------------------------------
+    r = req(ch, "rel.write", template="Users", op="create",
+            data={"email": alice_email, "name": "Alice", "profile": profile})
+    check(ok(r), "Users/create alice ok: " + show(r))
+    alice = rows(r)[0] if len(rows(r)) == 1 else {}
+    check(len(rows(r)) == 1, "create returns exactly one row")
+    check(isinstance(alice.get("id"), int) and not isinstance(alice.get("id"), bool) and alice["id"] > 0,
+          "created row has an integer id: %r" % alice.get("id"))
+    check(alice.get("email") == alice_email, "created row has the email")
+    check(alice.get("name") == "Alice", "created row has the name")
+    check(isinstance(alice.get("created"), str) and ISO_Z.match(alice["created"]) is not None,
+          "created is ISO 8601 ending in Z: %r" % alice.get("created"))
+    check(alice.get("profile") == profile, "profile round-trips as a JSON object: %r" % alice.get("profile"))
+    check(r is not None and r.get("event_id", "").startswith("relnode.dev."), "reply carries an event_id")
+    alice_id = alice.get("id", 0)
+
+    r = req(ch, "rel.write", template="Users", op="create", data={"email": bob_email, "name": "Bob"})
+    check(ok(r) and len(rows(r)) == 1, "Users/create bob ok: " + show(r))
+    bob = rows(r)[0] if rows(r) else {}
+    bob_id = bob.get("id", 0)
+    check(bob.get("profile") is None, "a profile left out comes back null: %r" % bob.get("profile"))
+    check(isinstance(bob_id, int) and bob_id > alice_id, "ids increase: %r > %r" % (bob_id, alice_id))
+
+    r = req(ch, "rel.write", template="Users", op="create", data={"email": carol_email, "name": "Carol"})
+    check(ok(r) and len(rows(r)) == 1, "Users/create carol ok: " + show(r))
+    carol_id = rows(r)[0].get("id", 0) if rows(r) else 0
+
+    # ---- Users: fetch ----------------------------------------------------------------------
+    r = req(ch, "rel.read", template="Users", op="fetch", id=str(alice_id))
+    check(ok(r) and len(rows(r)) == 1, "fetch by id (string) answers one row: " + show(r))
+    got = rows(r)[0] if rows(r) else {}
+    check(got.get("id") == alice_id and got.get("email") == alice_email and got.get("name") == "Alice" and
+          got.get("profile") == profile and got.get("created") == alice.get("created"),
+          "fetch by id returns the created row unchanged")
+
+    r = req(ch, "rel.read", template="Users", op="fetch", id=bob_id)
+    check(ok(r) and len(rows(r)) == 1 and rows(r)[0].get("email") == bob_email,
+          "fetch by id (integer) answers bob: " + show(r))
+
+    r = req(ch, "rel.read", template="Users", op="fetch", where={"email": bob_email})
+    check(ok(r) and [u.get("id") for u in rows(r)] == [bob_id], "fetch where email = bob's: " + show(r))
+
+    r = req(ch, "rel.read", template="Users", op="fetch", where={"id": {"gte": bob_id}}, order="id")
+    check(ok(r) and [u.get("id") for u in rows(r)] == [bob_id, carol_id],
+          "fetch where id gte bob, order id: " + show(r))
+
+    r = req(ch, "rel.read", template="Users", op="fetch", where={"id": {"gte": alice_id}}, order="-id")
+    check(ok(r) and [u.get("id") for u in rows(r)] == [carol_id, bob_id, alice_id],
+          "fetch order -id: newest first: %r" % [u.get("id") for u in rows(r)])
+
+    r = req(ch, "rel.read", template="Users", op="fetch", where={"id": {"gte": alice_id}}, order="-id",
+            limit=1, offset=1)
+    check(ok(r) and [u.get("id") for u in rows(r)] == [bob_id],
+          "fetch order -id limit 1 offset 1 -> bob: %r" % [u.get("id") for u in rows(r)])
+
+    r = req(ch, "rel.read", template="Users", op="fetch", where={"id": {"in": [alice_id, carol_id]}},
+            order="id")
+    check(ok(r) and [u.get("id") for u in rows(r)] == [alice_id, carol_id],
+          "fetch where id in [alice, carol]: %r" % [u.get("id") for u in rows(r)])
+
+    r = req(ch, "rel.read", template="Users", op="fetch", where={"email": "nobody@example.org"})
+    check(ok(r) and rows(r) == [], "fetch matching nothing -> ok with no rows: " + show(r))
+
+    # ---- Users: count ----------------------------------------------------------------------
+    r = req(ch, "rel.read", template="Users", op="count", where={"id": {"gte": bob_id}})
+    check(ok(r) and r.get("count") == 2, "count where id gte bob -> 2: " + show(r))
+    r = req(ch, "rel.read", template="Users", op="count", where={"email": alice_email})
+    check(ok(r) and r.get("count") == 1, "count where email = alice's -> 1: " + show(r))
+    r = req(ch, "rel.read", template="Users", op="count")
+    check(ok(r) and r.get("count") == 3, "count without where -> 3 (fresh database): " + show(r))
+
+    # ---- Users: update (partial) ---------------------------------------------------------------
+    r = req(ch, "rel.write", template="Users", op="update", id=str(alice_id), data={"name": "Alicia"})
+    check(ok(r), "update name only ok: " + show(r))
+    upd = rows(r)[0] if len(rows(r)) == 1 else {}
+    check(upd.get("name") == "Alicia", "update returns the new name: %r" % upd.get("name"))
+    check(upd.get("email") == alice_email and upd.get("profile") == profile and
+          upd.get("created") == alice.get("created") and upd.get("id") == alice_id,
+          "update leaves email, profile, created and id unchanged: " + show(r))
+    r = req(ch, "rel.read", template="Users", op="fetch", id=str(alice_id))
+    got = rows(r)[0] if len(rows(r)) == 1 else {}
+    check(got.get("name") == "Alicia" and got.get("email") == alice_email and got.get("profile") == profile,
+          "fetch after update sees the new name and the old email and profile: " + show(r))
+
+    r = req(ch, "rel.write", template="Users", op="update", id="999999999", data={"name": "Ghost"})
+    expect_error(r, "NOT_FOUND", "update of a missing user")
+
+    # ---- Orders ------------------------------------------------------------------------------
+    r = req(ch, "rel.write", template="Orders", op="create",
+            data={"user_id": alice_id, "amount": "12.50", "note": "first"})
+    check(ok(r) and len(rows(r)) == 1, "Orders/create ok: " + show(r))
+    order1 = rows(r)[0] if rows(r) else {}
+    order1_id = order1.get("id", 0)
+    check(isinstance(order1_id, int) and order1_id > 0, "order has an integer id: %r" % order1.get("id"))
+    check(order1.get("amount") == "12.50", "amount comes back exactly \"12.50\": %r" % order1.get("amount"))
+    check(order1.get("user_email") == alice_email, "user_email from the join view: %r" % order1.get("user_email"))
+    check(order1.get("user_name") == "Alicia", "user_name from the join view: %r" % order1.get("user_name"))
+    check(order1.get("user_id") == alice_id, "order user_id is alice's")
+    check(order1.get("status") == "new", "order status defaults to new: %r" % order1.get("status"))
+    check(isinstance(order1.get("placed"), str) and ISO_Z.match(order1["placed"]) is not None,
+          "placed is ISO 8601 ending in Z: %r" % order1.get("placed"))
+
+    r = req(ch, "rel.write", template="Orders", op="create", data={"user_id": alice_id, "amount": "7.25"})
+    check(ok(r) and len(rows(r)) == 1 and rows(r)[0].get("amount") == "7.25", "second order 7.25: " + show(r))
+    order2_id = rows(r)[0].get("id", 0) if rows(r) else 0
+    r = req(ch, "rel.write", template="Orders", op="create", data={"user_id": bob_id, "amount": "3"})
+    check(ok(r) and len(rows(r)) == 1 and rows(r)[0].get("amount") == "3.00",
+          "integer-looking amount \"3\" stored as \"3.00\": " + show(r))
+    order3_id = rows(r)[0].get("id", 0) if rows(r) else 0
+
+    r = req(ch, "rel.write", template="Orders", op="create", data={"user_id": bob_id, "amount": "-1.00"})
+    expect_error(r, "VALIDATION", "negative amount (the procedure's SIGNAL 45000)")
+    if r is not None and r.get("ok") is False:
+        check("amount must be positive" in (r.get("error") or {}).get("message", ""),
+              "the DBA's SIGNAL message reaches the client: %r" % (r.get("error") or {}).get("message"))
+    r = req(ch, "rel.write", template="Orders", op="create", data={"user_id": bob_id, "amount": 12.5})
+    expect_error(r, "VALIDATION", "amount as a JSON number instead of a decimal string")
+
+    r = req(ch, "rel.read", template="Orders", op="fetch", where={"user_id": alice_id}, order="-amount")
+    check(ok(r) and [(o.get("id"), o.get("amount")) for o in rows(r)] == [(order1_id, "12.50"), (order2_id, "7.25")],
+          "fetch orders of alice, order -amount: %r" % [(o.get("id"), o.get("amount")) for o in rows(r)])
+    r = req(ch, "rel.read", template="Orders", op="fetch", where={"amount": {"gte": "7.25"}}, order="amount")
+    check(ok(r) and [o.get("id") for o in rows(r)] == [order2_id, order1_id],
+          "fetch orders where amount gte \"7.25\": %r" % [o.get("id") for o in rows(r)])
+    r = req(ch, "rel.read", template="Orders", op="count", where={"user_email": alice_email})
+    check(ok(r) and r.get("count") == 2, "count orders by the joined user_email -> 2: " + show(r))
+
+    r = req(ch, "rel.write", template="Orders", op="update", id=order1_id, data={"status": "paid"})
+    check(ok(r) and len(rows(r)) == 1 and rows(r)[0].get("status") == "paid" and
+          rows(r)[0].get("note") == "first" and rows(r)[0].get("amount") == "12.50",
+          "Orders/update status only, note and amount kept: " + show(r))
+    r = req(ch, "rel.write", template="Orders", op="update", id=order1_id, data={"status": "lost"})
+    expect_error(r, "VALIDATION", "order status outside the DBA's list")
+
+    # ---- named calls -------------------------------------------------------------------------
+    r = req(ch, "rel.read", template="Orders", op="call", call="user_summary", data={"user_id": alice_id})
+    check(ok(r), "Orders/call user_summary ok: " + show(r))
+    data = r.get("data") if ok(r) else None
+    check(isinstance(data, list) and len(data) == 2 and all(isinstance(s, list) for s in data),
+          "user_summary data is a list of two result sets")
+    if isinstance(data, list) and len(data) == 2 and all(isinstance(s, list) for s in data):
+        check(len(data[0]) == 1 and data[0][0].get("id") == alice_id and data[0][0].get("email") == alice_email
+              and data[0][0].get("name") == "Alicia", "first set: the user: %r" % data[0])
+        check([(o.get("id"), o.get("amount"), o.get("status")) for o in data[1]] ==
+              [(order1_id, "12.50", "paid"), (order2_id, "7.25", "new")],
+              "second set: their orders in id order: %r" % data[1])
+    r = req(ch, "rel.read", template="Orders", op="call", call="user_summary", data={"user_id": 999999999})
+    expect_error(r, "NOT_FOUND", "user_summary of a missing user (SIGNAL 02000)")
+
+    r = req(ch, "rel.read", template="Users", op="call", call="rewards_report",
+            data={"min_orders": 1, "min_amount": "0"})
+    check(ok(r), "Users/call rewards_report ok: " + show(r))
+    check(len(rows(r)) == 1 and rows(r)[0] == {"customers": 2, "total": "22.75"},
+          "rewards_report (1 order, 0) -> one row {customers: 2, total: \"22.75\"}: " + show(r))
+    r = req(ch, "rel.read", template="Users", op="call", call="rewards_report",
+            data={"min_orders": 2, "min_amount": "19.75"})
+    check(ok(r) and len(rows(r)) == 1 and rows(r)[0] == {"customers": 1, "total": "19.75"},
+          "rewards_report (2 orders, 19.75) -> {customers: 1, total: \"19.75\"}: " + show(r))
+    r = req(ch, "rel.read", template="Users", op="call", call="rewards_report",
+            data={"min_orders": 5, "min_amount": "0"})
+    check(ok(r) and len(rows(r)) == 1 and rows(r)[0] == {"customers": 0, "total": "0.00"},
+          "rewards_report nobody qualifies -> {customers: 0, total: \"0.00\"}: " + show(r))
+
+    r = req(ch, "rel.read", template="Users", op="call", call="get", id=str(bob_id))
+    check(ok(r) and len(rows(r)) == 1 and rows(r)[0].get("email") == bob_email,
+          "Users/call get (point read through a procedure, key from id): " + show(r))
+
+    # ---- error cases ---------------------------------------------------------------------------
+    r = req(ch, "rel.write", template="Users", op="create", data={"email": alice_email, "name": "Dup"})
+    expect_error(r, "CONFLICT", "duplicate email")
+    r = req(ch, "rel.write", template="Users", op="create", data={"name": "No Email"})
+    expect_error(r, "VALIDATION", "missing required email")
+    r = req(ch, "rel.write", template="Users", op="create", data={"email": 5, "name": "Five"})
+    expect_error(r, "VALIDATION", "email of the wrong type (5)")
+    r = req(ch, "rel.write", template="Users", op="create", data={"email": "x@" + "a" * 130, "name": "Long"})
+    expect_error(r, "VALIDATION", "email longer than max 128")
+    r = req(ch, "rel.write", template="Users", op="create", data={"email": "not-an-email"})
+    expect_error(r, "VALIDATION", "email the procedure refuses (SIGNAL 45000)")
+    r = req(ch, "rel.write", template="Users", op="create", data={"email": "z@example.org", "age": 3})
+    expect_error(r, "VALIDATION", "create with an undeclared data field")
+    r = req(ch, "rel.read", template="Nope", op="fetch")
+    expect_error(r, "UNKNOWN_TEMPLATE", "unknown template")
+    r = req(ch, "rel.read", template="Users", op="frobnicate")
+    expect_error(r, "UNKNOWN_OP", "unknown op")
+    r = req(ch, "rel.read", template="Users", op="call", call="nope")
+    expect_error(r, "UNKNOWN_OP", "unknown named call")
+    r = req(ch, "rel.read", template="Users", op="fetch", where={"profile": "x"})
+    expect_error(r, "VALIDATION", "filter on an undeclared field (profile)")
+    r = req(ch, "rel.read", template="Users", op="fetch", where={"id": {"like": "1%"}})
+    expect_error(r, "VALIDATION", "filter with an unknown operator (like)")
+    r = req(ch, "rel.read", template="Users", op="fetch", order="name")
+    expect_error(r, "VALIDATION", "order on an undeclared field (name)")
+    r = req(ch, "rel.read", template="Users", op="fetch", limit=501)
+    expect_error(r, "VALIDATION", "limit 501 above max_limit 500")
+    r = req(ch, "rel.read", template="Users", op="fetch", limit=500)
+    check(ok(r) and len(rows(r)) == 3, "limit 500 (= max_limit) is fine: %d rows" % len(rows(r)))
+    r = req(ch, "rel.read", template="Users", op="fetch", id="abc")
+    expect_error(r, "VALIDATION", "non-integer id for an int key")
+
+    # ---- SQL injection is data, not SQL ----------------------------------------------------------
+    evil_email = "evil.%s@example.org" % suffix
+    r = req(ch, "rel.write", template="Users", op="create", data={"email": evil_email, "name": INJECTION})
+    check(ok(r) and len(rows(r)) == 1 and rows(r)[0].get("name") == INJECTION,
+          "injection string stored and returned verbatim by create: " + show(r))
+    evil_id = rows(r)[0].get("id", 0) if rows(r) else 0
+    r = req(ch, "rel.read", template="Users", op="fetch", where={"name": INJECTION})
+    check(ok(r) and [(u.get("id"), u.get("name")) for u in rows(r)] == [(evil_id, INJECTION)],
+          "fetch where name = the injection string finds exactly that row: " + show(r))
+    r = req(ch, "rel.read", template="Users", op="fetch", where={"email": "' OR '1'='1"})
+    check(ok(r) and rows(r) == [], "where email = \"' OR '1'='1\" matches nothing: " + show(r))
+    r = req(ch, "rel.read", template="Users", op="count")
+    check(ok(r) and r.get("count") == 4, "usr_users still answers count afterwards -> 4: " + show(r))
+
+    # ---- delete ---------------------------------------------------------------------------------
+    r = req(ch, "rel.write", template="Users", op="delete", id=str(bob_id))
+    expect_error(r, "CONFLICT", "deleting a user who still has orders (foreign key)")
+    r = req(ch, "rel.write", template="Orders", op="delete", id=str(order3_id))
+    check(ok(r), "Orders/delete bob's order ok: " + show(r))
+    check(len(rows(r)) == 1 and rows(r)[0].get("id") == order3_id, "delete returns the id: " + show(r))
+    r = req(ch, "rel.read", template="Orders", op="fetch", id=str(order3_id))
+    expect_error(r, "NOT_FOUND", "fetch of the deleted order by id")
+    r = req(ch, "rel.write", template="Users", op="delete", id=str(bob_id))
+    check(ok(r) and len(rows(r)) == 1 and rows(r)[0].get("id") == bob_id, "Users/delete bob ok: " + show(r))
+    r = req(ch, "rel.read", template="Users", op="fetch", id=str(bob_id))
+    expect_error(r, "NOT_FOUND", "fetch of the deleted user by id")
+    r = req(ch, "rel.write", template="Users", op="delete", id=str(bob_id))
+    expect_error(r, "NOT_FOUND", "deleting the deleted user again")
+    r = req(ch, "rel.read", template="Users", op="count")
+    check(ok(r) and r.get("count") == 3, "count after the delete -> 3: " + show(r))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--beds", required=True)
+    ap.add_argument("--servers", required=True)
+    args = ap.parse_args()
+
+    amqp_port = int(os.environ.get("BEDS_AMQP_PORT", "5699"))
+    db_port = int(os.environ.get("BEDS_MARIADB_PORT", "3399"))
+    suffix = str(os.getpid())
+    vhost = "e2e-rel-" + suffix
+    database = "e2e_rel_" + suffix
+    schema = sorted(glob.glob(os.path.join(ROOT, "schema", "mariadb", "*.sql")))
+    check(len(schema) >= 2, "schema files found: %s" % [os.path.basename(s) for s in schema])
+    subprocess.run([args.servers, "database", database] + schema, check=True)
+    subprocess.run([args.servers, "vhost", vhost], check=True)
+
+    with tempfile.TemporaryDirectory() as conf:
+        with open(os.path.join(conf, "beds.toml"), "w") as f:
+            f.write(f"""
+[node]
+name = "relnode"
+[broker_services.app_server]
+host = "127.0.0.1"
+port = {amqp_port}
+vhost = "{vhost}"
+pass = "guest"
+[databases.main]
+engine = "mariadb"
+host = "127.0.0.1"
+port = {db_port}
+user = "beds"
+pass = "beds"
+database = "{database}"
+[templates]
+dir = {json.dumps(os.path.join(ROOT, "templates"))}
+[brokers.rBroker]
+instances = 2
+bindings = ["sys.read", "rel.read"]
+max_retries = 1
+retry_backoff_ms = [50]
+[brokers.wBroker]
+instances = 2
+bindings = ["rel.write"]
+max_retries = 1
+retry_backoff_ms = [50]
+""")
+        log = open(os.path.join(conf, "beds.log"), "w+", errors="replace")
+        node = subprocess.Popen([args.beds, "run", "--config-dir", conf], stderr=log)
+        try:
+            params = pika.ConnectionParameters(host="127.0.0.1", port=amqp_port, virtual_host=vhost,
+                                               credentials=pika.PlainCredentials("guest", "guest"))
+            conn = pika.BlockingConnection(params)
+            # The node declares beds.events at IPL; publishing before that would close the channel.
+            deadline = time.time() + 30
+            while True:
+                ch = conn.channel()
+                try:
+                    ch.exchange_declare("beds.events", passive=True)
+                    break
+                except pika.exceptions.ChannelClosedByBroker:
+                    if time.time() > deadline or node.poll() is not None:
+                        raise
+                    time.sleep(0.1)
+
+            ping = None
+            deadline = time.time() + 30
+            while ping is None and time.time() < deadline and node.poll() is None:
+                ping = rpc(ch, "sys.read", json.dumps({"template": "sys", "op": "ping"}), timeout=1.0)
+            check(ping is not None and ping.get("ok") is True, "sys/ping answered")
+
+            describe = rpc(ch, "sys.read", json.dumps({"template": "sys", "op": "describe"}))
+            names = {t.get("name") for t in describe["data"]["templates"]} if ok(describe) else set()
+            check({"Users", "Orders"} <= names, "sys/describe lists Users and Orders: %s" % sorted(names))
+
+            if ping is not None:
+                run_checks(ch, suffix)
+
+            bye = rpc(ch, "admin.shutdown.relnode",
+                      json.dumps({"template": "admin", "op": "shutdown", "data": {"mode": "drain"}}))
+            check(bye is not None and bye.get("ok") is True, "admin.shutdown answered")
+            conn.close()
+            exit_code = node.wait(timeout=30)
+            check(exit_code == 0, "beds exited 0 after admin.shutdown (got %s)" % exit_code)
+        except Exception as e:  # a crash of the test itself is a failure, with the node's log below
+            check(False, "test raised %s: %s" % (type(e).__name__, e))
+        finally:
+            if node.poll() is None:
+                node.terminate()
+                node.wait(timeout=30)
+            if FAILURES:
+                log.seek(0)
+                sys.stderr.write(log.read()[-6000:])
+            log.close()
+    print("%d passed, %d failed" % (CHECKS[0] - len(FAILURES), len(FAILURES)))
+    return 1 if FAILURES else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

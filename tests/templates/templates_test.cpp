@@ -1,0 +1,197 @@
+// Template loading (every rule of TEMPLATES.md, with file and key in the message), bind-check
+// against a catalogue, and scaffold output that loads and binds.
+#include "templates/templates.hpp"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "core/lineage.hpp"
+
+namespace beds::templates {
+namespace {
+
+constexpr const char* kUsers = R"(name = "Users"
+class = "rel"
+tla = "usr"
+database = "main"
+
+[fields]
+id = { type = "int", key = true }
+email = { type = "string", required = true, max = 128 }
+created = { type = "datetime" }
+
+[ops.create]
+procedure = "usr_create"
+params = ["email"]
+[ops.fetch]
+view = "usr_v_users"
+where = ["id", "email"]
+order = ["id", "created"]
+max_limit = 500
+[ops.update]
+procedure = "usr_update"
+params = ["id", "email"]
+[ops.delete]
+procedure = "usr_delete"
+params = ["id"]
+[ops.calls.report]
+procedure = "usr_report"
+params = ["min_purchases"]
+out = ["total"]
+kind = "read"
+)";
+
+void ExpectError(std::string_view text, std::string_view fragment,
+                 const std::string& file = "templates/usr_users_rel.toml") {
+  auto t = Parse(text, file);
+  ASSERT_FALSE(t) << "accepted; expected: " << fragment;
+  EXPECT_EQ(t.error().code, Code::kValidation);
+  EXPECT_NE(t.error().message.find(fragment), std::string::npos) << t.error().message;
+}
+
+// A top-level key must come before the first table.
+std::string With(std::string_view extra) { return std::string(extra) + std::string(kUsers); }
+std::string Replace(std::string text, std::string_view from, std::string_view to) {
+  const size_t at = text.find(from);
+  if (at != std::string::npos) text.replace(at, from.size(), to);
+  return text;
+}
+
+TEST(Parse, TheExampleLoads) {
+  auto t = Parse(kUsers, "templates/usr_users_rel.toml");
+  ASSERT_TRUE(t) << t.error().message;
+  EXPECT_EQ(t->name, "Users");
+  EXPECT_EQ(t->route, "rel");
+  ASSERT_NE(t->Key(), nullptr);
+  EXPECT_EQ(t->Key()->name, "id");
+  EXPECT_EQ(t->Field("email")->max, 128);
+  EXPECT_TRUE(t->Field("email")->required);
+  ASSERT_NE(t->Op("fetch"), nullptr);
+  EXPECT_TRUE(t->Op("fetch")->read);
+  EXPECT_FALSE(t->Op("create")->read);
+  // count reads the fetch view with the same filters
+  ASSERT_NE(t->Op("count"), nullptr);
+  EXPECT_EQ(t->Op("count")->view, "usr_v_users");
+  ASSERT_NE(t->Call("report"), nullptr);
+  EXPECT_TRUE(t->Call("report")->read);
+  EXPECT_EQ(t->Call("report")->out, std::vector<std::string>{"total"});
+}
+
+TEST(Parse, UnknownKeysNameFileLineAndKey) {
+  ExpectError(With("colour = \"red\"\n"), "templates/usr_users_rel.toml:");
+  ExpectError(With("colour = \"red\"\n"), "key 'colour': unknown key");
+  ExpectError(Replace(kUsers, "max_limit = 500", "max_limit = 500\nlimit = 3"),
+              "key 'ops.fetch.limit': unknown key");
+  ExpectError(Replace(kUsers, "key = true", "key = true, unique = true"),
+              "key 'fields.id.unique': unknown key");
+  ExpectError(Replace(kUsers, "[ops.delete]", "[ops.remove]"), "key 'ops.remove': unknown op");
+}
+
+TEST(Parse, TlaConvention) {
+  ExpectError(Replace(kUsers, "\"usr_create\"", "\"create_user\""),
+              "does not start with the template's TLA prefix \"usr_\"");
+  ExpectError(Replace(kUsers, "\"usr_v_users\"", "\"v_users\""), "key 'ops.fetch.view'");
+  ExpectError(kUsers, "file name must start with \"usr_\"", "templates/users_rel.toml");
+  ExpectError(Replace(kUsers, "tla = \"usr\"", "tla = \"USR\""), "three lowercase letters");
+  ExpectError(Replace(kUsers, "\"usr_create\"", "\"usr_create; DROP\""), "database object name");
+}
+
+TEST(Parse, FieldsAndOps) {
+  ExpectError(Replace(kUsers, "type = \"datetime\"", "type = \"timestamp\""),
+              "key 'fields.created.type': unknown type \"timestamp\"");
+  ExpectError(Replace(kUsers, "where = [\"id\", \"email\"]", "where = [\"id\", \"phone\"]"),
+              "key 'ops.fetch.where': \"phone\" is not a declared field");
+  ExpectError(Replace(kUsers, "params = [\"email\"]", "params = [\"email\", \"phone\"]"),
+              "key 'ops.create.params': \"phone\" is not a declared field");
+  ExpectError(Replace(kUsers, "max_limit = 500", "max_limit = 0"), "key 'ops.fetch.max_limit'");
+  ExpectError(Replace(kUsers, "kind = \"read\"", "kind = \"sometimes\""), "expected \"read\"");
+  ExpectError(Replace(kUsers, "params = [\"id\"]", "params = []"),
+              "ops.delete.params': must include the key field \"id\"");
+  ExpectError(Replace(kUsers, "id = { type = \"int\", key = true }", "id = { type = \"int\" }"),
+              "update and delete need a field with key = true");
+  ExpectError(Replace(kUsers, "name = \"Users\"", "name = \"sys\""), "\"sys\" is reserved");
+  ExpectError(Replace(kUsers, "class = \"rel\"", "class = \"graph\""), "expected \"rel\" or \"rec\"");
+  ExpectError("name = \"Users\"\nclass = \"rel\"\ntla = \"usr\"\n", "key 'database': is required");
+  ExpectError("name = [", "templates/usr_users_rel.toml:1");
+}
+
+Schema Catalogue() {
+  Schema s;
+  s.procedures["usr_create"] = {"usr_create", {{"p_email", "IN", "varchar"}}};
+  s.procedures["usr_update"] = {"usr_update", {{"p_id", "IN", "bigint"}, {"p_email", "IN", "varchar"}}};
+  s.procedures["usr_delete"] = {"usr_delete", {{"p_id", "IN", "bigint"}}};
+  s.procedures["usr_report"] = {"usr_report",
+                                {{"p_min_purchases", "IN", "int"}, {"p_total", "OUT", "decimal"}}};
+  s.views["usr_v_users"] = {
+      "usr_v_users",
+      {{"id", "bigint", false}, {"email", "varchar", false}, {"created", "datetime", false}}};
+  return s;
+}
+
+TEST(BindCheck, BoundWhenEverythingMatches) {
+  auto t = Parse(kUsers, "templates/usr_users_rel.toml");
+  ASSERT_TRUE(t);
+  EXPECT_TRUE(BindCheck(*t, Catalogue()).empty());
+}
+
+TEST(BindCheck, ReportsMissingObjectsCountsAndColumns) {
+  auto t = Parse(kUsers, "templates/usr_users_rel.toml");
+  ASSERT_TRUE(t);
+  Schema s = Catalogue();
+  s.procedures.erase("usr_delete");
+  s.procedures["usr_report"].params.pop_back();
+  s.views["usr_v_users"].columns.pop_back();
+  const auto problems = BindCheck(*t, s);
+  auto has = [&](std::string_view what) {
+    for (const auto& p : problems) {
+      if (p.find(what) != std::string::npos) return true;
+    }
+    return false;
+  };
+  EXPECT_TRUE(has("Users/delete: procedure usr_delete does not exist"));
+  EXPECT_TRUE(has("procedure usr_report takes 1 IN and 0 OUT/INOUT parameters; the template "
+                  "declares 1 and 1"));
+  EXPECT_TRUE(has("view usr_v_users has no column created"));
+  EXPECT_EQ(problems.size(), 3u) << ::testing::PrintToString(problems);
+}
+
+TEST(Scaffold, WritesATemplateThatLoadsAndBinds) {
+  auto text = Scaffold("usr", "main", Catalogue());
+  ASSERT_TRUE(text) << text.error().message;
+  auto t = Parse(*text, "templates/usr_scaffold_rel.toml");
+  ASSERT_TRUE(t) << t.error().message << "\n" << *text;
+  EXPECT_TRUE(BindCheck(*t, Catalogue()).empty()) << *text;
+  EXPECT_EQ(t->Key()->name, "id");  // the delete procedure's parameter, prefix dropped
+  EXPECT_EQ(t->Op("create")->params, std::vector<std::string>{"email"});
+  ASSERT_NE(t->Call("report"), nullptr);
+  EXPECT_EQ(t->Call("report")->out, std::vector<std::string>{"total"});
+  EXPECT_FALSE(Scaffold("abc", "main", Catalogue()));
+}
+
+TEST(LoadDir, LoadsEveryFileAndRefusesDuplicateNames) {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::temp_directory_path() / ("beds-templates-" + NewGuid());
+  fs::create_directories(dir);
+  std::ofstream(dir / "usr_users_rel.toml") << kUsers;
+  std::ofstream(dir / "README.md") << "not a template";
+  auto all = LoadDir(dir.string());
+  ASSERT_TRUE(all) << all.error().message;
+  EXPECT_EQ(all->size(), 1u);
+  std::ofstream(dir / "usr_again_rel.toml") << kUsers;
+  auto twice = LoadDir(dir.string());
+  ASSERT_FALSE(twice);
+  EXPECT_NE(twice.error().message.find("\"Users\" is already defined in"), std::string::npos);
+  EXPECT_FALSE(LoadDir((dir / "missing").string()));
+  fs::remove_all(dir);
+}
+
+TEST(LoadDir, TheRepositoryTemplatesLoad) {
+  auto all = LoadDir(std::string(BEDS_SOURCE_DIR) + "/templates");
+  ASSERT_TRUE(all) << all.error().message;
+  EXPECT_GE(all->size(), 2u);
+}
+
+}  // namespace
+}  // namespace beds::templates
