@@ -4,14 +4,26 @@
 // each acking after it publishes the reply, as BEDS workers do). Rounds alternate baseline and
 // BEDS so that machine noise hits both alike; the medians and their ratio are printed.
 //
+// --mode ping (the default) sends sys/ping; the baseline echoes the body back.
+// --mode rel sends Users/call get for N rows it creates through BEDS if they are missing; each
+// baseline consumer runs the same prepared CALL usr_get(?) on a MariaDB connection of its own and
+// replies with the row, so the difference is what BEDS adds around the database round trip.
+//
 //   beds-bench --config-dir config --inflight 64 --body-bytes 256 --duration-s 10 --rounds 3
+//   beds-bench --config-dir config --mode rel --rows 1000 --inflight 64
+#include <mysql.h>
+
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <atomic>
+#include <boost/json.hpp>
+#include <charconv>
 #include <chrono>
 #include <cstdio>
+#include <functional>
 #include <iostream>
 #include <map>
+#include <memory>
 #include <thread>
 #include <vector>
 
@@ -24,9 +36,14 @@ namespace {
 
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
+namespace json = boost::json;
 
 constexpr const char* kEchoKey = "bench.echo";
 constexpr const char* kEchoQueue = "beds.bench.echo";
+constexpr const char* kRelEchoKey = "bench.rel";
+constexpr const char* kRelEchoQueue = "beds.bench.rel";
+constexpr int kFetchLimit = 500;  // templates/usr_users_rel.toml: [ops.fetch] max_limit
+constexpr int kCreateWindow = 64;
 
 struct Figures {
   double throughput = 0;  // replies per second
@@ -35,10 +52,154 @@ struct Figures {
   uint64_t errors = 0;
 };
 
-// The raw baseline: consume, publish the body back to reply_to, ack. Nothing else.
+[[noreturn]] void Die(const std::string& why) {
+  std::cerr << "beds-bench: " << why << "\n";
+  std::exit(3);
+}
+
+// What a baseline consumer does with one request body: its reply body. One per consumer thread.
+class Responder {
+ public:
+  virtual ~Responder() = default;
+  virtual std::string Reply(const std::string& request) = 0;
+};
+
+class EchoResponder : public Responder {
+ public:
+  std::string Reply(const std::string& request) override { return request; }
+};
+
+// The rel baseline's database side: BEDS's Users/call get without BEDS. The same prepared
+// CALL usr_get(?) on a connection of its own, prepared once, every result set drained, the row
+// sent back as JSON.
+class UsrGetResponder : public Responder {
+ public:
+  explicit UsrGetResponder(const beds::config::DatabaseSettings& db) {
+    mysql_ = mysql_init(nullptr);
+    if (!mysql_) Die("rel baseline: mysql_init failed");
+    mysql_optionsv(mysql_, MYSQL_SET_CHARSET_NAME, "utf8mb4");
+    // The node's master connection takes the socket when one is configured; so does this one.
+    const bool use_socket = !db.socket.empty();
+    if (!mysql_real_connect(mysql_, use_socket ? nullptr : db.host.c_str(), db.user.c_str(),
+                            db.pass.c_str(), db.database.c_str(), static_cast<unsigned>(db.port),
+                            use_socket ? db.socket.c_str() : nullptr, CLIENT_MULTI_RESULTS)) {
+      Die("rel baseline: database " + db.name + ": " + mysql_error(mysql_));
+    }
+    stmt_ = mysql_stmt_init(mysql_);
+    const std::string_view sql = "CALL usr_get(?)";
+    if (!stmt_ || mysql_stmt_prepare(stmt_, sql.data(), sql.size()) != 0) Fail("prepare");
+    // Bound once: execute reads id_ afresh each time.
+    MYSQL_BIND param{};
+    param.buffer_type = MYSQL_TYPE_LONGLONG;
+    param.buffer = &id_;
+    if (mysql_stmt_bind_param(stmt_, &param) != 0) Fail("bind");
+  }
+  ~UsrGetResponder() override {
+    if (stmt_) mysql_stmt_close(stmt_);
+    mysql_close(mysql_);
+  }
+  UsrGetResponder(const UsrGetResponder&) = delete;
+  UsrGetResponder& operator=(const UsrGetResponder&) = delete;
+
+  std::string Reply(const std::string& request) override {
+    // The same stack arena BEDS parses requests into, so neither side pays more for allocation.
+    unsigned char arena[4096];
+    json::monotonic_resource parse_memory(arena, sizeof(arena));
+    boost::system::error_code ec;
+    const json::value body = json::parse(request, ec, &parse_memory);
+    const json::object* envelope = ec ? nullptr : body.if_object();
+    const json::value* id = envelope ? envelope->if_contains("id") : nullptr;
+    const json::string* text = id ? id->if_string() : nullptr;
+    if (!text || std::from_chars(text->data(), text->data() + text->size(), id_).ec != std::errc())
+      Die("rel baseline: a request without a numeric id: " + request);
+    if (mysql_stmt_execute(stmt_) != 0) Fail("execute");
+    json::array rows;
+    while (true) {
+      const unsigned fields = mysql_stmt_field_count(stmt_);
+      if (fields > 0) BindResult(fields);
+      while (fields > 0) {
+        const int rc = mysql_stmt_fetch(stmt_);
+        if (rc == MYSQL_NO_DATA) break;
+        if (rc == 1) Fail("fetch");
+        json::object row;
+        for (unsigned i = 0; i < fields; ++i) {
+          Column& c = columns_[i];
+          if (c.is_null) {
+            row[c.name] = nullptr;
+            continue;
+          }
+          if (c.length > c.buffer.size()) {  // truncated: fetch it again into a buffer that fits
+            std::string big(c.length, '\0');
+            MYSQL_BIND again = binds_[i];
+            again.buffer = big.data();
+            again.buffer_length = big.size();
+            if (mysql_stmt_fetch_column(stmt_, &again, i, 0) != 0) Fail("fetch column");
+            row[c.name] = big;
+            continue;
+          }
+          row[c.name] = std::string_view(c.buffer.data(), c.length);
+        }
+        rows.push_back(std::move(row));
+      }
+      const int next = mysql_stmt_next_result(stmt_);
+      if (next == -1) break;
+      if (next > 0) Fail("next result");
+    }
+    return json::serialize(json::object{{"ok", true}, {"data", std::move(rows)}});
+  }
+
+ private:
+  struct Column {
+    std::string name;
+    std::string buffer = std::string(256, '\0');
+    unsigned long length = 0;
+    my_bool is_null = 0;
+    my_bool error = 0;
+  };
+
+  [[noreturn]] void Fail(const char* what) {
+    Die(std::string("rel baseline: CALL usr_get(?) ") + what + ": " +
+        (stmt_ ? mysql_stmt_error(stmt_) : mysql_error(mysql_)));
+  }
+
+  // Every column as text, which is all a JSON reply needs.
+  void BindResult(unsigned fields) {
+    MYSQL_RES* meta = mysql_stmt_result_metadata(stmt_);
+    if (!meta) Fail("result metadata");
+    const MYSQL_FIELD* f = mysql_fetch_fields(meta);
+    columns_.resize(fields);
+    binds_.assign(fields, MYSQL_BIND{});
+    for (unsigned i = 0; i < fields; ++i) {
+      Column& c = columns_[i];
+      c.name = f[i].name;
+      MYSQL_BIND& b = binds_[i];
+      b.buffer_type = MYSQL_TYPE_STRING;
+      b.buffer = c.buffer.data();
+      b.buffer_length = c.buffer.size();
+      b.length = &c.length;
+      b.is_null = &c.is_null;
+      b.error = &c.error;
+    }
+    mysql_free_result(meta);
+    if (mysql_stmt_bind_result(stmt_, binds_.data()) != 0) Fail("bind result");
+  }
+
+  MYSQL* mysql_ = nullptr;
+  MYSQL_STMT* stmt_ = nullptr;
+  long long id_ = 0;
+  std::vector<Column> columns_;
+  std::vector<MYSQL_BIND> binds_;
+};
+
+using ResponderFactory = std::function<std::unique_ptr<Responder>()>;
+
+// The raw baseline: consume, publish the responder's reply to reply_to, ack. Nothing else.
 class EchoServer {
  public:
-  EchoServer(const beds::config::AmqpSettings& amqp, int workers, int prefetch) {
+  // make_responder runs on each consumer's own thread, before that consumer counts as ready.
+  EchoServer(const beds::config::AmqpSettings& amqp, std::string key, std::string queue,
+             int workers, int prefetch, ResponderFactory make_responder)
+      : key_(std::move(key)), queue_(std::move(queue)), make_responder_(std::move(make_responder)) {
     for (int i = 0; i < workers; ++i) {
       threads_.emplace_back([this, amqp, prefetch] { Run(amqp, prefetch); });
     }
@@ -60,25 +221,29 @@ class EchoServer {
     beds::amqp::QueueOptions q;
     q.durable = false;
     q.auto_delete = true;
-    if (!beds::amqp::DeclareExchanges(conn) || !conn.DeclareQueue(kEchoQueue, q) ||
-        !conn.BindQueue(kEchoQueue, beds::amqp::kEventsExchange, kEchoKey) ||
-        !conn.Qos(static_cast<uint16_t>(prefetch)) || !conn.Consume(kEchoQueue, false)) {
+    if (!beds::amqp::DeclareExchanges(conn) || !conn.DeclareQueue(queue_, q) ||
+        !conn.BindQueue(queue_, beds::amqp::kEventsExchange, key_) ||
+        !conn.Qos(static_cast<uint16_t>(prefetch)) || !conn.Consume(queue_, false)) {
       std::cerr << "echo server: cannot set up its queue\n";
       std::exit(3);
     }
+    const std::unique_ptr<Responder> responder = make_responder_();
     ready_.fetch_add(1);
     while (!stop_) {
       auto d = conn.Next(100ms);
       if (!d) std::exit(3);
       if (!*d) continue;
       beds::amqp::Message reply;
-      reply.body = (*d)->message.body;
+      reply.body = responder->Reply((*d)->message.body);
       reply.correlation_id = (*d)->message.correlation_id;
       if (!conn.Publish("", (*d)->message.reply_to, reply) || !conn.Ack((*d)->delivery_tag))
         std::exit(3);
     }
   }
 
+  const std::string key_;
+  const std::string queue_;
+  const ResponderFactory make_responder_;
   std::atomic<bool> stop_{false};
   std::atomic<int> ready_{0};
   std::vector<std::thread> threads_;
@@ -91,9 +256,10 @@ double Percentile(std::vector<double>& v, double p) {
   return v[i];
 }
 
-// Keeps `inflight` requests outstanding for warmup + duration; measures only after the warmup.
+// Keeps `inflight` requests outstanding for warmup + duration, sending `bodies` in turn; measures
+// only after the warmup.
 Figures Load(const beds::config::AmqpSettings& amqp, const std::string& key,
-             const std::string& body, int inflight, std::chrono::seconds warmup,
+             const std::vector<std::string>& bodies, int inflight, std::chrono::seconds warmup,
              std::chrono::seconds duration) {
   auto client = beds::client::Client::Connect(amqp);
   if (!client) {
@@ -104,6 +270,7 @@ Figures Load(const beds::config::AmqpSettings& amqp, const std::string& key,
   std::vector<double> latencies;
   latencies.reserve(1 << 20);
   Figures f;
+  size_t next_body = 0;
   const auto start = Clock::now();
   const auto measure_from = start + warmup;
   const auto end = measure_from + duration;
@@ -112,11 +279,12 @@ Figures Load(const beds::config::AmqpSettings& amqp, const std::string& key,
     const auto now = Clock::now();
     if (now >= end) sending = false;
     while (sending && static_cast<int>(sent.size()) < inflight) {
-      auto id = (*client)->Send(key, body);
+      auto id = (*client)->Send(key, bodies[next_body]);
       if (!id) {
         std::cerr << "send: " << id.error().message << "\n";
         std::exit(3);
       }
+      if (++next_body == bodies.size()) next_body = 0;
       sent.emplace(*id, Clock::now());
     }
     if (sent.empty()) break;
@@ -140,6 +308,93 @@ Figures Load(const beds::config::AmqpSettings& amqp, const std::string& key,
   f.p99_us = Percentile(latencies, 0.99);
   f.p999_us = Percentile(latencies, 0.999);
   return f;
+}
+
+std::string BenchEmail(int k) { return "bench" + std::to_string(k) + "@example.org"; }
+
+// A reply's data array, or the end of the run: a bench that reads rows it could not set up
+// would measure errors.
+json::array ReplyData(const std::string& what, const std::string& reply) {
+  boost::system::error_code ec;
+  json::value v = json::parse(reply, ec);
+  const json::object* o = ec ? nullptr : v.if_object();
+  const json::value* ok = o ? o->if_contains("ok") : nullptr;
+  const json::value* data = o ? o->if_contains("data") : nullptr;
+  if (!ok || !ok->is_bool() || !ok->get_bool() || !data || !data->is_array())
+    Die(what + " failed: " + reply);
+  return data->get_array();
+}
+
+// The ids of the rows bench1..bench<rows>@example.org: those already there are looked up, the
+// rest created through BEDS (so a second run against the same database reads the same rows).
+std::vector<int64_t> EnsureRows(const beds::config::AmqpSettings& amqp, int rows) {
+  auto client = beds::client::Client::Connect(amqp);
+  if (!client) Die("client: " + client.error().message);
+  std::vector<int64_t> ids(static_cast<size_t>(rows), 0);
+  for (int first = 1; first <= rows; first += kFetchLimit) {
+    json::array emails;
+    for (int k = first; k <= std::min(rows, first + kFetchLimit - 1); ++k)
+      emails.push_back(json::string(BenchEmail(k)));
+    const json::object request{{"template", "Users"},
+                               {"op", "fetch"},
+                               {"where", {{"email", {{"in", std::move(emails)}}}}},
+                               {"limit", kFetchLimit}};
+    auto r = (*client)->Call("rel.read", json::serialize(request), 10s);
+    if (!r) Die("Users/fetch of the bench rows: " + r.error().message);
+    for (const json::value& row : ReplyData("Users/fetch of the bench rows", r->body)) {
+      const std::string email(row.at("email").as_string());
+      int k = 0;
+      std::from_chars(email.data() + 5, email.data() + email.size(), k);
+      if (k >= 1 && k <= rows) ids[static_cast<size_t>(k - 1)] = row.at("id").to_number<int64_t>();
+    }
+  }
+  // Creates go out kCreateWindow at a time: the write pool commits them side by side.
+  beds::client::SendOptions write;
+  write.delivery_mode = 2;
+  std::map<std::string, int> creating;  // correlation id -> k
+  int created = 0;
+  for (int k = 1; k <= rows || !creating.empty();) {
+    for (; k <= rows && static_cast<int>(creating.size()) < kCreateWindow; ++k) {
+      if (ids[static_cast<size_t>(k - 1)] != 0) continue;
+      const json::object request{
+          {"template", "Users"},
+          {"op", "create"},
+          {"data", {{"email", BenchEmail(k)}, {"name", "Bench " + std::to_string(k)}}}};
+      auto id = (*client)->Send("rel.write", json::serialize(request), write);
+      if (!id) Die("Users/create: " + id.error().message);
+      creating.emplace(*id, k);
+    }
+    if (creating.empty()) continue;
+    auto r = (*client)->Receive(10s);
+    if (!r) Die("Users/create: " + r.error().message);
+    if (!*r) Die("Users/create: no reply within 10 s");
+    auto it = creating.find((*r)->correlation_id);
+    if (it == creating.end()) continue;
+    const std::string what = "Users/create of " + BenchEmail(it->second);
+    const json::array data = ReplyData(what, (*r)->body);
+    if (data.empty() || !data[0].is_object() || !data[0].as_object().contains("id"))
+      Die(what + " returned no row: " + (*r)->body);
+    ids[static_cast<size_t>(it->second - 1)] = data[0].at("id").to_number<int64_t>();
+    creating.erase(it);
+    ++created;
+  }
+  std::printf("rel rows: %d present, %d created\n", rows - created, created);
+  return ids;
+}
+
+// One read on each side before measuring: both must answer with the row, or the figures would
+// compare error paths.
+void CheckRead(const beds::config::AmqpSettings& amqp, const char* what, const std::string& key,
+               const std::string& body, const std::string& email) {
+  auto client = beds::client::Client::Connect(amqp);
+  if (!client) Die("client: " + client.error().message);
+  auto r = (*client)->Call(key, body, 10s);
+  if (!r) Die(std::string(what) + " read: " + r.error().message);
+  const json::array data = ReplyData(std::string(what) + " read", r->body);
+  const json::object* row = data.empty() ? nullptr : data[0].if_object();
+  const json::value* got = row ? row->if_contains("email") : nullptr;
+  if (!got || !got->is_string() || got->get_string() != email)
+    Die(std::string(what) + " read did not return " + email + ": " + r->body);
 }
 
 void Print(const char* what, int round, const Figures& f) {
@@ -170,21 +425,28 @@ Figures Median(std::vector<Figures> v) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"beds-bench: sys/ping through beds beside a bare rabbitmq-c echo baseline"};
+  CLI::App app{
+      "beds-bench: sys/ping or a REL point read through beds beside a bare rabbitmq-c baseline"};
   std::string config_dir = "config";
   std::string env;
   std::string broker = "rBroker";
+  std::string mode = "ping";
   int inflight = 64;
   int body_bytes = 256;
+  int rows = 1000;
   int duration_s = 10;
   int warmup_s = 2;
   int rounds = 3;
   app.add_option("--config-dir", config_dir,
-                 "the config the running node uses (broker, pool size)");
+                 "the config the running node uses (broker, pool size, database)");
   app.add_option("--env", env, "environment name");
-  app.add_option("--broker", broker, "the node's broker pool that serves sys.read");
+  app.add_option("--broker", broker, "the node's broker pool that serves sys.read and rel.read");
+  app.add_option("--mode", mode, "ping: sys/ping vs an echo; rel: Users/call get vs CALL usr_get")
+      ->check(CLI::IsMember({"ping", "rel"}));
   app.add_option("--inflight,-w", inflight, "requests kept in flight (W)");
-  app.add_option("--body-bytes", body_bytes, "request body size");
+  app.add_option("--body-bytes", body_bytes, "request body size (ping mode)");
+  app.add_option("--rows", rows, "rows read in turn (rel mode); created if missing")
+      ->check(CLI::Range(1, 1000000));
   app.add_option("--duration-s", duration_s, "measured seconds per round");
   app.add_option("--warmup-s", warmup_s, "unmeasured seconds before each round");
   app.add_option("--rounds", rounds, "alternating baseline/BEDS rounds");
@@ -202,23 +464,62 @@ int main(int argc, char** argv) {
     std::cerr << "beds-bench: no [brokers." << broker << "] in the config\n";
     return 2;
   }
-  // Both sides get the same body size: a ping envelope padded with data.pad.
-  std::string body = R"({"template":"sys","op":"ping","data":{"pad":""}})";
-  if (static_cast<int>(body.size()) < body_bytes)
-    body.insert(body.size() - 3, body_bytes - body.size(), 'x');
 
-  std::printf(
-      "beds-bench: W=%d, %zu-byte bodies, %d s x %d rounds; baseline = %d echo consumers, prefetch "
-      "%d\n",
-      inflight, body.size(), duration_s, rounds, pool->instances, pool->prefetch);
+  std::string beds_key = "sys.read";
+  std::string echo_key = kEchoKey;
+  std::string echo_queue = kEchoQueue;
+  std::vector<std::string> bodies;
+  ResponderFactory make_responder = [] { return std::make_unique<EchoResponder>(); };
+  if (mode == "ping") {
+    // Both sides get the same body size: a ping envelope padded with data.pad.
+    std::string body = R"({"template":"sys","op":"ping","data":{"pad":""}})";
+    if (static_cast<int>(body.size()) < body_bytes)
+      body.insert(body.size() - 3, body_bytes - body.size(), 'x');
+    bodies.push_back(std::move(body));
+    std::printf(
+        "beds-bench: mode ping (sys/ping), W=%d, %zu-byte bodies, %d s x %d rounds; baseline = %d "
+        "echo consumers, prefetch %d\n",
+        inflight, bodies[0].size(), duration_s, rounds, pool->instances, pool->prefetch);
+  } else {
+    const auto db = config->databases.find("main");
+    if (db == config->databases.end()) {
+      std::cerr << "beds-bench: rel mode needs [databases.main] (the Users template's)\n";
+      return 2;
+    }
+    const std::vector<int64_t> ids = EnsureRows(config->amqp, rows);
+    for (const int64_t id : ids) {
+      bodies.push_back(R"({"template":"Users","op":"call","call":"get","id":")" +
+                       std::to_string(id) + R"("})");
+    }
+    beds_key = "rel.read";
+    echo_key = kRelEchoKey;
+    echo_queue = kRelEchoQueue;
+    // Consumer threads open their connections concurrently; the library must be set up first.
+    if (mysql_library_init(0, nullptr, nullptr) != 0) Die("mysql_library_init failed");
+    make_responder = [settings = db->second] {
+      return std::make_unique<UsrGetResponder>(settings);
+    };
+    std::printf(
+        "beds-bench: mode rel (Users/call get -> CALL usr_get(?)), W=%d, %d rows, %d s x %d "
+        "rounds; baseline = %d echo consumers each with its own MariaDB connection and prepared "
+        "CALL, prefetch %d\n",
+        inflight, rows, duration_s, rounds, pool->instances, pool->prefetch);
+  }
+  std::fflush(stdout);
+
   std::vector<Figures> base, beds;
   {
-    EchoServer echo(config->amqp, pool->instances, pool->prefetch);
+    EchoServer echo(config->amqp, echo_key, echo_queue, pool->instances, pool->prefetch,
+                    make_responder);
+    if (mode == "rel") {
+      CheckRead(config->amqp, "baseline", echo_key, bodies[0], BenchEmail(1));
+      CheckRead(config->amqp, "beds", beds_key, bodies[0], BenchEmail(1));
+    }
     for (int r = 1; r <= rounds; ++r) {
-      base.push_back(Load(config->amqp, kEchoKey, body, inflight, std::chrono::seconds(warmup_s),
+      base.push_back(Load(config->amqp, echo_key, bodies, inflight, std::chrono::seconds(warmup_s),
                           std::chrono::seconds(duration_s)));
       Print("baseline", r, base.back());
-      beds.push_back(Load(config->amqp, "sys.read", body, inflight, std::chrono::seconds(warmup_s),
+      beds.push_back(Load(config->amqp, beds_key, bodies, inflight, std::chrono::seconds(warmup_s),
                           std::chrono::seconds(duration_s)));
       Print("beds", r, beds.back());
     }
@@ -231,6 +532,10 @@ int main(int argc, char** argv) {
               m.throughput, m.p50_us, m.p99_us, m.p999_us);
   std::printf("ratio    beds/baseline throughput %.3f; p50 difference %+.0f us\n",
               b.throughput > 0 ? m.throughput / b.throughput : 0.0, m.p50_us - b.p50_us);
+  if (b.errors > 0) {
+    std::printf("the baseline answered %lu requests with an error\n",
+                static_cast<unsigned long>(b.errors));
+  }
   if (m.errors > 0) {
     std::printf("beds answered %lu requests with an error\n", static_cast<unsigned long>(m.errors));
     return 1;

@@ -1,20 +1,32 @@
 #!/usr/bin/env bash
-# Runs beds-bench against a fresh node: throwaway servers (ports 5696/3396, data under
-# var/bench/), the Release build, one `beds` node from config/ (its rBroker pool serves the pings), then
-# W=64 and W=1 with 256-byte bodies. Everything it started is stopped at the end.
+# Runs beds-bench against a fresh node: throwaway servers (ports 5695/3395, data under
+# var/bench/), the Release build, the schema/mariadb/ objects loaded into the node's database, one
+# `beds` node from config/ (its rBroker pool serves the pings and the REL reads), then both modes at
+# W=64 and W=1: ping with 256-byte bodies, and rel (Users/call get over 1000 rows). Everything it
+# started is stopped at the end.
 #   bench/run.sh [--duration-s N] [--rounds N]   (extra flags go to beds-bench)
+#   BEDS_BENCH_NO_BUILD=1 bench/run.sh …          (use build/ as it is: someone else builds it)
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
-scripts/install-deps.sh >/dev/null
-scripts/build.sh "$root/build" >/dev/null
+if [[ -z ${BEDS_BENCH_NO_BUILD:-} ]]; then
+  scripts/install-deps.sh >/dev/null
+  scripts/build.sh "$root/build" >/dev/null
+fi
 
 source "$root/scripts/lib/local-node.sh"
-local_node_servers bench 5696 3396 4396
+local_node_servers bench 5695 3395 4395
+# Before the node starts: its IPL checks the Users template against these objects. `beds` is
+# [databases.main] database in config/beds.toml.
+scripts/servers.sh database beds schema/mariadb/*.sql
 export BEDS__LOGGING__LEVEL=warn
 local_node_start
 
-for w in 64 1; do
-  echo
-  build/beds-bench --config-dir config --inflight "$w" --body-bytes 256 "$@"
+for mode in ping rel; do
+  mode_flags=()
+  [[ $mode == ping ]] && mode_flags=(--body-bytes 256)
+  for w in 64 1; do
+    echo
+    build/beds-bench --config-dir config --mode "$mode" --inflight "$w" "${mode_flags[@]}" "$@"
+  done
 done

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The demo: on a fresh Debian machine, installs what BEDS needs, builds it (Release), starts a
-# throwaway RabbitMQ and MariaDB on loopback (ports 5697/3397, data under var/demo/), starts a
-# `beds` node from config/, and shows it working. Everything it started is stopped at the end.
+# throwaway RabbitMQ and MariaDB on loopback (ports 5697/3397, data under var/demo/), loads the
+# example domain (schema/mariadb/*.sql: Users, and Orders with a foreign key and a join view),
+# starts a `beds` node from config/ with templates/, and shows every operation over AMQP.
+# Everything it started is stopped at the end.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
@@ -26,6 +28,12 @@ bedsctl=("$root/build/bedsctl" --config-dir config)
 say "beds config check (merged config, secrets masked)"
 build/beds config check --config-dir config | head -12
 
+say "the DBA's objects: schema/mariadb/*.sql into database beds"
+scripts/servers.sh database beds schema/mariadb/*.sql
+ls schema/mariadb/
+say "beds template check (templates/*.toml bound against those objects)"
+build/beds template check --config-dir config
+
 say "starting the node: build/beds run --config-dir config (log: var/demo/beds.log)"
 local_node_start
 
@@ -33,7 +41,34 @@ say "1. sys/ping"
 "${bedsctl[@]}" ping | pretty
 say "2. sys/describe"
 "${bedsctl[@]}" describe | pretty
-say "3. a malformed message: answered BAD_REQUEST …"
+rel() { echo "-> $2"; "${bedsctl[@]}" request "$1" "$2" | pretty; }
+say "3. Users: create (the procedure usr_create), twice"
+rel rel.write '{"template": "Users", "op": "create", "data": {"email": "ann@example.org", "name": "Ann", "profile": {"tier": "gold"}}}'
+rel rel.write '{"template": "Users", "op": "create", "data": {"email": "bob@example.org", "name": "Robert'"'"'); DROP TABLE usr_users; --"}}'
+say "4. Orders: create (foreign key to Users; DECIMAL amounts travel as exact strings)"
+rel rel.write '{"template": "Orders", "op": "create", "data": {"user_id": 1, "amount": "12.50", "note": "first"}}'
+rel rel.write '{"template": "Orders", "op": "create", "data": {"user_id": 1, "amount": "87.25"}}'
+rel rel.write '{"template": "Orders", "op": "create", "data": {"user_id": 2, "amount": "5.00"}}'
+say "5. fetch: by id; and with filters, order and limit on the join view ord_v_orders"
+rel rel.read '{"template": "Users", "op": "fetch", "id": "1"}'
+rel rel.read '{"template": "Orders", "op": "fetch", "where": {"user_email": "ann@example.org", "amount": {"gte": "10"}}, "order": "-amount", "limit": 10}'
+say "6. count"
+rel rel.read '{"template": "Orders", "op": "count", "where": {"status": "new"}}'
+say "7. update (fields left out stay as they are)"
+rel rel.write '{"template": "Orders", "op": "update", "id": "1", "data": {"status": "paid"}}'
+say "8. call: a procedure with two result sets, and one with OUT parameters"
+rel rel.read '{"template": "Orders", "op": "call", "call": "user_summary", "data": {"user_id": 1}}'
+rel rel.read '{"template": "Users", "op": "call", "call": "rewards_report", "data": {"min_orders": 2, "min_amount": "50"}}'
+say "9. delete"
+rel rel.write '{"template": "Orders", "op": "delete", "id": "3"}'
+rel rel.read '{"template": "Orders", "op": "fetch", "id": "3"}' || true
+say "10. bad input gets a clear error and changes nothing"
+rel rel.write '{"template": "Users", "op": "create", "data": {"email": "ann@example.org"}}' || true
+rel rel.write '{"template": "Users", "op": "create", "data": {"name": "no email"}}' || true
+rel rel.read '{"template": "Users", "op": "fetch", "where": {"password": "x"}}' || true
+rel rel.write '{"template": "Orders", "op": "create", "data": {"user_id": 1, "amount": "-3"}}' || true
+rel rel.write '{"template": "Users", "op": "delete", "id": "1"}' || true
+say "11. a malformed message: answered BAD_REQUEST …"
 "${bedsctl[@]}" request sys.read '{"template": "sys", "op": ' | pretty || true
 say "   … and parked in beds.rBroker.dlq with its reason in x-beds-error"
 for _ in $(seq 1 50); do
@@ -42,7 +77,7 @@ for _ in $(seq 1 50); do
   sleep 0.1
 done
 echo "$out" | pretty
-say "4. admin.shutdown.appserver"
+say "12. admin.shutdown.appserver"
 "${bedsctl[@]}" shutdown appserver | pretty
 code=0
 wait "$node_pid" || code=$?

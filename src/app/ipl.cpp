@@ -145,16 +145,20 @@ Result<TemplateSet> LoadTemplates(const config::Config& c) {
     };
     auto db = c.databases.find(t.database);
     if (db == c.databases.end()) {
-      unavailable("database \"" + t.database + "\" is not configured ([databases." + t.database + "])");
+      unavailable("database \"" + t.database + "\" is not configured ([databases." + t.database +
+                  "])");
     } else if (t.kind == "rel" && db->second.engine != "mariadb") {
-      unavailable("a rel template needs a mariadb database; \"" + t.database + "\" is " + db->second.engine);
+      unavailable("a rel template needs a mariadb database; \"" + t.database + "\" is " +
+                  db->second.engine);
     } else if (t.kind == "rec") {
       unavailable("REC engines (" + db->second.engine + ") are not in this build yet");
     } else {
       auto it = schemas.find(t.database);
-      if (it == schemas.end()) it = schemas.emplace(t.database, adapters::mariadb::ReadSchema(db->second)).first;
+      if (it == schemas.end())
+        it = schemas.emplace(t.database, adapters::mariadb::ReadSchema(db->second)).first;
       if (!it->second) {
-        set.problems.push_back(t.name + " (" + t.file + "): not checked: " + it->second.error().message);
+        set.problems.push_back(t.name + " (" + t.file +
+                               "): not checked: " + it->second.error().message);
       } else {
         const auto problems = templates::BindCheck(t, *it->second);
         std::string all;

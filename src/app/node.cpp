@@ -62,10 +62,13 @@ Result<void> Node::Start() {
   if (!templates) return Fail(Code::kValidation, "templates: " + templates.error().message);
   for (const auto& problem : templates->problems) {
     if (c.node.production) return Fail(Code::kUnavailable, "template " + problem);
-    spdlog::error("IPL template {} (development mode: it answers UNAVAILABLE)", problem);
+    spdlog::error("IPL template {} (development mode: {})", problem,
+                  problem.find(": not checked: ") != std::string::npos ? "serving it unchecked"
+                                                                       : "it answers UNAVAILABLE");
   }
-  spdlog::info("IPL templates: {} loaded from {}, {} unavailable", templates->snapshot->by_name.size(),
-               c.templates.dir, templates->snapshot->unavailable.size());
+  spdlog::info("IPL templates: {} loaded from {}, {} unavailable",
+               templates->snapshot->by_name.size(), c.templates.dir,
+               templates->snapshot->unavailable.size());
   auto factory = MakeCoreFactory(c);
 
   // 6. Broker pools and the control loop.

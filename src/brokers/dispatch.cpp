@@ -70,9 +70,8 @@ json::object DescribeTemplate(const Template& t, const templates::Snapshot& snap
         {"kind", op.read ? "read" : "write"}, {"params", Names(op.params)}, {"out", Names(op.out)}};
   }
   if (!t.calls.empty()) ops.push_back("call");
-  json::object out{{"name", t.name},       {"class", t.kind},     {"route", t.route},
-                   {"tla", t.tla},         {"database", t.database}, {"ops", ops},
-                   {"fields", fields}};
+  json::object out{{"name", t.name},         {"class", t.kind}, {"route", t.route}, {"tla", t.tla},
+                   {"database", t.database}, {"ops", ops},      {"fields", fields}};
   if (!calls.empty()) out["calls"] = std::move(calls);
   if (const OpSpec* fetch = t.Op("fetch")) {
     out["filter_fields"] = Names(fetch->where);
@@ -150,7 +149,9 @@ Result<OpResult> DispatchHandler::RunTemplate(const Template& t, const protocol:
   const std::string& op = r.op;
   const OpSpec* spec = nullptr;
   if (op == "call") {
-    if (r.call.empty()) return std::unexpected(Error{Code::kValidation, "op call needs \"call\": the operation's name"});
+    if (r.call.empty())
+      return std::unexpected(
+          Error{Code::kValidation, "op call needs \"call\": the operation's name"});
     spec = t.Call(r.call);
     if (!spec) {
       return std::unexpected(Error{Code::kUnknownOp, "template '" + t.name + "' has no call '" +
@@ -160,18 +161,20 @@ Result<OpResult> DispatchHandler::RunTemplate(const Template& t, const protocol:
     spec = t.Op(op);
   }
   if (!spec) {
-    return std::unexpected(
-        Error{Code::kUnknownOp, "template '" + t.name + "' has no op '" + protocol::Excerpt(op) + "'"});
+    return std::unexpected(Error{
+        Code::kUnknownOp, "template '" + t.name + "' has no op '" + protocol::Excerpt(op) + "'"});
   }
-  if (auto it = info_->templates->unavailable.find(t.name); it != info_->templates->unavailable.end()) {
+  if (auto it = info_->templates->unavailable.find(t.name);
+      it != info_->templates->unavailable.end()) {
     return std::unexpected(Error{Code::kUnavailable, "template '" + t.name +
                                                          "' is not bound to its database objects; "
                                                          "an operator has been told why"});
   }
   NamasteCore* core = session_ ? session_->For(t) : nullptr;
   if (!core) {
-    return std::unexpected(Error{Code::kUnavailable, "template '" + t.name + "': database '" +
-                                                         t.database + "' has no adapter on this node"});
+    return std::unexpected(Error{
+        Code::kUnavailable,
+        "template '" + t.name + "': database '" + t.database + "' has no adapter on this node"});
   }
   const bool query = op == "fetch" || op == "count";
   if (query && !r.data.empty()) {
@@ -188,7 +191,8 @@ Result<OpResult> DispatchHandler::RunTemplate(const Template& t, const protocol:
     if (op == "count") return core->Count(t, *spec, *q);
     auto result = core->Fetch(t, *spec, *q);
     if (result && !r.id.empty() && result->data.empty()) {
-      return std::unexpected(Error{Code::kNotFound, t.name + " '" + protocol::Excerpt(r.id) + "' was not found"});
+      return std::unexpected(
+          Error{Code::kNotFound, t.name + " '" + protocol::Excerpt(r.id) + "' was not found"});
     }
     return result;
   }

@@ -46,12 +46,12 @@ struct IndexSpec {  // REC
 };
 
 struct Template {
-  std::string name;      // what clients put in "template"
-  std::string kind;      // "rel" | "rec" (the TOML key is `class`)
-  std::string tla;       // three lowercase letters; REL objects start with "{tla}_"
-  std::string route;     // routing-key prefix; default = kind
-  std::string database;  // a [databases.*] entry
-  std::string file;      // where it was loaded from, for messages
+  std::string name;                // what clients put in "template"
+  std::string kind;                // "rel" | "rec" (the TOML key is `class`)
+  std::string tla;                 // three lowercase letters; REL objects start with "{tla}_"
+  std::string route;               // routing-key prefix; default = kind
+  std::string database;            // a [databases.*] entry
+  std::string file;                // where it was loaded from, for messages
   std::string collection;          // REC
   std::vector<IndexSpec> indexes;  // REC
   std::vector<FieldSpec> fields;   // in declaration order

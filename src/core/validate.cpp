@@ -22,8 +22,8 @@ std::string Quoted(std::string_view name) { return "'" + std::string(name) + "'"
 
 size_t Utf8Length(std::string_view s) {
   // Boost.JSON has already rejected invalid UTF-8: count the bytes that start a character.
-  return static_cast<size_t>(
-      std::count_if(s.begin(), s.end(), [](char c) { return (static_cast<unsigned char>(c) & 0xC0) != 0x80; }));
+  return static_cast<size_t>(std::count_if(
+      s.begin(), s.end(), [](char c) { return (static_cast<unsigned char>(c) & 0xC0) != 0x80; }));
 }
 
 bool AllDigits(std::string_view s) {
@@ -147,7 +147,8 @@ std::optional<std::string> Base64Decode(std::string_view text) {
   for (size_t i = 0; i < text.size(); ++i) {
     const char c = text[i];
     const bool alnum = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
-    const bool pad = c == '=' && i >= text.size() - 2 && (i == text.size() - 1 || text.back() == '=');
+    const bool pad =
+        c == '=' && i >= text.size() - 2 && (i == text.size() - 1 || text.back() == '=');
     if (!alnum && c != '+' && c != '/' && !pad) return std::nullopt;
   }
   std::string out(text.size() / 4 * 3, '\0');
@@ -157,8 +158,10 @@ std::optional<std::string> Base64Decode(std::string_view text) {
   if (n < 0) return std::nullopt;
   // EVP_DecodeBlock counts the padding as zero bytes.
   size_t len = static_cast<size_t>(n);
-  if (text.ends_with("==")) len -= 2;
-  else if (text.ends_with('=')) len -= 1;
+  if (text.ends_with("=="))
+    len -= 2;
+  else if (text.ends_with('='))
+    len -= 1;
   out.resize(len);
   return out;
 }
@@ -211,7 +214,8 @@ Result<Value> ToValue(std::string_view name, const FieldSpec& field, const json:
     }
     case FieldType::kDatetime: {
       auto d = v.is_string() ? NormalizeDatetime(v.get_string()) : std::nullopt;
-      if (!d) return WrongType(name, field, v, "an ISO 8601 UTC time such as \"2026-11-24T17:07:20Z\"");
+      if (!d)
+        return WrongType(name, field, v, "an ISO 8601 UTC time such as \"2026-11-24T17:07:20Z\"");
       out.text = std::move(*d);
       return out;
     }
@@ -266,7 +270,8 @@ Result<Payload> ValidatePayload(const Template& t, const OpSpec& op, std::string
   for (const auto& [name, v] : data) {
     const FieldSpec* field = t.Field(name);
     if (!takes(name)) {
-      if (!field && !is_call) return std::unexpected(Error{Code::kValidation, "unknown field " + Quoted(name)});
+      if (!field && !is_call)
+        return std::unexpected(Error{Code::kValidation, "unknown field " + Quoted(name)});
       return std::unexpected(
           Error{Code::kValidation, "field " + Quoted(name) + " is not a parameter of " + what});
     }
@@ -297,7 +302,8 @@ Result<Payload> ValidatePayload(const Template& t, const OpSpec& op, std::string
       if (!f.required) continue;
       auto it = p.values.find(f.name);
       if (it == p.values.end() || it->second.null) {
-        return std::unexpected(Error{Code::kValidation, "field " + Quoted(f.name) + " is required"});
+        return std::unexpected(
+            Error{Code::kValidation, "field " + Quoted(f.name) + " is required"});
       }
     }
   }
@@ -333,13 +339,15 @@ Result<Query> ValidateQuery(const Template& t, const OpSpec& op, const QueryInpu
       if (v.get_object().empty()) return fail("filter " + Quoted(name) + " has no operator");
       for (const auto& [oper, operand] : v.get_object()) {
         static const std::pair<std::string_view, Filter::Op> kOps[] = {
-            {"gt", Filter::Op::kGt}, {"gte", Filter::Op::kGte}, {"lt", Filter::Op::kLt},
-            {"lte", Filter::Op::kLte}, {"in", Filter::Op::kIn}, {"eq", Filter::Op::kEq}};
+            {"gt", Filter::Op::kGt},   {"gte", Filter::Op::kGte}, {"lt", Filter::Op::kLt},
+            {"lte", Filter::Op::kLte}, {"in", Filter::Op::kIn},   {"eq", Filter::Op::kEq}};
         auto found = std::find_if(std::begin(kOps), std::end(kOps),
                                   [&](const auto& o) { return o.first == oper; });
         if (found == std::end(kOps)) {
-          return fail("filter " + Quoted(name) + ": unknown operator " + Quoted(oper.size() > 16 ? std::string(oper.substr(0, 16)) + "…" : std::string(oper)) +
-                      " (use gt, gte, lt, lte or in)");
+          return fail(
+              "filter " + Quoted(name) + ": unknown operator " +
+              Quoted(oper.size() > 16 ? std::string(oper.substr(0, 16)) + "…" : std::string(oper)) +
+              " (use gt, gte, lt, lte or in)");
         }
         Filter f{std::string(name), found->second, {}};
         if (f.op == Filter::Op::kIn) {
@@ -377,7 +385,8 @@ Result<Query> ValidateQuery(const Template& t, const OpSpec& op, const QueryInpu
       item.remove_prefix(1);
     }
     if (std::find(op.order.begin(), op.order.end(), item) == op.order.end()) {
-      return fail("cannot order " + what + " by " + Quoted(item.size() > 32 ? item.substr(0, 32) : item));
+      return fail("cannot order " + what + " by " +
+                  Quoted(item.size() > 32 ? item.substr(0, 32) : item));
     }
     q.order.emplace_back(std::string(item), desc);
   }

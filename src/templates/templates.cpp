@@ -1,12 +1,13 @@
 #include "templates/templates.hpp"
 
+#include <toml++/toml.h>
+
 #include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <set>
 #include <sstream>
-#include <toml++/toml.h>
 
 namespace beds::templates {
 namespace {
@@ -69,9 +70,9 @@ class Reader {
     const toml::node* n = Take(key);
     if (!n) return;
     if (!n->is_integer() || n->as_integer()->get() < min || n->as_integer()->get() > max) {
-      return Error(n, key,
-                   "expected an integer in [" + std::to_string(min) + ", " + std::to_string(max) +
-                       "]");
+      return Error(
+          n, key,
+          "expected an integer in [" + std::to_string(min) + ", " + std::to_string(max) + "]");
     }
     out = n->as_integer()->get();
   }
@@ -203,7 +204,8 @@ Result<Template> Parse(std::string_view text, const std::string& file) {
   t.file = file;
   Reader r(root, "", file, errors);
   if (r.String("name", t.name, true) && !IsIdentifier(t.name)) {
-    r.Error(root.get("name"), "name", "expected 1-64 characters of [A-Za-z0-9_], not starting with a digit");
+    r.Error(root.get("name"), "name",
+            "expected 1-64 characters of [A-Za-z0-9_], not starting with a digit");
   }
   if (IsSystemTemplate(t.name)) r.Error(root.get("name"), "name", "\"" + t.name + "\" is reserved");
   if (r.String("class", t.kind, true) && t.kind != "rel" && t.kind != "rec") {
@@ -217,7 +219,8 @@ Result<Template> Parse(std::string_view text, const std::string& file) {
     const std::string stem = fs::path(file).filename().string();
     if (three && !stem.starts_with(t.tla + "_")) {
       r.Error(root.get("tla"), "tla",
-              "the file name must start with \"" + t.tla + "_\" (TLA convention), not \"" + stem + "\"");
+              "the file name must start with \"" + t.tla + "_\" (TLA convention), not \"" + stem +
+                  "\"");
     }
   }
   t.route = t.kind;
@@ -262,7 +265,8 @@ Result<Template> Parse(std::string_view text, const std::string& file) {
       fr.Finish();
       t.fields.push_back(std::move(f));
     }
-    if (std::count_if(t.fields.begin(), t.fields.end(), [](const FieldSpec& f) { return f.key; }) > 1) {
+    if (std::count_if(t.fields.begin(), t.fields.end(), [](const FieldSpec& f) { return f.key; }) >
+        1) {
       r.Error(root.get("fields"), "fields", "at most one field may be the key");
     }
   } else {
@@ -284,7 +288,8 @@ Result<Template> Parse(std::string_view text, const std::string& file) {
           for (const auto& item : *n->as_array()) {
             std::string field = item.is_string() ? item.as_string()->get() : "";
             const std::string bare = field.starts_with('-') ? field.substr(1) : field;
-            if (!t.Field(bare)) ir.Error(&item, "fields", "\"" + field + "\" is not a declared field");
+            if (!t.Field(bare))
+              ir.Error(&item, "fields", "\"" + field + "\" is not a declared field");
             index.fields.push_back(field);
           }
         } else {
@@ -346,7 +351,8 @@ Result<Template> Parse(std::string_view text, const std::string& file) {
   if (key && rel) {
     for (const char* op : {"update", "delete"}) {
       const OpSpec* spec = t.Op(op);
-      if (spec && std::find(spec->params.begin(), spec->params.end(), key->name) == spec->params.end()) {
+      if (spec &&
+          std::find(spec->params.begin(), spec->params.end(), key->name) == spec->params.end()) {
         errors.push_back(file + ": key 'ops." + op + ".params': must include the key field \"" +
                          key->name + "\"");
       }
@@ -375,7 +381,8 @@ Result<std::vector<Template>> LoadDir(const std::string& dir) {
   }
   std::vector<fs::path> files;
   for (const auto& entry : fs::directory_iterator(dir, ec)) {
-    if (entry.is_regular_file() && entry.path().extension() == ".toml") files.push_back(entry.path());
+    if (entry.is_regular_file() && entry.path().extension() == ".toml")
+      files.push_back(entry.path());
   }
   std::sort(files.begin(), files.end());
   std::vector<Template> out;
@@ -421,9 +428,10 @@ std::vector<std::string> BindCheck(const Template& t, const Schema& schema) {
         size_t in = 0, out = 0;
         for (const auto& p : it->second.params) (p.mode == "IN" ? in : out)++;
         if (in != op.params.size() || out != op.out.size()) {
-          problems.push_back(label + ": procedure " + op.procedure + " takes " + std::to_string(in) +
-                             " IN and " + std::to_string(out) + " OUT/INOUT parameters; the template declares " +
-                             std::to_string(op.params.size()) + " and " + std::to_string(op.out.size()));
+          problems.push_back(
+              label + ": procedure " + op.procedure + " takes " + std::to_string(in) + " IN and " +
+              std::to_string(out) + " OUT/INOUT parameters; the template declares " +
+              std::to_string(op.params.size()) + " and " + std::to_string(op.out.size()));
         }
       }
     }
@@ -438,7 +446,8 @@ std::vector<std::string> BindCheck(const Template& t, const Schema& schema) {
       if (const FieldSpec* key = t.Key()) needed.push_back(key->name);
       for (const auto& column : needed) {
         const auto& cols = it->second.columns;
-        if (std::none_of(cols.begin(), cols.end(), [&](const SchemaColumn& c) { return c.name == column; })) {
+        if (std::none_of(cols.begin(), cols.end(),
+                         [&](const SchemaColumn& c) { return c.name == column; })) {
           problems.push_back(label + ": view " + op.view + " has no column " + column);
         }
       }
@@ -483,7 +492,8 @@ Result<std::string> Scaffold(std::string_view tla, const std::string& database,
   // DBAs often prefix parameters (p_email); the template names them after the fields (email).
   auto bare = [](const std::string& name) {
     for (const char* prefix : {"p_", "in_", "out_", "i_", "o_"}) {
-      if (name.starts_with(prefix) && name.size() > std::strlen(prefix)) return name.substr(std::strlen(prefix));
+      if (name.starts_with(prefix) && name.size() > std::strlen(prefix))
+        return name.substr(std::strlen(prefix));
     }
     return name;
   };
@@ -506,7 +516,8 @@ Result<std::string> Scaffold(std::string_view tla, const std::string& database,
     }
   }
   std::string key;
-  if (const auto* del = proc("delete"); del && !del->params.empty()) key = bare(del->params[0].name);
+  if (const auto* del = proc("delete"); del && !del->params.empty())
+    key = bare(del->params[0].name);
   if (key.empty()) {
     for (const auto& f : fields) {
       if (f.first == "id") key = "id";
@@ -516,7 +527,8 @@ Result<std::string> Scaffold(std::string_view tla, const std::string& database,
   std::ostringstream out;
   std::string name(tla);
   name[0] = static_cast<char>(std::toupper(static_cast<unsigned char>(name[0])));
-  out << "# Scaffolded by `beds template scaffold --tla " << tla << "`: review the types, mark the\n"
+  out << "# Scaffolded by `beds template scaffold --tla " << tla
+      << "`: review the types, mark the\n"
       << "# required fields and set max lengths, then rename the file to " << tla
       << "_<domain>_rel.toml.\n";
   out << "name     = \"" << name << "\"\n"
@@ -524,8 +536,8 @@ Result<std::string> Scaffold(std::string_view tla, const std::string& database,
       << "tla      = \"" << tla << "\"\n"
       << "database = \"" << database << "\"\n\n[fields]\n";
   for (const auto& [field, type] : fields) {
-    out << field << " = { type = \"" << FieldTypeName(type) << "\"" << (field == key ? ", key = true" : "")
-        << " }\n";
+    out << field << " = { type = \"" << FieldTypeName(type) << "\""
+        << (field == key ? ", key = true" : "") << " }\n";
   }
   auto write_params = [&](const SchemaRoutine& p) {
     std::string in_list, out_list;

@@ -25,7 +25,8 @@ Template Users() {
               {"score", FieldType::kFloat, false, false, 0}};
   OpSpec create;
   create.name = "create";
-  create.params = {"email", "name", "amount", "born", "seen", "avatar", "profile", "active", "score"};
+  create.params = {"email",  "name",    "amount", "born", "seen",
+                   "avatar", "profile", "active", "score"};
   t.ops["create"] = create;
   OpSpec update;
   update.name = "update";
@@ -90,7 +91,8 @@ TEST(ValidatePayload, RequiredUnknownAndNotAParameter) {
   ExpectValidation(Create(R"({"name":"Ann"})"), "'email' is required");
   ExpectValidation(Create(R"({"email":null})"), "'email' is required");
   ExpectValidation(Create(R"({"email":"a@b.c","nick":"x"})"), "unknown field 'nick'");
-  ExpectValidation(Create(R"({"email":"a@b.c","id":4})"), "'id' is not a parameter of Users/create");
+  ExpectValidation(Create(R"({"email":"a@b.c","id":4})"),
+                   "'id' is not a parameter of Users/create");
 }
 
 TEST(ValidatePayload, WrongTypesAndLimits) {
@@ -133,8 +135,9 @@ TEST(ValidatePayload, CallParametersThatAreNotFieldsAreTypedByTheirJson) {
 }
 
 TEST(ValidateQuery, FiltersOperatorsOrderAndLimit) {
-  auto q = Fetch(R"({"email":"a@b.c","id":{"gte":2,"lt":9},"seen":{"in":["2026-01-01T00:00:00Z"]}})",
-                 "", 10, "-seen,id");
+  auto q =
+      Fetch(R"({"email":"a@b.c","id":{"gte":2,"lt":9},"seen":{"in":["2026-01-01T00:00:00Z"]}})", "",
+            10, "-seen,id");
   ASSERT_TRUE(q) << q.error().message;
   ASSERT_EQ(q->filters.size(), 4u);
   EXPECT_EQ(q->filters[0].field, "email");

@@ -43,6 +43,24 @@ TempConfigDir::TempConfigDir(const ConfigFiles& files)
 
 TempConfigDir::~TempConfigDir() { fs::remove_all(path_); }
 
+CommandResult Sql(const std::string& database, const std::string& statements) {
+  const std::string file = fs::temp_directory_path() / ("beds-it-sql-" + NewGuid());
+  std::ofstream(file) << statements;
+  auto r = RunCommand("mariadb --no-defaults -h127.0.0.1 -P" + std::to_string(kMariadbPort) +
+                      " -ubeds -pbeds --batch --skip-column-names " + database + " <" + file);
+  fs::remove(file);
+  return r;
+}
+
+bool FreshDatabase(const std::string& database, const std::vector<std::string>& sql_files) {
+  std::string command =
+      std::string("env ") + BEDS_SERVERS_ENV + " " + BEDS_SERVERS_SCRIPT + " database " + database;
+  for (const auto& f : sql_files) command += " " + f;
+  auto r = RunCommand(command);
+  if (r.exit_code != 0) std::cerr << r.output;
+  return r.exit_code == 0;
+}
+
 bool WaitFor(const std::function<bool()>& condition, std::chrono::milliseconds timeout) {
   const auto until = std::chrono::steady_clock::now() + timeout;
   while (std::chrono::steady_clock::now() < until) {
@@ -56,6 +74,11 @@ NodeProcess::NodeProcess(const std::string& vhost, const NodeOptions& o) {
   dir_ = fs::temp_directory_path() / ("beds-it-" + vhost + "-" + o.name);
   fs::remove_all(dir_);
   fs::create_directories(dir_);
+  std::string templates = o.templates_dir;
+  if (templates.empty()) {
+    templates = (fs::path(dir_) / "templates").string();
+    fs::create_directories(templates);
+  }
   std::ofstream(fs::path(dir_) / "beds.toml")
       << "[node]\nname = \"" << o.name
       << "\"\nfault_injection = " << (o.fault_injection ? "true" : "false")
@@ -69,10 +92,12 @@ NodeProcess::NodeProcess(const std::string& vhost, const NodeOptions& o) {
                 : "host = \"127.0.0.1\"\nport = " + std::to_string(kAmqpPort))
       << "\nvhost = \"" << vhost << "\"\npass = \"guest\"\nheartbeat_s = 10\n"
       << "[databases.main]\nengine = \"mariadb\"\nport = " << (o.db_port ? o.db_port : kMariadbPort)
-      << "\n[brokers.rBroker]\ninstances = " << o.instances << "\nprefetch = " << o.prefetch
+      << "\npass = \"beds\"\ndatabase = \"" << o.database << "\"\n"
+      << o.db_extra << "\n[templates]\ndir = \"" << templates << "\"\n"
+      << "[brokers.rBroker]\ninstances = " << o.instances << "\nprefetch = " << o.prefetch
       << "\nqueue_type = \"" << o.queue_type
-      << "\"\nbindings = [\"sys.read\"]\nmax_retries = " << o.max_retries
-      << "\nretry_backoff_ms = " << o.retry_backoff_ms << "\n"
+      << "\"\nbindings = [\"sys.read\", \"rel.read\", \"rel.write\"]\nmax_retries = "
+      << o.max_retries << "\nretry_backoff_ms = " << o.retry_backoff_ms << "\n"
       << "[protocol]\nmax_body_bytes = " << o.max_body_bytes << "\n"
       << o.extra_toml << "\n";
   const std::string log = (fs::path(dir_) / "beds.log").string();

@@ -29,9 +29,12 @@ struct NodeOptions {
   bool fault_injection = true;
   bool production = false;
   std::string queue_type = "classic";
-  int db_port = 0;          // 0: the fixture's MariaDB
-  bool tls = false;         // talk to the broker over TLS, verifying it against the fixture's CA
-  std::string tls_ca_file;  // "" = the fixture's CA
+  int db_port = 0;  // 0: the fixture's MariaDB
+  std::string database = "beds";
+  std::string db_extra;       // more keys for [databases.main]
+  std::string templates_dir;  // "": an empty directory (system templates only)
+  bool tls = false;           // talk to the broker over TLS, verifying it against the fixture's CA
+  std::string tls_ca_file;    // "" = the fixture's CA
   int64_t shutdown_grace_ms = 30000;
   std::string extra_toml;  // appended to beds.toml
 };
@@ -101,6 +104,12 @@ class TempConfigDir {
  private:
   std::string path_;
 };
+
+// The fixture's MariaDB. `Sql` runs statements as the beds user (the mariadb client, batch
+// mode: one line per row, tab-separated) and returns the output; `FreshDatabase` drops and
+// re-creates a database and loads the given .sql files into it.
+CommandResult Sql(const std::string& database, const std::string& statements);
+bool FreshDatabase(const std::string& database, const std::vector<std::string>& sql_files);
 
 // Polls `condition` every 20 ms until it holds or `timeout` passes.
 bool WaitFor(const std::function<bool()>& condition, std::chrono::milliseconds timeout);

@@ -112,7 +112,8 @@ TEST(Parse, FieldsAndOps) {
   ExpectError(Replace(kUsers, "id = { type = \"int\", key = true }", "id = { type = \"int\" }"),
               "update and delete need a field with key = true");
   ExpectError(Replace(kUsers, "name = \"Users\"", "name = \"sys\""), "\"sys\" is reserved");
-  ExpectError(Replace(kUsers, "class = \"rel\"", "class = \"graph\""), "expected \"rel\" or \"rec\"");
+  ExpectError(Replace(kUsers, "class = \"rel\"", "class = \"graph\""),
+              "expected \"rel\" or \"rec\"");
   ExpectError("name = \"Users\"\nclass = \"rel\"\ntla = \"usr\"\n", "key 'database': is required");
   ExpectError("name = [", "templates/usr_users_rel.toml:1");
 }
@@ -120,7 +121,8 @@ TEST(Parse, FieldsAndOps) {
 Schema Catalogue() {
   Schema s;
   s.procedures["usr_create"] = {"usr_create", {{"p_email", "IN", "varchar"}}};
-  s.procedures["usr_update"] = {"usr_update", {{"p_id", "IN", "bigint"}, {"p_email", "IN", "varchar"}}};
+  s.procedures["usr_update"] = {"usr_update",
+                                {{"p_id", "IN", "bigint"}, {"p_email", "IN", "varchar"}}};
   s.procedures["usr_delete"] = {"usr_delete", {{"p_id", "IN", "bigint"}}};
   s.procedures["usr_report"] = {"usr_report",
                                 {{"p_min_purchases", "IN", "int"}, {"p_total", "OUT", "decimal"}}};
@@ -151,8 +153,9 @@ TEST(BindCheck, ReportsMissingObjectsCountsAndColumns) {
     return false;
   };
   EXPECT_TRUE(has("Users/delete: procedure usr_delete does not exist"));
-  EXPECT_TRUE(has("procedure usr_report takes 1 IN and 0 OUT/INOUT parameters; the template "
-                  "declares 1 and 1"));
+  EXPECT_TRUE(
+      has("procedure usr_report takes 1 IN and 0 OUT/INOUT parameters; the template "
+          "declares 1 and 1"));
   EXPECT_TRUE(has("view usr_v_users has no column created"));
   EXPECT_EQ(problems.size(), 3u) << ::testing::PrintToString(problems);
 }

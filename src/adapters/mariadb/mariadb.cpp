@@ -100,8 +100,10 @@ Error MapError(const DbError& e, const std::string& what) {
     default:
       break;
   }
-  if (e.sqlstate.starts_with("23")) return {Code::kConflict, what + ": the database refused the change"};
-  if (e.sqlstate.starts_with("22")) return {Code::kValidation, what + ": a value was refused by the database"};
+  if (e.sqlstate.starts_with("23"))
+    return {Code::kConflict, what + ": the database refused the change"};
+  if (e.sqlstate.starts_with("22"))
+    return {Code::kValidation, what + ": a value was refused by the database"};
   return {Code::kInternal, what + ": database error " + std::to_string(e.errnum)};
 }
 
@@ -201,7 +203,8 @@ class Connection {
     MYSQL* m = mysql_init(nullptr);
     if (!m) return DbError{CR_OUT_OF_MEMORY, "HY000", "out of memory"};
     const unsigned connect_timeout = 2;
-    const unsigned io_timeout = static_cast<unsigned>(std::max<int64_t>(1, settings_.query_timeout_ms / 1000));
+    const unsigned io_timeout =
+        static_cast<unsigned>(std::max<int64_t>(1, settings_.query_timeout_ms / 1000));
     const my_bool no = 0;
     mysql_optionsv(m, MYSQL_OPT_CONNECT_TIMEOUT, &connect_timeout);
     mysql_optionsv(m, MYSQL_OPT_READ_TIMEOUT, &io_timeout);
@@ -248,7 +251,9 @@ class Connection {
       statements_.clear();
     }
     MYSQL_STMT* stmt = mysql_stmt_init(mysql_);
-    if (!stmt) return std::unexpected(DbError{mysql_errno(mysql_), mysql_sqlstate(mysql_), mysql_error(mysql_)});
+    if (!stmt)
+      return std::unexpected(
+          DbError{mysql_errno(mysql_), mysql_sqlstate(mysql_), mysql_error(mysql_)});
     if (mysql_stmt_prepare(stmt, sql.data(), sql.size()) != 0) {
       DbError e{mysql_stmt_errno(stmt), mysql_stmt_sqlstate(stmt), mysql_stmt_error(stmt)};
       mysql_stmt_close(stmt);
@@ -278,8 +283,8 @@ class Connection {
 
 // What one statement produced.
 struct Produced {
-  std::vector<json::array> sets;     // result sets, in order
-  std::optional<json::object> out;   // the OUT parameters' row
+  std::vector<json::array> sets;    // result sets, in order
+  std::optional<json::object> out;  // the OUT parameters' row
   int64_t affected = 0;
 };
 
@@ -292,7 +297,8 @@ DbError StmtError(MYSQL_STMT* stmt) {
 // the column.
 std::expected<Produced, DbError> Execute(Connection& conn, MYSQL_STMT* stmt,
                                          std::vector<Value>& params, size_t out_count,
-                                         const Template& t, const std::vector<std::string>& out_names) {
+                                         const Template& t,
+                                         const std::vector<std::string>& out_names) {
   const size_t n = params.size() + out_count;
   std::vector<MYSQL_BIND> binds(n);
   std::vector<unsigned long> lengths(n);
@@ -330,7 +336,8 @@ std::expected<Produced, DbError> Execute(Connection& conn, MYSQL_STMT* stmt,
     }
   }
   for (size_t i = params.size(); i < n; ++i) binds[i].buffer_type = MYSQL_TYPE_NULL;  // OUT
-  if (n > 0 && mysql_stmt_bind_param(stmt, binds.data()) != 0) return std::unexpected(StmtError(stmt));
+  if (n > 0 && mysql_stmt_bind_param(stmt, binds.data()) != 0)
+    return std::unexpected(StmtError(stmt));
   if (mysql_stmt_execute(stmt) != 0) return std::unexpected(StmtError(stmt));
 
   Produced produced;
@@ -378,7 +385,8 @@ std::expected<Produced, DbError> Execute(Connection& conn, MYSQL_STMT* stmt,
                               ? MYSQL_TYPE_DATE
                               : MYSQL_TYPE_DATETIME;
           if (c.type == MYSQL_TYPE_TIME2) c.type = MYSQL_TYPE_TIME;
-          if (c.type == MYSQL_TYPE_DATETIME2 || c.type == MYSQL_TYPE_TIMESTAMP2) c.type = MYSQL_TYPE_DATETIME;
+          if (c.type == MYSQL_TYPE_DATETIME2 || c.type == MYSQL_TYPE_TIMESTAMP2)
+            c.type = MYSQL_TYPE_DATETIME;
           b.buffer = &c.t;
         } else {
           c.text.resize(kInitialColumnBuffer);
@@ -403,7 +411,8 @@ std::expected<Produced, DbError> Execute(Connection& conn, MYSQL_STMT* stmt,
             MYSQL_BIND again = rb[i];
             again.buffer = big.data();
             again.buffer_length = big.size();
-            if (mysql_stmt_fetch_column(stmt, &again, i, 0) != 0) return std::unexpected(StmtError(stmt));
+            if (mysql_stmt_fetch_column(stmt, &again, i, 0) != 0)
+              return std::unexpected(StmtError(stmt));
             std::swap(c.text, big);
             row[c.name] = ColumnValue(c);
             std::swap(c.text, big);
@@ -420,7 +429,8 @@ std::expected<Produced, DbError> Execute(Connection& conn, MYSQL_STMT* stmt,
       }
     } else {
       const auto affected = mysql_stmt_affected_rows(stmt);
-      if (affected != static_cast<my_ulonglong>(-1)) produced.affected += static_cast<int64_t>(affected);
+      if (affected != static_cast<my_ulonglong>(-1))
+        produced.affected += static_cast<int64_t>(affected);
     }
     const int next = mysql_stmt_next_result(stmt);
     if (next == -1) break;
@@ -470,7 +480,8 @@ class MariaDbCore : public NamasteCore {
   explicit MariaDbCore(const config::DatabaseSettings& s)
       : settings_(s), master_(settings_, s.host, s.port, "master") {
     for (size_t i = 0; i < s.secondaries.size(); ++i) {
-      secondaries_.push_back(std::make_unique<Connection>(settings_, s.secondaries[i].host, s.secondaries[i].port,
+      secondaries_.push_back(std::make_unique<Connection>(settings_, s.secondaries[i].host,
+                                                          s.secondaries[i].port,
                                                           "secondary " + std::to_string(i)));
     }
     secondary_down_until_.resize(secondaries_.size());
@@ -510,7 +521,8 @@ class MariaDbCore : public NamasteCore {
 
   Result<OpResult> Count(const Template& t, const OpSpec& op, const Query& q) override {
     std::vector<Value> params;
-    const std::string sql = "SELECT COUNT(*) AS `count` FROM " + Quote(op.view) + WhereSql(q, params);
+    const std::string sql =
+        "SELECT COUNT(*) AS `count` FROM " + Quote(op.view) + WhereSql(q, params);
     auto produced = Run(sql, params, 0, t, {}, Access::kRead, q.deadline_ms, t.name + "/count");
     if (!produced) return std::unexpected(produced.error());
     OpResult r;
@@ -568,7 +580,8 @@ class MariaDbCore : public NamasteCore {
         if (now < secondary_down_until_[i]) continue;
         Connection& c = *secondaries_[i];
         if (c.connected() && !c.LooksClosed()) return &c;
-        if (auto e = c.Connect(); !e) return &c;
+        if (auto e = c.Connect(); !e)
+          return &c;
         else
           spdlog::warn("database {} {}: {} (reads go to the master for {} s)", settings_.name,
                        c.label(), e->text, kSecondaryCooldown.count());
@@ -580,7 +593,8 @@ class MariaDbCore : public NamasteCore {
 
   void MarkSecondaryDown(Connection* c) {
     for (size_t i = 0; i < secondaries_.size(); ++i) {
-      if (secondaries_[i].get() == c) secondary_down_until_[i] = std::chrono::steady_clock::now() + kSecondaryCooldown;
+      if (secondaries_[i].get() == c)
+        secondary_down_until_[i] = std::chrono::steady_clock::now() + kSecondaryCooldown;
     }
   }
 
@@ -629,10 +643,11 @@ class MariaDbCore : public NamasteCore {
         conn->Close();
         if (conn != &master_) MarkSecondaryDown(conn);
         if (access == Access::kWrite) {
-          spdlog::error("{}: connection lost while the write ran ({}): outcome unknown", what, e.text);
-          return std::unexpected(Error{Code::kUnavailable,
-                                       what + ": the database connection was lost while the "
-                                              "write ran; it may or may not have been applied"});
+          spdlog::error("{}: connection lost while the write ran ({}): outcome unknown", what,
+                        e.text);
+          return std::unexpected(
+              Error{Code::kUnavailable, what + ": the database connection was lost while the "
+                                               "write ran; it may or may not have been applied"});
         }
         last = e;
         if (NowUnixMs() > give_up) break;
@@ -641,15 +656,18 @@ class MariaDbCore : public NamasteCore {
       // The statement is still usable after a server-side error; drop whatever it holds.
       mysql_stmt_free_result(*stmt);
       mysql_stmt_reset(*stmt);
-      if ((e.errnum == ER_LOCK_DEADLOCK) && deadlocks++ < kDeadlockRetries) continue;  // rolled back
+      if ((e.errnum == ER_LOCK_DEADLOCK) && deadlocks++ < kDeadlockRetries)
+        continue;  // rolled back
       if (e.errnum == ER_SP_DOES_NOT_EXIST || e.errnum == ER_NO_SUCH_TABLE) conn->Forget(sql);
-      if (e.errnum != ER_SIGNAL_EXCEPTION && e.errnum != ER_SIGNAL_NOT_FOUND && e.errnum != ER_DUP_ENTRY) {
+      if (e.errnum != ER_SIGNAL_EXCEPTION && e.errnum != ER_SIGNAL_NOT_FOUND &&
+          e.errnum != ER_DUP_ENTRY) {
         spdlog::warn("{}: {} ({} {})", what, e.text, e.errnum, e.sqlstate);
       }
       return std::unexpected(MapError(e, what));
     }
     spdlog::warn("{}: database {} unavailable: {}", what, settings_.name, last ? last->text : "?");
-    return std::unexpected(Error{Code::kUnavailable, what + ": the database is not reachable; try again later"});
+    return std::unexpected(
+        Error{Code::kUnavailable, what + ": the database is not reachable; try again later"});
   }
 
   const config::DatabaseSettings settings_;  // before the connections, which refer to it
@@ -675,7 +693,8 @@ Result<Schema> ReadSchema(const config::DatabaseSettings& settings) {
   Schema schema;
   auto query = [&](const char* sql, auto&& each) -> Result<void> {
     if (mysql_query(m, sql) != 0) {
-      return Fail(Code::kUnavailable, "database " + settings.name + ": reading information_schema: " + mysql_error(m));
+      return Fail(Code::kUnavailable,
+                  "database " + settings.name + ": reading information_schema: " + mysql_error(m));
     }
     MYSQL_RES* res = mysql_store_result(m);
     if (!res) return Fail(Code::kUnavailable, "database " + settings.name + ": " + mysql_error(m));
@@ -684,34 +703,32 @@ Result<Schema> ReadSchema(const config::DatabaseSettings& settings) {
     return Ok();
   };
   auto str = [](const char* s) { return std::string(s ? s : ""); };
-  if (auto r = query(
-          "SELECT ROUTINE_NAME FROM information_schema.ROUTINES "
-          "WHERE ROUTINE_SCHEMA = DATABASE() AND ROUTINE_TYPE = 'PROCEDURE'",
-          [&](MYSQL_ROW row) { schema.procedures[str(row[0])].name = str(row[0]); });
+  if (auto r = query("SELECT ROUTINE_NAME FROM information_schema.ROUTINES "
+                     "WHERE ROUTINE_SCHEMA = DATABASE() AND ROUTINE_TYPE = 'PROCEDURE'",
+                     [&](MYSQL_ROW row) { schema.procedures[str(row[0])].name = str(row[0]); });
       !r)
     return std::unexpected(r.error());
-  if (auto r = query(
-          "SELECT SPECIFIC_NAME, PARAMETER_NAME, PARAMETER_MODE, DATA_TYPE "
-          "FROM information_schema.PARAMETERS "
-          "WHERE SPECIFIC_SCHEMA = DATABASE() AND ROUTINE_TYPE = 'PROCEDURE' "
-          "ORDER BY SPECIFIC_NAME, ORDINAL_POSITION",
-          [&](MYSQL_ROW row) {
-            auto& p = schema.procedures[str(row[0])];
-            p.name = str(row[0]);
-            p.params.push_back(SchemaParam{str(row[1]), str(row[2]), str(row[3])});
-          });
+  if (auto r = query("SELECT SPECIFIC_NAME, PARAMETER_NAME, PARAMETER_MODE, DATA_TYPE "
+                     "FROM information_schema.PARAMETERS "
+                     "WHERE SPECIFIC_SCHEMA = DATABASE() AND ROUTINE_TYPE = 'PROCEDURE' "
+                     "ORDER BY SPECIFIC_NAME, ORDINAL_POSITION",
+                     [&](MYSQL_ROW row) {
+                       auto& p = schema.procedures[str(row[0])];
+                       p.name = str(row[0]);
+                       p.params.push_back(SchemaParam{str(row[1]), str(row[2]), str(row[3])});
+                     });
       !r)
     return std::unexpected(r.error());
-  if (auto r = query(
-          "SELECT c.TABLE_NAME, c.COLUMN_NAME, c.DATA_TYPE, c.IS_NULLABLE "
-          "FROM information_schema.COLUMNS c JOIN information_schema.VIEWS v "
-          "ON v.TABLE_SCHEMA = c.TABLE_SCHEMA AND v.TABLE_NAME = c.TABLE_NAME "
-          "WHERE c.TABLE_SCHEMA = DATABASE() ORDER BY c.TABLE_NAME, c.ORDINAL_POSITION",
-          [&](MYSQL_ROW row) {
-            auto& v = schema.views[str(row[0])];
-            v.name = str(row[0]);
-            v.columns.push_back(SchemaColumn{str(row[1]), str(row[2]), str(row[3]) == "YES"});
-          });
+  if (auto r =
+          query("SELECT c.TABLE_NAME, c.COLUMN_NAME, c.DATA_TYPE, c.IS_NULLABLE "
+                "FROM information_schema.COLUMNS c JOIN information_schema.VIEWS v "
+                "ON v.TABLE_SCHEMA = c.TABLE_SCHEMA AND v.TABLE_NAME = c.TABLE_NAME "
+                "WHERE c.TABLE_SCHEMA = DATABASE() ORDER BY c.TABLE_NAME, c.ORDINAL_POSITION",
+                [&](MYSQL_ROW row) {
+                  auto& v = schema.views[str(row[0])];
+                  v.name = str(row[0]);
+                  v.columns.push_back(SchemaColumn{str(row[1]), str(row[2]), str(row[3]) == "YES"});
+                });
       !r)
     return std::unexpected(r.error());
   return schema;
