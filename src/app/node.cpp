@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <filesystem>
 #include <mutex>
 
 #include "app/ipl.hpp"
@@ -58,8 +59,17 @@ Result<void> Node::Start() {
   // 4. AMQP login and topology.
   if (auto r = n.Step("AMQP topology", DeclareTopology(c)); !r) return r;
   // 5. Templates, bound to the DBA's objects; the adapters each worker will use.
-  auto templates = LoadTemplates(c);
-  if (!templates) return Fail(Code::kValidation, "templates: " + templates.error().message);
+  Result<TemplateSet> templates = TemplateSet{std::make_shared<templates::Snapshot>(), {}};
+  if (std::error_code ec; !std::filesystem::is_directory(c.templates.dir, ec)) {
+    // A node without data templates (an admin node, say) is legitimate in development; in
+    // production a missing directory is far more likely a wrong working directory or path.
+    const std::string why = "templates dir \"" + c.templates.dir + "\" is not a directory";
+    if (c.node.production) return Fail(Code::kUnavailable, why);
+    spdlog::warn("IPL {} (development mode: serving the system templates only)", why);
+  } else {
+    templates = LoadTemplates(c);
+    if (!templates) return Fail(Code::kValidation, "templates: " + templates.error().message);
+  }
   for (const auto& problem : templates->problems) {
     if (c.node.production) return Fail(Code::kUnavailable, "template " + problem);
     spdlog::error("IPL template {} (development mode: {})", problem,

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <mutex>
 #include <thread>
 #include <unordered_map>
 
@@ -200,6 +201,9 @@ class Connection {
 
   std::optional<DbError> Connect() {
     Close();
+    // The library's global set-up is not safe to race; workers connect from their own threads.
+    static std::once_flag library;
+    std::call_once(library, [] { mysql_library_init(0, nullptr, nullptr); });
     MYSQL* m = mysql_init(nullptr);
     if (!m) return DbError{CR_OUT_OF_MEMORY, "HY000", "out of memory"};
     const unsigned connect_timeout = 2;
@@ -355,10 +359,11 @@ std::expected<Produced, DbError> Execute(Connection& conn, MYSQL_STMT* stmt,
         c.name = f[i].name;
         c.type = f[i].type;
         c.is_unsigned = (f[i].flags & UNSIGNED_FLAG) != 0;
-        c.binary = f[i].charsetnr == 63 &&
-                   (c.type == MYSQL_TYPE_BLOB || c.type == MYSQL_TYPE_TINY_BLOB ||
-                    c.type == MYSQL_TYPE_MEDIUM_BLOB || c.type == MYSQL_TYPE_LONG_BLOB ||
-                    c.type == MYSQL_TYPE_STRING || c.type == MYSQL_TYPE_VAR_STRING);
+        c.binary = c.type == MYSQL_TYPE_BIT ||
+                   (f[i].charsetnr == 63 &&
+                    (c.type == MYSQL_TYPE_BLOB || c.type == MYSQL_TYPE_TINY_BLOB ||
+                     c.type == MYSQL_TYPE_MEDIUM_BLOB || c.type == MYSQL_TYPE_LONG_BLOB ||
+                     c.type == MYSQL_TYPE_STRING || c.type == MYSQL_TYPE_VAR_STRING));
         MARIADB_CONST_STRING format{};
         c.json = mariadb_field_attr(&format, &f[i], MARIADB_FIELD_ATTR_FORMAT_NAME) == 0 &&
                  std::string_view(format.str, format.length) == "json";
