@@ -9,6 +9,9 @@
 #   scripts/servers.sh vhost NAME             # create a vhost and grant the guest user on it
 #   scripts/servers.sh stop-mariadb|start-mariadb|restart-mariadb   # same data directory
 #   scripts/servers.sh database NAME [FILE.sql…]  # (re)create database NAME, load the files in order
+#   scripts/servers.sh start-secondary|stop-secondary   # a second, independent MariaDB (tests of
+#                                             # read routing), port BEDS_MARIADB_PORT + 10
+#   scripts/servers.sh database-secondary NAME [FILE.sql…]
 #
 # Ports (environment): BEDS_AMQP_PORT (5699), BEDS_AMQPS_PORT (AMQP port - 1000: the TLS
 # listener, with a throwaway CA and a server certificate for localhost under
@@ -128,9 +131,11 @@ CONF
 
 stop_rabbitmq() { stop_pid rabbitmq; }
 
+# $1: instance name (mariadb, mariadb-secondary), $2: port
 start_mariadb() {
-  alive mariadb && return 0
-  local dir=$var/mariadb
+  local name=${1:-mariadb} port=${2:-$mariadb_port}
+  alive "$name" && return 0
+  local dir=$var/$name
   mkdir -p "$dir"
   if [[ ! -d $dir/data/mysql ]]; then
     mariadb-install-db --no-defaults --datadir="$dir/data" --user="$(id -un)" \
@@ -138,11 +143,11 @@ start_mariadb() {
       { log "mariadb-install-db failed; see $dir/install.log"; return 1; }
   fi
   (exec mariadbd --no-defaults --datadir="$dir/data" --socket="$dir/mariadb.sock" \
-    --port="$mariadb_port" --bind-address=127.0.0.1 --pid-file="$dir/mariadb.pid" \
+    --port="$port" --bind-address=127.0.0.1 --pid-file="$dir/mariadb.pid" \
     --user="$(id -un)" --skip-name-resolve --innodb-buffer-pool-size=64M \
     --log-error="$dir/error.log") &
-  echo $! >"$pids/mariadb"
-  wait_port "$mariadb_port" 60 mariadb
+  echo $! >"$pids/$name"
+  wait_port "$port" 60 "$name"
   # The account BEDS uses; a fresh data directory has only root over the socket.
   mariadb --no-defaults --socket="$dir/mariadb.sock" -uroot <<SQL
 CREATE USER IF NOT EXISTS 'beds'@'127.0.0.1' IDENTIFIED BY 'beds';
@@ -151,31 +156,39 @@ GRANT ALL ON *.* TO 'beds'@'127.0.0.1' WITH GRANT OPTION;
 GRANT ALL ON *.* TO 'beds'@'localhost' WITH GRANT OPTION;
 CREATE DATABASE IF NOT EXISTS beds;
 SQL
-  log "mariadb up on 127.0.0.1:$mariadb_port (pid $(cat "$pids/mariadb"))"
+  log "$name up on 127.0.0.1:$port (pid $(cat "$pids/$name"))"
 }
 
 stop_mariadb() { stop_pid mariadb; }
 
+# (Re)creates database $2 on instance $1 and loads the files that follow.
+load_database() {
+  local name=$1 db=$2
+  shift 2
+  [[ $db =~ ^[A-Za-z0-9_]+$ ]] || { log "usage: $0 database NAME [FILE.sql…]"; exit 2; }
+  local sock=$var/$name/mariadb.sock
+  mariadb --no-defaults --socket="$sock" -uroot \
+    -e "DROP DATABASE IF EXISTS \`$db\`; CREATE DATABASE \`$db\` CHARACTER SET utf8mb4;"
+  local f
+  for f in "$@"; do
+    mariadb --no-defaults --socket="$sock" -uroot "$db" <"$f" ||
+      { log "loading $f into $db failed"; exit 1; }
+  done
+}
+
 case ${1:-} in
   start) start_rabbitmq; start_mariadb ;;
-  stop) stop_rabbitmq; stop_mariadb; stop_pid epmd ;;
+  stop) stop_rabbitmq; stop_mariadb; stop_pid mariadb-secondary; stop_pid epmd ;;
   start-rabbitmq) start_rabbitmq ;;
   stop-rabbitmq) stop_rabbitmq ;;
   restart-rabbitmq) stop_rabbitmq; start_rabbitmq ;;
   start-mariadb) start_mariadb ;;
   stop-mariadb) stop_mariadb ;;
   restart-mariadb) stop_mariadb; start_mariadb ;;
-  database)
-    [[ ${2:-} =~ ^[A-Za-z0-9_]+$ ]] || { log "usage: $0 database NAME [FILE.sql…]"; exit 2; }
-    db=$2
-    shift 2
-    mariadb --no-defaults --socket="$var/mariadb/mariadb.sock" -uroot \
-      -e "DROP DATABASE IF EXISTS \`$db\`; CREATE DATABASE \`$db\` CHARACTER SET utf8mb4;"
-    for f in "$@"; do
-      mariadb --no-defaults --socket="$var/mariadb/mariadb.sock" -uroot "$db" <"$f" ||
-        { log "loading $f into $db failed"; exit 1; }
-    done
-    ;;
+  database) shift; load_database mariadb "$@" ;;
+  start-secondary) start_mariadb mariadb-secondary $((mariadb_port + 10)) ;;
+  stop-secondary) stop_pid mariadb-secondary ;;
+  database-secondary) shift; load_database mariadb-secondary "$@" ;;
   vhost)
     [[ -n ${2:-} ]] || { log "usage: $0 vhost NAME"; exit 2; }
     rabbit_env
@@ -183,8 +196,8 @@ case ${1:-} in
     /usr/lib/rabbitmq/bin/rabbitmqctl -q set_permissions -p "$2" guest '.*' '.*' '.*' >/dev/null
     ;;
   status)
-    for n in epmd rabbitmq mariadb; do
+    for n in epmd rabbitmq mariadb mariadb-secondary; do
       if alive $n; then echo "$n running (pid $(cat "$pids/$n"))"; else echo "$n stopped"; fi
     done ;;
-  *) log "usage: $0 start|stop|status|start-rabbitmq|stop-rabbitmq|restart-rabbitmq|start-mariadb|stop-mariadb|restart-mariadb|database NAME [FILE…]|vhost NAME"; exit 2 ;;
+  *) log "usage: $0 start|stop|status|start-rabbitmq|stop-rabbitmq|restart-rabbitmq|start-mariadb|stop-mariadb|restart-mariadb|database NAME [FILE…]|start-secondary|stop-secondary|database-secondary NAME [FILE…]|vhost NAME"; exit 2 ;;
 esac

@@ -43,18 +43,20 @@ TempConfigDir::TempConfigDir(const ConfigFiles& files)
 
 TempConfigDir::~TempConfigDir() { fs::remove_all(path_); }
 
-CommandResult Sql(const std::string& database, const std::string& statements) {
+CommandResult Sql(const std::string& database, const std::string& statements, bool secondary) {
   const std::string file = fs::temp_directory_path() / ("beds-it-sql-" + NewGuid());
   std::ofstream(file) << statements;
-  auto r = RunCommand("mariadb --no-defaults -h127.0.0.1 -P" + std::to_string(kMariadbPort) +
+  const int port = secondary ? kSecondaryMariadbPort : kMariadbPort;
+  auto r = RunCommand("mariadb --no-defaults -h127.0.0.1 -P" + std::to_string(port) +
                       " -ubeds -pbeds --batch --skip-column-names " + database + " <" + file);
   fs::remove(file);
   return r;
 }
 
-bool FreshDatabase(const std::string& database, const std::vector<std::string>& sql_files) {
-  std::string command =
-      std::string("env ") + BEDS_SERVERS_ENV + " " + BEDS_SERVERS_SCRIPT + " database " + database;
+bool FreshDatabase(const std::string& database, const std::vector<std::string>& sql_files,
+                   bool secondary) {
+  std::string command = std::string("env ") + BEDS_SERVERS_ENV + " " + BEDS_SERVERS_SCRIPT +
+                        (secondary ? " database-secondary " : " database ") + database;
   for (const auto& f : sql_files) command += " " + f;
   auto r = RunCommand(command);
   if (r.exit_code != 0) std::cerr << r.output;

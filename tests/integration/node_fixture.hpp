@@ -108,8 +108,12 @@ class TempConfigDir {
 // The fixture's MariaDB. `Sql` runs statements as the beds user (the mariadb client, batch
 // mode: one line per row, tab-separated) and returns the output; `FreshDatabase` drops and
 // re-creates a database and loads the given .sql files into it.
-CommandResult Sql(const std::string& database, const std::string& statements);
-bool FreshDatabase(const std::string& database, const std::vector<std::string>& sql_files);
+// `secondary`: the second, independent server of `servers.sh start-secondary` instead.
+CommandResult Sql(const std::string& database, const std::string& statements,
+                  bool secondary = false);
+bool FreshDatabase(const std::string& database, const std::vector<std::string>& sql_files,
+                   bool secondary = false);
+inline constexpr int kSecondaryMariadbPort = BEDS_TEST_MARIADB_PORT + 10;
 
 // Polls `condition` every 20 ms until it holds or `timeout` passes.
 bool WaitFor(const std::function<bool()>& condition, std::chrono::milliseconds timeout);

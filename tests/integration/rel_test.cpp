@@ -525,6 +525,45 @@ TEST_F(RelTest, ReadsFallBackToTheMasterWhenTheSecondaryIsDown) {
   EXPECT_TRUE(Ok(Read(R"({"template":"Users","op":"call","call":"get","id":"1"})")));
 }
 
+TEST_F(RelTest, ReadsGoToTheSecondaryAndFallBackToTheMasterWhileItIsDown) {
+  // Two independent servers with different rows, so each answer shows which one served it.
+  ASSERT_TRUE(Servers("start-secondary"));
+  struct StopSecondary {
+    ~StopSecondary() { Servers("stop-secondary"); }
+  } stop_secondary;
+  ASSERT_TRUE(FreshDatabase(db_, SchemaFiles(), /*secondary=*/true));
+  ASSERT_EQ(Sql(db_, "INSERT INTO usr_users (email) VALUES ('replica@x.y')", true).exit_code, 0);
+  NodeOptions o = Options();
+  o.db_extra =
+      "secondaries = [{ host = \"127.0.0.1\", port = " + std::to_string(kSecondaryMariadbPort) +
+      " }]";
+  StartNode(o);
+
+  auto emails = [&] {
+    std::set<std::string> out;
+    auto r = Read(R"({"template":"Users","op":"fetch"})");
+    if (!Ok(r)) return std::set<std::string>{"error: " + CodeOf(r)};
+    for (const auto& row : Data(r)) out.insert(std::string(row.at("email").as_string()));
+    return out;
+  };
+  // Writes go to the master, reads to the secondary.
+  ASSERT_TRUE(Ok(Write(R"({"template":"Users","op":"create","data":{"email":"master@x.y"}})")));
+  EXPECT_EQ(Scalar("SELECT email FROM usr_users"), "master@x.y");
+  EXPECT_EQ(emails(), std::set<std::string>{"replica@x.y"});
+  EXPECT_EQ(Read(R"({"template":"Users","op":"count"})").at("count").as_int64(), 1);
+  // A read call goes to the secondary too; a write call would not.
+  auto got = Read(R"({"template":"Users","op":"call","call":"get","id":"1"})");
+  ASSERT_TRUE(Ok(got));
+  EXPECT_EQ(Row(got).at("email").as_string(), "replica@x.y");
+
+  // The secondary goes away: reads fall back to the master at once.
+  ASSERT_TRUE(Servers("stop-secondary"));
+  EXPECT_EQ(emails(), std::set<std::string>{"master@x.y"});
+  // It comes back: reads return to it (after the 5 s cool-down).
+  ASSERT_TRUE(Servers("start-secondary"));
+  EXPECT_TRUE(WaitFor([&] { return emails() == std::set<std::string>{"replica@x.y"}; }, 20s));
+}
+
 TEST_F(RelTest, MariaDbRestartedUnderLoadLosesAndDuplicatesNothing) {
   NodeOptions o = Options();
   o.instances = 4;
