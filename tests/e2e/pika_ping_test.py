@@ -16,38 +16,7 @@ import uuid
 
 import pika
 
-FAILURES = []
-CHECKS = [0]
-
-
-def check(cond, what):
-    CHECKS[0] += 1
-    print(("ok   " if cond else "FAIL ") + what, flush=True)
-    if not cond:
-        FAILURES.append(what)
-
-
-def rpc(channel, routing_key, body, timeout=10.0, exchange="beds.events", props=None):
-    """Publish with reply_to = direct reply-to and wait for the reply carrying our correlation id."""
-    corr = str(uuid.uuid4())
-    replies = []
-
-    def on_reply(ch, method, properties, reply_body):
-        if properties.correlation_id == corr:
-            replies.append(reply_body)
-
-    tag = channel.basic_consume("amq.rabbitmq.reply-to", on_reply, auto_ack=True)
-    properties = props or pika.BasicProperties()
-    properties.reply_to = "amq.rabbitmq.reply-to"
-    properties.correlation_id = corr
-    properties.content_type = "application/json"
-    channel.basic_publish(exchange, routing_key, body, properties)
-    deadline = time.time() + timeout
-    while not replies and time.time() < deadline:
-        channel.connection.process_data_events(time_limit=0.2)
-    channel.basic_cancel(tag)
-    return json.loads(replies[0]) if replies else None
-
+from e2e_support import check, open_channel, rpc, stop_node, summary, wait_for_ping
 
 def main():
     ap = argparse.ArgumentParser()
@@ -82,25 +51,8 @@ retry_backoff_ms = [50]
         log = open(os.path.join(conf, "beds.log"), "w+", errors="replace")
         node = subprocess.Popen([args.beds, "run", "--config-dir", conf], stderr=log)
         try:
-            params = pika.ConnectionParameters(host="127.0.0.1", port=amqp_port, virtual_host=vhost,
-                                               credentials=pika.PlainCredentials("guest", "guest"))
-            conn = pika.BlockingConnection(params)
-            # The node declares beds.events at IPL; publishing before that would close the channel.
-            deadline = time.time() + 30
-            while True:
-                ch = conn.channel()
-                try:
-                    ch.exchange_declare("beds.events", passive=True)
-                    break
-                except pika.exceptions.ChannelClosedByBroker:
-                    if time.time() > deadline:
-                        raise
-                    time.sleep(0.1)
-
-            ping = None
-            deadline = time.time() + 30
-            while ping is None and time.time() < deadline:
-                ping = rpc(ch, "sys.read", json.dumps({"template": "sys", "op": "ping"}), timeout=1.0)
+            conn, ch = open_channel(amqp_port, vhost, node)
+            ping = wait_for_ping(ch, node)
             check(ping is not None, "sys/ping answered")
             if ping:
                 check(ping["ok"] is True, "ping ok")
@@ -142,15 +94,8 @@ retry_backoff_ms = [50]
             code = node.wait(timeout=30)
             check(code == 0, "beds exited 0 after admin.shutdown (got %s)" % code)
         finally:
-            if node.poll() is None:
-                node.terminate()
-                node.wait(timeout=30)
-            if FAILURES:
-                log.seek(0)
-                sys.stderr.write(log.read()[-4000:])
-            log.close()
-    print("%d passed, %d failed" % (CHECKS[0] - len(FAILURES), len(FAILURES)))
-    return 1 if FAILURES else 0
+            stop_node(node, log)
+    return summary()
 
 
 if __name__ == "__main__":

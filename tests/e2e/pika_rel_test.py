@@ -16,45 +16,14 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
-import uuid
 
 import pika
 
-FAILURES = []
-CHECKS = [0]
+from e2e_support import check, open_channel, rpc, stop_node, summary, wait_for_ping
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ISO_Z = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z$")
 INJECTION = "Robert'); DROP TABLE usr_users; --"
-
-
-def check(cond, what):
-    CHECKS[0] += 1
-    print(("ok   " if cond else "FAIL ") + what, flush=True)
-    if not cond:
-        FAILURES.append(what)
-
-
-def rpc(channel, routing_key, body, timeout=10.0, exchange="beds.events", props=None):
-    """Publish with reply_to = direct reply-to and wait for the reply carrying our correlation id."""
-    corr = str(uuid.uuid4())
-    replies = []
-
-    def on_reply(ch, method, properties, reply_body):
-        if properties.correlation_id == corr:
-            replies.append(reply_body)
-
-    tag = channel.basic_consume("amq.rabbitmq.reply-to", on_reply, auto_ack=True)
-    properties = props or pika.BasicProperties()
-    properties.reply_to = "amq.rabbitmq.reply-to"
-    properties.correlation_id = corr
-    properties.content_type = "application/json"
-    channel.basic_publish(exchange, routing_key, body, properties)
-    deadline = time.time() + timeout
-    while not replies and time.time() < deadline:
-        channel.connection.process_data_events(time_limit=0.2)
-    channel.basic_cancel(tag)
-    return json.loads(replies[0]) if replies else None
 
 
 def req(channel, routing_key, **request):
@@ -388,25 +357,8 @@ retry_backoff_ms = [50]
         log = open(os.path.join(conf, "beds.log"), "w+", errors="replace")
         node = subprocess.Popen([args.beds, "run", "--config-dir", conf], stderr=log)
         try:
-            params = pika.ConnectionParameters(host="127.0.0.1", port=amqp_port, virtual_host=vhost,
-                                               credentials=pika.PlainCredentials("guest", "guest"))
-            conn = pika.BlockingConnection(params)
-            # The node declares beds.events at IPL; publishing before that would close the channel.
-            deadline = time.time() + 30
-            while True:
-                ch = conn.channel()
-                try:
-                    ch.exchange_declare("beds.events", passive=True)
-                    break
-                except pika.exceptions.ChannelClosedByBroker:
-                    if time.time() > deadline or node.poll() is not None:
-                        raise
-                    time.sleep(0.1)
-
-            ping = None
-            deadline = time.time() + 30
-            while ping is None and time.time() < deadline and node.poll() is None:
-                ping = rpc(ch, "sys.read", json.dumps({"template": "sys", "op": "ping"}), timeout=1.0)
+            conn, ch = open_channel(amqp_port, vhost, node)
+            ping = wait_for_ping(ch, node)
             check(ping is not None and ping.get("ok") is True, "sys/ping answered")
 
             describe = rpc(ch, "sys.read", json.dumps({"template": "sys", "op": "describe"}))
@@ -430,15 +382,8 @@ retry_backoff_ms = [50]
         except Exception as e:  # a crash of the test itself is a failure, with the node's log below
             check(False, "test raised %s: %s" % (type(e).__name__, e))
         finally:
-            if node.poll() is None:
-                node.terminate()
-                node.wait(timeout=30)
-            if FAILURES:
-                log.seek(0)
-                sys.stderr.write(log.read()[-6000:])
-            log.close()
-    print("%d passed, %d failed" % (CHECKS[0] - len(FAILURES), len(FAILURES)))
-    return 1 if FAILURES else 0
+            stop_node(node, log, tail=6000)
+    return summary()
 
 
 if __name__ == "__main__":

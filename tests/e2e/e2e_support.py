@@ -1,0 +1,83 @@
+"""Shared by the end-to-end tests: check bookkeeping, one RPC over pika with direct reply-to, and
+starting/stopping the `beds` node a test runs. Only Debian's python3-pika; no BEDS code."""
+import json
+import sys
+import time
+import uuid
+
+import pika
+
+FAILURES = []
+CHECKS = [0]
+
+
+def check(cond, what):
+    CHECKS[0] += 1
+    print(("ok   " if cond else "FAIL ") + what, flush=True)
+    if not cond:
+        FAILURES.append(what)
+
+
+def rpc(channel, routing_key, body, timeout=10.0, exchange="beds.events", props=None):
+    """Publish with reply_to = direct reply-to and wait for the reply carrying our correlation id."""
+    corr = str(uuid.uuid4())
+    replies = []
+
+    def on_reply(ch, method, properties, reply_body):
+        if properties.correlation_id == corr:
+            replies.append(reply_body)
+
+    tag = channel.basic_consume("amq.rabbitmq.reply-to", on_reply, auto_ack=True)
+    properties = props or pika.BasicProperties()
+    properties.reply_to = "amq.rabbitmq.reply-to"
+    properties.correlation_id = corr
+    properties.content_type = "application/json"
+    channel.basic_publish(exchange, routing_key, body, properties)
+    deadline = time.time() + timeout
+    while not replies and time.time() < deadline:
+        channel.connection.process_data_events(time_limit=0.2)
+    channel.basic_cancel(tag)
+    return json.loads(replies[0]) if replies else None
+
+
+def open_channel(amqp_port, vhost, node, timeout=30):
+    """A connection and a channel once the node has declared beds.events (publishing before that
+    would close the channel). Gives up when `node` (a Popen) exits."""
+    params = pika.ConnectionParameters(host="127.0.0.1", port=amqp_port, virtual_host=vhost,
+                                       credentials=pika.PlainCredentials("guest", "guest"))
+    conn = pika.BlockingConnection(params)
+    deadline = time.time() + timeout
+    while True:
+        ch = conn.channel()
+        try:
+            ch.exchange_declare("beds.events", passive=True)
+            return conn, ch
+        except pika.exceptions.ChannelClosedByBroker:
+            if time.time() > deadline or node.poll() is not None:
+                raise
+            time.sleep(0.1)
+
+
+def wait_for_ping(ch, node, timeout=30):
+    """The first sys/ping reply, or None if none came within `timeout` or the node exited."""
+    ping = None
+    deadline = time.time() + timeout
+    while ping is None and time.time() < deadline and node.poll() is None:
+        ping = rpc(ch, "sys.read", json.dumps({"template": "sys", "op": "ping"}), timeout=1.0)
+    return ping
+
+
+def stop_node(node, log, tail=4000):
+    """Stops `node` if it still runs; on failures, shows the end of its log."""
+    if node.poll() is None:
+        node.terminate()
+        node.wait(timeout=30)
+    if FAILURES:
+        log.seek(0)
+        sys.stderr.write(log.read()[-tail:])
+    log.close()
+
+
+def summary():
+    print("%d passed, %d failed" % (CHECKS[0] - len(FAILURES), len(FAILURES)))
+    return 1 if FAILURES else 0
