@@ -564,6 +564,45 @@ TEST_F(RelTest, ReadsGoToTheSecondaryAndFallBackToTheMasterWhileItIsDown) {
   EXPECT_TRUE(WaitFor([&] { return emails() == std::set<std::string>{"replica@x.y"}; }, 20s));
 }
 
+TEST_F(RelTest, AStatementOverQueryTimeoutIsAbandonedAndTheConnectionKept) {
+  NodeOptions o = Options();
+  o.instances = 1;  // the next request runs on the same connection
+  o.db_extra = "query_timeout_ms = 1000";
+  StartNode(o);
+  const auto started = std::chrono::steady_clock::now();
+  auto busy = Read(R"({"template":"Types","op":"call","call":"busy"})");
+  const auto took = std::chrono::steady_clock::now() - started;
+  EXPECT_EQ(CodeOf(busy), "UNAVAILABLE") << json::serialize(busy);
+  EXPECT_NE(MessageOf(busy).find("did not answer in time"), std::string::npos) << MessageOf(busy);
+  EXPECT_LT(took, 4s);
+  auto next = Read(R"({"template":"Types","op":"call","call":"echo_out","data":{"value":1}})");
+  EXPECT_TRUE(Ok(next)) << json::serialize(next);
+}
+
+TEST_F(RelTest, ADeadDatabaseIsAnsweredByTheDeadlineAndServedAgainWhenBack) {
+  NodeOptions o = Options();
+  o.db_extra = "reconnect_wait_ms = 1500";
+  StartNode(o);
+  ASSERT_TRUE(Ok(Read(R"({"template":"Users","op":"count"})")));
+  ASSERT_TRUE(Servers("stop-mariadb"));
+  struct Restart {
+    ~Restart() { Servers("start-mariadb"); }
+  } restart;
+  auto down = Read(R"({"template":"Users","op":"count"})");
+  EXPECT_EQ(CodeOf(down), "UNAVAILABLE") << json::serialize(down);
+  EXPECT_TRUE(down.at("error").at("retryable").as_bool());
+  const int64_t deadline = NowUnixMs() + 600;
+  auto late =
+      Read(R"({"template":"Users","op":"count","deadline_ms":)" + std::to_string(deadline) + "}");
+  EXPECT_EQ(CodeOf(late), "TIMEOUT") << json::serialize(late);
+  EXPECT_LE(NowUnixMs(), deadline + 1000);  // answered by its deadline, give or take a poll
+  auto write = Write(R"({"template":"Users","op":"create","data":{"email":"down@x.y"}})");
+  EXPECT_EQ(CodeOf(write), "UNAVAILABLE") << json::serialize(write);
+  ASSERT_TRUE(Servers("start-mariadb"));
+  EXPECT_TRUE(Ok(Write(R"({"template":"Users","op":"create","data":{"email":"up@x.y"}})")));
+  EXPECT_EQ(Scalar("SELECT GROUP_CONCAT(email) FROM usr_users"), "up@x.y");
+}
+
 TEST_F(RelTest, MariaDbRestartedUnderLoadLosesAndDuplicatesNothing) {
   NodeOptions o = Options();
   o.instances = 4;

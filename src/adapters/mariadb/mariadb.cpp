@@ -207,8 +207,9 @@ class Connection {
     MYSQL* m = mysql_init(nullptr);
     if (!m) return DbError{CR_OUT_OF_MEMORY, "HY000", "out of memory"};
     const unsigned connect_timeout = 2;
-    const unsigned io_timeout =
-        static_cast<unsigned>(std::max<int64_t>(1, settings_.query_timeout_ms / 1000));
+    // The server abandons a statement after query_timeout_ms (max_statement_time below) and says
+    // so, keeping the connection; the socket timeout is only the backstop for a server that hangs.
+    const unsigned io_timeout = static_cast<unsigned>(settings_.query_timeout_ms / 1000 + 5);
     const my_bool no = 0;
     mysql_optionsv(m, MYSQL_OPT_CONNECT_TIMEOUT, &connect_timeout);
     mysql_optionsv(m, MYSQL_OPT_READ_TIMEOUT, &io_timeout);
@@ -216,7 +217,10 @@ class Connection {
     mysql_optionsv(m, MYSQL_OPT_RECONNECT, &no);  // we reconnect, and clear our statements then
     mysql_optionsv(m, MYSQL_SET_CHARSET_NAME, "utf8mb4");
     // UTC: TIMESTAMP columns read and write in UTC, like everything BEDS exchanges.
-    mysql_optionsv(m, MYSQL_INIT_COMMAND, "SET time_zone = '+00:00'");
+    char init[96];
+    std::snprintf(init, sizeof init, "SET time_zone = '+00:00', max_statement_time = %.3f",
+                  static_cast<double>(settings_.query_timeout_ms) / 1000.0);
+    mysql_optionsv(m, MYSQL_INIT_COMMAND, init);
     const bool use_socket = !settings_.socket.empty() && label_ == "master";
     if (!mysql_real_connect(m, use_socket ? nullptr : host_.c_str(), settings_.user.c_str(),
                             settings_.pass.c_str(), settings_.database.c_str(),
@@ -292,7 +296,12 @@ struct Produced {
   int64_t affected = 0;
 };
 
+// Some failures (an error in the status packet that ends a CALL's results, such as an
+// interrupted statement) are recorded on the connection rather than the statement.
 DbError StmtError(MYSQL_STMT* stmt) {
+  if (mysql_stmt_errno(stmt) == 0 && stmt->mysql && mysql_errno(stmt->mysql) != 0) {
+    return DbError{mysql_errno(stmt->mysql), mysql_sqlstate(stmt->mysql), mysql_error(stmt->mysql)};
+  }
   return DbError{mysql_stmt_errno(stmt), mysql_stmt_sqlstate(stmt), mysql_stmt_error(stmt)};
 }
 
@@ -612,7 +621,8 @@ class MariaDbCore : public NamasteCore {
                                      const std::vector<std::string>& out_names, Access access,
                                      int64_t deadline_ms, const std::string& what) {
     int64_t give_up = NowUnixMs() + settings_.reconnect_wait_ms;
-    if (deadline_ms > 0) give_up = std::min(give_up, deadline_ms);
+    const bool deadline_first = deadline_ms > 0 && deadline_ms < give_up;
+    if (deadline_first) give_up = deadline_ms;
     auto backoff = 50ms;
     int deadlocks = 0;
     std::optional<DbError> last;
@@ -669,6 +679,10 @@ class MariaDbCore : public NamasteCore {
         spdlog::warn("{}: {} ({} {})", what, e.text, e.errnum, e.sqlstate);
       }
       return std::unexpected(MapError(e, what));
+    }
+    if (deadline_first) {
+      return std::unexpected(Error{Code::kTimeout, what + ": the request's deadline passed while "
+                                                          "the database was unavailable"});
     }
     spdlog::warn("{}: database {} unavailable: {}", what, settings_.name, last ? last->text : "?");
     return std::unexpected(

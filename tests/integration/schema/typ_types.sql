@@ -51,3 +51,7 @@ BEGIN
   SELECT 'no signal' AS result;
 END //
 DELIMITER ;
+
+-- Busy for far longer than any test's query_timeout_ms.
+CREATE PROCEDURE typ_busy()
+  SELECT SLEEP(60) AS slept;
