@@ -4,6 +4,7 @@
 #pragma once
 
 #include <expected>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -32,8 +33,11 @@ bool IsRetryable(Code code);
 struct Error {
   Code code;
   std::string message;  // safe to show a user: no SQL, no stack, no credentials
+  // Overrides the code's default: a write whose outcome is unknown is UNAVAILABLE but must not be
+  // resent blindly (it may already have been applied).
+  std::optional<bool> retry = std::nullopt;
 
-  bool retryable() const { return IsRetryable(code); }
+  bool retryable() const { return retry.value_or(IsRetryable(code)); }
 };
 
 inline Error MakeError(Code code, std::string message) { return Error{code, std::move(message)}; }

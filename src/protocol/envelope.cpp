@@ -247,6 +247,10 @@ Result<Reply> DecodeReply(std::string_view body) {
     if (!c) return BadRequest("error reply has an unknown code");
     reply.error = Error{
         *c, message && message->is_string() ? std::string(message->get_string()) : std::string()};
+    if (const auto* retryable = err->get_object().if_contains("retryable");
+        retryable && retryable->is_bool()) {
+      reply.error->retry = retryable->get_bool();
+    }
   }
   reply.body = std::move(root);
   return reply;

@@ -123,9 +123,10 @@ struct OpRules {
 
 OpRules RulesFor(std::string_view op, bool rel) {
   if (op == "fetch" || op == "count") return {false, rel, true, false};
-  if (op == "create" || op == "update" || op == "delete") return {rel, false, false, false};
-  return {true, false, false, true};  // a named call
+  return {rel, false, false, false};  // create, update, delete
 }
+
+constexpr OpRules kCallRules{true, false, false, true};  // every [ops.calls.*], whatever its name
 
 void ReadOp(const toml::table& table, const std::string& path, const std::string& op_name,
             const OpRules& rules, Template& t, const std::string& file,
@@ -321,7 +322,7 @@ Result<Template> Parse(std::string_view text, const std::string& file) {
             continue;
           }
           OpSpec op;
-          ReadOp(*cv.as_table(), path, call, RulesFor(call, rel), t, file, errors, op);
+          ReadOp(*cv.as_table(), path, call, kCallRules, t, file, errors, op);
           t.calls[call] = std::move(op);
         }
         continue;
@@ -355,6 +356,15 @@ Result<Template> Parse(std::string_view text, const std::string& file) {
           std::find(spec->params.begin(), spec->params.end(), key->name) == spec->params.end()) {
         errors.push_back(file + ": key 'ops." + op + ".params': must include the key field \"" +
                          key->name + "\"");
+      }
+    }
+  }
+  if (const OpSpec* create = t.Op("create"); create && rel) {
+    for (const auto& f : t.fields) {
+      if (f.required &&
+          std::find(create->params.begin(), create->params.end(), f.name) == create->params.end()) {
+        errors.push_back(file + ": key 'fields." + f.name +
+                         "': required, but not a parameter of ops.create, so no create could pass");
       }
     }
   }
@@ -426,7 +436,23 @@ std::vector<std::string> BindCheck(const Template& t, const Schema& schema) {
         problems.push_back(label + ": procedure " + op.procedure + " does not exist");
       } else {
         size_t in = 0, out = 0;
-        for (const auto& p : it->second.params) (p.mode == "IN" ? in : out)++;
+        bool ordered = true;  // BEDS binds the IN values first, then the OUT placeholders
+        for (const auto& p : it->second.params) {
+          if (p.mode == "IN") {
+            ordered = ordered && out == 0;
+            ++in;
+          } else {
+            ++out;
+          }
+          if (p.mode == "INOUT") {
+            problems.push_back(label + ": procedure " + op.procedure + " has an INOUT parameter (" +
+                               p.name + "), which templates do not support");
+          }
+        }
+        if (!ordered) {
+          problems.push_back(label + ": procedure " + op.procedure +
+                             " must take its IN parameters before its OUT parameters");
+        }
         if (in != op.params.size() || out != op.out.size()) {
           problems.push_back(
               label + ": procedure " + op.procedure + " takes " + std::to_string(in) + " IN and " +
@@ -455,7 +481,10 @@ std::vector<std::string> BindCheck(const Template& t, const Schema& schema) {
   };
   const OpSpec* fetch = t.Op("fetch");
   for (const auto& [name, op] : t.ops) {
-    if (name == "count" && fetch && op.view == fetch->view) continue;  // checked as fetch
+    if (name == "count" && fetch && op.view == fetch->view && op.where == fetch->where &&
+        op.order == fetch->order) {
+      continue;  // derived from fetch, and checked as fetch
+    }
     check_op(op, t.name + "/" + name);
   }
   for (const auto& [name, op] : t.calls) check_op(op, t.name + "/call " + name);

@@ -116,6 +116,15 @@ TEST(Parse, FieldsAndOps) {
               "expected \"rel\" or \"rec\"");
   ExpectError("name = \"Users\"\nclass = \"rel\"\ntla = \"usr\"\n", "key 'database': is required");
   ExpectError("name = [", "templates/usr_users_rel.toml:1");
+  ExpectError(Replace(kUsers, "created = { type = \"datetime\" }",
+                      "created = { type = \"datetime\", required = true }"),
+              "key 'fields.created': required, but not a parameter of ops.create");
+  // A call is a call whatever its name: it needs a procedure, and may say `out` and `kind`.
+  ExpectError(With("").append("[ops.calls.count]\nview = \"usr_v_users\"\n"),
+              "key 'ops.calls.count.procedure': is required");
+  EXPECT_TRUE(Parse(std::string(kUsers) + "[ops.calls.create]\nprocedure = \"usr_make\"\nout = "
+                                          "[\"id\"]\nkind = \"write\"\n",
+                    "templates/usr_users_rel.toml"));
 }
 
 Schema Catalogue() {
@@ -158,6 +167,21 @@ TEST(BindCheck, ReportsMissingObjectsCountsAndColumns) {
           "declares 1 and 1"));
   EXPECT_TRUE(has("view usr_v_users has no column created"));
   EXPECT_EQ(problems.size(), 3u) << ::testing::PrintToString(problems);
+}
+
+TEST(BindCheck, OutParametersMustFollowTheInOnesAndInoutIsRefused) {
+  auto t = Parse(kUsers, "templates/usr_users_rel.toml");
+  ASSERT_TRUE(t);
+  Schema s = Catalogue();
+  s.procedures["usr_report"].params = {{"p_total", "OUT", "decimal"}, {"p_min", "IN", "int"}};
+  auto problems = BindCheck(*t, s);
+  ASSERT_EQ(problems.size(), 1u) << ::testing::PrintToString(problems);
+  EXPECT_NE(problems[0].find("must take its IN parameters before its OUT parameters"),
+            std::string::npos);
+  s.procedures["usr_report"].params = {{"p_min", "IN", "int"}, {"p_total", "INOUT", "decimal"}};
+  problems = BindCheck(*t, s);
+  ASSERT_EQ(problems.size(), 1u) << ::testing::PrintToString(problems);
+  EXPECT_NE(problems[0].find("INOUT parameter (p_total)"), std::string::npos);
 }
 
 TEST(Scaffold, WritesATemplateThatLoadsAndBinds) {

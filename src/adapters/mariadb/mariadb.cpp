@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <list>
 #include <mutex>
 #include <thread>
 #include <unordered_map>
@@ -21,7 +22,9 @@ namespace {
 namespace json = boost::json;
 using namespace std::chrono_literals;
 
-constexpr size_t kMaxCachedStatements = 256;
+// Per connection. The server's max_prepared_stmt_count (16382 by default) is shared by every
+// connection of every node, so each keeps only its most recently used shapes.
+constexpr size_t kMaxCachedStatements = 64;
 constexpr size_t kInitialColumnBuffer = 256;
 constexpr auto kSecondaryCooldown = 5s;
 constexpr int kDeadlockRetries = 2;
@@ -88,6 +91,11 @@ Error MapError(const DbError& e, const std::string& what) {
     case ER_LOCK_DEADLOCK:
     case ER_LOCK_WAIT_TIMEOUT:
       return {Code::kUnavailable, what + ": the database was busy; try again"};
+    case ER_MAX_PREPARED_STMT_COUNT_REACHED:
+      return {Code::kUnavailable, what + ": the database is out of prepared-statement slots"};
+    case CR_NEW_STMT_METADATA:
+    case ER_NEED_REPREPARE:
+      return {Code::kUnavailable, what + ": its database object changed while it ran; try again"};
     case ER_SP_DOES_NOT_EXIST:
     case ER_SP_WRONG_NO_OF_ARGS:
     case ER_NO_SUCH_TABLE:
@@ -106,6 +114,13 @@ Error MapError(const DbError& e, const std::string& what) {
   if (e.sqlstate.starts_with("22"))
     return {Code::kValidation, what + ": a value was refused by the database"};
   return {Code::kInternal, what + ": database error " + std::to_string(e.errnum)};
+}
+
+// A write that may or may not have been applied: the client is told so, and told not to resend
+// it blindly.
+Error OutcomeUnknown(const std::string& what, const std::string& why) {
+  return Error{Code::kUnavailable, what + ": " + why + "; it may or may not have been applied",
+               false};
 }
 
 std::string Quote(std::string_view identifier) { return "`" + std::string(identifier) + "`"; }
@@ -236,28 +251,36 @@ class Connection {
   }
 
   void Close() {
-    for (auto& [sql, stmt] : statements_) mysql_stmt_close(stmt);
-    statements_.clear();
+    Clear();
     if (mysql_) mysql_close(mysql_);
     mysql_ = nullptr;
+  }
+
+  // Closes every cached statement (they hold server-side slots, limited server-wide).
+  void Clear() {
+    for (auto& [sql, entry] : statements_) mysql_stmt_close(entry.stmt);
+    statements_.clear();
+    recent_.clear();
   }
 
   // True when the server has closed the connection (or sent an unsolicited error, such as an
   // idle timeout) since it was last used: nothing should be readable between requests. Checked
   // before every statement so that a write is never sent on a connection that is already dead.
   bool LooksClosed() const {
-    pollfd p{mysql_get_socket(mysql_), POLLIN | POLLRDHUP, 0};
+    const auto fd = mysql_get_socket(mysql_);
+    if (fd < 0) return true;  // the library already dropped the socket after a network error
+    pollfd p{fd, POLLIN | POLLRDHUP, 0};
     return ::poll(&p, 1, 0) != 0;
   }
 
-  // The prepared statement for `sql`, prepared on first use and kept for the connection's life.
+  // The prepared statement for `sql`, prepared on first use and kept while it is among the
+  // kMaxCachedStatements most recently used on this connection.
   std::expected<MYSQL_STMT*, DbError> Prepare(const std::string& sql) {
-    if (auto it = statements_.find(sql); it != statements_.end()) return it->second;
-    if (statements_.size() >= kMaxCachedStatements) {
-      // Many distinct filter shapes: start over rather than grow without bound.
-      for (auto& [s, stmt] : statements_) mysql_stmt_close(stmt);
-      statements_.clear();
+    if (auto it = statements_.find(sql); it != statements_.end()) {
+      recent_.splice(recent_.begin(), recent_, it->second.recent);
+      return it->second.stmt;
     }
+    if (statements_.size() >= kMaxCachedStatements) Forget(recent_.back());
     MYSQL_STMT* stmt = mysql_stmt_init(mysql_);
     if (!stmt)
       return std::unexpected(
@@ -267,13 +290,15 @@ class Connection {
       mysql_stmt_close(stmt);
       return std::unexpected(e);
     }
-    statements_.emplace(sql, stmt);
+    recent_.push_front(sql);
+    statements_.emplace(sql, Cached{stmt, recent_.begin()});
     return stmt;
   }
 
   void Forget(const std::string& sql) {
     if (auto it = statements_.find(sql); it != statements_.end()) {
-      mysql_stmt_close(it->second);
+      mysql_stmt_close(it->second.stmt);
+      recent_.erase(it->second.recent);
       statements_.erase(it);
     }
   }
@@ -286,7 +311,12 @@ class Connection {
   int port_;
   std::string label_;
   MYSQL* mysql_ = nullptr;
-  std::unordered_map<std::string, MYSQL_STMT*> statements_;
+  struct Cached {
+    MYSQL_STMT* stmt;
+    std::list<std::string>::iterator recent;
+  };
+  std::unordered_map<std::string, Cached> statements_;
+  std::list<std::string> recent_;  // most recently used first
 };
 
 // What one statement produced.
@@ -368,7 +398,7 @@ std::expected<Produced, DbError> Execute(Connection& conn, MYSQL_STMT* stmt,
         c.name = f[i].name;
         c.type = f[i].type;
         c.is_unsigned = (f[i].flags & UNSIGNED_FLAG) != 0;
-        c.binary = c.type == MYSQL_TYPE_BIT ||
+        c.binary = c.type == MYSQL_TYPE_BIT || c.type == MYSQL_TYPE_GEOMETRY ||
                    (f[i].charsetnr == 63 &&
                     (c.type == MYSQL_TYPE_BLOB || c.type == MYSQL_TYPE_TINY_BLOB ||
                      c.type == MYSQL_TYPE_MEDIUM_BLOB || c.type == MYSQL_TYPE_LONG_BLOB ||
@@ -479,8 +509,15 @@ std::string WhereSql(const Query& q, std::vector<Value>& params) {
     sql += Quote(f.field);
     sql += FilterSql(f.op);
     if (f.op == Filter::Op::kIn) {
-      for (size_t i = 0; i < f.values.size(); ++i) sql += i ? ", ?" : "?";
+      // Padded to a power of two by repeating the last value (which changes nothing), so that
+      // lists of any length share a handful of prepared statements.
+      size_t n = 1;
+      while (n < f.values.size()) n *= 2;
+      for (size_t i = 0; i < n; ++i) sql += i ? ", ?" : "?";
       sql += ")";
+      params.insert(params.end(), f.values.begin(), f.values.end());
+      for (size_t i = f.values.size(); i < n; ++i) params.push_back(f.values.back());
+      continue;
     }
     params.insert(params.end(), f.values.begin(), f.values.end());
   }
@@ -625,6 +662,7 @@ class MariaDbCore : public NamasteCore {
     if (deadline_first) give_up = deadline_ms;
     auto backoff = 50ms;
     int deadlocks = 0;
+    bool reprepared = false;
     std::optional<DbError> last;
     while (true) {
       Connection* conn = Pick(access);
@@ -648,10 +686,23 @@ class MariaDbCore : public NamasteCore {
           if (NowUnixMs() > give_up) break;
           continue;
         }
+        if (stmt.error().errnum == ER_MAX_PREPARED_STMT_COUNT_REACHED) conn->Clear();
         spdlog::warn("{}: prepare failed: {} ({})", what, stmt.error().text, stmt.error().errnum);
         return std::unexpected(MapError(stmt.error(), what));
       }
-      auto produced = Execute(*conn, *stmt, params, out_count, t, out_names);
+      std::expected<Produced, DbError> produced;
+      try {
+        produced = Execute(*conn, *stmt, params, out_count, t, out_names);
+      } catch (const std::exception& ex) {
+        // Out of memory on a huge row, say. The connection has unread results: drop it. Never
+        // let this reach the broker's retry path, which would run a write again.
+        conn->Close();
+        spdlog::error("{}: reading the database's answer failed: {}", what, ex.what());
+        if (access == Access::kWrite)
+          return std::unexpected(OutcomeUnknown(what, "its answer could not be read"));
+        return std::unexpected(
+            Error{Code::kInternal, what + ": the database's answer could not be read", false});
+      }
       if (produced) return std::move(*produced);
       const DbError& e = produced.error();
       if (IsConnectionError(e.errnum)) {
@@ -661,18 +712,36 @@ class MariaDbCore : public NamasteCore {
           spdlog::error("{}: connection lost while the write ran ({}): outcome unknown", what,
                         e.text);
           return std::unexpected(
-              Error{Code::kUnavailable, what + ": the database connection was lost while the "
-                                               "write ran; it may or may not have been applied"});
+              OutcomeUnknown(what, "the database connection was lost while the write ran"));
         }
         last = e;
         if (NowUnixMs() > give_up) break;
         continue;
       }
-      // The statement is still usable after a server-side error; drop whatever it holds.
-      mysql_stmt_free_result(*stmt);
-      mysql_stmt_reset(*stmt);
-      if ((e.errnum == ER_LOCK_DEADLOCK) && deadlocks++ < kDeadlockRetries)
-        continue;  // rolled back
+      // The statement stays usable after a server-side error once whatever it holds is dropped;
+      // if even that fails, so has the connection.
+      if (mysql_stmt_free_result(*stmt) != 0 || mysql_stmt_reset(*stmt) != 0) conn->Close();
+      if (e.errnum == CR_NEW_STMT_METADATA || e.errnum == ER_NEED_REPREPARE) {
+        // The DBA changed the object (a view gained a column): prepare it afresh. A read reruns
+        // once; a write may have run, so it is not resent.
+        conn->Forget(sql);
+        if (access == Access::kRead && !reprepared) {
+          reprepared = true;
+          continue;
+        }
+      }
+      if (access == Access::kWrite) {
+        // Statements inside a procedure commit one by one (autocommit): a write stopped half-way
+        // may have applied its first part, so none of these is resent or called retryable.
+        if (e.errnum == ER_LOCK_DEADLOCK)
+          return std::unexpected(OutcomeUnknown(what, "the database stopped it in a deadlock"));
+        if (e.errnum == ER_LOCK_WAIT_TIMEOUT)
+          return std::unexpected(OutcomeUnknown(what, "it waited too long for a lock"));
+        if (e.errnum == ER_STATEMENT_TIMEOUT)
+          return std::unexpected(OutcomeUnknown(what, "it ran longer than query_timeout_ms"));
+      } else if (e.errnum == ER_LOCK_DEADLOCK && deadlocks++ < kDeadlockRetries) {
+        continue;  // a read: safe to run again
+      }
       if (e.errnum == ER_SP_DOES_NOT_EXIST || e.errnum == ER_NO_SUCH_TABLE) conn->Forget(sql);
       if (e.errnum != ER_SIGNAL_EXCEPTION && e.errnum != ER_SIGNAL_NOT_FOUND &&
           e.errnum != ER_DUP_ENTRY) {
