@@ -89,6 +89,7 @@ Result<void> Node::Start() {
   n.info->started = std::chrono::steady_clock::now();
   n.info->fault_injection = c.node.fault_injection;
   n.info->max_body_bytes = c.protocol.max_body_bytes;
+  n.info->max_reply_bytes = c.protocol.max_reply_bytes;
   n.info->templates = templates->snapshot;
   n.info->pools = [this] {
     std::vector<brokers::PoolStats> stats;

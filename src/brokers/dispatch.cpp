@@ -266,7 +266,19 @@ Outcome DispatchHandler::Handle(const amqp::Delivery& delivery, int retries) {
   }
   auto result = RunTemplate(*t, *request);
   if (!result) return Answer(protocol::EncodeError(event_id, result.error()));
-  return Answer(protocol::EncodeOk(event_id, std::move(result->data), result->count));
+  std::string reply = protocol::EncodeOk(event_id, std::move(result->data), result->count);
+  if (static_cast<int64_t>(reply.size()) > info.max_reply_bytes) {
+    // The broker would refuse it, leaving the message unacked and its write to be run again.
+    const OpSpec* spec = request->op == "call" ? t->Call(request->call) : t->Op(request->op);
+    const bool read = spec && spec->read;
+    return AnswerError(event_id, Code::kTooLarge,
+                       "the result is " + std::to_string(reply.size()) +
+                           " bytes, over this node's max_reply_bytes (" +
+                           std::to_string(info.max_reply_bytes) + "); " +
+                           (read ? "narrow the filter or lower the limit"
+                                 : "the write was applied, but its result cannot be sent"));
+  }
+  return Answer(std::move(reply));
 }
 
 }  // namespace beds::brokers

@@ -28,6 +28,7 @@ struct NodeInfo {
   std::chrono::steady_clock::time_point started;
   bool fault_injection = false;
   int64_t max_body_bytes = 1 << 20;
+  int64_t max_reply_bytes = 16 << 20;
   std::function<std::vector<PoolStats>()> pools;
   std::shared_ptr<const templates::Snapshot> templates;  // null: system templates only
 };

@@ -429,6 +429,30 @@ TEST_F(RelTest, AViewChangedWhileRunningIsPreparedAfresh) {
   EXPECT_TRUE(Ok(Read(R"({"template":"Users","op":"fetch"})")));
 }
 
+TEST_F(RelTest, AResultOverMaxReplyBytesIsAnsweredTooLarge) {
+  NodeOptions o = Options();
+  o.extra_toml = "max_reply_bytes = 2048";  // lands in [protocol], the fixture's last table
+  StartNode(o);
+  for (int i = 0; i < 30; ++i) {
+    ASSERT_TRUE(Ok(Write(R"({"template":"Users","op":"create","data":{"email":"user)" +
+                         std::to_string(i) + R"(@example.org"}})")));
+  }
+  auto all = Read(R"({"template":"Users","op":"fetch"})");
+  EXPECT_EQ(CodeOf(all), "TOO_LARGE") << json::serialize(all);
+  EXPECT_NE(MessageOf(all).find("narrow the filter or lower the limit"), std::string::npos);
+  EXPECT_TRUE(Ok(Read(R"({"template":"Users","op":"fetch","limit":5})")));
+  // A write with a large result was applied all the same, and the client is told so.
+  json::object big{
+      {"template", "Users"},
+      {"op", "create"},
+      {"data", json::object{{"email", "big@example.org"},
+                            {"profile", json::object{{"bio", std::string(3000, 'x')}}}}}};
+  auto created = Write(json::serialize(big));
+  EXPECT_EQ(CodeOf(created), "TOO_LARGE") << json::serialize(created);
+  EXPECT_NE(MessageOf(created).find("the write was applied"), std::string::npos);
+  EXPECT_EQ(Scalar("SELECT COUNT(*) FROM usr_users WHERE email = 'big@example.org'"), "1");
+}
+
 TEST_F(RelTest, ProductionRefusesToStartWithAnUnboundTemplate) {
   Scalar("DROP PROCEDURE ord_update");
   NodeOptions o = Options();
