@@ -5,6 +5,7 @@
 #include <condition_variable>
 #include <mutex>
 #include <thread>
+#include <utility>
 
 #include "brokers/worker.hpp"
 
@@ -50,9 +51,12 @@ struct Pool::Impl {
       for (size_t i : dead) {
         workers[i]->Join();
         auto fresh = MakeWorker(static_cast<int>(i));
+        // The old worker is destroyed after the lock is released: its handler may still be
+        // closing database connections.
+        std::unique_ptr<Worker> replaced;
         {
           std::lock_guard lock(mutex);
-          workers[i] = std::move(fresh);
+          replaced = std::exchange(workers[i], std::move(fresh));
         }
         counters.respawns.fetch_add(1);
         spdlog::warn("broker {}: worker {} replaced ({} respawns so far)", broker.name, i,
