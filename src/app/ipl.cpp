@@ -157,8 +157,8 @@ Result<TemplateSet> LoadTemplates(const config::Config& c) {
       if (it == schemas.end())
         it = schemas.emplace(t.database, adapters::mariadb::ReadSchema(db->second)).first;
       if (!it->second) {
-        set.problems.push_back(t.name + " (" + t.file +
-                               "): not checked: " + it->second.error().message);
+        set.unchecked.push_back(t.name + " (" + t.file +
+                                "): not checked: " + it->second.error().message);
       } else {
         const auto problems = templates::BindCheck(t, *it->second);
         std::string all;

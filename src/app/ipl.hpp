@@ -32,11 +32,12 @@ Result<void> DeclareTopology(const config::Config& config);
 // IPL step 5: every template of [templates] dir, bind-checked against the database it names.
 // A template that does not parse is an error (returned); one that does not bind is listed in
 // `problems` and marked unavailable in the snapshot. A database whose catalogue cannot be read
-// leaves its templates unchecked (listed in `problems`, still available: the adapter answers
-// UNAVAILABLE while the server is away).
+// leaves its templates unchecked (listed in `unchecked`, still available: the adapter answers
+// UNAVAILABLE while the server is away). Each line starts "Name (file): ".
 struct TemplateSet {
   std::shared_ptr<templates::Snapshot> snapshot;
   std::vector<std::string> problems;
+  std::vector<std::string> unchecked;
 };
 Result<TemplateSet> LoadTemplates(const config::Config& config);
 

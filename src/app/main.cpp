@@ -34,6 +34,17 @@ Result<beds::config::Config> LoadConfig(const std::string& dir, const std::strin
   return beds::config::Load(options);
 }
 
+// For the offline tools: the config, or every problem on stderr (the caller exits 2).
+std::optional<beds::config::Config> LoadConfigOrReport(const std::string& dir,
+                                                       const std::string& env) {
+  auto config = LoadConfig(dir, env);
+  if (!config) {
+    std::cerr << "config invalid:\n" << config.error().message << "\n";
+    return std::nullopt;
+  }
+  return std::move(*config);
+}
+
 int Version() {
   std::cout << "beds " << beds::build::kVersion << " (" << beds::build::kBuildType << ", "
             << beds::build::kCompiler
@@ -50,11 +61,8 @@ int Version() {
 }
 
 int ConfigCheck(const std::string& dir, const std::string& env) {
-  auto config = LoadConfig(dir, env);
-  if (!config) {
-    std::cerr << "config invalid:\n" << config.error().message << "\n";
-    return 2;
-  }
+  auto config = LoadConfigOrReport(dir, env);
+  if (!config) return 2;
   std::cout << "# env " << config->env << ", files:";
   for (const auto& f : config->files) std::cout << " " << f;
   std::cout << "\n# digest " << config->digest << "\n" << config->merged_toml << "\n";
@@ -64,11 +72,8 @@ int ConfigCheck(const std::string& dir, const std::string& env) {
 // `beds template check`: what IPL step 5 would find, without starting a node. Exit 0 when every
 // template loads and binds, 1 when one does not bind (or was not checked), 2 when one is invalid.
 int TemplateCheck(const std::string& dir, const std::string& env) {
-  auto config = LoadConfig(dir, env);
-  if (!config) {
-    std::cerr << "config invalid:\n" << config.error().message << "\n";
-    return 2;
-  }
+  auto config = LoadConfigOrReport(dir, env);
+  if (!config) return 2;
   auto set = beds::app::LoadTemplates(*config);
   if (!set) {
     std::cerr << "templates invalid:\n" << set.error().message << "\n";
@@ -80,19 +85,17 @@ int TemplateCheck(const std::string& dir, const std::string& env) {
               << ", " << t.file << ")\n";
   }
   for (const auto& p : set->problems) std::cout << "  " << p << "\n";
-  std::cout << set->snapshot->by_name.size() << " template(s), " << set->problems.size()
-            << " problem(s)\n";
-  return set->problems.empty() ? 0 : 1;
+  for (const auto& u : set->unchecked) std::cout << "  " << u << "\n";
+  const size_t problems = set->problems.size() + set->unchecked.size();
+  std::cout << set->snapshot->by_name.size() << " template(s), " << problems << " problem(s)\n";
+  return problems == 0 ? 0 : 1;
 }
 
 // `beds template scaffold --tla usr`: a starting REL template from the objects named usr_*.
 int TemplateScaffold(const std::string& dir, const std::string& env, const std::string& tla,
                      const std::string& database, const std::string& out) {
-  auto config = LoadConfig(dir, env);
-  if (!config) {
-    std::cerr << "config invalid:\n" << config.error().message << "\n";
-    return 2;
-  }
+  auto config = LoadConfigOrReport(dir, env);
+  if (!config) return 2;
   auto db = config->databases.find(database);
   if (db == config->databases.end() || db->second.engine != "mariadb") {
     std::cerr << "beds: no mariadb database named \"" << database << "\" in the config\n";

@@ -59,7 +59,7 @@ Result<void> Node::Start() {
   // 4. AMQP login and topology.
   if (auto r = n.Step("AMQP topology", DeclareTopology(c)); !r) return r;
   // 5. Templates, bound to the DBA's objects; the adapters each worker will use.
-  Result<TemplateSet> templates = TemplateSet{std::make_shared<templates::Snapshot>(), {}};
+  Result<TemplateSet> templates = TemplateSet{std::make_shared<templates::Snapshot>(), {}, {}};
   if (std::error_code ec; !std::filesystem::is_directory(c.templates.dir, ec)) {
     // A node without data templates (an admin node, say) is legitimate in development; in
     // production a missing directory is far more likely a wrong working directory or path.
@@ -70,12 +70,17 @@ Result<void> Node::Start() {
     templates = LoadTemplates(c);
     if (!templates) return Fail(Code::kValidation, "templates: " + templates.error().message);
   }
-  for (const auto& problem : templates->problems) {
-    if (c.node.production) return Fail(Code::kUnavailable, "template " + problem);
-    spdlog::error("IPL template {} (development mode: {})", problem,
-                  problem.find(": not checked: ") != std::string::npos ? "serving it unchecked"
-                                                                       : "it answers UNAVAILABLE");
-  }
+  // In production any of these ends IPL; in development each is logged and the node goes on.
+  auto report = [&](const std::vector<std::string>& lines,
+                    const char* dev_outcome) -> Result<void> {
+    for (const auto& line : lines) {
+      if (c.node.production) return Fail(Code::kUnavailable, "template " + line);
+      spdlog::error("IPL template {} (development mode: {})", line, dev_outcome);
+    }
+    return Ok();
+  };
+  if (auto r = report(templates->problems, "it answers UNAVAILABLE"); !r) return r;
+  if (auto r = report(templates->unchecked, "serving it unchecked"); !r) return r;
   spdlog::info("IPL templates: {} loaded from {}, {} unavailable",
                templates->snapshot->by_name.size(), c.templates.dir,
                templates->snapshot->unavailable.size());

@@ -141,8 +141,8 @@ json::object PingData(const NodeInfo& info) {
 
 DispatchHandler::DispatchHandler(std::shared_ptr<const NodeInfo> info,
                                  std::shared_ptr<const CoreFactory> factory)
-    : info_(std::move(info)), factory_(std::move(factory)) {
-  if (factory_) session_.emplace(factory_);
+    : info_(std::move(info)) {
+  if (factory) session_.emplace(std::move(factory));
 }
 
 Result<OpResult> DispatchHandler::RunTemplate(const Template& t, const protocol::Request& r) {

@@ -52,8 +52,7 @@ class DispatchHandler : public Handler {
   Result<OpResult> RunTemplate(const Template& t, const protocol::Request& request);
 
   std::shared_ptr<const NodeInfo> info_;
-  std::shared_ptr<const CoreFactory> factory_;
-  std::optional<CoreFactory::Session> session_;
+  std::optional<CoreFactory::Session> session_;  // empty: no factory, no adapters
 };
 
 }  // namespace beds::brokers

@@ -11,8 +11,6 @@ void CoreFactory::Register(std::string database, Maker maker) {
   makers_[std::move(database)] = std::move(maker);
 }
 
-bool CoreFactory::Has(const std::string& database) const { return makers_.contains(database); }
-
 NamasteCore* CoreFactory::Session::For(const Template& t) {
   if (auto it = cores_.find(t.database); it != cores_.end()) return it->second.get();
   auto maker = factory_->makers_.find(t.database);

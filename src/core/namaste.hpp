@@ -84,7 +84,6 @@ class CoreFactory {
   using Maker = std::function<std::unique_ptr<NamasteCore>()>;
 
   void Register(std::string database, Maker maker);
-  bool Has(const std::string& database) const;
 
   // One worker's adapters, created lazily, owned by that worker's thread.
   class Session {

@@ -58,10 +58,6 @@ const OpSpec* Template::Call(std::string_view call) const {
   return it == calls.end() ? nullptr : &it->second;
 }
 
-}  // namespace beds
-
-namespace beds {
-
 FieldType FieldTypeForSql(std::string_view t, std::string_view column_type) {
   if (t == "tinyint" && column_type.starts_with("tinyint(1)")) return FieldType::kBool;
   if (t == "tinyint" || t == "smallint" || t == "mediumint" || t == "int" || t == "bigint" ||

@@ -64,10 +64,6 @@ struct Template {
   const OpSpec* Call(std::string_view call) const;
 };
 
-}  // namespace beds
-
-namespace beds {
-
 // What a database holds that templates can bind to, as read from its catalogue (MariaDB:
 // information_schema) by the adapter. The templates part checks templates against it and writes
 // scaffolds from it without opening a connection itself.

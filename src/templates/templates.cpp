@@ -16,6 +16,13 @@ namespace fs = std::filesystem;
 
 constexpr int64_t kMaxLimitCeiling = 100000;
 
+// Every problem found, one per line.
+std::string JoinLines(const std::vector<std::string>& lines) {
+  std::string all;
+  for (const auto& line : lines) all += (all.empty() ? "" : "\n") + line;
+  return all;
+}
+
 bool IsIdentifier(std::string_view s, size_t max = 64) {
   if (s.empty() || s.size() > max) return false;
   if (!(std::isalpha(static_cast<unsigned char>(s[0])) || s[0] == '_')) return false;
@@ -377,9 +384,7 @@ Result<Template> Parse(std::string_view text, const std::string& file) {
   }
 
   if (!errors.empty()) {
-    std::string all;
-    for (const auto& e : errors) all += (all.empty() ? "" : "\n") + e;
-    return Fail(Code::kValidation, all);
+    return Fail(Code::kValidation, JoinLines(errors));
   }
   return t;
 }
@@ -419,9 +424,7 @@ Result<std::vector<Template>> LoadDir(const std::string& dir) {
     out.push_back(std::move(*t));
   }
   if (!errors.empty()) {
-    std::string all;
-    for (const auto& e : errors) all += (all.empty() ? "" : "\n") + e;
-    return Fail(Code::kValidation, all);
+    return Fail(Code::kValidation, JoinLines(errors));
   }
   return out;
 }

@@ -203,6 +203,19 @@ json::value ColumnValue(Column& c) {
   return json::string(text);  // strings, DECIMAL digits (exact), ENUM, SET, BIT as text
 }
 
+DbError ConnectionError(MYSQL* m) {
+  return DbError{mysql_errno(m), mysql_sqlstate(m), mysql_error(m)};
+}
+
+// Some failures (an error in the status packet that ends a CALL's results, such as an
+// interrupted statement) are recorded on the connection rather than the statement.
+DbError StmtError(MYSQL_STMT* stmt) {
+  if (mysql_stmt_errno(stmt) == 0 && stmt->mysql && mysql_errno(stmt->mysql) != 0) {
+    return ConnectionError(stmt->mysql);
+  }
+  return DbError{mysql_stmt_errno(stmt), mysql_stmt_sqlstate(stmt), mysql_stmt_error(stmt)};
+}
+
 class Connection {
  public:
   Connection(const config::DatabaseSettings& s, std::string host, int port, std::string label)
@@ -242,7 +255,7 @@ class Connection {
                             static_cast<unsigned>(port_),
                             use_socket ? settings_.socket.c_str() : nullptr,
                             CLIENT_MULTI_RESULTS | CLIENT_FOUND_ROWS)) {
-      DbError e{mysql_errno(m), mysql_sqlstate(m), mysql_error(m)};
+      DbError e = ConnectionError(m);
       mysql_close(m);
       return e;
     }
@@ -282,11 +295,9 @@ class Connection {
     }
     if (statements_.size() >= kMaxCachedStatements) Forget(recent_.back());
     MYSQL_STMT* stmt = mysql_stmt_init(mysql_);
-    if (!stmt)
-      return std::unexpected(
-          DbError{mysql_errno(mysql_), mysql_sqlstate(mysql_), mysql_error(mysql_)});
+    if (!stmt) return std::unexpected(ConnectionError(mysql_));
     if (mysql_stmt_prepare(stmt, sql.data(), sql.size()) != 0) {
-      DbError e{mysql_stmt_errno(stmt), mysql_stmt_sqlstate(stmt), mysql_stmt_error(stmt)};
+      DbError e = StmtError(stmt);
       mysql_stmt_close(stmt);
       return std::unexpected(e);
     }
@@ -325,15 +336,6 @@ struct Produced {
   std::optional<json::object> out;  // the OUT parameters' row
   int64_t affected = 0;
 };
-
-// Some failures (an error in the status packet that ends a CALL's results, such as an
-// interrupted statement) are recorded on the connection rather than the statement.
-DbError StmtError(MYSQL_STMT* stmt) {
-  if (mysql_stmt_errno(stmt) == 0 && stmt->mysql && mysql_errno(stmt->mysql) != 0) {
-    return DbError{mysql_errno(stmt->mysql), mysql_sqlstate(stmt->mysql), mysql_error(stmt->mysql)};
-  }
-  return DbError{mysql_stmt_errno(stmt), mysql_stmt_sqlstate(stmt), mysql_stmt_error(stmt)};
-}
 
 // Binds `params` (which must outlive the execution) and runs the statement, draining every
 // result set: rows become objects keyed by column name, typed by the template where it declares
@@ -624,6 +626,7 @@ class MariaDbCore : public NamasteCore {
   }
 
   // The connection a statement runs on: a secondary for reads when one is up, else the master.
+  // One the server has closed is closed here too, so Run() knows to reopen it.
   Connection* Pick(Access access) {
     if (access == Access::kRead) {
       const auto now = std::chrono::steady_clock::now();
@@ -639,6 +642,7 @@ class MariaDbCore : public NamasteCore {
         secondary_down_until_[i] = now + kSecondaryCooldown;
       }
     }
+    if (master_.connected() && master_.LooksClosed()) master_.Close();
     return &master_;
   }
 
@@ -666,7 +670,6 @@ class MariaDbCore : public NamasteCore {
     std::optional<DbError> last;
     while (true) {
       Connection* conn = Pick(access);
-      if (conn->connected() && conn->LooksClosed()) conn->Close();
       if (!conn->connected()) {
         if (auto e = conn->Connect()) {
           last = e;
