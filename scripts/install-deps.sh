@@ -6,9 +6,10 @@ packages=(
   build-essential cmake ninja-build pkg-config git
   librabbitmq-dev libmariadb-dev libtomlplusplus-dev libboost1.81-dev libboost-json1.81-dev
   libspdlog-dev libfmt-dev libcli11-dev libsystemd-dev libssl-dev
+  libsqlite3-dev libmongoc-dev libbson-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   rabbitmq-server mariadb-server mariadb-client
-  python3 python3-pika openssl
+  python3 python3-pika python3-mockupdb openssl
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -11,6 +11,8 @@
 #include <cstring>
 
 #include "adapters/mariadb/mariadb.hpp"
+#include "adapters/mongodb/mongodb.hpp"
+#include "adapters/sqlite/sqlite.hpp"
 #include "amqp/connection.hpp"
 #include "amqp/topology.hpp"
 
@@ -132,9 +134,12 @@ Result<void> DeclareTopology(const config::Config& c) {
   return Ok();
 }
 
-Result<TemplateSet> LoadTemplates(const config::Config& c) {
+Result<TemplateSet> LoadTemplates(const config::Config& c,
+                                  std::shared_ptr<const CoreFactory> factory) {
   auto loaded = templates::LoadDir(c.templates.dir);
   if (!loaded) return std::unexpected(loaded.error());
+  std::optional<CoreFactory::Session> ensure;
+  if (factory) ensure.emplace(std::move(factory));
   TemplateSet set;
   set.snapshot = std::make_shared<templates::Snapshot>();
   std::map<std::string, Result<Schema>> schemas;
@@ -150,8 +155,15 @@ Result<TemplateSet> LoadTemplates(const config::Config& c) {
     } else if (t.kind == "rel" && db->second.engine != "mariadb") {
       unavailable("a rel template needs a mariadb database; \"" + t.database + "\" is " +
                   db->second.engine);
+    } else if (t.kind == "rec" && db->second.engine == "mariadb") {
+      unavailable("a rec template needs a sqlite or mongodb database; \"" + t.database +
+                  "\" is mariadb");
     } else if (t.kind == "rec") {
-      unavailable("REC engines (" + db->second.engine + ") are not in this build yet");
+      // Collections and indexes are created when missing, through a worker-like session.
+      NamasteCore* core = ensure ? ensure->For(t) : nullptr;
+      if (core) {
+        if (auto r = core->Prepare(t); !r) unavailable(r.error().message);
+      }
     } else {
       auto it = schemas.find(t.database);
       if (it == schemas.end())
@@ -174,9 +186,18 @@ Result<TemplateSet> LoadTemplates(const config::Config& c) {
 
 std::shared_ptr<CoreFactory> MakeCoreFactory(const config::Config& c) {
   auto factory = std::make_shared<CoreFactory>();
+  // A MongoDB pool holds one client per worker that may use it at once.
+  int workers = 0;
+  for (const auto& b : c.brokers) workers += b.handler == "dispatch" ? b.instances : 0;
   for (const auto& [name, db] : c.databases) {
     if (db.engine == "mariadb") {
       factory->Register(name, [settings = db] { return adapters::mariadb::MakeCore(settings); });
+    } else if (db.engine == "sqlite") {
+      auto store = adapters::sqlite::OpenStore(db);
+      factory->Register(name, [store] { return adapters::sqlite::MakeCore(store); });
+    } else if (db.engine == "mongodb") {
+      auto store = adapters::mongodb::OpenStore(db, workers);
+      factory->Register(name, [store] { return adapters::mongodb::MakeCore(store); });
     }
   }
   return factory;

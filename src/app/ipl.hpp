@@ -39,7 +39,12 @@ struct TemplateSet {
   std::vector<std::string> problems;
   std::vector<std::string> unchecked;
 };
-Result<TemplateSet> LoadTemplates(const config::Config& config);
+// With a `factory`, each REC template's collection and indexes are ensured (created when
+// missing) through it, and a store that cannot do so (an unreachable server, a corrupt or
+// read-only SQLite file) marks the template unavailable with the reason. Without one (the offline
+// `beds template check`), REC templates are only parsed.
+Result<TemplateSet> LoadTemplates(const config::Config& config,
+                                  std::shared_ptr<const CoreFactory> factory = nullptr);
 
 // The adapters of the configured databases (engines this build has), for the workers' sessions.
 std::shared_ptr<CoreFactory> MakeCoreFactory(const config::Config& config);

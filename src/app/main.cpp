@@ -17,6 +17,8 @@
 #include <thread>
 
 #include "adapters/mariadb/mariadb.hpp"
+#include "adapters/mongodb/mongodb.hpp"
+#include "adapters/sqlite/sqlite.hpp"
 #include "amqp/connection.hpp"
 #include "app/ipl.hpp"
 #include "app/node.hpp"
@@ -55,6 +57,8 @@ int Version() {
             << "spdlog " << SPDLOG_VER_MAJOR << "." << SPDLOG_VER_MINOR << "." << SPDLOG_VER_PATCH
             << "\n"
             << "mariadb connector/c " << beds::adapters::mariadb::ClientVersion() << "\n"
+            << "sqlite " << beds::adapters::sqlite::LibraryVersion() << "\n"
+            << "mongo-c-driver " << beds::adapters::mongodb::DriverVersion() << "\n"
             << "toml++ " << TOML_LIB_MAJOR << "." << TOML_LIB_MINOR << "." << TOML_LIB_PATCH
             << "\n";
   return 0;

@@ -59,6 +59,7 @@ Result<void> Node::Start() {
   // 4. AMQP login and topology.
   if (auto r = n.Step("AMQP topology", DeclareTopology(c)); !r) return r;
   // 5. Templates, bound to the DBA's objects; the adapters each worker will use.
+  auto factory = MakeCoreFactory(c);
   Result<TemplateSet> templates = TemplateSet{std::make_shared<templates::Snapshot>(), {}, {}};
   if (std::error_code ec; !std::filesystem::is_directory(c.templates.dir, ec)) {
     // A node without data templates (an admin node, say) is legitimate in development; in
@@ -67,7 +68,7 @@ Result<void> Node::Start() {
     if (c.node.production) return Fail(Code::kUnavailable, why);
     spdlog::warn("IPL {} (development mode: serving the system templates only)", why);
   } else {
-    templates = LoadTemplates(c);
+    templates = LoadTemplates(c, factory);
     if (!templates) return Fail(Code::kValidation, "templates: " + templates.error().message);
   }
   // In production any of these ends IPL; in development each is logged and the node goes on.
@@ -84,7 +85,6 @@ Result<void> Node::Start() {
   spdlog::info("IPL templates: {} loaded from {}, {} unavailable",
                templates->snapshot->by_name.size(), c.templates.dir,
                templates->snapshot->unavailable.size());
-  auto factory = MakeCoreFactory(c);
 
   // 6. Broker pools and the control loop.
   n.info = std::make_shared<brokers::NodeInfo>();

@@ -145,7 +145,7 @@ DispatchHandler::DispatchHandler(std::shared_ptr<const NodeInfo> info,
   if (factory) session_.emplace(std::move(factory));
 }
 
-Result<OpResult> DispatchHandler::RunTemplate(const Template& t, const protocol::Request& r) {
+Result<const OpSpec*> FindOp(const Template& t, const protocol::Request& r) {
   const std::string& op = r.op;
   const OpSpec* spec = nullptr;
   if (op == "call") {
@@ -164,6 +164,44 @@ Result<OpResult> DispatchHandler::RunTemplate(const Template& t, const protocol:
     return std::unexpected(Error{
         Code::kUnknownOp, "template '" + t.name + "' has no op '" + protocol::Excerpt(op) + "'"});
   }
+  return spec;
+}
+
+Result<OpResult> RunOp(const Template& t, const OpSpec& spec, const protocol::Request& r,
+                       NamasteCore& core) {
+  const std::string& op = r.op;
+  const bool query = op == "fetch" || op == "count";
+  if (query && !r.data.empty()) {
+    return std::unexpected(Error{Code::kValidation, op + " takes where, not data"});
+  }
+  if (!query && !r.where.empty()) {
+    return std::unexpected(Error{Code::kValidation, op + " takes data, not where"});
+  }
+  if (query) {
+    QueryInput in{&r.where, r.id, r.limit, r.offset, r.order};
+    auto q = ValidateQuery(t, spec, in, op == "count");
+    if (!q) return std::unexpected(q.error());
+    q->deadline_ms = r.deadline_ms;
+    if (op == "count") return core.Count(t, spec, *q);
+    auto result = core.Fetch(t, spec, *q);
+    if (result && !r.id.empty() && result->data.empty()) {
+      return std::unexpected(
+          Error{Code::kNotFound, t.name + " '" + protocol::Excerpt(r.id) + "' was not found"});
+    }
+    return result;
+  }
+  auto p = ValidatePayload(t, spec, op, r.data, r.id);
+  if (!p) return std::unexpected(p.error());
+  p->deadline_ms = r.deadline_ms;
+  if (op == "create") return core.Create(t, spec, *p);
+  if (op == "update") return core.Update(t, spec, *p);
+  if (op == "delete") return core.Delete(t, spec, *p);
+  return core.Call(t, spec, *p);
+}
+
+Result<OpResult> DispatchHandler::RunTemplate(const Template& t, const protocol::Request& r) {
+  auto spec = FindOp(t, r);
+  if (!spec) return std::unexpected(spec.error());
   if (auto it = info_->templates->unavailable.find(t.name);
       it != info_->templates->unavailable.end()) {
     return std::unexpected(Error{Code::kUnavailable, "template '" + t.name +
@@ -176,33 +214,7 @@ Result<OpResult> DispatchHandler::RunTemplate(const Template& t, const protocol:
         Code::kUnavailable,
         "template '" + t.name + "': database '" + t.database + "' has no adapter on this node"});
   }
-  const bool query = op == "fetch" || op == "count";
-  if (query && !r.data.empty()) {
-    return std::unexpected(Error{Code::kValidation, op + " takes where, not data"});
-  }
-  if (!query && !r.where.empty()) {
-    return std::unexpected(Error{Code::kValidation, op + " takes data, not where"});
-  }
-  if (query) {
-    QueryInput in{&r.where, r.id, r.limit, r.offset, r.order};
-    auto q = ValidateQuery(t, *spec, in, op == "count");
-    if (!q) return std::unexpected(q.error());
-    q->deadline_ms = r.deadline_ms;
-    if (op == "count") return core->Count(t, *spec, *q);
-    auto result = core->Fetch(t, *spec, *q);
-    if (result && !r.id.empty() && result->data.empty()) {
-      return std::unexpected(
-          Error{Code::kNotFound, t.name + " '" + protocol::Excerpt(r.id) + "' was not found"});
-    }
-    return result;
-  }
-  auto p = ValidatePayload(t, *spec, op, r.data, r.id);
-  if (!p) return std::unexpected(p.error());
-  p->deadline_ms = r.deadline_ms;
-  if (op == "create") return core->Create(t, *spec, *p);
-  if (op == "update") return core->Update(t, *spec, *p);
-  if (op == "delete") return core->Delete(t, *spec, *p);
-  return core->Call(t, *spec, *p);
+  return RunOp(t, **spec, r, *core);
 }
 
 std::string DispatchHandler::ParkedReply(const amqp::Delivery& delivery,

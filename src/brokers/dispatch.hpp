@@ -39,6 +39,14 @@ boost::json::object PingData(const NodeInfo& info);
 // The body of sys/describe's `data`.
 boost::json::object DescribeData(const NodeInfo& info);
 
+// The op (or named call) a request names, or UNKNOWN_OP / VALIDATION.
+Result<const OpSpec*> FindOp(const Template& t, const protocol::Request& request);
+
+// Validates a request against its template and op, then runs it on `core`. Fetch by id with no
+// result is NOT_FOUND. Used by the dispatcher and by tests that drive an adapter directly.
+Result<OpResult> RunOp(const Template& t, const OpSpec& spec, const protocol::Request& request,
+                       NamasteCore& core);
+
 class DispatchHandler : public Handler {
  public:
   // `factory` null: no data templates can run (each answers UNAVAILABLE).

@@ -57,6 +57,11 @@ struct DatabaseSettings {
   // UNAVAILABLE (bounded by the request's deadline). Keep well below 2 × heartbeat_s.
   int64_t reconnect_wait_ms = 5000;
   int64_t query_timeout_ms = 30000;  // a statement running longer is abandoned (UNAVAILABLE)
+  // REC engines (sqlite, mongodb).
+  int64_t max_document_bytes = 16 * 1024 * 1024;  // a larger document is TOO_LARGE
+  int64_t sweep_interval_s = 60;                  // sqlite: how often TTL indexes are swept
+  std::string synchronous = "full";               // sqlite: PRAGMA synchronous (off|normal|full)
+  std::string write_concern = "majority";         // mongodb: "majority" or a number of nodes
 };
 
 struct BrokerSettings {

@@ -201,6 +201,19 @@ void ReadDatabase(const toml::table* table, const std::string& path, const Origi
   r.String("uri", s.uri);
   r.Integer("reconnect_wait_ms", s.reconnect_wait_ms, 0, 600000);
   r.Integer("query_timeout_ms", s.query_timeout_ms, 1000, 3600000);
+  r.Integer("max_document_bytes", s.max_document_bytes, 1, 1024LL * 1024 * 1024);
+  r.Integer("sweep_interval_s", s.sweep_interval_s, 0, 86400);
+  r.String("synchronous", s.synchronous, {"off", "normal", "full"});
+  r.String("write_concern", s.write_concern);
+  if (s.write_concern != "majority" &&
+      (s.write_concern.empty() || s.write_concern.size() > 2 ||
+       !std::all_of(s.write_concern.begin(), s.write_concern.end(), ::isdigit) ||
+       s.write_concern == "0" || s.write_concern == "00")) {
+    r.Error("write_concern",
+            "expected \"majority\" or a number of nodes (1-99), got \"" + s.write_concern + "\"");
+  }
+  if (s.engine == "sqlite" && s.path.empty()) r.Error("path", "is required for engine sqlite");
+  if (s.engine == "mongodb" && s.uri.empty()) r.Error("uri", "is required for engine mongodb");
   if (const toml::node* node = r.Raw("secondaries")) {
     const auto* array = node->as_array();
     if (!array) {

@@ -73,6 +73,9 @@ class NamasteCore {
   virtual Result<OpResult> Update(const Template& t, const OpSpec& op, const Payload& p) = 0;
   virtual Result<OpResult> Delete(const Template& t, const OpSpec& op, const Payload& p) = 0;
   virtual Result<OpResult> Call(const Template& t, const OpSpec& op, const Payload& p) = 0;
+  // Called once per template at IPL: a REC engine creates the collection and its indexes when
+  // missing (never dropping anything). REL objects belong to the DBA; bind-checking is separate.
+  virtual Result<void> Prepare(const Template&) { return Ok(); }
 };
 
 // Maps a template's `database` to the adapter that serves it. The node registers one maker per

@@ -188,6 +188,51 @@ void ReadOp(const toml::table& table, const std::string& path, const std::string
   declared("order", op.order);
 }
 
+// A REC document always has an id: the declared key field, or an implicit string field `id`
+// (a generated UUIDv7 unless the client gives one). create and update take any declared field as
+// `data`; delete takes the key. json and bytes fields cannot be filtered, ordered or indexed on:
+// the two engines would compare them differently.
+void FinishRec(Template& t, const std::string& file, std::vector<std::string>& errors) {
+  if (!t.Key() && t.Field("id")) {
+    errors.push_back(file +
+                     ": key 'fields.id': a REC template without a key field gets an "
+                     "implicit key \"id\"; mark this field key = true or rename it");
+  }
+  const FieldSpec* key = t.Key();
+  if (key && key->type != FieldType::kString && key->type != FieldType::kInt) {
+    errors.push_back(file + ": key 'fields." + key->name + "': a REC key is a string or an int");
+  }
+  std::vector<std::string> all;
+  for (const auto& f : t.fields) all.push_back(f.name);
+  for (auto& [name, op] : t.ops) {
+    if (name == "create" || name == "update") op.params = all;
+    if (name == "delete" && key) op.params = {key->name};
+  }
+  auto comparable = [&](const std::string& where, const std::string& field) {
+    const std::string bare = field.starts_with('-') ? field.substr(1) : field;
+    const FieldSpec* f = t.Field(bare);
+    if (f && (f->type == FieldType::kJson || f->type == FieldType::kBytes)) {
+      errors.push_back(file + ": key '" + where + "': \"" + bare + "\" is a " +
+                       std::string(FieldTypeName(f->type)) +
+                       " field; REC filters, order and indexes take scalar fields only");
+    }
+  };
+  for (const auto& [name, op] : t.ops) {
+    for (const auto& f : op.where) comparable("ops." + name + ".where", f);
+    for (const auto& f : op.order) comparable("ops." + name + ".order", f);
+  }
+  for (const auto& index : t.indexes) {
+    for (const auto& f : index.fields) comparable("indexes." + index.name + ".fields", f);
+    if (index.expire_after_s) {
+      const FieldSpec* f = index.fields.size() == 1 ? t.Field(index.fields[0]) : nullptr;
+      if (!f || f->type != FieldType::kDatetime) {
+        errors.push_back(file + ": key 'indexes." + index.name +
+                         ".expire_after_s': a TTL index has exactly one datetime field");
+      }
+    }
+  }
+}
+
 }  // namespace
 
 bool IsSystemTemplate(std::string_view name) {
@@ -225,7 +270,9 @@ Result<Template> Parse(std::string_view text, const std::string& file) {
                        });
     if (!three) r.Error(root.get("tla"), "tla", "expected three lowercase letters");
     const std::string stem = fs::path(file).filename().string();
-    if (three && !stem.starts_with(t.tla + "_")) {
+    // example_*.toml files document the format (TEMPLATES.md names example_rec.toml) and are
+    // the one exception to the file-name rule.
+    if (three && !stem.starts_with(t.tla + "_") && !stem.starts_with("example_")) {
       r.Error(root.get("tla"), "tla",
               "the file name must start with \"" + t.tla + "_\" (TLA convention), not \"" + stem +
                   "\"");
@@ -281,6 +328,13 @@ Result<Template> Parse(std::string_view text, const std::string& file) {
     r.Error(nullptr, "fields", "is required");
   }
 
+  if (t.kind == "rec" && !t.Key() && !t.Field("id")) {
+    // The implicit key, declared before the ops and indexes that may name it.
+    t.fields.insert(
+        t.fields.begin(),
+        FieldSpec{
+            .name = "id", .type = FieldType::kString, .key = true, .required = false, .max = 64});
+  }
   if (t.kind == "rec") {
     if (const toml::table* indexes = r.Table("indexes")) {
       for (const auto& [k, v] : *indexes) {
@@ -317,6 +371,11 @@ Result<Template> Parse(std::string_view text, const std::string& file) {
     for (const auto& [k, v] : *ops) {
       const std::string op_name(k.str());
       if (op_name == "calls") {
+        if (!rel) {
+          r.Error(&v, "ops.calls",
+                  "REC templates have no calls (create fetch count update delete)");
+          continue;
+        }
         if (!v.is_table()) {
           r.Error(&v, "ops.calls", "expected a table of named calls");
           continue;
@@ -350,6 +409,8 @@ Result<Template> Parse(std::string_view text, const std::string& file) {
     }
   }
   r.Finish();
+
+  if (!rel) FinishRec(t, file, errors);
 
   // Fetch by id and update/delete need a key; count defaults to fetch's view and filters.
   const FieldSpec* key = t.Key();

@@ -95,10 +95,14 @@ NodeProcess::NodeProcess(const std::string& vhost, const NodeOptions& o) {
       << "\nvhost = \"" << vhost << "\"\npass = \"guest\"\nheartbeat_s = 10\n"
       << "[databases.main]\nengine = \"mariadb\"\nport = " << (o.db_port ? o.db_port : kMariadbPort)
       << "\npass = \"beds\"\ndatabase = \"" << o.database << "\"\n"
-      << o.db_extra << "\n[templates]\ndir = \"" << templates << "\"\n"
+      << o.db_extra << "\n"
+      << "[databases.docs]\nengine = \"sqlite\"\nsweep_interval_s = 1\npath = \""
+      << (o.docs_path.empty() ? (fs::path(dir_) / "docs.sqlite").string() : o.docs_path) << "\"\n"
+      << o.docs_extra << "\n[templates]\ndir = \"" << templates << "\"\n"
       << "[brokers.rBroker]\ninstances = " << o.instances << "\nprefetch = " << o.prefetch
       << "\nqueue_type = \"" << o.queue_type
-      << "\"\nbindings = [\"sys.read\", \"rel.read\", \"rel.write\"]\nmax_retries = "
+      << "\"\nbindings = [\"sys.read\", \"rel.read\", \"rel.write\", \"rec.read\", "
+         "\"rec.write\"]\nmax_retries = "
       << o.max_retries << "\nretry_backoff_ms = " << o.retry_backoff_ms << "\n"
       << "[protocol]\nmax_body_bytes = " << o.max_body_bytes << "\n"
       << o.extra_toml << "\n";

@@ -33,6 +33,8 @@ struct NodeOptions {
   std::string database = "beds";
   std::string db_extra;       // more keys for [databases.main]
   std::string templates_dir;  // "": an empty directory (system templates only)
+  std::string docs_path;      // [databases.docs] (sqlite) file; "": one in the node's config dir
+  std::string docs_extra;     // more keys for [databases.docs]
   bool tls = false;           // talk to the broker over TLS, verifying it against the fixture's CA
   std::string tls_ca_file;    // "" = the fixture's CA
   int64_t shutdown_grace_ms = 30000;

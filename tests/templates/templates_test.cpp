@@ -217,7 +217,84 @@ TEST(LoadDir, LoadsEveryFileAndRefusesDuplicateNames) {
 TEST(LoadDir, TheRepositoryTemplatesLoad) {
   auto all = LoadDir(std::string(BEDS_SOURCE_DIR) + "/templates");
   ASSERT_TRUE(all) << all.error().message;
-  EXPECT_GE(all->size(), 2u);
+  EXPECT_GE(all->size(), 4u);
+}
+
+constexpr const char* kSessions = R"(name = "Sessions"
+class = "rec"
+tla = "ses"
+collection = "sesSessions"
+database = "docs"
+
+[fields]
+token = { type = "string", key = true }
+user_id = { type = "int", required = true }
+created = { type = "datetime" }
+expires = { type = "datetime" }
+data = { type = "json" }
+
+[indexes]
+by_user = { fields = ["user_id", "-created"] }
+ttl = { fields = ["expires"], expire_after_s = 0 }
+
+[ops.fetch]
+where = ["token", "user_id", "created"]
+order = ["created"]
+[ops.create]
+[ops.update]
+[ops.delete]
+)";
+const std::string kRecFile = "templates/ses_sessions_rec.toml";
+
+TEST(ParseRec, TheExampleLoadsWithIndexesAndDocumentOps) {
+  auto t = Parse(kSessions, kRecFile);
+  ASSERT_TRUE(t) << t.error().message;
+  EXPECT_EQ(t->collection, "sesSessions");
+  ASSERT_EQ(t->indexes.size(), 2u);
+  EXPECT_EQ(t->indexes[0].fields, (std::vector<std::string>{"user_id", "-created"}));
+  EXPECT_EQ(t->indexes[1].expire_after_s, 0);
+  // create and update take any declared field; delete takes the key; count follows fetch.
+  EXPECT_EQ(t->Op("create")->params.size(), 5u);
+  EXPECT_EQ(t->Op("update")->params.size(), 5u);
+  EXPECT_EQ(t->Op("delete")->params, (std::vector<std::string>{"token"}));
+  EXPECT_EQ(t->Op("count")->where, t->Op("fetch")->where);
+}
+
+TEST(ParseRec, WithoutAKeyAnImplicitStringIdIsTheKey) {
+  auto t = Parse(Replace(kSessions, "token = { type = \"string\", key = true }", ""), kRecFile);
+  ASSERT_FALSE(t);  // `token` is still named by ops.fetch.where
+  EXPECT_NE(t.error().message.find("\"token\" is not a declared field"), std::string::npos);
+  auto ok = Parse(Replace(Replace(kSessions, "token = { type = \"string\", key = true }", ""),
+                          "where = [\"token\",", "where = [\"id\","),
+                  kRecFile);
+  ASSERT_TRUE(ok) << ok.error().message;
+  ASSERT_NE(ok->Key(), nullptr);
+  EXPECT_EQ(ok->Key()->name, "id");
+  EXPECT_EQ(ok->Key()->type, FieldType::kString);
+  ExpectError(Replace(Replace(kSessions, "token = { type = \"string\", key = true }",
+                              "id = { type = \"int\" }"),
+                      "where = [\"token\",", "where = [\"id\","),
+              "implicit key", kRecFile);
+}
+
+TEST(ParseRec, RulesOfTheDocumentStore) {
+  ExpectError(
+      Replace(kSessions, "[ops.delete]", "[ops.delete]\n[ops.calls.x]\nprocedure = \"ses_x\""),
+      "REC templates have no calls", kRecFile);
+  ExpectError(Replace(kSessions, "where = [\"token\",", "where = [\"data\", \"token\","),
+              "REC filters, order and indexes take scalar fields only", kRecFile);
+  ExpectError(Replace(kSessions, "fields = [\"expires\"], expire_after_s",
+                      "fields = [\"user_id\"], expire_after_s"),
+              "a TTL index has exactly one datetime field", kRecFile);
+  ExpectError(Replace(kSessions, "\"-created\"", "\"-nope\""), "\"-nope\" is not a declared field",
+              kRecFile);
+  ExpectError(Replace(kSessions, "token = { type = \"string\", key = true }",
+                      "token = { type = \"float\", key = true }"),
+              "a REC key is a string or an int", kRecFile);
+  ExpectError(Replace(kSessions, "collection = \"sesSessions\"\n", ""), "collection", kRecFile);
+  // Only example_*.toml files may break the file-name rule (they document the format).
+  ExpectError(kSessions, "file name must start with \"ses_\"", "templates/sessions_rec.toml");
+  EXPECT_TRUE(Parse(kSessions, "templates/example_rec.toml"));
 }
 
 }  // namespace

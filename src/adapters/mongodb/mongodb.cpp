@@ -1,0 +1,602 @@
+#include "adapters/mongodb/mongodb.hpp"
+
+#include <bson/bson.h>
+#include <mongoc/mongoc.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <map>
+
+#include "adapters/docstore/docstore.hpp"
+#include "core/lineage.hpp"
+#include "core/validate.hpp"
+
+namespace beds::adapters::mongodb {
+namespace json = boost::json;
+using docstore::DocFilter;
+using docstore::DocQuery;
+using docstore::Document;
+
+namespace {
+
+// mongoc_init once per process, before the first pool; mongoc_cleanup at exit.
+void InitDriver() {
+  static struct Driver {
+    Driver() { mongoc_init(); }
+    ~Driver() { mongoc_cleanup(); }
+  } driver;
+}
+
+// Owned BSON document on the stack.
+struct Bson {
+  bson_t b;
+  Bson() { bson_init(&b); }
+  ~Bson() { bson_destroy(&b); }
+  Bson(const Bson&) = delete;
+  Bson& operator=(const Bson&) = delete;
+  bson_t* get() { return &b; }
+};
+
+// ---- client form ↔ BSON ----
+
+void AppendJson(bson_t* b, const std::string& key, const json::value& v) {
+  const char* k = key.c_str();
+  const int n = static_cast<int>(key.size());
+  switch (v.kind()) {
+    case json::kind::null:
+      bson_append_null(b, k, n);
+      break;
+    case json::kind::bool_:
+      bson_append_bool(b, k, n, v.get_bool());
+      break;
+    case json::kind::int64:
+      bson_append_int64(b, k, n, v.get_int64());
+      break;
+    case json::kind::uint64:
+      // Above INT64_MAX there is no BSON integer; keep the value as a double.
+      bson_append_double(b, k, n, static_cast<double>(v.get_uint64()));
+      break;
+    case json::kind::double_:
+      bson_append_double(b, k, n, v.get_double());
+      break;
+    case json::kind::string: {
+      const auto& s = v.get_string();
+      bson_append_utf8(b, k, n, s.data(), static_cast<int>(s.size()));
+      break;
+    }
+    case json::kind::array: {
+      bson_t child;
+      bson_append_array_begin(b, k, n, &child);
+      size_t i = 0;
+      for (const auto& item : v.get_array()) AppendJson(&child, std::to_string(i++), item);
+      bson_append_array_end(b, &child);
+      break;
+    }
+    case json::kind::object: {
+      bson_t child;
+      bson_append_document_begin(b, k, n, &child);
+      for (const auto& [ck, cv] : v.get_object()) AppendJson(&child, std::string(ck), cv);
+      bson_append_document_end(b, &child);
+      break;
+    }
+  }
+}
+
+// A field's client-form value in its native BSON type.
+void AppendField(bson_t* b, const std::string& key, const FieldSpec& f, const json::value& v) {
+  const int n = static_cast<int>(key.size());
+  if (v.is_string()) {
+    const std::string s(v.get_string());
+    switch (f.type) {
+      case FieldType::kDatetime:
+        if (auto ms = docstore::DatetimeToUnixMs(s)) {
+          bson_append_date_time(b, key.c_str(), n, *ms);
+          return;
+        }
+        break;
+      case FieldType::kDecimal: {
+        bson_decimal128_t d;
+        if (bson_decimal128_from_string(s.c_str(), &d)) {
+          bson_append_decimal128(b, key.c_str(), n, &d);
+          return;
+        }
+        break;
+      }
+      case FieldType::kBytes:
+        if (auto raw = Base64Decode(s)) {
+          bson_append_binary(b, key.c_str(), n, BSON_SUBTYPE_BINARY,
+                             reinterpret_cast<const uint8_t*>(raw->data()),
+                             static_cast<uint32_t>(raw->size()));
+          return;
+        }
+        break;
+      default:
+        break;
+    }
+  }
+  AppendJson(b, key, v);
+}
+
+json::value ToJson(bson_iter_t* it);
+
+json::object ObjectFromIter(bson_iter_t* child) {
+  json::object o;
+  while (bson_iter_next(child)) o[bson_iter_key(child)] = ToJson(child);
+  return o;
+}
+
+json::value ToJson(bson_iter_t* it) {
+  switch (bson_iter_type(it)) {
+    case BSON_TYPE_DOUBLE:
+      return bson_iter_double(it);
+    case BSON_TYPE_UTF8: {
+      uint32_t len = 0;
+      const char* s = bson_iter_utf8(it, &len);
+      return json::string(std::string_view(s, len));
+    }
+    case BSON_TYPE_DOCUMENT: {
+      bson_iter_t child;
+      if (!bson_iter_recurse(it, &child)) return nullptr;
+      return ObjectFromIter(&child);
+    }
+    case BSON_TYPE_ARRAY: {
+      bson_iter_t child;
+      json::array a;
+      if (bson_iter_recurse(it, &child)) {
+        while (bson_iter_next(&child)) a.push_back(ToJson(&child));
+      }
+      return a;
+    }
+    case BSON_TYPE_BINARY: {
+      bson_subtype_t subtype;
+      uint32_t len = 0;
+      const uint8_t* data = nullptr;
+      bson_iter_binary(it, &subtype, &len, &data);
+      return json::string(Base64Encode(std::string_view(reinterpret_cast<const char*>(data), len)));
+    }
+    case BSON_TYPE_OID: {
+      char hex[25];
+      bson_oid_to_string(bson_iter_oid(it), hex);
+      return json::string(hex);
+    }
+    case BSON_TYPE_BOOL:
+      return bson_iter_bool(it);
+    case BSON_TYPE_DATE_TIME:
+      return json::string(docstore::UnixMsToDatetime(bson_iter_date_time(it)));
+    case BSON_TYPE_INT32:
+      return static_cast<int64_t>(bson_iter_int32(it));
+    case BSON_TYPE_INT64:
+      return bson_iter_int64(it);
+    case BSON_TYPE_DECIMAL128: {
+      bson_decimal128_t d;
+      char text[BSON_DECIMAL128_STRING];
+      bson_iter_decimal128(it, &d);
+      bson_decimal128_to_string(&d, text);
+      return json::string(text);
+    }
+    default:
+      return nullptr;  // engine types with no JSON form never reach a client
+  }
+}
+
+// A stored document in client form: the declared fields only, `_id` as the key field.
+Document FromBson(const Template& t, const bson_t* doc) {
+  std::map<std::string, json::value, std::less<>> present;
+  bson_iter_t it;
+  if (bson_iter_init(&it, doc)) {
+    while (bson_iter_next(&it)) present[bson_iter_key(&it)] = ToJson(&it);
+  }
+  Document out;
+  for (const auto& f : t.fields) {
+    auto p = present.find(f.key ? "_id" : f.name);
+    if (p != present.end()) out[f.name] = std::move(p->second);
+  }
+  return out;
+}
+
+std::string FieldKey(const FieldSpec& f) { return f.key ? "_id" : f.name; }
+
+const char* OpName(Filter::Op op) {
+  switch (op) {
+    case Filter::Op::kGt:
+      return "$gt";
+    case Filter::Op::kGte:
+      return "$gte";
+    case Filter::Op::kLt:
+      return "$lt";
+    case Filter::Op::kLte:
+      return "$lte";
+    case Filter::Op::kIn:
+      return "$in";
+    case Filter::Op::kEq:
+      break;
+  }
+  return "$eq";
+}
+
+// {"field": {"$op": value, …}, …}: one entry per field, every value under an explicit operator.
+void AppendFilter(bson_t* filter, const DocQuery& q) {
+  std::vector<const FieldSpec*> fields;
+  for (const auto& f : q.filters) {
+    if (std::find(fields.begin(), fields.end(), f.field) == fields.end()) fields.push_back(f.field);
+  }
+  for (const FieldSpec* field : fields) {
+    const std::string key = FieldKey(*field);
+    bson_t ops;
+    bson_append_document_begin(filter, key.c_str(), static_cast<int>(key.size()), &ops);
+    for (const DocFilter& f : q.filters) {
+      if (f.field != field) continue;
+      if (f.op == Filter::Op::kIn) {
+        bson_t list;
+        bson_append_array_begin(&ops, "$in", 3, &list);
+        size_t i = 0;
+        for (const auto& v : f.values) AppendField(&list, std::to_string(i++), *field, v);
+        bson_append_array_end(&ops, &list);
+      } else {
+        AppendField(&ops, OpName(f.op), *field, f.values[0]);
+      }
+    }
+    bson_append_document_end(filter, &ops);
+  }
+}
+
+}  // namespace
+
+class Store {
+ public:
+  Store(config::DatabaseSettings s, int pool_size) : settings_(std::move(s)) {
+    InitDriver();
+    bson_error_t error;
+    mongoc_uri_t* uri = mongoc_uri_new_with_error(settings_.uri.c_str(), &error);
+    if (!uri) {
+      problem_ = "database '" + settings_.name + "': the uri is not valid: " + error.message;
+      return;
+    }
+    // Defaults from our settings unless the URI sets them: how long to look for a server, how
+    // long a connection may take, how long a socket may stay silent.
+    auto set_default = [&](const char* option, int64_t ms) {
+      if (!mongoc_uri_has_option(uri, option)) {
+        mongoc_uri_set_option_as_int32(uri, option, static_cast<int32_t>(ms));
+      }
+    };
+    set_default(MONGOC_URI_SERVERSELECTIONTIMEOUTMS, std::max<int64_t>(settings_.reconnect_wait_ms, 1));
+    set_default(MONGOC_URI_CONNECTTIMEOUTMS, std::clamp<int64_t>(settings_.reconnect_wait_ms, 1, 10000));
+    set_default(MONGOC_URI_SOCKETTIMEOUTMS, settings_.query_timeout_ms + 5000);
+    const char* db = mongoc_uri_get_database(uri);
+    database_ = db && *db ? db : "beds";
+    pool_ = mongoc_client_pool_new_with_error(uri, &error);
+    mongoc_uri_destroy(uri);
+    if (!pool_) {
+      problem_ = "database '" + settings_.name + "': " + error.message;
+      return;
+    }
+    mongoc_client_pool_set_error_api(pool_, MONGOC_ERROR_API_VERSION_2);
+    mongoc_client_pool_set_appname(pool_, "beds");
+    mongoc_client_pool_max_size(pool_, static_cast<uint32_t>(std::max(pool_size, 1)));
+    write_concern_ = mongoc_write_concern_new();
+    if (settings_.write_concern == "majority") {
+      mongoc_write_concern_set_wmajority(write_concern_,
+                                         static_cast<int32_t>(settings_.query_timeout_ms));
+    } else {
+      mongoc_write_concern_set_w(write_concern_, std::stoi(settings_.write_concern));
+      mongoc_write_concern_set_wtimeout_int64(write_concern_, settings_.query_timeout_ms);
+    }
+  }
+  ~Store() {
+    if (write_concern_) mongoc_write_concern_destroy(write_concern_);
+    if (pool_) mongoc_client_pool_destroy(pool_);
+  }
+  Store(const Store&) = delete;
+  Store& operator=(const Store&) = delete;
+
+  const config::DatabaseSettings& settings() const { return settings_; }
+  const std::string& problem() const { return problem_; }
+  const std::string& database() const { return database_; }
+  mongoc_client_pool_t* pool() const { return pool_; }
+  const mongoc_write_concern_t* write_concern() const { return write_concern_; }
+
+ private:
+  config::DatabaseSettings settings_;
+  std::string problem_;  // non-empty: no pool (bad URI)
+  std::string database_;
+  mongoc_client_pool_t* pool_ = nullptr;
+  mongoc_write_concern_t* write_concern_ = nullptr;
+};
+
+namespace {
+
+// A client taken from the pool for one operation, and the template's collection on it.
+class Lease {
+ public:
+  Lease(const Store& store, const Template& t)
+      : pool_(store.pool()), client_(mongoc_client_pool_pop(pool_)) {
+    collection_ =
+        mongoc_client_get_collection(client_, store.database().c_str(), t.collection.c_str());
+  }
+  ~Lease() {
+    mongoc_collection_destroy(collection_);
+    mongoc_client_pool_push(pool_, client_);
+  }
+  Lease(const Lease&) = delete;
+  Lease& operator=(const Lease&) = delete;
+  mongoc_collection_t* collection() { return collection_; }
+  mongoc_client_t* client() { return client_; }
+
+ private:
+  mongoc_client_pool_t* pool_;
+  mongoc_client_t* client_;
+  mongoc_collection_t* collection_ = nullptr;
+};
+
+bool IsNotPrimary(uint32_t code) {
+  switch (code) {
+    case 91:     // ShutdownInProgress
+    case 189:    // PrimarySteppedDown
+    case 10107:  // NotWritablePrimary
+    case 11600:  // InterruptedAtShutdown
+    case 11602:  // InterruptedDueToReplStateChange
+    case 13435:  // NotPrimaryNoSecondaryOk
+    case 13436:  // NotPrimaryOrSecondary
+      return true;
+    default:
+      return false;
+  }
+}
+
+class MongoEngine final : public docstore::Engine {
+ public:
+  explicit MongoEngine(std::shared_ptr<Store> store) : store_(std::move(store)) {}
+
+  Result<void> Ensure(const Template& t) override {
+    if (auto r = Usable(); !r) return r;
+    Lease lease(*store_, t);
+    Bson cmd, opts, reply;
+    bson_error_t error;
+    mongoc_write_concern_append(const_cast<mongoc_write_concern_t*>(store_->write_concern()),
+                                opts.get());
+    if (t.indexes.empty()) {
+      BSON_APPEND_UTF8(cmd.get(), "create", t.collection.c_str());
+    } else {
+      BSON_APPEND_UTF8(cmd.get(), "createIndexes", t.collection.c_str());
+      bson_t list;
+      BSON_APPEND_ARRAY_BEGIN(cmd.get(), "indexes", &list);
+      size_t i = 0;
+      for (const auto& index : t.indexes) {
+        bson_t spec, keys;
+        const std::string n = std::to_string(i++);
+        BSON_APPEND_DOCUMENT_BEGIN(&list, n.c_str(), &spec);
+        BSON_APPEND_DOCUMENT_BEGIN(&spec, "key", &keys);
+        for (const auto& name : index.fields) {
+          const bool desc = name.starts_with('-');
+          const std::string key = FieldKey(*t.Field(desc ? name.substr(1) : name));
+          BSON_APPEND_INT32(&keys, key.c_str(), desc ? -1 : 1);
+        }
+        bson_append_document_end(&spec, &keys);
+        BSON_APPEND_UTF8(&spec, "name", index.name.c_str());
+        if (index.expire_after_s) {
+          BSON_APPEND_INT64(&spec, "expireAfterSeconds", *index.expire_after_s);
+        }
+        bson_append_document_end(&list, &spec);
+      }
+      bson_append_array_end(cmd.get(), &list);
+    }
+    mongoc_database_t* db = mongoc_client_get_database(lease.client(), store_->database().c_str());
+    const bool ok = mongoc_database_write_command_with_opts(db, cmd.get(), opts.get(),
+                                                            reply.get(), &error);
+    mongoc_database_destroy(db);
+    constexpr uint32_t kNamespaceExists = 48;
+    if (!ok && !(t.indexes.empty() && error.code == kNamespaceExists)) {
+      return std::unexpected(Classify(error, "ensure of collection " + t.collection, false, 0));
+    }
+    return Ok();
+  }
+
+  Result<void> Insert(const Template& t, const json::value& key, const Document& doc,
+                      int64_t deadline_ms) override {
+    if (auto r = Ready(deadline_ms); !r) return std::unexpected(r.error());
+    Bson bdoc, opts, reply;
+    for (const auto& f : t.fields) {
+      auto it = doc.find(f.name);
+      if (it == doc.end()) continue;
+      AppendField(bdoc.get(), FieldKey(f), f, f.key ? key : it->value());
+    }
+    mongoc_write_concern_append(const_cast<mongoc_write_concern_t*>(store_->write_concern()),
+                                opts.get());
+    Lease lease(*store_, t);
+    bson_error_t error;
+    if (!mongoc_collection_insert_one(lease.collection(), bdoc.get(), opts.get(), reply.get(),
+                                      &error)) {
+      return std::unexpected(Classify(error, "create", true, deadline_ms, &t));
+    }
+    return Ok();
+  }
+
+  Result<std::vector<Document>> Find(const Template& t, const DocQuery& q) override {
+    auto max_ms = Ready(q.deadline_ms);
+    if (!max_ms) return std::unexpected(max_ms.error());
+    Bson filter, opts;
+    AppendFilter(filter.get(), q);
+    bson_t sort;
+    BSON_APPEND_DOCUMENT_BEGIN(opts.get(), "sort", &sort);
+    for (const auto& [f, desc] : q.order) {
+      const std::string key = FieldKey(*f);
+      BSON_APPEND_INT32(&sort, key.c_str(), desc ? -1 : 1);
+    }
+    bson_append_document_end(opts.get(), &sort);
+    if (q.limit > 0) BSON_APPEND_INT64(opts.get(), "limit", q.limit);
+    if (q.offset > 0) BSON_APPEND_INT64(opts.get(), "skip", q.offset);
+    BSON_APPEND_INT64(opts.get(), "maxTimeMS", *max_ms);
+    Lease lease(*store_, t);
+    mongoc_cursor_t* cursor =
+        mongoc_collection_find_with_opts(lease.collection(), filter.get(), opts.get(), nullptr);
+    std::vector<Document> docs;
+    const bson_t* doc = nullptr;
+    while (mongoc_cursor_next(cursor, &doc)) docs.push_back(FromBson(t, doc));
+    bson_error_t error;
+    const bool failed = mongoc_cursor_error(cursor, &error);
+    mongoc_cursor_destroy(cursor);
+    if (failed) return std::unexpected(Classify(error, "fetch", false, q.deadline_ms));
+    return docs;
+  }
+
+  Result<int64_t> Count(const Template& t, const DocQuery& q) override {
+    auto max_ms = Ready(q.deadline_ms);
+    if (!max_ms) return std::unexpected(max_ms.error());
+    Bson filter, opts, reply;
+    AppendFilter(filter.get(), q);
+    BSON_APPEND_INT64(opts.get(), "maxTimeMS", *max_ms);
+    Lease lease(*store_, t);
+    bson_error_t error;
+    const int64_t n = mongoc_collection_count_documents(lease.collection(), filter.get(),
+                                                        opts.get(), nullptr, reply.get(), &error);
+    if (n < 0) return std::unexpected(Classify(error, "count", false, q.deadline_ms));
+    return n;
+  }
+
+  Result<Document> Update(const Template& t, const json::value& key, const Document& set,
+                          int64_t deadline_ms) override {
+    auto max_ms = Ready(deadline_ms);
+    if (!max_ms) return std::unexpected(max_ms.error());
+    Bson query, update, extra, reply;
+    AppendField(query.get(), "_id", *t.Key(), key);
+    bson_t fields;
+    BSON_APPEND_DOCUMENT_BEGIN(update.get(), "$set", &fields);
+    for (const auto& [name, v] : set) {
+      const std::string n(name);
+      AppendField(&fields, n, *t.Field(n), v);
+    }
+    bson_append_document_end(update.get(), &fields);
+    mongoc_write_concern_append(const_cast<mongoc_write_concern_t*>(store_->write_concern()),
+                                extra.get());
+    BSON_APPEND_INT64(extra.get(), "maxTimeMS", *max_ms);
+    mongoc_find_and_modify_opts_t* opts = mongoc_find_and_modify_opts_new();
+    mongoc_find_and_modify_opts_set_update(opts, update.get());
+    mongoc_find_and_modify_opts_set_flags(opts, MONGOC_FIND_AND_MODIFY_RETURN_NEW);
+    mongoc_find_and_modify_opts_append(opts, extra.get());
+    Lease lease(*store_, t);
+    bson_error_t error;
+    const bool ok = mongoc_collection_find_and_modify_with_opts(lease.collection(), query.get(),
+                                                                opts, reply.get(), &error);
+    mongoc_find_and_modify_opts_destroy(opts);
+    if (!ok) return std::unexpected(Classify(error, "update", true, deadline_ms));
+    bson_iter_t it;
+    if (!bson_iter_init_find(&it, reply.get(), "value") || !BSON_ITER_HOLDS_DOCUMENT(&it)) {
+      return Fail(Code::kNotFound, "no " + t.name + " document has this " + t.Key()->name);
+    }
+    uint32_t len = 0;
+    const uint8_t* data = nullptr;
+    bson_iter_document(&it, &len, &data);
+    bson_t value;
+    if (!bson_init_static(&value, data, len)) {
+      return Fail(Code::kInternal, "the update's reply could not be read");
+    }
+    return FromBson(t, &value);
+  }
+
+  Result<void> Remove(const Template& t, const json::value& key, int64_t deadline_ms) override {
+    if (auto r = Ready(deadline_ms); !r) return std::unexpected(r.error());
+    Bson selector, opts, reply;
+    AppendField(selector.get(), "_id", *t.Key(), key);
+    mongoc_write_concern_append(const_cast<mongoc_write_concern_t*>(store_->write_concern()),
+                                opts.get());
+    Lease lease(*store_, t);
+    bson_error_t error;
+    if (!mongoc_collection_delete_one(lease.collection(), selector.get(), opts.get(), reply.get(),
+                                      &error)) {
+      return std::unexpected(Classify(error, "delete", true, deadline_ms));
+    }
+    bson_iter_t it;
+    if (bson_iter_init_find(&it, reply.get(), "deletedCount") && bson_iter_as_int64(&it) == 0) {
+      return Fail(Code::kNotFound, "no " + t.name + " document has this " + t.Key()->name);
+    }
+    return Ok();
+  }
+
+ private:
+  Result<void> Usable() const {
+    if (!store_->problem().empty()) return Fail(Code::kUnavailable, store_->problem());
+    return Ok();
+  }
+
+  // The time the server may spend: the request's deadline or query_timeout_ms, whichever is
+  // first. TIMEOUT when the deadline has already passed.
+  Result<int64_t> Ready(int64_t deadline_ms) const {
+    if (auto r = Usable(); !r) return std::unexpected(r.error());
+    int64_t ms = store_->settings().query_timeout_ms;
+    if (deadline_ms > 0) {
+      const int64_t left = deadline_ms - NowUnixMs();
+      if (left <= 0) return Fail(Code::kTimeout, "the request's deadline passed");
+      ms = std::min(ms, left);
+    }
+    return ms;
+  }
+
+  // A driver or server error as the client's error. Messages hold no URI or credentials.
+  Error Classify(const bson_error_t& e, const std::string& what, bool write, int64_t deadline_ms,
+                 const Template* t = nullptr) const {
+    const std::string db = "MongoDB database '" + store_->settings().name + "'";
+    if (e.domain == MONGOC_ERROR_SERVER_SELECTION) {
+      return Error{Code::kUnavailable, db + " is not reachable (no server could be selected)"};
+    }
+    if (e.domain == MONGOC_ERROR_STREAM || e.domain == MONGOC_ERROR_PROTOCOL) {
+      if (write) {
+        return Error{Code::kUnavailable,
+                     "the connection to " + db + " broke during the " + what +
+                         "; it may or may not have been applied",
+                     false};
+      }
+      return Error{Code::kUnavailable, "the connection to " + db + " broke during the " + what};
+    }
+    if (e.domain == MONGOC_ERROR_WRITE_CONCERN) {
+      return Error{Code::kUnavailable,
+                   "the " + what + " was not confirmed by the write concern (" +
+                       store_->settings().write_concern + "); it may or may not have been applied",
+                   false};
+    }
+    if (e.domain == MONGOC_ERROR_SERVER || e.domain == MONGOC_ERROR_QUERY ||
+        e.domain == MONGOC_ERROR_COMMAND) {
+      if (e.code == 11000 && t) {
+        return Error{Code::kConflict,
+                     "a " + t->name + " document with this " + t->Key()->name + " exists"};
+      }
+      if (e.code == 50) {  // MaxTimeMSExpired
+        if (deadline_ms > 0 && NowUnixMs() >= deadline_ms) {
+          return Error{Code::kTimeout, "the request's deadline passed during the " + what};
+        }
+        return Error{Code::kUnavailable, "the " + what + " ran longer than query_timeout_ms"};
+      }
+      if (IsNotPrimary(e.code)) {
+        return Error{Code::kUnavailable, db + " has no primary to serve the " + what + " right now"};
+      }
+      if (e.code == 13 || e.code == 18) {  // Unauthorized, AuthenticationFailed
+        spdlog::error("{}: {}", db, e.message);
+        return Error{Code::kUnavailable, db + " refused BEDS's credentials"};
+      }
+    }
+    if (e.domain == MONGOC_ERROR_CLIENT) {
+      spdlog::error("{}: {}", db, e.message);
+      return Error{Code::kUnavailable, db + ": " + e.message};
+    }
+    spdlog::warn("{} {} failed: {} (domain {}, code {})", db, what, e.message, e.domain, e.code);
+    std::string msg = e.message;
+    if (msg.size() > 200) msg.resize(200);
+    return Error{Code::kInternal, "the " + what + " was refused by " + db + ": " + msg};
+  }
+
+  std::shared_ptr<Store> store_;
+};
+
+}  // namespace
+
+std::shared_ptr<Store> OpenStore(const config::DatabaseSettings& settings, int pool_size) {
+  return std::make_shared<Store>(settings, pool_size);
+}
+
+std::unique_ptr<NamasteCore> MakeCore(const std::shared_ptr<Store>& store) {
+  return docstore::MakeCore(std::make_unique<MongoEngine>(store),
+                            docstore::Limits{store->settings().max_document_bytes});
+}
+
+std::string DriverVersion() { return MONGOC_VERSION_S; }
+
+}  // namespace beds::adapters::mongodb

@@ -1,0 +1,521 @@
+#include "adapters/sqlite/sqlite.hpp"
+
+#include <spdlog/spdlog.h>
+#include <sqlite3.h>
+
+#include <algorithm>
+#include <chrono>
+#include <condition_variable>
+#include <filesystem>
+#include <map>
+#include <mutex>
+#include <set>
+#include <thread>
+
+#include "adapters/docstore/docstore.hpp"
+#include "core/lineage.hpp"
+
+namespace beds::adapters::sqlite {
+namespace json = boost::json;
+namespace fs = std::filesystem;
+using docstore::DocFilter;
+using docstore::DocQuery;
+using docstore::Document;
+
+namespace {
+
+constexpr size_t kStatementCacheSize = 128;
+
+// A TTL index to sweep: documents whose `field` is at least `expire_after_s` in the past go.
+struct Expiry {
+  std::string collection;
+  std::string field;
+  int64_t expire_after_s = 0;
+};
+
+std::string Table(const Template& t) { return "\"" + t.collection + "\""; }
+
+// The SQL expression for a field. Field names are validated identifiers, so they can be spelled
+// into the JSON path; the same text is used in indexes and queries so the indexes match.
+std::string Expr(const FieldSpec& f) {
+  if (f.key) return "id";
+  std::string e = "json_extract(doc,'$." + f.name + "')";
+  // DECIMAL is held as a string; compare it as a number (approximately, as REAL).
+  if (f.type == FieldType::kDecimal) e = "CAST(" + e + " AS REAL)";
+  return e;
+}
+
+const char* OpSql(Filter::Op op) {
+  switch (op) {
+    case Filter::Op::kGt:
+      return " > ";
+    case Filter::Op::kGte:
+      return " >= ";
+    case Filter::Op::kLt:
+      return " < ";
+    case Filter::Op::kLte:
+      return " <= ";
+    case Filter::Op::kEq:
+    case Filter::Op::kIn:
+      break;
+  }
+  return " = ";
+}
+
+}  // namespace
+
+class Store {
+ public:
+  explicit Store(config::DatabaseSettings s) : settings_(std::move(s)) {
+    if (settings_.sweep_interval_s > 0) {
+      sweeper_ = std::jthread([this](std::stop_token stop) { SweepLoop(stop); });
+    }
+  }
+  ~Store() {
+    if (sweeper_.joinable()) {
+      sweeper_.request_stop();
+      cv_.notify_all();
+    }
+  }
+
+  const config::DatabaseSettings& settings() const { return settings_; }
+
+  // Names the database and its file in every message about it.
+  std::string Describe() const {
+    return "sqlite database '" + settings_.name + "' (" + settings_.path + ")";
+  }
+
+  void AddExpiry(Expiry e) {
+    std::lock_guard lock(mutex_);
+    for (const auto& x : expiries_) {
+      if (x.collection == e.collection && x.field == e.field) return;
+    }
+    expiries_.push_back(std::move(e));
+  }
+
+  // Opens a connection configured the way every connection to the file must be.
+  Result<sqlite3*> Connect() const;
+
+ private:
+  void SweepLoop(std::stop_token stop);
+  void SweepOnce(sqlite3* db);
+
+  config::DatabaseSettings settings_;
+  std::mutex mutex_;
+  std::condition_variable_any cv_;
+  std::vector<Expiry> expiries_;
+  std::jthread sweeper_;  // last: stopped and joined before the members it reads go
+};
+
+namespace {
+
+Result<void> Exec(sqlite3* db, const std::string& sql) {
+  char* msg = nullptr;
+  if (sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &msg) != SQLITE_OK) {
+    std::string m = msg ? msg : sqlite3_errmsg(db);
+    sqlite3_free(msg);
+    return Fail(Code::kUnavailable, m);
+  }
+  return Ok();
+}
+
+}  // namespace
+
+Result<sqlite3*> Store::Connect() const {
+  const std::string& path = settings_.path;
+  if (path.empty()) return Fail(Code::kUnavailable, Describe() + ": no path is configured");
+  std::error_code ec;
+  const fs::path parent = fs::path(path).parent_path();
+  if (!parent.empty() && !fs::exists(parent, ec)) fs::create_directories(parent, ec);
+  sqlite3* db = nullptr;
+  const int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
+  int rc = sqlite3_open_v2(path.c_str(), &db, flags, nullptr);
+  auto fail = [&](const std::string& why) -> Result<sqlite3*> {
+    sqlite3_close_v2(db);
+    return Fail(Code::kUnavailable, Describe() + ": " + why);
+  };
+  if (rc != SQLITE_OK) return fail(db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+  sqlite3_extended_result_codes(db, 1);
+  if (sqlite3_db_readonly(db, "main") == 1) return fail("the file is read-only");
+  sqlite3_busy_timeout(db, static_cast<int>(settings_.query_timeout_ms));
+  // journal_mode reads the file header: a file that is not a database fails here.
+  if (auto r = Exec(db, "PRAGMA journal_mode=WAL"); !r) return fail(r.error().message);
+  if (auto r = Exec(db, "PRAGMA synchronous=" + settings_.synchronous); !r) {
+    return fail(r.error().message);
+  }
+  return db;
+}
+
+void Store::SweepLoop(std::stop_token stop) {
+  sqlite3* db = nullptr;
+  while (!stop.stop_requested()) {
+    {
+      std::unique_lock lock(mutex_);
+      cv_.wait_for(lock, stop, std::chrono::seconds(settings_.sweep_interval_s),
+                   [] { return false; });
+    }
+    if (stop.stop_requested()) break;
+    if (!db) {
+      auto c = Connect();
+      if (!c) {
+        spdlog::warn("TTL sweep: {}", c.error().message);
+        continue;
+      }
+      db = *c;
+    }
+    SweepOnce(db);
+  }
+  sqlite3_close_v2(db);
+}
+
+void Store::SweepOnce(sqlite3* db) {
+  std::vector<Expiry> expiries;
+  {
+    std::lock_guard lock(mutex_);
+    expiries = expiries_;
+  }
+  for (const auto& e : expiries) {
+    const std::string cutoff = docstore::UnixMsToDatetime(NowUnixMs() - e.expire_after_s * 1000);
+    const std::string sql =
+        "DELETE FROM \"" + e.collection + "\" WHERE json_extract(doc,'$." + e.field + "') <= ?";
+    sqlite3_stmt* st = nullptr;
+    if (sqlite3_prepare_v2(db, sql.c_str(), -1, &st, nullptr) != SQLITE_OK) {
+      spdlog::warn("TTL sweep of {}: {}", e.collection, sqlite3_errmsg(db));
+      continue;
+    }
+    sqlite3_bind_text(st, 1, cutoff.c_str(), -1, SQLITE_TRANSIENT);
+    const int rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE) {
+      spdlog::warn("TTL sweep of {}: {}", e.collection, sqlite3_errmsg(db));
+    } else if (const int n = sqlite3_changes(db); n > 0) {
+      spdlog::debug("TTL sweep removed {} expired documents from {}", n, e.collection);
+    }
+  }
+}
+
+namespace {
+
+// One worker's connection and its prepared statements.
+class SqliteEngine final : public docstore::Engine {
+ public:
+  explicit SqliteEngine(std::shared_ptr<Store> store) : store_(std::move(store)) {}
+  ~SqliteEngine() override { Close(); }
+
+  Result<void> Ensure(const Template& t) override {
+    if (auto r = Open(); !r) return r;
+    const FieldSpec* key = t.Key();
+    std::string sql = "CREATE TABLE IF NOT EXISTS " + Table(t) + " (id " +
+                      (key->type == FieldType::kInt ? "INTEGER PRIMARY KEY" : "TEXT PRIMARY KEY") +
+                      ", doc TEXT NOT NULL)" +
+                      (key->type == FieldType::kInt ? "" : " WITHOUT ROWID") + ";";
+    for (const auto& index : t.indexes) {
+      std::string cols;
+      for (const auto& name : index.fields) {
+        const bool desc = name.starts_with('-');
+        const FieldSpec* f = t.Field(desc ? name.substr(1) : name);
+        cols += (cols.empty() ? "" : ", ") + Expr(*f) + (desc ? " DESC" : "");
+      }
+      sql += "CREATE INDEX IF NOT EXISTS \"" + t.collection + "__" + index.name + "\" ON " +
+             Table(t) + " (" + cols + ");";
+      if (index.expire_after_s) {
+        store_->AddExpiry({t.collection, index.fields[0], *index.expire_after_s});
+      }
+    }
+    if (auto r = Exec(db_, sql); !r) {
+      return Fail(Code::kUnavailable,
+                  store_->Describe() + ": collection " + t.collection + ": " + r.error().message);
+    }
+    return Ok();
+  }
+
+  Result<void> Insert(const Template& t, const json::value& key, const Document& doc,
+                      int64_t deadline_ms) override {
+    const std::string text = json::serialize(doc);
+    return Write(deadline_ms, [&]() -> Result<void> {
+      sqlite3_stmt* st = Prepare("INSERT INTO " + Table(t) + " (id, doc) VALUES (?, ?)");
+      if (!st) return Failure("insert");
+      BindJson(st, 1, key);
+      sqlite3_bind_text(st, 2, text.data(), static_cast<int>(text.size()), SQLITE_STATIC);
+      const int rc = sqlite3_step(st);
+      sqlite3_reset(st);
+      if (rc == SQLITE_CONSTRAINT_PRIMARYKEY) {
+        return Fail(Code::kConflict,
+                    "a " + t.name + " document with this " + t.Key()->name + " exists");
+      }
+      if (rc != SQLITE_DONE) return Failure("insert", rc);
+      return Ok();
+    });
+  }
+
+  Result<std::vector<Document>> Find(const Template& t, const DocQuery& q) override {
+    if (auto r = Open(); !r) return std::unexpected(r.error());
+    std::vector<const json::value*> binds;
+    std::string sql = "SELECT doc FROM " + Table(t) + Where(q, binds);
+    std::string order;
+    for (const auto& [f, desc] : q.order) {
+      order += (order.empty() ? " ORDER BY " : ", ") + Expr(*f) + (desc ? " DESC" : "");
+    }
+    sql += order + " LIMIT ? OFFSET ?";
+    sqlite3_stmt* st = Prepare(sql);
+    if (!st) return std::unexpected(Failure("fetch").error());
+    Arm(q.deadline_ms);
+    int i = 1;
+    for (const auto* v : binds) BindJson(st, i++, *v);
+    sqlite3_bind_int64(st, i++, q.limit > 0 ? q.limit : -1);
+    sqlite3_bind_int64(st, i++, q.offset);
+    std::vector<Document> docs;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+      const auto* text = reinterpret_cast<const char*>(sqlite3_column_text(st, 0));
+      const int n = sqlite3_column_bytes(st, 0);
+      std::error_code ec;
+      json::value v = json::parse(json::string_view(text ? text : "", static_cast<size_t>(n)), ec);
+      if (ec || !v.is_object()) {
+        sqlite3_reset(st);
+        return std::unexpected(
+            Error{Code::kInternal, "a stored " + t.name + " document is not a JSON object"});
+      }
+      docs.push_back(std::move(v.get_object()));
+    }
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE) return std::unexpected(Failure("fetch", rc, q.deadline_ms).error());
+    return docs;
+  }
+
+  Result<int64_t> Count(const Template& t, const DocQuery& q) override {
+    if (auto r = Open(); !r) return std::unexpected(r.error());
+    std::vector<const json::value*> binds;
+    sqlite3_stmt* st = Prepare("SELECT count(*) FROM " + Table(t) + Where(q, binds));
+    if (!st) return std::unexpected(Failure("count").error());
+    Arm(q.deadline_ms);
+    int i = 1;
+    for (const auto* v : binds) BindJson(st, i++, *v);
+    const int rc = sqlite3_step(st);
+    const int64_t n = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+    sqlite3_reset(st);
+    if (rc != SQLITE_ROW) return std::unexpected(Failure("count", rc, q.deadline_ms).error());
+    return n;
+  }
+
+  Result<Document> Update(const Template& t, const json::value& key, const Document& set,
+                          int64_t deadline_ms) override {
+    std::string sql = "UPDATE " + Table(t) + " SET doc = json_set(doc";
+    std::vector<std::string> values;
+    for (const auto& [name, v] : set) {
+      sql += ", '$." + std::string(name) + "', json(?)";
+      values.push_back(json::serialize(v));
+    }
+    sql += ") WHERE id = ? RETURNING doc";
+    Document after;
+    auto r = Write(deadline_ms, [&]() -> Result<void> {
+      sqlite3_stmt* st = Prepare(sql);
+      if (!st) return Failure("update");
+      int i = 1;
+      for (const auto& v : values) {
+        sqlite3_bind_text(st, i++, v.data(), static_cast<int>(v.size()), SQLITE_STATIC);
+      }
+      BindJson(st, i, key);
+      int rc = sqlite3_step(st);
+      if (rc == SQLITE_ROW) {
+        const auto* text = reinterpret_cast<const char*>(sqlite3_column_text(st, 0));
+        std::error_code ec;
+        json::value v = json::parse(text ? text : "", ec);
+        if (!ec && v.is_object()) after = std::move(v.get_object());
+        rc = sqlite3_step(st);
+        sqlite3_reset(st);
+        if (rc != SQLITE_DONE) return Failure("update", rc);
+        return Ok();
+      }
+      sqlite3_reset(st);
+      if (rc != SQLITE_DONE) return Failure("update", rc);
+      return Fail(Code::kNotFound, "no " + t.name + " document has this " + t.Key()->name);
+    });
+    if (!r) return std::unexpected(r.error());
+    return after;
+  }
+
+  Result<void> Remove(const Template& t, const json::value& key, int64_t deadline_ms) override {
+    return Write(deadline_ms, [&]() -> Result<void> {
+      sqlite3_stmt* st = Prepare("DELETE FROM " + Table(t) + " WHERE id = ?");
+      if (!st) return Failure("delete");
+      BindJson(st, 1, key);
+      const int rc = sqlite3_step(st);
+      sqlite3_reset(st);
+      if (rc != SQLITE_DONE) return Failure("delete", rc);
+      if (sqlite3_changes(db_) == 0) {
+        return Fail(Code::kNotFound, "no " + t.name + " document has this " + t.Key()->name);
+      }
+      return Ok();
+    });
+  }
+
+ private:
+  Result<void> Open() {
+    if (db_) return Ok();
+    auto db = store_->Connect();
+    if (!db) return std::unexpected(db.error());
+    db_ = *db;
+    sqlite3_progress_handler(db_, 1000, &SqliteEngine::Progress, this);
+    return Ok();
+  }
+
+  void Close() {
+    for (auto& [sql, st] : statements_) sqlite3_finalize(st);
+    statements_.clear();
+    sqlite3_close_v2(db_);
+    db_ = nullptr;
+  }
+
+  // Sets how long the next statement may run and wait for the write lock: the request's
+  // deadline or query_timeout_ms, whichever comes first.
+  void Arm(int64_t deadline_ms) {
+    const int64_t now = NowUnixMs();
+    int64_t stop = now + store_->settings().query_timeout_ms;
+    if (deadline_ms > 0) stop = std::min(stop, deadline_ms);
+    stop_at_ms_ = stop;
+    const int wait = static_cast<int>(std::max<int64_t>(stop - now, 1));
+    if (wait != busy_ms_) {
+      sqlite3_busy_timeout(db_, wait);
+      busy_ms_ = wait;
+    }
+  }
+
+  static int Progress(void* self) {
+    return NowUnixMs() > static_cast<SqliteEngine*>(self)->stop_at_ms_ ? 1 : 0;
+  }
+
+  // A write in its own transaction that takes the write lock first: BEGIN IMMEDIATE waits (busy
+  // timeout) instead of failing later with a stale snapshot, which SQLite would not wait out.
+  template <typename F>
+  Result<void> Write(int64_t deadline_ms, F&& body) {
+    if (auto r = Open(); !r) return r;
+    Arm(deadline_ms);
+    sqlite3_stmt* begin = Prepare("BEGIN IMMEDIATE");
+    if (!begin) return Failure("write");
+    const int rc = sqlite3_step(begin);
+    sqlite3_reset(begin);
+    if (rc != SQLITE_DONE) return Failure("write", rc, deadline_ms);
+    Result<void> r = body();
+    sqlite3_stmt* end = Prepare(r ? "COMMIT" : "ROLLBACK");
+    const int end_rc = end ? sqlite3_step(end) : SQLITE_ERROR;
+    if (end) sqlite3_reset(end);
+    if (end_rc != SQLITE_DONE) {
+      Result<void> failed = Failure("commit", end_rc, deadline_ms);
+      if (!sqlite3_get_autocommit(db_)) Exec(db_, "ROLLBACK");
+      return r ? failed : r;
+    }
+    return r;
+  }
+
+  std::string Where(const DocQuery& q, std::vector<const json::value*>& binds) {
+    std::string sql;
+    for (const DocFilter& f : q.filters) {
+      sql += sql.empty() ? " WHERE " : " AND ";
+      sql += Expr(*f.field);
+      if (f.op == Filter::Op::kIn) {
+        // Pad `in` to a power of two (repeating the last value) so a few statements serve all.
+        size_t n = 1;
+        while (n < f.values.size()) n *= 2;
+        sql += " IN (";
+        for (size_t i = 0; i < n; ++i) {
+          sql += i ? ",?" : "?";
+          binds.push_back(&f.values[std::min(i, f.values.size() - 1)]);
+        }
+        sql += ")";
+      } else {
+        sql += OpSql(f.op);
+        sql += "?";
+        binds.push_back(&f.values[0]);
+      }
+    }
+    return sql;
+  }
+
+  static void BindJson(sqlite3_stmt* st, int i, const json::value& v) {
+    if (v.is_int64()) {
+      sqlite3_bind_int64(st, i, v.get_int64());
+    } else if (v.is_uint64()) {
+      sqlite3_bind_int64(st, i, static_cast<int64_t>(v.get_uint64()));
+    } else if (v.is_double()) {
+      sqlite3_bind_double(st, i, v.get_double());
+    } else if (v.is_bool()) {
+      sqlite3_bind_int(st, i, v.get_bool() ? 1 : 0);
+    } else if (v.is_string()) {
+      const auto& s = v.get_string();
+      sqlite3_bind_text(st, i, s.data(), static_cast<int>(s.size()), SQLITE_STATIC);
+    } else {
+      sqlite3_bind_null(st, i);
+    }
+  }
+
+  sqlite3_stmt* Prepare(const std::string& sql) {
+    auto it = statements_.find(sql);
+    if (it != statements_.end()) return it->second;
+    if (statements_.size() >= kStatementCacheSize) {
+      // Rare (many distinct update field sets): start the cache afresh.
+      for (auto& [s, st] : statements_) sqlite3_finalize(st);
+      statements_.clear();
+    }
+    sqlite3_stmt* st = nullptr;
+    if (sqlite3_prepare_v3(db_, sql.c_str(), static_cast<int>(sql.size()),
+                           SQLITE_PREPARE_PERSISTENT, &st, nullptr) != SQLITE_OK) {
+      last_prepare_error_ = sqlite3_errmsg(db_);
+      return nullptr;
+    }
+    statements_.emplace(sql, st);
+    return st;
+  }
+
+  // What went wrong, in words a client may see (no SQL). The file's own trouble names the file.
+  Result<void> Failure(const std::string& what, int rc = SQLITE_ERROR, int64_t deadline_ms = 0) {
+    const int primary = rc & 0xff;
+    if (primary == SQLITE_BUSY || primary == SQLITE_LOCKED) {
+      return std::unexpected(
+          Error{Code::kUnavailable, "the document store is busy with other writers; try again"});
+    }
+    if (primary == SQLITE_INTERRUPT) {
+      if (deadline_ms > 0 && NowUnixMs() >= deadline_ms) {
+        return Fail(Code::kTimeout, "the request's deadline passed during the " + what);
+      }
+      return Fail(Code::kUnavailable, "the " + what + " ran longer than query_timeout_ms");
+    }
+    std::string msg = rc == SQLITE_ERROR && !last_prepare_error_.empty()
+                          ? std::exchange(last_prepare_error_, {})
+                          : std::string(sqlite3_errmsg(db_));
+    if (primary == SQLITE_ERROR && msg.starts_with("no such table")) {
+      return Fail(Code::kUnavailable, "the collection is missing from " + store_->Describe() +
+                                          " (it is created at IPL)");
+    }
+    spdlog::warn("{} {}: {} ({})", store_->Describe(), what, msg, rc);
+    if (primary == SQLITE_CORRUPT || primary == SQLITE_NOTADB || primary == SQLITE_IOERR ||
+        primary == SQLITE_FULL || primary == SQLITE_READONLY || primary == SQLITE_CANTOPEN) {
+      // The file itself is in trouble: start from a fresh connection next time.
+      Close();
+      return Fail(Code::kUnavailable, store_->Describe() + ": " + msg);
+    }
+    return Fail(Code::kInternal, "the " + what + " failed in the document store");
+  }
+
+  std::shared_ptr<Store> store_;
+  sqlite3* db_ = nullptr;
+  std::map<std::string, sqlite3_stmt*, std::less<>> statements_;
+  std::string last_prepare_error_;
+  int64_t stop_at_ms_ = 0;
+  int busy_ms_ = -1;
+};
+
+}  // namespace
+
+std::shared_ptr<Store> OpenStore(const config::DatabaseSettings& settings) {
+  return std::make_shared<Store>(settings);
+}
+
+std::unique_ptr<NamasteCore> MakeCore(const std::shared_ptr<Store>& store) {
+  return docstore::MakeCore(std::make_unique<SqliteEngine>(store),
+                            docstore::Limits{store->settings().max_document_bytes});
+}
+
+std::string LibraryVersion() { return sqlite3_libversion(); }
+
+}  // namespace beds::adapters::sqlite
