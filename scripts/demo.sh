@@ -2,7 +2,8 @@
 # The demo: on a fresh Debian machine, installs what BEDS needs, builds it (Release), starts a
 # throwaway RabbitMQ and MariaDB on loopback (ports 5697/3397, data under var/demo/), loads the
 # example domain (schema/mariadb/*.sql: Users, and Orders with a foreign key and a join view),
-# starts a `beds` node from config/ with templates/, and shows every operation over AMQP.
+# starts a `beds` node from config/ with templates/, and shows every operation over AMQP: REL on
+# MariaDB, and REC (Sessions) on the embedded SQLite document store in var/demo/docs.sqlite.
 # Everything it started is stopped at the end.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -62,13 +63,23 @@ rel rel.read '{"template": "Users", "op": "call", "call": "rewards_report", "dat
 say "9. delete"
 rel rel.write '{"template": "Orders", "op": "delete", "id": "3"}'
 rel rel.read '{"template": "Orders", "op": "fetch", "id": "3"}' || true
-say "10. bad input gets a clear error and changes nothing"
+say "10. REC: Sessions (templates/example_rec.toml) in the embedded SQLite document store"
+rel rec.write '{"template": "Sessions", "op": "create", "data": {"user_id": 1, "created": "2026-11-25T09:00:00Z", "agent": "demo/1", "data": {"theme": "dark", "tabs": [1, 2]}}}'
+rel rec.write '{"template": "Sessions", "op": "create", "data": {"token": "ann-phone", "user_id": 1, "created": "2026-11-25T10:00:00Z", "expires": "2999-01-01T00:00:00Z"}}'
+rel rec.read '{"template": "Sessions", "op": "fetch", "where": {"user_id": 1}, "order": "-created"}'
+rel rec.write '{"template": "Sessions", "op": "update", "id": "ann-phone", "data": {"agent": "demo/2"}}'
+rel rec.read '{"template": "Sessions", "op": "count", "where": {"user_id": 1}}'
+rel rec.write '{"template": "Sessions", "op": "delete", "id": "ann-phone"}'
+echo "   operator injection is refused before the store is touched:"
+rel rec.read '{"template": "Sessions", "op": "fetch", "where": {"agent": {"$gt": ""}}}' || true
+rel rec.write '{"template": "Sessions", "op": "create", "data": {"user_id": 1, "data": {"$where": "1"}}}' || true
+say "11. bad input gets a clear error and changes nothing"
 rel rel.write '{"template": "Users", "op": "create", "data": {"email": "ann@example.org"}}' || true
 rel rel.write '{"template": "Users", "op": "create", "data": {"name": "no email"}}' || true
 rel rel.read '{"template": "Users", "op": "fetch", "where": {"password": "x"}}' || true
 rel rel.write '{"template": "Orders", "op": "create", "data": {"user_id": 1, "amount": "-3"}}' || true
 rel rel.write '{"template": "Users", "op": "delete", "id": "1"}' || true
-say "11. a malformed message: answered BAD_REQUEST …"
+say "12. a malformed message: answered BAD_REQUEST …"
 "${bedsctl[@]}" request sys.read '{"template": "sys", "op": ' | pretty || true
 say "   … and parked in beds.rBroker.dlq with its reason in x-beds-error"
 for _ in $(seq 1 50); do
@@ -77,7 +88,7 @@ for _ in $(seq 1 50); do
   sleep 0.1
 done
 echo "$out" | pretty
-say "12. admin.shutdown.appserver"
+say "13. admin.shutdown.appserver"
 "${bedsctl[@]}" shutdown appserver | pretty
 code=0
 wait "$node_pid" || code=$?

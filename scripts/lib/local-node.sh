@@ -29,6 +29,8 @@ local_node_servers() {
   export BEDS__BROKER_SERVICES__APP_SERVER__PASS=guest
   export BEDS__DATABASES__MAIN__PORT=$BEDS_MARIADB_PORT
   export BEDS__DATABASES__MAIN__PASS=beds
+  # The REC templates' embedded document store: a SQLite file in the same throwaway directory.
+  export BEDS__DATABASES__DOCS__PATH=$BEDS_VAR/docs.sqlite
 }
 
 local_node_start() {
