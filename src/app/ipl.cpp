@@ -143,6 +143,7 @@ Result<TemplateSet> LoadTemplates(const config::Config& c,
   TemplateSet set;
   set.snapshot = std::make_shared<templates::Snapshot>();
   std::map<std::string, Result<Schema>> schemas;
+  std::map<std::string, std::string> unavailable_stores;  // REC database → why
   for (auto& t : *loaded) {
     auto unavailable = [&](const std::string& why) {
       set.problems.push_back(t.name + " (" + t.file + "): " + why);
@@ -160,9 +161,17 @@ Result<TemplateSet> LoadTemplates(const config::Config& c,
                   "\" is mariadb");
     } else if (t.kind == "rec") {
       // Collections and indexes are created when missing, through a worker-like session.
+      // A store that is unavailable (unreachable server, unusable file) is so for every template
+      // on it: asked once, so IPL does not wait out a server-selection timeout per template.
       NamasteCore* core = ensure ? ensure->For(t) : nullptr;
-      if (core) {
-        if (auto r = core->Prepare(t); !r) unavailable(r.error().message);
+      if (auto down = unavailable_stores.find(t.database); down != unavailable_stores.end()) {
+        unavailable(down->second);
+      } else if (core) {
+        if (auto r = core->Prepare(t); !r) {
+          if (r.error().code == Code::kUnavailable)
+            unavailable_stores[t.database] = r.error().message;
+          unavailable(r.error().message);
+        }
       }
     } else {
       auto it = schemas.find(t.database);

@@ -218,6 +218,7 @@ TEST_P(RecContract, FiltersOrderAndPaging) {
     json::object data{{"code", "p" + std::to_string(100 + i)},
                       {"n", i % 4},
                       {"x", i * 0.5},
+                      {"price", std::to_string(i) + ".5"},
                       {"flag", i % 2 == 0},
                       {"title", std::string(1, static_cast<char>('a' + (11 - i)))},
                       {"at", "2026-11-" + std::to_string(10 + i) + "T00:00:00Z"}};
@@ -231,6 +232,10 @@ TEST_P(RecContract, FiltersOrderAndPaging) {
   EXPECT_EQ(Codes(R"("where":{"flag":false,"n":1})"),
             (std::vector<std::string>{"p101", "p105", "p109"}));
   EXPECT_EQ(Codes(R"("where":{"title":{"lt":"c"}})"), (std::vector<std::string>{"p110", "p111"}));
+  // Decimals compare as numbers, not as text ("10.5" > "9.5").
+  EXPECT_EQ(Codes(R"("where":{"price":{"gte":"9.5"}})"),
+            (std::vector<std::string>{"p109", "p110", "p111"}));
+  EXPECT_EQ(Codes(R"("where":{"price":"2.5"})"), (std::vector<std::string>{"p102"}));
   EXPECT_EQ(Codes(R"("where":{"code":{"in":["p103","p100","zzz"]}})"),
             (std::vector<std::string>{"p100", "p103"}));
   // Ties on the order field are broken by the key, so pages never overlap or skip.

@@ -84,7 +84,7 @@ class RecCore final : public NamasteCore {
   Result<OpResult> Update(const Template& t, const OpSpec&, const Payload& p) override {
     const FieldSpec* key = t.Key();
     auto it = p.values.find(key->name);
-    const json::value id = ClientValue(*key, it->second);  // validation made sure it is there
+    const json::value id = ClientValue(it->second);  // validation made sure it is there
     Document set = ToDocument(t, p, key);
     if (set.empty())
       return Fail(Code::kValidation, "update needs at least one field besides the key");
@@ -100,7 +100,7 @@ class RecCore final : public NamasteCore {
   Result<OpResult> Delete(const Template& t, const OpSpec&, const Payload& p) override {
     const FieldSpec* key = t.Key();
     auto it = p.values.find(key->name);
-    if (auto r = engine_->Remove(t, ClientValue(*key, it->second), p.deadline_ms); !r) {
+    if (auto r = engine_->Remove(t, ClientValue(it->second), p.deadline_ms); !r) {
       return std::unexpected(r.error());
     }
     OpResult out;
@@ -122,7 +122,7 @@ class RecCore final : public NamasteCore {
       if (&f == skip) continue;
       auto it = p.values.find(f.name);
       if (it != p.values.end()) {
-        doc[f.name] = ClientValue(f, it->second);
+        doc[f.name] = ClientValue(it->second);
       } else if (f.key && !skip) {
         doc[f.name] = nullptr;  // filled by Create
       }
@@ -151,7 +151,7 @@ class RecCore final : public NamasteCore {
       df.field = t.Field(f.field);
       df.is_key = df.field == key;
       df.op = f.op;
-      for (const auto& v : f.values) df.values.push_back(ClientValue(*df.field, v));
+      for (const auto& v : f.values) df.values.push_back(ClientValue(v));
       dq.filters.push_back(std::move(df));
     }
     bool key_ordered = false;
@@ -177,7 +177,7 @@ std::unique_ptr<NamasteCore> MakeCore(std::unique_ptr<Engine> engine, Limits lim
   return std::make_unique<RecCore>(std::move(engine), limits);
 }
 
-json::value ClientValue(const FieldSpec& field, const Value& v) {
+json::value ClientValue(const Value& v) {
   if (v.null) return nullptr;
   switch (v.type) {
     case FieldType::kInt:
@@ -200,7 +200,6 @@ json::value ClientValue(const FieldSpec& field, const Value& v) {
     case FieldType::kDate:
       break;
   }
-  (void)field;
   return json::string(v.text);
 }
 

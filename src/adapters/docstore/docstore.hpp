@@ -70,7 +70,7 @@ struct Limits {
 std::unique_ptr<NamasteCore> MakeCore(std::unique_ptr<Engine> engine, Limits limits);
 
 // A validated Value in client form (null → JSON null).
-boost::json::value ClientValue(const FieldSpec& field, const Value& v);
+boost::json::value ClientValue(const Value& v);
 
 // "2026-11-24 17:07:20.123456" (NormalizeDatetime's form) → "2026-11-24T17:07:20.123Z".
 std::string CanonicalDatetime(std::string_view normalized);

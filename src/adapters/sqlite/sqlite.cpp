@@ -397,8 +397,9 @@ class SqliteEngine final : public docstore::Engine {
     sqlite3_reset(begin);
     if (rc != SQLITE_DONE) return Failure("write", rc, deadline_ms);
     Result<void> r = body();
+    if (!db_) return r;  // the file failed under us: the connection is gone, and the transaction
     sqlite3_stmt* end = Prepare(r ? "COMMIT" : "ROLLBACK");
-    const int end_rc = end ? sqlite3_step(end) : SQLITE_ERROR;
+    const int end_rc = end ? sqlite3_step(end) : kPrepareFailed;
     if (end) sqlite3_reset(end);
     if (end_rc != SQLITE_DONE) {
       Result<void> failed = Failure("commit", end_rc, deadline_ms);
@@ -413,19 +414,23 @@ class SqliteEngine final : public docstore::Engine {
     for (const DocFilter& f : q.filters) {
       sql += sql.empty() ? " WHERE " : " AND ";
       sql += Expr(*f.field);
+      // A decimal is compared as a number on both sides (Expr casts the stored string).
+      const char* placeholder =
+          f.field->type == FieldType::kDecimal && !f.is_key ? "CAST(? AS REAL)" : "?";
       if (f.op == Filter::Op::kIn) {
         // Pad `in` to a power of two (repeating the last value) so a few statements serve all.
         size_t n = 1;
         while (n < f.values.size()) n *= 2;
         sql += " IN (";
         for (size_t i = 0; i < n; ++i) {
-          sql += i ? ",?" : "?";
+          sql += i ? "," : "";
+          sql += placeholder;
           binds.push_back(&f.values[std::min(i, f.values.size() - 1)]);
         }
         sql += ")";
       } else {
         sql += OpSql(f.op);
-        sql += "?";
+        sql += placeholder;
         binds.push_back(&f.values[0]);
       }
     }
@@ -458,8 +463,14 @@ class SqliteEngine final : public docstore::Engine {
       statements_.clear();
     }
     sqlite3_stmt* st = nullptr;
-    if (sqlite3_prepare_v3(db_, sql.c_str(), static_cast<int>(sql.size()),
-                           SQLITE_PREPARE_PERSISTENT, &st, nullptr) != SQLITE_OK) {
+    if (!db_) {
+      last_prepare_rc_ = SQLITE_MISUSE;
+      last_prepare_error_ = "the connection is closed";
+      return nullptr;
+    }
+    last_prepare_rc_ = sqlite3_prepare_v3(db_, sql.c_str(), static_cast<int>(sql.size()),
+                                          SQLITE_PREPARE_PERSISTENT, &st, nullptr);
+    if (last_prepare_rc_ != SQLITE_OK) {
       last_prepare_error_ = sqlite3_errmsg(db_);
       return nullptr;
     }
@@ -468,7 +479,14 @@ class SqliteEngine final : public docstore::Engine {
   }
 
   // What went wrong, in words a client may see (no SQL). The file's own trouble names the file.
-  Result<void> Failure(const std::string& what, int rc = SQLITE_ERROR, int64_t deadline_ms = 0) {
+  // rc = kPrepareFailed: the statement did not prepare (its message was kept by Prepare).
+  static constexpr int kPrepareFailed = -1;
+  Result<void> Failure(const std::string& what, int rc = kPrepareFailed, int64_t deadline_ms = 0) {
+    std::string prepare_error;
+    if (rc == kPrepareFailed) {
+      rc = last_prepare_rc_;
+      prepare_error = std::exchange(last_prepare_error_, {});
+    }
     const int primary = rc & 0xff;
     if (primary == SQLITE_BUSY || primary == SQLITE_LOCKED) {
       return std::unexpected(
@@ -480,9 +498,8 @@ class SqliteEngine final : public docstore::Engine {
       }
       return Fail(Code::kUnavailable, "the " + what + " ran longer than query_timeout_ms");
     }
-    std::string msg = rc == SQLITE_ERROR && !last_prepare_error_.empty()
-                          ? std::exchange(last_prepare_error_, {})
-                          : std::string(sqlite3_errmsg(db_));
+    if (!db_) return Fail(Code::kUnavailable, store_->Describe() + ": the connection is closed");
+    const std::string msg = prepare_error.empty() ? sqlite3_errmsg(db_) : prepare_error;
     if (primary == SQLITE_ERROR && msg.starts_with("no such table")) {
       return Fail(Code::kUnavailable, "the collection is missing from " + store_->Describe() +
                                           " (it is created at IPL)");
@@ -501,6 +518,7 @@ class SqliteEngine final : public docstore::Engine {
   sqlite3* db_ = nullptr;
   std::map<std::string, sqlite3_stmt*, std::less<>> statements_;
   std::string last_prepare_error_;
+  int last_prepare_rc_ = SQLITE_OK;
   int64_t stop_at_ms_ = 0;
   int busy_ms_ = -1;
 };
