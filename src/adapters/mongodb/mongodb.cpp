@@ -196,6 +196,14 @@ Document FromBson(const Template& t, const bson_t* doc) {
 
 std::string FieldKey(const FieldSpec& f) { return f.key ? "_id" : f.name; }
 
+// {"_id": {"$eq": key}}: like every filter, the value under an explicit operator.
+void AppendKeyMatch(bson_t* b, const Template& t, const json::value& key) {
+  bson_t eq;
+  bson_append_document_begin(b, "_id", 3, &eq);
+  AppendField(&eq, "$eq", *t.Key(), key);
+  bson_append_document_end(b, &eq);
+}
+
 const char* OpName(Filter::Op op) {
   switch (op) {
     case Filter::Op::kGt:
@@ -259,9 +267,13 @@ class Store {
         mongoc_uri_set_option_as_int32(uri, option, static_cast<int32_t>(ms));
       }
     };
-    set_default(MONGOC_URI_SERVERSELECTIONTIMEOUTMS, std::max<int64_t>(settings_.reconnect_wait_ms, 1));
-    set_default(MONGOC_URI_CONNECTTIMEOUTMS, std::clamp<int64_t>(settings_.reconnect_wait_ms, 1, 10000));
-    set_default(MONGOC_URI_SOCKETTIMEOUTMS, settings_.query_timeout_ms + 5000);
+    set_default(MONGOC_URI_SERVERSELECTIONTIMEOUTMS,
+                std::max<int64_t>(settings_.reconnect_wait_ms, 1));
+    set_default(MONGOC_URI_CONNECTTIMEOUTMS,
+                std::clamp<int64_t>(settings_.reconnect_wait_ms, 1, 10000));
+    // maxTimeMS ends a slow operation on the server; the socket timeout only covers a server
+    // gone silent, and the driver retries a read once, so the margin stays small.
+    set_default(MONGOC_URI_SOCKETTIMEOUTMS, settings_.query_timeout_ms + 1000);
     const char* db = mongoc_uri_get_database(uri);
     database_ = db && *db ? db : "beds";
     pool_ = mongoc_client_pool_new_with_error(uri, &error);
@@ -381,8 +393,8 @@ class MongoEngine final : public docstore::Engine {
       bson_append_array_end(cmd.get(), &list);
     }
     mongoc_database_t* db = mongoc_client_get_database(lease.client(), store_->database().c_str());
-    const bool ok = mongoc_database_write_command_with_opts(db, cmd.get(), opts.get(),
-                                                            reply.get(), &error);
+    const bool ok =
+        mongoc_database_write_command_with_opts(db, cmd.get(), opts.get(), reply.get(), &error);
     mongoc_database_destroy(db);
     constexpr uint32_t kNamespaceExists = 48;
     if (!ok && !(t.indexes.empty() && error.code == kNamespaceExists)) {
@@ -458,7 +470,7 @@ class MongoEngine final : public docstore::Engine {
     auto max_ms = Ready(deadline_ms);
     if (!max_ms) return std::unexpected(max_ms.error());
     Bson query, update, extra, reply;
-    AppendField(query.get(), "_id", *t.Key(), key);
+    AppendKeyMatch(query.get(), t, key);
     bson_t fields;
     BSON_APPEND_DOCUMENT_BEGIN(update.get(), "$set", &fields);
     for (const auto& [name, v] : set) {
@@ -496,7 +508,7 @@ class MongoEngine final : public docstore::Engine {
   Result<void> Remove(const Template& t, const json::value& key, int64_t deadline_ms) override {
     if (auto r = Ready(deadline_ms); !r) return std::unexpected(r.error());
     Bson selector, opts, reply;
-    AppendField(selector.get(), "_id", *t.Key(), key);
+    AppendKeyMatch(selector.get(), t, key);
     mongoc_write_concern_append(const_cast<mongoc_write_concern_t*>(store_->write_concern()),
                                 opts.get());
     Lease lease(*store_, t);
@@ -566,7 +578,8 @@ class MongoEngine final : public docstore::Engine {
         return Error{Code::kUnavailable, "the " + what + " ran longer than query_timeout_ms"};
       }
       if (IsNotPrimary(e.code)) {
-        return Error{Code::kUnavailable, db + " has no primary to serve the " + what + " right now"};
+        return Error{Code::kUnavailable,
+                     db + " has no primary to serve the " + what + " right now"};
       }
       if (e.code == 13 || e.code == 18) {  // Unauthorized, AuthenticationFailed
         spdlog::error("{}: {}", db, e.message);
