@@ -1,17 +1,25 @@
 // beds-bench: keeps W requests in flight against a running `beds` node and reports throughput and
 // latency percentiles, beside a raw baseline measured in the same run on the same broker: a bare
-// rabbitmq-c echo server (the same number of consumers and prefetch as the node's broker pool,
-// each acking after it publishes the reply, as BEDS workers do). Rounds alternate baseline and
-// BEDS so that machine noise hits both alike; the medians and their ratio are printed.
+// rabbitmq-c echo server (the same number of consumers and prefetch as the node's broker pool that
+// serves the mode's routing key, each acking after it publishes the reply, as BEDS workers do).
+// Rounds alternate baseline and BEDS so that machine noise hits both alike; the medians and their
+// ratio are printed.
 //
 // --mode ping (the default) sends sys/ping; the baseline echoes the body back.
 // --mode rel sends Users/call get for N rows it creates through BEDS if they are missing; each
 // baseline consumer runs the same prepared CALL usr_get(?) on a MariaDB connection of its own and
 // replies with the row, so the difference is what BEDS adds around the database round trip.
+// --mode rec-create sends Sessions/create (rec.write), every document with a token never sent
+// before; each baseline consumer runs BEDS's BEGIN IMMEDIATE / INSERT / COMMIT on a connection of
+// its own to the node's SQLite file (same pragmas) and replies with the document.
+// --mode rec-fetch sends Sessions/fetch by key (rec.read) for N documents it creates through BEDS
+// if they are missing; each baseline consumer runs BEDS's SELECT on the same file.
 //
 //   beds-bench --config-dir config --inflight 64 --body-bytes 256 --duration-s 10 --rounds 3
 //   beds-bench --config-dir config --mode rel --rows 1000 --inflight 64
+//   beds-bench --config-dir config --mode rec-fetch --rows 1000 --inflight 64
 #include <mysql.h>
+#include <sqlite3.h>
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
@@ -24,6 +32,7 @@
 #include <iostream>
 #include <map>
 #include <memory>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -42,8 +51,23 @@ constexpr const char* kEchoKey = "bench.echo";
 constexpr const char* kEchoQueue = "beds.bench.echo";
 constexpr const char* kRelEchoKey = "bench.rel";
 constexpr const char* kRelEchoQueue = "beds.bench.rel";
+constexpr const char* kRecEchoKey = "bench.rec";
+constexpr const char* kRecEchoQueue = "beds.bench.rec";
 constexpr int kFetchLimit = 500;  // templates/usr_users_rel.toml: [ops.fetch] max_limit
+// templates/example_rec.toml: [ops.fetch] max_limit, which is also the limit BEDS binds when the
+// request gives none.
+constexpr int kSessionsLimit = 500;
 constexpr int kCreateWindow = 64;
+
+// The statements BEDS's SQLite engine runs for Sessions (src/adapters/sqlite/sqlite.cpp: Write,
+// Insert, Find with the key filter and the key order it always appends).
+constexpr const char* kSqlBegin = "BEGIN IMMEDIATE";
+constexpr const char* kSqlInsert = R"(INSERT INTO "sesSessions" (id, doc) VALUES (?, ?))";
+constexpr const char* kSqlCommit = "COMMIT";
+constexpr const char* kSqlFetchByKey =
+    R"(SELECT doc FROM "sesSessions" WHERE id = ? ORDER BY id LIMIT ? OFFSET ?)";
+// Every Sessions document the bench writes has this created time (and agent "bench").
+constexpr const char* kSessionCreated = "2026-11-25T10:00:00.000Z";
 
 struct Figures {
   double throughput = 0;  // replies per second
@@ -191,6 +215,138 @@ class UsrGetResponder : public Responder {
   std::vector<MYSQL_BIND> binds_;
 };
 
+// The rec baselines' database side: a connection of its own to the node's SQLite file, opened as
+// BEDS opens each worker's (Store::Connect: no mutex, WAL, the configured synchronous, busy
+// timeout = query_timeout_ms), with BEDS's statements prepared once as persistent.
+class SqliteResponder : public Responder {
+ public:
+  ~SqliteResponder() override {
+    for (sqlite3_stmt* st : statements_) sqlite3_finalize(st);
+    sqlite3_close_v2(db_);
+  }
+  SqliteResponder(const SqliteResponder&) = delete;
+  SqliteResponder& operator=(const SqliteResponder&) = delete;
+
+ protected:
+  SqliteResponder(const beds::config::DatabaseSettings& db, std::string what)
+      : what_(std::move(what)) {
+    const int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
+    if (sqlite3_open_v2(db.path.c_str(), &db_, flags, nullptr) != SQLITE_OK)
+      Fail("open " + db.path);
+    sqlite3_extended_result_codes(db_, 1);
+    sqlite3_busy_timeout(db_, static_cast<int>(db.query_timeout_ms));
+    Exec("PRAGMA journal_mode=WAL");
+    Exec("PRAGMA synchronous=" + db.synchronous);
+  }
+
+  sqlite3_stmt* Prepare(const char* sql) {
+    sqlite3_stmt* st = nullptr;
+    if (sqlite3_prepare_v3(db_, sql, -1, SQLITE_PREPARE_PERSISTENT, &st, nullptr) != SQLITE_OK)
+      Fail(std::string("prepare ") + sql);
+    statements_.push_back(st);
+    return st;
+  }
+
+  // Steps a statement that returns no rows and resets it for the next request.
+  void Run(sqlite3_stmt* st) {
+    const int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE) Fail(sqlite3_sql(st));
+  }
+
+  // The request as JSON, parsed into the caller's stack arena as BEDS parses requests, so neither
+  // side pays more for allocation.
+  json::object Parse(const std::string& request, json::monotonic_resource& memory) const {
+    boost::system::error_code ec;
+    json::value body = json::parse(request, ec, &memory);
+    if (ec || !body.is_object()) Die(what_ + ": a request that is not a JSON object: " + request);
+    return std::move(body.get_object());
+  }
+
+  // A baseline that cannot do what BEDS does would measure nothing: the run ends.
+  [[noreturn]] void Fail(const std::string& doing) const {
+    Die(what_ + ": " + doing + ": " + (db_ ? sqlite3_errmsg(db_) : "out of memory"));
+  }
+
+ private:
+  void Exec(const std::string& sql) {
+    if (sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, nullptr) != SQLITE_OK) Fail(sql);
+  }
+
+  const std::string what_;
+  sqlite3* db_ = nullptr;
+  std::vector<sqlite3_stmt*> statements_;
+};
+
+// rec-create's baseline: Sessions/create without BEDS. The request's data object is the document
+// (the bench sends the template's fields in their declared order, as BEDS stores them), inserted
+// under its token in BEDS's transaction, and sent back as BEDS answers a create.
+class SessionCreateResponder : public SqliteResponder {
+ public:
+  explicit SessionCreateResponder(const beds::config::DatabaseSettings& db)
+      : SqliteResponder(db, "rec-create baseline"),
+        begin_(Prepare(kSqlBegin)),
+        insert_(Prepare(kSqlInsert)),
+        commit_(Prepare(kSqlCommit)) {}
+
+  std::string Reply(const std::string& request) override {
+    unsigned char arena[4096];
+    json::monotonic_resource parse_memory(arena, sizeof(arena));
+    const json::object envelope = Parse(request, parse_memory);
+    const json::value* data = envelope.if_contains("data");
+    const json::object* doc = data ? data->if_object() : nullptr;
+    const json::value* token = doc ? doc->if_contains("token") : nullptr;
+    if (!token || !token->is_string()) Die("rec-create baseline: no data.token in " + request);
+    const std::string text = json::serialize(*doc);
+    Run(begin_);
+    const json::string& key = token->get_string();
+    sqlite3_bind_text(insert_, 1, key.data(), static_cast<int>(key.size()), SQLITE_STATIC);
+    sqlite3_bind_text(insert_, 2, text.data(), static_cast<int>(text.size()), SQLITE_STATIC);
+    Run(insert_);  // a used token ends the run: the two sides' tokens must never meet
+    Run(commit_);
+    return R"({"ok":true,"data":[)" + text + "]}";
+  }
+
+ private:
+  sqlite3_stmt* const begin_;
+  sqlite3_stmt* const insert_;
+  sqlite3_stmt* const commit_;
+};
+
+// rec-fetch's baseline: Sessions/fetch by key without BEDS. The same SELECT with the same limit
+// and offset; the stored text is already the JSON document, so it goes into the reply as it is
+// (BEDS parses it and serializes it again: that is part of what the ratio measures).
+class SessionFetchResponder : public SqliteResponder {
+ public:
+  explicit SessionFetchResponder(const beds::config::DatabaseSettings& db)
+      : SqliteResponder(db, "rec-fetch baseline"), select_(Prepare(kSqlFetchByKey)) {}
+
+  std::string Reply(const std::string& request) override {
+    unsigned char arena[4096];
+    json::monotonic_resource parse_memory(arena, sizeof(arena));
+    const json::object envelope = Parse(request, parse_memory);
+    const json::value* id = envelope.if_contains("id");
+    if (!id || !id->is_string()) Die("rec-fetch baseline: a request without an id: " + request);
+    const json::string& key = id->get_string();
+    sqlite3_bind_text(select_, 1, key.data(), static_cast<int>(key.size()), SQLITE_STATIC);
+    sqlite3_bind_int64(select_, 2, kSessionsLimit);
+    sqlite3_bind_int64(select_, 3, 0);
+    std::string reply = R"({"ok":true,"data":[)";
+    int rc;
+    for (bool first = true; (rc = sqlite3_step(select_)) == SQLITE_ROW; first = false) {
+      if (!first) reply += ',';
+      reply.append(reinterpret_cast<const char*>(sqlite3_column_text(select_, 0)),
+                   static_cast<size_t>(sqlite3_column_bytes(select_, 0)));
+    }
+    sqlite3_reset(select_);
+    if (rc != SQLITE_DONE) Fail(kSqlFetchByKey);
+    return reply + "]}";
+  }
+
+ private:
+  sqlite3_stmt* const select_;
+};
+
 using ResponderFactory = std::function<std::unique_ptr<Responder>()>;
 
 // The raw baseline: consume, publish the responder's reply to reply_to, ack. Nothing else.
@@ -256,11 +412,22 @@ double Percentile(std::vector<double>& v, double p) {
   return v[i];
 }
 
-// Keeps `inflight` requests outstanding for warmup + duration, sending `bodies` in turn; measures
+// Where Load takes each request body from: the read modes cycle through a fixed list, rec-create
+// makes a new document each time.
+using BodySource = std::function<std::string()>;
+
+BodySource Cycle(std::vector<std::string> bodies) {
+  return [bodies = std::move(bodies), next = size_t{0}]() mutable {
+    const std::string& body = bodies[next];
+    if (++next == bodies.size()) next = 0;
+    return body;
+  };
+}
+
+// Keeps `inflight` requests outstanding for warmup + duration, each body from next_body; measures
 // only after the warmup.
-Figures Load(const beds::config::AmqpSettings& amqp, const std::string& key,
-             const std::vector<std::string>& bodies, int inflight, std::chrono::seconds warmup,
-             std::chrono::seconds duration) {
+Figures Load(const beds::config::AmqpSettings& amqp, const std::string& key, BodySource& next_body,
+             int inflight, std::chrono::seconds warmup, std::chrono::seconds duration) {
   auto client = beds::client::Client::Connect(amqp);
   if (!client) {
     std::cerr << "client: " << client.error().message << "\n";
@@ -270,7 +437,6 @@ Figures Load(const beds::config::AmqpSettings& amqp, const std::string& key,
   std::vector<double> latencies;
   latencies.reserve(1 << 20);
   Figures f;
-  size_t next_body = 0;
   const auto start = Clock::now();
   const auto measure_from = start + warmup;
   const auto end = measure_from + duration;
@@ -279,12 +445,11 @@ Figures Load(const beds::config::AmqpSettings& amqp, const std::string& key,
     const auto now = Clock::now();
     if (now >= end) sending = false;
     while (sending && static_cast<int>(sent.size()) < inflight) {
-      auto id = (*client)->Send(key, bodies[next_body]);
+      auto id = (*client)->Send(key, next_body());
       if (!id) {
         std::cerr << "send: " << id.error().message << "\n";
         std::exit(3);
       }
-      if (++next_body == bodies.size()) next_body = 0;
       sent.emplace(*id, Clock::now());
     }
     if (sent.empty()) break;
@@ -325,6 +490,31 @@ json::array ReplyData(const std::string& what, const std::string& reply) {
   return data->get_array();
 }
 
+// Sends the create requests on `key` kCreateWindow at a time (the write pool commits them side by
+// side), persistent as a client's writes are, and hands each reply to `done` with the index of
+// its request.
+void CreateAll(beds::client::Client& client, const std::string& key, const std::string& what,
+               const std::vector<std::string>& requests,
+               const std::function<void(size_t, const std::string&)>& done) {
+  beds::client::SendOptions write;
+  write.delivery_mode = 2;
+  std::map<std::string, size_t> creating;  // correlation id -> request
+  for (size_t i = 0; i < requests.size() || !creating.empty();) {
+    for (; i < requests.size() && creating.size() < static_cast<size_t>(kCreateWindow); ++i) {
+      auto id = client.Send(key, requests[i], write);
+      if (!id) Die(what + ": " + id.error().message);
+      creating.emplace(*id, i);
+    }
+    auto r = client.Receive(10s);
+    if (!r) Die(what + ": " + r.error().message);
+    if (!*r) Die(what + ": no reply within 10 s");
+    auto it = creating.find((*r)->correlation_id);
+    if (it == creating.end()) continue;
+    done(it->second, (*r)->body);
+    creating.erase(it);
+  }
+}
+
 // The ids of the rows bench1..bench<rows>@example.org: those already there are looked up, the
 // rest created through BEDS (so a second run against the same database reads the same rows).
 std::vector<int64_t> EnsureRows(const beds::config::AmqpSettings& amqp, int rows) {
@@ -348,53 +538,124 @@ std::vector<int64_t> EnsureRows(const beds::config::AmqpSettings& amqp, int rows
       if (k >= 1 && k <= rows) ids[static_cast<size_t>(k - 1)] = row.at("id").to_number<int64_t>();
     }
   }
-  // Creates go out kCreateWindow at a time: the write pool commits them side by side.
-  beds::client::SendOptions write;
-  write.delivery_mode = 2;
-  std::map<std::string, int> creating;  // correlation id -> k
-  int created = 0;
-  for (int k = 1; k <= rows || !creating.empty();) {
-    for (; k <= rows && static_cast<int>(creating.size()) < kCreateWindow; ++k) {
-      if (ids[static_cast<size_t>(k - 1)] != 0) continue;
-      const json::object request{
-          {"template", "Users"},
-          {"op", "create"},
-          {"data", {{"email", BenchEmail(k)}, {"name", "Bench " + std::to_string(k)}}}};
-      auto id = (*client)->Send("rel.write", json::serialize(request), write);
-      if (!id) Die("Users/create: " + id.error().message);
-      creating.emplace(*id, k);
-    }
-    if (creating.empty()) continue;
-    auto r = (*client)->Receive(10s);
-    if (!r) Die("Users/create: " + r.error().message);
-    if (!*r) Die("Users/create: no reply within 10 s");
-    auto it = creating.find((*r)->correlation_id);
-    if (it == creating.end()) continue;
-    const std::string what = "Users/create of " + BenchEmail(it->second);
-    const json::array data = ReplyData(what, (*r)->body);
-    if (data.empty() || !data[0].is_object() || !data[0].as_object().contains("id"))
-      Die(what + " returned no row: " + (*r)->body);
-    ids[static_cast<size_t>(it->second - 1)] = data[0].at("id").to_number<int64_t>();
-    creating.erase(it);
-    ++created;
+  std::vector<int> missing;  // request i creates row missing[i]
+  std::vector<std::string> requests;
+  for (int k = 1; k <= rows; ++k) {
+    if (ids[static_cast<size_t>(k - 1)] != 0) continue;
+    missing.push_back(k);
+    requests.push_back(json::serialize(json::object{
+        {"template", "Users"},
+        {"op", "create"},
+        {"data", {{"email", BenchEmail(k)}, {"name", "Bench " + std::to_string(k)}}}}));
   }
-  std::printf("rel rows: %d present, %d created\n", rows - created, created);
+  CreateAll(**client, "rel.write", "Users/create", requests,
+            [&](size_t i, const std::string& reply) {
+              const int k = missing[i];
+              const std::string what = "Users/create of " + BenchEmail(k);
+              const json::array data = ReplyData(what, reply);
+              if (data.empty() || !data[0].is_object() || !data[0].as_object().contains("id"))
+                Die(what + " returned no row: " + reply);
+              ids[static_cast<size_t>(k - 1)] = data[0].at("id").to_number<int64_t>();
+            });
+  std::printf("rel rows: %zu present, %zu created\n", rows - missing.size(), missing.size());
   return ids;
 }
 
-// One read on each side before measuring: both must answer with the row, or the figures would
-// compare error paths.
-void CheckRead(const beds::config::AmqpSettings& amqp, const char* what, const std::string& key,
-               const std::string& body, const std::string& email) {
+// A Sessions/create request: the template's fields in their declared order, which is the order
+// BEDS stores them in, so the rec-create baseline can store the data object as it comes.
+std::string SessionCreate(const std::string& token, int64_t user_id) {
+  return json::serialize(json::object{{"template", "Sessions"},
+                                      {"op", "create"},
+                                      {"data",
+                                       {{"token", token},
+                                        {"user_id", user_id},
+                                        {"created", kSessionCreated},
+                                        {"agent", "bench"}}}});
+}
+
+std::string SessionFetch(const std::string& token) {
+  return json::serialize(json::object{{"template", "Sessions"}, {"op", "fetch"}, {"id", token}});
+}
+
+// rec-fetch reads the documents bench-fetch-1..<rows>.
+constexpr std::string_view kFetchTokenPrefix = "bench-fetch-";
+std::string FetchToken(int k) { return std::string(kFetchTokenPrefix) + std::to_string(k); }
+
+// rec-create's tokens. Both sides insert into the same table and a token sent twice would be
+// answered CONFLICT, so every request of the run (either side, every round, the warmups) takes the
+// next number, after a prefix from the clock that no earlier run on the same file had.
+class SessionTokens {
+ public:
+  SessionTokens()
+      : prefix_("bench-" +
+                std::to_string(std::chrono::duration_cast<std::chrono::microseconds>(
+                                   std::chrono::system_clock::now().time_since_epoch())
+                                   .count()) +
+                "-") {}
+  std::string Next() { return prefix_ + std::to_string(++last_); }
+  uint64_t last() const { return last_; }
+
+ private:
+  const std::string prefix_;
+  uint64_t last_ = 0;
+};
+
+// The Sessions documents FetchToken(1..rows): those already there are looked up, the rest created
+// through BEDS (so a second run against the same file reads the same documents).
+void EnsureSessions(const beds::config::AmqpSettings& amqp, int rows) {
+  auto client = beds::client::Client::Connect(amqp);
+  if (!client) Die("client: " + client.error().message);
+  std::vector<bool> present(static_cast<size_t>(rows), false);
+  for (int first = 1; first <= rows; first += kSessionsLimit) {
+    json::array tokens;
+    for (int k = first; k <= std::min(rows, first + kSessionsLimit - 1); ++k)
+      tokens.push_back(json::string(FetchToken(k)));
+    const json::object request{{"template", "Sessions"},
+                               {"op", "fetch"},
+                               {"where", {{"token", {{"in", std::move(tokens)}}}}},
+                               {"limit", kSessionsLimit}};
+    auto r = (*client)->Call("rec.read", json::serialize(request), 10s);
+    if (!r) Die("Sessions/fetch of the bench documents: " + r.error().message);
+    for (const json::value& doc : ReplyData("Sessions/fetch of the bench documents", r->body)) {
+      const std::string token(doc.at("token").as_string());
+      int k = 0;
+      if (token.starts_with(kFetchTokenPrefix))
+        std::from_chars(token.data() + kFetchTokenPrefix.size(), token.data() + token.size(), k);
+      if (k >= 1 && k <= rows) present[static_cast<size_t>(k - 1)] = true;
+    }
+  }
+  std::vector<int> missing;  // request i creates document missing[i]
+  std::vector<std::string> requests;
+  for (int k = 1; k <= rows; ++k) {
+    if (present[static_cast<size_t>(k - 1)]) continue;
+    missing.push_back(k);
+    requests.push_back(SessionCreate(FetchToken(k), k));
+  }
+  CreateAll(**client, "rec.write", "Sessions/create", requests,
+            [&](size_t i, const std::string& reply) {
+              const std::string token = FetchToken(missing[i]);
+              const json::array data = ReplyData("Sessions/create of " + token, reply);
+              const json::object* doc = data.empty() ? nullptr : data[0].if_object();
+              const json::value* got = doc ? doc->if_contains("token") : nullptr;
+              if (!got || !got->is_string() || got->get_string() != token)
+                Die("Sessions/create of " + token + " did not return it: " + reply);
+            });
+  std::printf("rec documents: %zu present, %zu created\n", rows - missing.size(), missing.size());
+}
+
+// One request on each side before measuring: both must answer ok with `field` = `want` in the
+// first row or document, or the figures would compare error paths.
+void CheckReply(const beds::config::AmqpSettings& amqp, const char* what, const std::string& key,
+                const std::string& body, const char* field, const std::string& want) {
   auto client = beds::client::Client::Connect(amqp);
   if (!client) Die("client: " + client.error().message);
   auto r = (*client)->Call(key, body, 10s);
-  if (!r) Die(std::string(what) + " read: " + r.error().message);
-  const json::array data = ReplyData(std::string(what) + " read", r->body);
+  if (!r) Die(std::string(what) + " check: " + r.error().message);
+  const json::array data = ReplyData(std::string(what) + " check", r->body);
   const json::object* row = data.empty() ? nullptr : data[0].if_object();
-  const json::value* got = row ? row->if_contains("email") : nullptr;
-  if (!got || !got->is_string() || got->get_string() != email)
-    Die(std::string(what) + " read did not return " + email + ": " + r->body);
+  const json::value* got = row ? row->if_contains(field) : nullptr;
+  if (!got || !got->is_string() || got->get_string() != want)
+    Die(std::string(what) + " check did not return " + field + " " + want + ": " + r->body);
 }
 
 void Print(const char* what, int round, const Figures& f) {
@@ -426,10 +687,11 @@ Figures Median(std::vector<Figures> v) {
 
 int main(int argc, char** argv) {
   CLI::App app{
-      "beds-bench: sys/ping or a REL point read through beds beside a bare rabbitmq-c baseline"};
+      "beds-bench: sys/ping, a REL point read, or a REC create or fetch by key through beds beside "
+      "a bare rabbitmq-c baseline"};
   std::string config_dir = "config";
   std::string env;
-  std::string broker = "rBroker";
+  std::string broker;
   std::string mode = "ping";
   int inflight = 64;
   int body_bytes = 256;
@@ -438,14 +700,20 @@ int main(int argc, char** argv) {
   int warmup_s = 2;
   int rounds = 3;
   app.add_option("--config-dir", config_dir,
-                 "the config the running node uses (broker, pool size, database)");
+                 "the config the running node uses (broker, pool size, databases)");
   app.add_option("--env", env, "environment name");
-  app.add_option("--broker", broker, "the node's broker pool that serves sys.read and rel.read");
-  app.add_option("--mode", mode, "ping: sys/ping vs an echo; rel: Users/call get vs CALL usr_get")
-      ->check(CLI::IsMember({"ping", "rel"}));
+  app.add_option("--broker", broker,
+                 "the node's broker pool that serves the mode's routing key (default: the one "
+                 "bound to it)");
+  app.add_option("--mode", mode,
+                 "ping: sys/ping vs an echo; rel: Users/call get vs CALL usr_get; rec-create: "
+                 "Sessions/create vs the same SQLite insert; rec-fetch: Sessions/fetch by key vs "
+                 "the same SQLite select")
+      ->check(CLI::IsMember({"ping", "rel", "rec-create", "rec-fetch"}));
   app.add_option("--inflight,-w", inflight, "requests kept in flight (W)");
   app.add_option("--body-bytes", body_bytes, "request body size (ping mode)");
-  app.add_option("--rows", rows, "rows read in turn (rel mode); created if missing")
+  app.add_option("--rows", rows,
+                 "rows or documents read in turn (rel, rec-fetch); created if missing")
       ->check(CLI::Range(1, 1000000));
   app.add_option("--duration-s", duration_s, "measured seconds per round");
   app.add_option("--warmup-s", warmup_s, "unmeasured seconds before each round");
@@ -458,42 +726,65 @@ int main(int argc, char** argv) {
     std::cerr << "beds-bench: config invalid:\n" << config.error().message << "\n";
     return 2;
   }
-  const auto pool = std::find_if(config->brokers.begin(), config->brokers.end(),
-                                 [&](const auto& b) { return b.name == broker; });
-  if (pool == config->brokers.end()) {
-    std::cerr << "beds-bench: no [brokers." << broker << "] in the config\n";
-    return 2;
-  }
 
+  // What BEDS is sent and where, and what stands in for it on the baseline side.
   std::string beds_key = "sys.read";
   std::string echo_key = kEchoKey;
   std::string echo_queue = kEchoQueue;
-  std::vector<std::string> bodies;
+  if (mode == "rel") {
+    beds_key = "rel.read";
+    echo_key = kRelEchoKey;
+    echo_queue = kRelEchoQueue;
+  } else if (mode.starts_with("rec-")) {
+    beds_key = mode == "rec-create" ? "rec.write" : "rec.read";
+    echo_key = kRecEchoKey;
+    echo_queue = kRecEchoQueue;
+  }
+  // The baseline gets as many consumers and the same prefetch as the pool that serves beds_key.
+  const auto pool =
+      std::find_if(config->brokers.begin(), config->brokers.end(), [&](const auto& b) {
+        return broker.empty() ? std::ranges::find(b.bindings, beds_key) != b.bindings.end()
+                              : b.name == broker;
+      });
+  if (pool == config->brokers.end()) {
+    std::cerr << "beds-bench: no "
+              << (broker.empty() ? "broker pool bound to " + beds_key : "[brokers." + broker + "]")
+              << " in the config\n";
+    return 2;
+  }
+
+  BodySource next_body;
   ResponderFactory make_responder = [] { return std::make_unique<EchoResponder>(); };
+  // One request on each side before measuring (not for ping), given the side's name and routing
+  // key: both must answer with the row or document asked for.
+  std::function<void(const std::string& what, const std::string& key)> check;
+  SessionTokens tokens;  // rec-create's
   if (mode == "ping") {
     // Both sides get the same body size: a ping envelope padded with data.pad.
     std::string body = R"({"template":"sys","op":"ping","data":{"pad":""}})";
     if (static_cast<int>(body.size()) < body_bytes)
       body.insert(body.size() - 3, body_bytes - body.size(), 'x');
-    bodies.push_back(std::move(body));
+    const size_t size = body.size();
+    next_body = Cycle({std::move(body)});
     std::printf(
         "beds-bench: mode ping (sys/ping), W=%d, %zu-byte bodies, %d s x %d rounds; baseline = %d "
         "echo consumers, prefetch %d\n",
-        inflight, bodies[0].size(), duration_s, rounds, pool->instances, pool->prefetch);
-  } else {
+        inflight, size, duration_s, rounds, pool->instances, pool->prefetch);
+  } else if (mode == "rel") {
     const auto db = config->databases.find("main");
     if (db == config->databases.end()) {
       std::cerr << "beds-bench: rel mode needs [databases.main] (the Users template's)\n";
       return 2;
     }
-    const std::vector<int64_t> ids = EnsureRows(config->amqp, rows);
-    for (const int64_t id : ids) {
+    std::vector<std::string> bodies;
+    for (const int64_t id : EnsureRows(config->amqp, rows)) {
       bodies.push_back(R"({"template":"Users","op":"call","call":"get","id":")" +
                        std::to_string(id) + R"("})");
     }
-    beds_key = "rel.read";
-    echo_key = kRelEchoKey;
-    echo_queue = kRelEchoQueue;
+    check = [&, first = bodies[0]](const std::string& what, const std::string& key) {
+      CheckReply(config->amqp, what.c_str(), key, first, "email", BenchEmail(1));
+    };
+    next_body = Cycle(std::move(bodies));
     // Consumer threads open their connections concurrently; the library must be set up first.
     if (mysql_library_init(0, nullptr, nullptr) != 0) Die("mysql_library_init failed");
     make_responder = [settings = db->second] {
@@ -504,6 +795,45 @@ int main(int argc, char** argv) {
         "rounds; baseline = %d echo consumers each with its own MariaDB connection and prepared "
         "CALL, prefetch %d\n",
         inflight, rows, duration_s, rounds, pool->instances, pool->prefetch);
+  } else {
+    const auto db = config->databases.find("docs");
+    if (db == config->databases.end() || db->second.engine != "sqlite") {
+      std::cerr << "beds-bench: " << mode
+                << " mode needs [databases.docs] (the Sessions template's) on engine sqlite\n";
+      return 2;
+    }
+    const beds::config::DatabaseSettings settings = db->second;
+    std::string what;
+    if (mode == "rec-create") {
+      what = "Sessions/create -> BEGIN IMMEDIATE; INSERT; COMMIT), W=" + std::to_string(inflight);
+      next_body = [&tokens] {
+        const std::string token = tokens.Next();
+        return SessionCreate(token, static_cast<int64_t>(tokens.last()));
+      };
+      check = [&](const std::string& what, const std::string& key) {
+        const std::string token = tokens.Next();
+        CheckReply(config->amqp, what.c_str(), key,
+                   SessionCreate(token, static_cast<int64_t>(tokens.last())), "token", token);
+      };
+      make_responder = [settings] { return std::make_unique<SessionCreateResponder>(settings); };
+    } else {
+      what = "Sessions/fetch by key -> SELECT doc WHERE id = ?), W=" + std::to_string(inflight) +
+             ", " + std::to_string(rows) + " documents";
+      EnsureSessions(config->amqp, rows);
+      std::vector<std::string> bodies;
+      for (int k = 1; k <= rows; ++k) bodies.push_back(SessionFetch(FetchToken(k)));
+      next_body = Cycle(std::move(bodies));
+      check = [&](const std::string& what, const std::string& key) {
+        CheckReply(config->amqp, what.c_str(), key, SessionFetch(FetchToken(1)), "token",
+                   FetchToken(1));
+      };
+      make_responder = [settings] { return std::make_unique<SessionFetchResponder>(settings); };
+    }
+    std::printf(
+        "beds-bench: mode %s (%s, %d s x %d rounds; baseline = %d echo consumers each with its "
+        "own SQLite connection to %s (WAL, synchronous=%s) and prepared statements, prefetch %d\n",
+        mode.c_str(), what.c_str(), duration_s, rounds, pool->instances, settings.path.c_str(),
+        settings.synchronous.c_str(), pool->prefetch);
   }
   std::fflush(stdout);
 
@@ -511,16 +841,16 @@ int main(int argc, char** argv) {
   {
     EchoServer echo(config->amqp, echo_key, echo_queue, pool->instances, pool->prefetch,
                     make_responder);
-    if (mode == "rel") {
-      CheckRead(config->amqp, "baseline", echo_key, bodies[0], BenchEmail(1));
-      CheckRead(config->amqp, "beds", beds_key, bodies[0], BenchEmail(1));
+    if (check) {
+      check("baseline", echo_key);
+      check("beds", beds_key);
     }
     for (int r = 1; r <= rounds; ++r) {
-      base.push_back(Load(config->amqp, echo_key, bodies, inflight, std::chrono::seconds(warmup_s),
-                          std::chrono::seconds(duration_s)));
+      base.push_back(Load(config->amqp, echo_key, next_body, inflight,
+                          std::chrono::seconds(warmup_s), std::chrono::seconds(duration_s)));
       Print("baseline", r, base.back());
-      beds.push_back(Load(config->amqp, beds_key, bodies, inflight, std::chrono::seconds(warmup_s),
-                          std::chrono::seconds(duration_s)));
+      beds.push_back(Load(config->amqp, beds_key, next_body, inflight,
+                          std::chrono::seconds(warmup_s), std::chrono::seconds(duration_s)));
       Print("beds", r, beds.back());
     }
   }

@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Runs beds-bench against a fresh node: throwaway servers (ports 5695/3395, data under
 # var/bench/), the Release build, the schema/mariadb/ objects loaded into the node's database, one
-# `beds` node from config/ (its rBroker pool serves the pings and the REL reads), then both modes at
-# W=64 and W=1: ping with 256-byte bodies, and rel (Users/call get over 1000 rows). Everything it
-# started is stopped at the end.
+# `beds` node from config/ with its SQLite document store in var/bench/docs.sqlite (its rBroker
+# pool serves the pings and the reads, its wBroker pool the creates), then every mode at W=64 and
+# W=1: ping with 256-byte bodies, rel (Users/call get over 1000 rows), rec-create (Sessions/create)
+# and rec-fetch (Sessions/fetch by key over 1000 documents). Everything it started is stopped at
+# the end.
 #   bench/run.sh [--duration-s N] [--rounds N]   (extra flags go to beds-bench)
 #   BEDS_BENCH_NO_BUILD=1 bench/run.sh …          (use build/ as it is: someone else builds it)
+#   BEDS_BENCH_MODES="rec-create rec-fetch" bench/run.sh …   (only these modes)
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
@@ -19,10 +22,15 @@ local_node_servers bench 5695 3395 4395
 # Before the node starts: its IPL checks the Users template against these objects. `beds` is
 # [databases.main] database in config/beds.toml.
 scripts/servers.sh database beds schema/mariadb/*.sql
+# [databases.docs] (the Sessions template's) in the throwaway dir, as local_node_servers sets it
+# too; said here because beds-bench inherits it and its rec baselines must open the node's file.
+export BEDS__DATABASES__DOCS__PATH=$BEDS_VAR/docs.sqlite
+rm -f "$BEDS__DATABASES__DOCS__PATH"{,-wal,-shm}
 export BEDS__LOGGING__LEVEL=warn
 local_node_start
 
-for mode in ping rel; do
+read -r -a modes <<<"${BEDS_BENCH_MODES:-ping rel rec-create rec-fetch}"
+for mode in "${modes[@]}"; do
   mode_flags=()
   [[ $mode == ping ]] && mode_flags=(--body-bytes 256)
   for w in 64 1; do
