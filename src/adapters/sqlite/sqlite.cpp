@@ -85,6 +85,11 @@ class Store {
     return "sqlite database '" + settings_.name + "' (" + settings_.path + ")";
   }
 
+  // SQLite has one writer at a time per file. This process's workers queue for it here, and the
+  // next one starts the moment the lock is free; SQLite's own busy handler, which sleeps in steps
+  // of up to 100 ms, is then left to arbitrate only between processes.
+  std::timed_mutex& write_lock() { return write_lock_; }
+
   void AddExpiry(Expiry e) {
     std::lock_guard lock(mutex_);
     for (const auto& x : expiries_) {
@@ -102,6 +107,7 @@ class Store {
 
   config::DatabaseSettings settings_;
   std::mutex mutex_;
+  std::timed_mutex write_lock_;
   std::condition_variable_any cv_;
   std::vector<Expiry> expiries_;
   std::jthread sweeper_;  // last: stopped and joined before the members it reads go
@@ -391,6 +397,12 @@ class SqliteEngine final : public docstore::Engine {
   Result<void> Write(int64_t deadline_ms, F&& body) {
     if (auto r = Open(); !r) return r;
     Arm(deadline_ms);
+    std::unique_lock lock(store_->write_lock(), std::defer_lock);
+    if (!lock.try_lock_until(std::chrono::steady_clock::now() +
+                             std::chrono::milliseconds(std::max<int64_t>(busy_ms_, 1)))) {
+      return Failure("write", SQLITE_BUSY);
+    }
+    Arm(deadline_ms);  // what is left for SQLite's own wait (other processes) and the statements
     sqlite3_stmt* begin = Prepare("BEGIN IMMEDIATE");
     if (!begin) return Failure("write");
     const int rc = sqlite3_step(begin);
