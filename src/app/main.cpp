@@ -86,7 +86,10 @@ int TemplateCheck(const std::string& dir, const std::string& env) {
   for (const auto& [name, t] : set->snapshot->by_name) {
     const bool bad = set->snapshot->unavailable.contains(name);
     std::cout << (bad ? "FAIL " : "ok   ") << name << " (" << t.kind << ", database " << t.database
-              << ", " << t.file << ")\n";
+              << ", " << t.file << ")"
+              << (t.kind == "rec" && !bad ? ": collection " + t.collection + " is ensured at IPL"
+                                          : "")
+              << "\n";
   }
   for (const auto& p : set->problems) std::cout << "  " << p << "\n";
   for (const auto& u : set->unchecked) std::cout << "  " << u << "\n";
