@@ -4,7 +4,8 @@
 # example domain (schema/mariadb/*.sql: Users, and Orders with a foreign key and a join view),
 # starts a `beds` node from config/ with templates/, and shows every operation over AMQP: REL on
 # MariaDB, and REC (Sessions) on the embedded SQLite document store in var/demo/docs.sqlite.
-# Everything it started is stopped at the end.
+# An admin node stores every event in msLogs, so the demo ends with a request's lineage tree and
+# the node's /metrics. Everything it started is stopped at the end.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
@@ -35,8 +36,11 @@ ls schema/mariadb/
 say "beds template check (templates/*.toml bound against those objects)"
 build/beds template check --config-dir config
 
-say "starting the node: build/beds run --config-dir config (log: var/demo/beds.log)"
-local_node_start
+say "starting the admin node: build/beds run --config-dir config --role admin (log: var/demo/admin.log)"
+echo "   it stores every node's log and audit events in msLogs (templates/mst_logger_rec.toml)"
+local_node_start_admin 9698
+say "starting the application node: build/beds run --config-dir config --role appserver (log: var/demo/beds.log)"
+local_node_start appserver 9697
 
 say "1. sys/ping"
 "${bedsctl[@]}" ping | pretty
@@ -88,12 +92,31 @@ for _ in $(seq 1 50); do
   sleep 0.1
 done
 echo "$out" | pretty
-say "13. admin.shutdown.appserver"
-"${bedsctl[@]}" shutdown appserver | pretty
+say "13. lineage: what actually happened when a request came in?"
+echo "-> an order, then 6 child requests issued at once on its behalf (bedsctl fanout --parent)"
+order=$("${bedsctl[@]}" request rel.write '{"template": "Orders", "op": "create", "data": {"user_id": 2, "amount": "19.99", "note": "lineage demo"}}')
+echo "$order" | pretty
+root_id=$(echo "$order" | /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["event_id"])')
+"${bedsctl[@]}" fanout rel.read '{"template": "Users", "op": "fetch", "id": "2"}' 6 --parent "$root_id" >/dev/null
+echo "-> bedsctl lineage $root_id --tree   (read from msLogs; events arrive within moments)"
+for _ in $(seq 1 50); do
+  tree=$("${bedsctl[@]}" lineage "$root_id" --tree 2>/dev/null) || true
+  events=$(echo "$tree" | tail -n 1 | cut -d' ' -f1)
+  [[ ${events:-0} =~ ^[0-9]+$ && $events -ge 15 ]] && break
+  sleep 0.2
+done
+echo "$tree"
+say "14. metrics: GET http://127.0.0.1:9697/metrics (Prometheus text format), an excerpt"
+curl -s http://127.0.0.1:9697/metrics | grep -E '^beds_(messages_(consumed|acked)_total|log_events_(emitted|published)_total|log_sink_drops_total)|^beds_request_duration_seconds_count\{template="Users"' || true
+say "15. admin.shutdown.all: both nodes drain and exit"
+"${bedsctl[@]}" shutdown all | pretty || true
 code=0
 wait "$node_pid" || code=$?
 node_pid=""
-echo "beds exited with status $code"
-say "the node's log"
+admin_code=0
+wait "$admin_pid" || admin_code=$?
+admin_pid=""
+echo "the application node exited with status $code, the admin node with $admin_code"
+say "the application node's log"
 tail -n 8 "$BEDS_VAR/beds.log"
-[[ $code -eq 0 ]]
+[[ $code -eq 0 && $admin_code -eq 0 ]]

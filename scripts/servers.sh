@@ -7,6 +7,9 @@
 #   scripts/servers.sh restart-rabbitmq       # same data directory: durable queues survive
 #   scripts/servers.sh stop-rabbitmq|start-rabbitmq
 #   scripts/servers.sh vhost NAME             # create a vhost and grant the guest user on it
+#   scripts/servers.sh delete-vhost NAME      # delete it (its connections are closed, its queues gone)
+#   scripts/servers.sh user NAME PASS VHOST   # create a user (or reset its password) with rights on VHOST
+#   scripts/servers.sh close-user NAME        # close every connection of that user
 #   scripts/servers.sh stop-mariadb|start-mariadb|restart-mariadb   # same data directory
 #   scripts/servers.sh database NAME [FILE.sql…]  # (re)create database NAME, load the files in order
 #   scripts/servers.sh start-secondary|stop-secondary   # a second, independent MariaDB (tests of
@@ -195,9 +198,30 @@ case ${1:-} in
     /usr/lib/rabbitmq/bin/rabbitmqctl -q add_vhost "$2" >/dev/null
     /usr/lib/rabbitmq/bin/rabbitmqctl -q set_permissions -p "$2" guest '.*' '.*' '.*' >/dev/null
     ;;
+  user)
+    # Creates the user (or resets its password) with full rights on the vhost.
+    [[ -n ${3:-} && -n ${4:-} ]] || { log "usage: $0 user NAME PASS VHOST"; exit 2; }
+    rabbit_env
+    if /usr/lib/rabbitmq/bin/rabbitmqctl -q list_users | awk '{print $1}' | grep -qx "$2"; then
+      /usr/lib/rabbitmq/bin/rabbitmqctl -q change_password "$2" "$3" >/dev/null
+    else
+      /usr/lib/rabbitmq/bin/rabbitmqctl -q add_user "$2" "$3" >/dev/null
+    fi
+    /usr/lib/rabbitmq/bin/rabbitmqctl -q set_permissions -p "$4" "$2" '.*' '.*' '.*' >/dev/null
+    ;;
+  close-user)
+    [[ -n ${2:-} ]] || { log "usage: $0 close-user NAME"; exit 2; }
+    rabbit_env
+    /usr/lib/rabbitmq/bin/rabbitmqctl -q close_all_user_connections "$2" "closed by servers.sh" >/dev/null
+    ;;
+  delete-vhost)
+    [[ -n ${2:-} ]] || { log "usage: $0 delete-vhost NAME"; exit 2; }
+    rabbit_env
+    /usr/lib/rabbitmq/bin/rabbitmqctl -q delete_vhost "$2" >/dev/null
+    ;;
   status)
     for n in epmd rabbitmq mariadb mariadb-secondary; do
       if alive $n; then echo "$n running (pid $(cat "$pids/$n"))"; else echo "$n stopped"; fi
     done ;;
-  *) log "usage: $0 start|stop|status|start-rabbitmq|stop-rabbitmq|restart-rabbitmq|start-mariadb|stop-mariadb|restart-mariadb|database NAME [FILE…]|start-secondary|stop-secondary|database-secondary NAME [FILE…]|vhost NAME"; exit 2 ;;
+  *) log "usage: $0 start|stop|status|start-rabbitmq|stop-rabbitmq|restart-rabbitmq|start-mariadb|stop-mariadb|restart-mariadb|database NAME [FILE…]|start-secondary|stop-secondary|database-secondary NAME [FILE…]|vhost NAME|delete-vhost NAME|user NAME PASS VHOST|close-user NAME"; exit 2 ;;
 esac

@@ -1,16 +1,21 @@
-# Sourced by scripts/demo.sh and bench/run.sh: throwaway servers plus one `beds` node from
-# config/, all stopped again when the calling script exits.
+# Sourced by scripts/demo.sh and bench/run.sh: throwaway servers plus `beds` nodes from config/,
+# all stopped again when the calling script exits.
 #   local_node_servers NAME AMQP_PORT MARIADB_PORT EPMD_PORT   # data under var/NAME/
-#   local_node_start                                            # the node; waits until it answers
+#   local_node_start [ROLE [METRICS_PORT]]                      # the node; waits until it answers
+#   local_node_start_admin METRICS_PORT                         # an admin node (role admin)
 # Expects $root (the repository) and the build in $root/build.
 
 node_pid=""
+admin_pid=""
 
 local_node_cleanup() {
-  if [[ -n $node_pid ]] && kill -0 "$node_pid" 2>/dev/null; then
-    kill -TERM "$node_pid"
-    wait "$node_pid" || true
-  fi
+  local pid
+  for pid in "$node_pid" "$admin_pid"; do
+    if [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null; then
+      kill -TERM "$pid"
+      wait "$pid" || true
+    fi
+  done
   "$root/scripts/servers.sh" stop
 }
 
@@ -33,8 +38,28 @@ local_node_servers() {
   export BEDS__DATABASES__DOCS__PATH=$BEDS_VAR/docs.sqlite
 }
 
+# The admin role (config/nodes/admin.toml): stores every node's log and audit events in msLogs.
+#   local_node_start_admin METRICS_PORT        # log: $BEDS_VAR/admin.log
+local_node_start_admin() {
+  BEDS__METRICS__LISTEN=127.0.0.1:$1 BEDS__LOGGING__SPILL_PATH=$BEDS_VAR/spill/admin.events \
+    "$root/build/beds" run --config-dir "$root/config" --role admin >"$BEDS_VAR/admin.log" 2>&1 &
+  admin_pid=$!
+  local _
+  for _ in $(seq 1 150); do
+    "$root/build/bedsctl" --config-dir "$root/config" --timeout-ms 300 ping --node admin \
+      >/dev/null 2>&1 && return 0
+    sleep 0.2
+  done
+  echo "the admin node did not answer admin.ping within 30 s; see $BEDS_VAR/admin.log" >&2
+  return 1
+}
+
+#   local_node_start [ROLE [METRICS_PORT]]     # the application node; log: $BEDS_VAR/beds.log
 local_node_start() {
-  "$root/build/beds" run --config-dir "$root/config" >"$BEDS_VAR/beds.log" 2>&1 &
+  local role=()
+  [[ -n ${1:-} ]] && role=(--role "$1")
+  BEDS__METRICS__LISTEN=${2:+127.0.0.1:$2} BEDS__LOGGING__SPILL_PATH=$BEDS_VAR/spill/appserver.events \
+    "$root/build/beds" run --config-dir "$root/config" "${role[@]}" >"$BEDS_VAR/beds.log" 2>&1 &
   node_pid=$!
   local _
   for _ in $(seq 1 150); do

@@ -101,6 +101,7 @@ Message FromProperties(const amqp_basic_properties_t& p, amqp_bytes_t body) {
   if (p._flags & AMQP_BASIC_CORRELATION_ID_FLAG) m.correlation_id = ToString(p.correlation_id);
   if (p._flags & AMQP_BASIC_REPLY_TO_FLAG) m.reply_to = ToString(p.reply_to);
   if (p._flags & AMQP_BASIC_MESSAGE_ID_FLAG) m.message_id = ToString(p.message_id);
+  if (p._flags & AMQP_BASIC_USER_ID_FLAG) m.user_id = ToString(p.user_id);
   if (p._flags & AMQP_BASIC_DELIVERY_MODE_FLAG) m.delivery_mode = p.delivery_mode;
   if (p._flags & AMQP_BASIC_EXPIRATION_FLAG) m.expiration = ToString(p.expiration);
   if (p._flags & AMQP_BASIC_HEADERS_FLAG) m.headers = FromTable(p.headers);
@@ -328,6 +329,22 @@ Result<void> Connection::EnableConfirms() {
 
 Result<void> Connection::Publish(const std::string& exchange, const std::string& routing_key,
                                  const Message& m) {
+  if (auto r = PublishOne(exchange, routing_key, m, impl_->confirms); !r) return r;
+  if (!impl_->confirms) return Ok();
+  return impl_->WaitConfirm();
+}
+
+Result<void> Connection::PublishBatch(const std::string& exchange,
+                                      const std::vector<Outgoing>& batch, bool mandatory) {
+  for (const Outgoing& out : batch) {
+    if (auto r = PublishOne(exchange, out.routing_key, out.message, mandatory); !r) return r;
+  }
+  if (!impl_->confirms || batch.empty()) return Ok();
+  return impl_->WaitConfirm();
+}
+
+Result<void> Connection::PublishOne(const std::string& exchange, const std::string& routing_key,
+                                    const Message& m, bool mandatory_flag) {
   amqp_basic_properties_t p{};
   TableView headers(m.headers);
   if (!m.content_type.empty()) {
@@ -346,6 +363,10 @@ Result<void> Connection::Publish(const std::string& exchange, const std::string&
     p._flags |= AMQP_BASIC_MESSAGE_ID_FLAG;
     p.message_id = Bytes(m.message_id);
   }
+  if (!m.user_id.empty()) {
+    p._flags |= AMQP_BASIC_USER_ID_FLAG;
+    p.user_id = Bytes(m.user_id);
+  }
   if (m.delivery_mode != 0) {
     p._flags |= AMQP_BASIC_DELIVERY_MODE_FLAG;
     p.delivery_mode = m.delivery_mode;
@@ -358,13 +379,11 @@ Result<void> Connection::Publish(const std::string& exchange, const std::string&
     p._flags |= AMQP_BASIC_HEADERS_FLAG;
     p.headers = headers.table();
   }
-  const int mandatory = impl_->confirms ? 1 : 0;
   const int status = amqp_basic_publish(impl_->conn, kChannel, Bytes(exchange), Bytes(routing_key),
-                                        mandatory, 0, &p, Bytes(m.body));
+                                        mandatory_flag ? 1 : 0, 0, &p, Bytes(m.body));
   if (auto r = impl_->CheckStatus(status, "publishing"); !r) return r;
-  if (!impl_->confirms) return Ok();
-  ++impl_->next_publish_seq;
-  return impl_->WaitConfirm();
+  if (impl_->confirms) ++impl_->next_publish_seq;
+  return Ok();
 }
 
 Result<std::optional<Delivery>> Connection::Next(std::chrono::milliseconds timeout) {
@@ -431,6 +450,10 @@ Result<std::optional<Delivery>> Connection::Next(std::chrono::milliseconds timeo
 
 Result<void> Connection::Ack(uint64_t delivery_tag) {
   return impl_->CheckStatus(amqp_basic_ack(impl_->conn, kChannel, delivery_tag, 0), "acking");
+}
+
+Result<void> Connection::AckUpTo(uint64_t delivery_tag) {
+  return impl_->CheckStatus(amqp_basic_ack(impl_->conn, kChannel, delivery_tag, 1), "acking");
 }
 
 Result<void> Connection::Reject(uint64_t delivery_tag, bool requeue) {

@@ -11,6 +11,7 @@
 #include <optional>
 #include <string>
 #include <variant>
+#include <vector>
 
 #include "config/config.hpp"
 #include "core/error.hpp"
@@ -27,6 +28,8 @@ struct Message {
   std::string correlation_id;
   std::string reply_to;
   std::string message_id;
+  // RabbitMQ refuses a user_id other than the publisher's login, so it names who sent a request.
+  std::string user_id;
   uint8_t delivery_mode = 0;  // 0 = unset, 1 transient, 2 persistent
   std::string expiration;     // per-message TTL in ms, as the decimal text AMQP wants
   Headers headers;
@@ -76,11 +79,22 @@ class Connection {
   Result<void> Publish(const std::string& exchange, const std::string& routing_key,
                        const Message& message);
 
+  struct Outgoing {
+    std::string routing_key;
+    Message message;
+  };
+  // Publishes every message, then in confirm mode waits once for the broker's acks of all of
+  // them (one round trip for the batch). `mandatory`: an unroutable message is an error.
+  Result<void> PublishBatch(const std::string& exchange, const std::vector<Outgoing>& batch,
+                            bool mandatory);
+
   // The next delivery, or nullopt when `timeout` passes first. Heartbeats are served meanwhile.
   Result<std::optional<Delivery>> Next(std::chrono::milliseconds timeout);
 
   Result<void> Ack(uint64_t delivery_tag);
   Result<void> Reject(uint64_t delivery_tag, bool requeue);
+  // Acks every unacked delivery up to and including `delivery_tag` (basic.ack multiple).
+  Result<void> AckUpTo(uint64_t delivery_tag);
 
   // basic.get: one message from `queue`, or nullopt when it is empty. With auto_ack the broker
   // forgets it at once; otherwise Ack() it, or close the connection to hand it back.
@@ -92,6 +106,8 @@ class Connection {
  private:
   struct Impl;
   explicit Connection(std::unique_ptr<Impl> impl);
+  Result<void> PublishOne(const std::string& exchange, const std::string& routing_key,
+                          const Message& message, bool mandatory);
   std::unique_ptr<Impl> impl_;
 };
 

@@ -38,8 +38,12 @@ Result<void> DeclareBrokerQueues(Connection& c, const config::BrokerSettings& br
   main.arguments["x-dead-letter-exchange"] = std::string(kDeadLetterExchange);
   main.arguments["x-dead-letter-routing-key"] = queue;
   if (auto r = c.DeclareQueue(queue, main); !r) return std::unexpected(r.error());
+  // Requests come from beds.events; the admin handlers of log, audit and metric events consume
+  // beds.logs.
+  const bool logs =
+      broker.handler == "logs" || broker.handler == "syslog" || broker.handler == "metrics";
   for (const auto& key : broker.bindings) {
-    if (auto r = c.BindQueue(queue, kEventsExchange, key); !r) return r;
+    if (auto r = c.BindQueue(queue, logs ? kLogsExchange : kEventsExchange, key); !r) return r;
   }
 
   // The retry queue has no consumer: a message waits out its per-message TTL, then the broker

@@ -30,16 +30,23 @@ namespace {
 
 using beds::Result;
 
-Result<beds::config::Config> LoadConfig(const std::string& dir, const std::string& env) {
+// Where the configuration comes from: --config-dir, --env and --role.
+struct ConfigSource {
+  std::string dir = "config";
+  std::string env;
+  std::string role;
+};
+
+Result<beds::config::Config> LoadConfig(const ConfigSource& source) {
   auto options = beds::config::FromEnvironment(
-      dir, env.empty() ? std::nullopt : std::optional<std::string>(env));
+      source.dir, source.env.empty() ? std::nullopt : std::optional<std::string>(source.env));
+  if (!source.role.empty()) options.role = source.role;
   return beds::config::Load(options);
 }
 
 // For the offline tools: the config, or every problem on stderr (the caller exits 2).
-std::optional<beds::config::Config> LoadConfigOrReport(const std::string& dir,
-                                                       const std::string& env) {
-  auto config = LoadConfig(dir, env);
+std::optional<beds::config::Config> LoadConfigOrReport(const ConfigSource& source) {
+  auto config = LoadConfig(source);
   if (!config) {
     std::cerr << "config invalid:\n" << config.error().message << "\n";
     return std::nullopt;
@@ -64,8 +71,8 @@ int Version() {
   return 0;
 }
 
-int ConfigCheck(const std::string& dir, const std::string& env) {
-  auto config = LoadConfigOrReport(dir, env);
+int ConfigCheck(const ConfigSource& source) {
+  auto config = LoadConfigOrReport(source);
   if (!config) return 2;
   std::cout << "# env " << config->env << ", files:";
   for (const auto& f : config->files) std::cout << " " << f;
@@ -75,8 +82,8 @@ int ConfigCheck(const std::string& dir, const std::string& env) {
 
 // `beds template check`: what IPL step 5 would find, without starting a node. Exit 0 when every
 // template loads and binds, 1 when one does not bind (or was not checked), 2 when one is invalid.
-int TemplateCheck(const std::string& dir, const std::string& env) {
-  auto config = LoadConfigOrReport(dir, env);
+int TemplateCheck(const ConfigSource& source) {
+  auto config = LoadConfigOrReport(source);
   if (!config) return 2;
   auto set = beds::app::LoadTemplates(*config);
   if (!set) {
@@ -99,9 +106,9 @@ int TemplateCheck(const std::string& dir, const std::string& env) {
 }
 
 // `beds template scaffold --tla usr`: a starting REL template from the objects named usr_*.
-int TemplateScaffold(const std::string& dir, const std::string& env, const std::string& tla,
+int TemplateScaffold(const ConfigSource& source, const std::string& tla,
                      const std::string& database, const std::string& out) {
-  auto config = LoadConfigOrReport(dir, env);
+  auto config = LoadConfigOrReport(source);
   if (!config) return 2;
   auto db = config->databases.find(database);
   if (db == config->databases.end() || db->second.engine != "mariadb") {
@@ -132,14 +139,14 @@ int TemplateScaffold(const std::string& dir, const std::string& env, const std::
   return 0;
 }
 
-int Run(const std::string& dir, const std::string& env) {
+int Run(const ConfigSource& source) {
   beds::logs::InitDefault();
-  auto config = LoadConfig(dir, env);  // IPL 1: fatal in every mode
+  auto config = LoadConfig(source);  // IPL 1: fatal in every mode
   if (!config) {
     std::cerr << "beds: config invalid:\n" << config.error().message << "\n";
     return 2;
   }
-  beds::logs::Init(config->logging);  // IPL 2
+  beds::logs::Init(config->logging, config->node.name, config->env);  // IPL 2
 
   // Signals are taken synchronously by this thread only; every thread started later inherits
   // the mask, so no worker is ever interrupted by one.
@@ -186,19 +193,21 @@ int Run(const std::string& dir, const std::string& env) {
 int main(int argc, char** argv) {
   CLI::App app{"BEDS, the Back End Data System: one binary for every node"};
   app.require_subcommand(1);
-  std::string config_dir = "config";
-  std::string env;
+  ConfigSource source;
+  const char* kRoleHelp = "node role: merges {config-dir}/nodes/{role}.toml (default: $BEDS_ROLE)";
 
   auto* run = app.add_subcommand("run", "IPL, then serve until shutdown");
-  run->add_option("--config-dir", config_dir, "directory holding beds.toml and env_*.toml");
-  run->add_option("--env", env, "environment name (default: $BEDS_ENV, else dev)");
+  run->add_option("--config-dir", source.dir, "directory holding beds.toml and env_*.toml");
+  run->add_option("--env", source.env, "environment name (default: $BEDS_ENV, else dev)");
+  run->add_option("--role", source.role, kRoleHelp);
 
   auto* config = app.add_subcommand("config", "configuration tools");
   config->require_subcommand(1);
   auto* check =
       config->add_subcommand("check", "load, validate, print the merged config (secrets masked)");
-  check->add_option("--config-dir", config_dir, "directory holding beds.toml and env_*.toml");
-  check->add_option("--env", env, "environment name (default: $BEDS_ENV, else dev)");
+  check->add_option("--config-dir", source.dir, "directory holding beds.toml and env_*.toml");
+  check->add_option("--env", source.env, "environment name (default: $BEDS_ENV, else dev)");
+  check->add_option("--role", source.role, kRoleHelp);
 
   auto* tmpl = app.add_subcommand("template", "template tools");
   tmpl->require_subcommand(1);
@@ -206,8 +215,9 @@ int main(int argc, char** argv) {
   auto* scaffold = tmpl->add_subcommand("scaffold", "write a template from the DBA's objects");
   std::string tla, database = "main", out;
   for (auto* sub : {tcheck, scaffold}) {
-    sub->add_option("--config-dir", config_dir, "directory holding beds.toml and env_*.toml");
-    sub->add_option("--env", env, "environment name (default: $BEDS_ENV, else dev)");
+    sub->add_option("--config-dir", source.dir, "directory holding beds.toml and env_*.toml");
+    sub->add_option("--env", source.env, "environment name (default: $BEDS_ENV, else dev)");
+    sub->add_option("--role", source.role, kRoleHelp);
   }
   scaffold->add_option("--tla", tla, "the three-letter prefix of the objects")->required();
   scaffold->add_option("--database", database, "a [databases.*] entry (default: main)");
@@ -216,10 +226,10 @@ int main(int argc, char** argv) {
   auto* version = app.add_subcommand("version", "version, build and dependency versions");
 
   CLI11_PARSE(app, argc, argv);
-  if (*run) return Run(config_dir, env);
-  if (*check) return ConfigCheck(config_dir, env);
-  if (*tcheck) return TemplateCheck(config_dir, env);
-  if (*scaffold) return TemplateScaffold(config_dir, env, tla, database, out);
+  if (*run) return Run(source);
+  if (*check) return ConfigCheck(source);
+  if (*tcheck) return TemplateCheck(source);
+  if (*scaffold) return TemplateScaffold(source, tla, database, out);
   if (*version) return Version();
   return 2;
 }

@@ -4,26 +4,42 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <filesystem>
 #include <mutex>
+#include <thread>
 
 #include "app/ipl.hpp"
 #include "brokers/control.hpp"
 #include "brokers/dispatch.hpp"
+#include "brokers/log_handlers.hpp"
 #include "brokers/pool.hpp"
 #include "build_info.hpp"
+#include "logs/amqp_sink.hpp"
 #include "logs/logs.hpp"
+#include "metrics/http_server.hpp"
+#include "metrics/metrics.hpp"
 
 namespace beds::app {
 
 struct Node::Impl {
   config::Config config;
+  std::shared_ptr<logs::AmqpSink> sink;  // first up, last down: it carries the IPL and shutdown
+  std::shared_ptr<metrics::Registry> metrics;
+  std::unique_ptr<metrics::HttpServer> metrics_http;
   std::shared_ptr<brokers::NodeInfo> info;
   std::vector<std::unique_ptr<brokers::Pool>> pools;
   std::unique_ptr<brokers::ControlLoop> control;
+  std::jthread metric_events;  // publishes metric.{node} every [logging] metrics_interval_s
   std::atomic<bool> stop_requested{false};
   std::mutex stop_mutex;
   std::string stop_reason;  // guarded by stop_mutex
+
+  // Pool, sink and (admin) per-node figures, read at each scrape.
+  void RegisterCollectors(metrics::Registry& registry,
+                          std::shared_ptr<brokers::NodeMetricsTable> node_metrics);
+  // metric.{node} events: this node's pool figures, for the admin node's `metrics` handler.
+  void PublishMetrics(std::stop_token stop);
 
   // In production a failed step ends IPL; in development it is logged and IPL goes on.
   Result<void> Step(const char* name, const Result<void>& result) {
@@ -37,6 +53,113 @@ struct Node::Impl {
   }
 };
 
+void Node::Impl::RegisterCollectors(metrics::Registry& registry,
+                                    std::shared_ptr<brokers::NodeMetricsTable> node_metrics) {
+  using Sample = metrics::Registry::Sample;
+  registry.AddCollector([this, node_metrics](std::vector<Sample>& out) {
+    auto counter = [&](const char* name, const char* help, const std::string& broker, double v) {
+      out.push_back(Sample{name, help, "counter", {{"broker", broker}}, v});
+    };
+    auto gauge = [&](const char* name, const char* help, const std::string& broker, double v) {
+      out.push_back(Sample{name, help, "gauge", {{"broker", broker}}, v});
+    };
+    for (const auto& p : pools) {
+      const brokers::PoolStats s = p->Stats();
+      counter("beds_messages_consumed_total", "Messages taken from the broker's queue", s.broker,
+              static_cast<double>(s.consumed));
+      counter("beds_messages_acked_total", "Messages acked after their work and reply", s.broker,
+              static_cast<double>(s.acked));
+      counter("beds_messages_retried_total", "Messages sent through the retry queue", s.broker,
+              static_cast<double>(s.retried));
+      counter("beds_messages_dead_lettered_total", "Messages parked in the DLQ", s.broker,
+              static_cast<double>(s.parked));
+      counter("beds_worker_respawns_total", "Workers that died and were replaced", s.broker,
+              static_cast<double>(s.respawns));
+      counter("beds_broker_reconnects_total", "Worker connections re-opened after a loss", s.broker,
+              static_cast<double>(s.reconnects));
+      gauge("beds_messages_in_flight", "Messages being handled now", s.broker, s.in_flight);
+      gauge("beds_workers_alive", "Workers running", s.broker, s.alive);
+      gauge("beds_workers_connected", "Workers connected to the broker", s.broker, s.connected);
+    }
+    if (sink) {
+      const logs::SinkStats s = sink->Stats();
+      auto plain = [&](const char* name, const char* help, const char* type, double v) {
+        out.push_back(Sample{name, help, type, {}, v});
+      };
+      plain("beds_log_events_emitted_total", "Log, audit and metric events emitted", "counter",
+            static_cast<double>(s.emitted));
+      plain("beds_log_events_published_total", "Events the broker confirmed", "counter",
+            static_cast<double>(s.published));
+      plain("beds_log_events_spilled_total", "Events written to the spill file", "counter",
+            static_cast<double>(s.spilled));
+      plain("beds_log_events_replayed_total", "Spilled events published later", "counter",
+            static_cast<double>(s.replayed));
+      plain("beds_log_sink_drops_total", "Events lost: buffer and spill file full", "counter",
+            static_cast<double>(s.dropped));
+      plain("beds_log_sink_reconnects_total", "Log sink connections re-opened", "counter",
+            static_cast<double>(s.reconnects));
+      plain("beds_log_events_buffered", "Events waiting in memory", "gauge",
+            static_cast<double>(s.buffered));
+      plain("beds_log_spill_bytes", "Bytes waiting in the spill file", "gauge",
+            static_cast<double>(s.spill_bytes));
+    }
+    // On an admin node: the latest figures every node published (metric.{node} events).
+    for (const auto& [node, fields] : node_metrics->Snapshot()) {
+      const auto* pools_field = fields.if_contains("pools");
+      if (!pools_field || !pools_field->is_array()) continue;
+      for (const auto& pv : pools_field->get_array()) {
+        if (!pv.is_object()) continue;
+        const auto& po = pv.get_object();
+        const auto* broker = po.if_contains("broker");
+        if (!broker || !broker->is_string()) continue;
+        for (const auto& [key, v] : po) {
+          if (!v.is_number() || key == "instances") continue;
+          out.push_back(Sample{"beds_node_" + std::string(key),
+                               "As published by the node",
+                               "gauge",
+                               {{"node", node}, {"broker", std::string(broker->get_string())}},
+                               v.to_number<double>()});
+        }
+      }
+    }
+  });
+}
+
+void Node::Impl::PublishMetrics(std::stop_token stop) {
+  const auto interval = std::chrono::seconds(config.logging.metrics_interval_s);
+  while (!stop.stop_requested()) {
+    {
+      std::mutex m;
+      std::condition_variable_any cv;
+      std::unique_lock lock(m);
+      if (cv.wait_for(lock, stop, interval, [] { return false; }) || stop.stop_requested()) break;
+    }
+    logs::LogEvent e;
+    e.kind = "metric";
+    e.lineage = RootLineage(config.node.name, config.env);
+    e.template_name = "sys";
+    e.op = "metrics";
+    e.msg = "pool figures";
+    boost::json::array list;
+    for (const auto& p : pools) {
+      const brokers::PoolStats s = p->Stats();
+      list.push_back(boost::json::object{{"broker", s.broker},
+                                         {"instances", s.instances},
+                                         {"alive", s.alive},
+                                         {"connected", s.connected},
+                                         {"in_flight", s.in_flight},
+                                         {"consumed", s.consumed},
+                                         {"acked", s.acked},
+                                         {"retried", s.retried},
+                                         {"parked", s.parked},
+                                         {"respawns", s.respawns},
+                                         {"reconnects", s.reconnects}});
+    }
+    e.fields["pools"] = std::move(list);
+    logs::Emit(std::move(e));
+  }
+}
+
 Node::Node(config::Config config) : impl_(std::make_unique<Impl>()) {
   impl_->config = std::move(config);
 }
@@ -47,7 +170,18 @@ Result<void> Node::Start() {
   Impl& n = *impl_;
   const config::Config& c = n.config;
   const auto lineage = RootLineage(c.node.name, c.env);
-  logs::EventScope scope(lineage.event_id);
+  logs::EventScope scope(lineage);
+  // The log sink first, so that IPL's own lines reach the log store; it connects (and spills
+  // until it can) on its own thread.
+  if (c.logging.amqp) {
+    logs::AmqpSinkSettings sink;
+    sink.amqp = c.log_amqp;
+    sink.buffer_events = static_cast<size_t>(c.logging.buffer_events);
+    sink.spill_path = c.logging.spill_path;
+    sink.spill_max_bytes = c.logging.spill_max_bytes;
+    n.sink = std::make_shared<logs::AmqpSink>(sink);
+    logs::SetEventSink(n.sink);
+  }
   spdlog::info("IPL: node {} env {} ({}), config {} from {}", c.node.name, c.env,
                c.node.production ? "production" : "development", c.digest,
                fmt::join(c.files, " + "));
@@ -86,8 +220,11 @@ Result<void> Node::Start() {
                templates->snapshot->by_name.size(), c.templates.dir,
                templates->snapshot->unavailable.size());
 
-  // 6. Broker pools and the control loop.
+  // 6. Metrics, broker pools and the control loop.
+  n.metrics = std::make_shared<metrics::Registry>();
   n.info = std::make_shared<brokers::NodeInfo>();
+  n.info->metrics = n.metrics;
+  n.info->log_store = c.logging.store_template;
   n.info->node = c.node.name;
   n.info->env = c.env;
   n.info->version = build::kVersion;
@@ -102,22 +239,70 @@ Result<void> Node::Start() {
     return stats;
   };
   // A handler per worker: each holds its own database connections.
-  auto make_handler = [info = n.info, factory]() -> std::shared_ptr<brokers::Handler> {
-    return std::make_shared<brokers::DispatchHandler>(info, factory);
-  };
+  auto node_metrics = std::make_shared<brokers::NodeMetricsTable>();
   for (const auto& broker : c.brokers) {
+    brokers::HandlerMaker make_handler;
+    if (broker.handler == "logs") {
+      make_handler = [snapshot = templates->snapshot, factory,
+                      store = c.logging.store_template]() -> std::shared_ptr<brokers::Handler> {
+        return std::make_shared<brokers::LogStoreHandler>(snapshot, factory, store);
+      };
+    } else if (broker.handler == "syslog") {
+      make_handler = [broker]() -> std::shared_ptr<brokers::Handler> {
+        return std::make_shared<brokers::SyslogHandler>(broker.syslog_socket, broker.level);
+      };
+    } else if (broker.handler == "metrics") {
+      make_handler = [node_metrics]() -> std::shared_ptr<brokers::Handler> {
+        return std::make_shared<brokers::MetricsHandler>(node_metrics);
+      };
+    } else {
+      make_handler = [info = n.info, factory]() -> std::shared_ptr<brokers::Handler> {
+        return std::make_shared<brokers::DispatchHandler>(info, factory);
+      };
+    }
     n.pools.push_back(std::make_unique<brokers::Pool>(broker, c.amqp, make_handler));
   }
+  n.RegisterCollectors(*n.metrics, node_metrics);
   for (auto& p : n.pools) p->Start();
   n.control = std::make_unique<brokers::ControlLoop>(
       c.amqp, n.info,
       [this](const std::string& mode) { RequestStop("admin shutdown (" + mode + ")"); });
   n.control->Start();
 
-  // 7. The IPL event (the log store records it once the admin pipeline exists).
-  logs::Emit(logs::LogEvent{
-      "info", c.node.name, c.env, lineage, "sys", "ipl",
-      "IPL complete: version " + std::string(build::kVersion) + ", config " + c.digest, 0});
+  if (!c.metrics.listen.empty()) {
+    auto server = metrics::HttpServer::Start(c.metrics.listen, *n.metrics);
+    if (!server) {
+      if (auto r = n.Step("metrics endpoint", std::unexpected(server.error())); !r) return r;
+    } else {
+      n.metrics_http = std::move(*server);
+    }
+  }
+  if (n.sink && c.logging.metrics_interval_s > 0) {
+    n.metric_events =
+        std::jthread([impl = impl_.get()](std::stop_token stop) { impl->PublishMetrics(stop); });
+  }
+
+  // 7. The IPL record: which node, which build, which configuration and templates.
+  logs::LogEvent ipl;
+  ipl.kind = "ipl";
+  ipl.lineage = lineage;
+  ipl.template_name = "sys";
+  ipl.op = "ipl";
+  ipl.msg = "IPL complete: version " + std::string(build::kVersion) + ", config " + c.digest;
+  ipl.fields["version"] = build::kVersion;
+  ipl.fields["config_digest"] = c.digest;
+  ipl.fields["production"] = c.node.production;
+  boost::json::array names;
+  for (const auto& [name, t] : templates->snapshot->by_name)
+    names.push_back(boost::json::string(name));
+  ipl.fields["templates"] = std::move(names);
+  boost::json::array brokers;
+  for (const auto& b : c.brokers) {
+    brokers.push_back(boost::json::object{
+        {"broker", b.name}, {"handler", b.handler}, {"instances", b.instances}});
+  }
+  ipl.fields["brokers"] = std::move(brokers);
+  logs::Emit(std::move(ipl));
   // 8. Ready.
   int workers = 0;
   for (const auto& b : c.brokers) workers += b.instances;
@@ -146,11 +331,25 @@ void Node::Stop() {
   for (auto& p : n.pools) p->RequestStop();  // all pools drain at once
   for (auto& p : n.pools) p->Stop();
   if (n.control) n.control->Stop();
+  if (n.metric_events.joinable()) {
+    n.metric_events.request_stop();
+    n.metric_events.join();
+  }
+  n.metrics_http.reset();
   n.pools.clear();
   n.control.reset();
   spdlog::info("shutdown complete in {} ms", std::chrono::duration_cast<std::chrono::milliseconds>(
                                                  std::chrono::steady_clock::now() - started)
                                                  .count());
+  if (n.sink) {
+    // What the broker does not take within the grace waits in the spill file for the next start.
+    logs::SetEventSink(nullptr);
+    n.sink->Stop(std::chrono::milliseconds(2000));
+    const auto st = n.sink->Stats();
+    spdlog::info("log sink: {} events published, {} spilled, {} dropped", st.published, st.spilled,
+                 st.dropped);
+    n.sink.reset();
+  }
   logs::Flush();
 }
 

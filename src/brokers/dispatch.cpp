@@ -8,6 +8,7 @@
 #include "core/lineage.hpp"
 #include "core/validate.hpp"
 #include "logs/logs.hpp"
+#include "logs/store.hpp"
 #include "protocol/envelope.hpp"
 
 namespace beds::brokers {
@@ -95,6 +96,77 @@ bool IsDataOp(std::string_view op) {
   return op == "create" || op == "fetch" || op == "count" || op == "update" || op == "delete" ||
          op == "call";
 }
+
+bool IsWrite(const Template& t, const protocol::Request& r) {
+  if (r.op == "create" || r.op == "update" || r.op == "delete") return true;
+  if (r.op != "call") return false;
+  const OpSpec* spec = t.Call(r.call);
+  return spec && !spec->read;
+}
+
+// Wraps a worker's adapter so that every database call is an `adapter` event: a child of the
+// request, with its duration and outcome (PROTOCOL.md "Lineage": adapter calls are events).
+class RecordedCore final : public NamasteCore {
+ public:
+  RecordedCore(NamasteCore& inner, const std::string& engine) : inner_(inner), engine_(engine) {}
+
+  Result<OpResult> Create(const Template& t, const OpSpec& op, const Payload& p) override {
+    return Timed(t, "create", [&] { return inner_.Create(t, op, p); });
+  }
+  Result<OpResult> Fetch(const Template& t, const OpSpec& op, const Query& q) override {
+    return Timed(t, "fetch", [&] { return inner_.Fetch(t, op, q); });
+  }
+  Result<OpResult> Count(const Template& t, const OpSpec& op, const Query& q) override {
+    return Timed(t, "count", [&] { return inner_.Count(t, op, q); });
+  }
+  Result<OpResult> Update(const Template& t, const OpSpec& op, const Payload& p) override {
+    return Timed(t, "update", [&] { return inner_.Update(t, op, p); });
+  }
+  Result<OpResult> Delete(const Template& t, const OpSpec& op, const Payload& p) override {
+    return Timed(t, "delete", [&] { return inner_.Delete(t, op, p); });
+  }
+  Result<OpResult> Call(const Template& t, const OpSpec& op, const Payload& p) override {
+    return Timed(t, "call:" + op.name, [&] { return inner_.Call(t, op, p); });
+  }
+  Result<OpResult> CreateMany(const Template& t, const OpSpec& op,
+                              const std::vector<Payload>& p) override {
+    return Timed(t, "create_many", [&] { return inner_.CreateMany(t, op, p); });
+  }
+  Result<void> Prepare(const Template& t) override { return inner_.Prepare(t); }
+
+  std::optional<Error> last_error;  // of the last call, for the adapter error counter
+
+ private:
+  template <typename F>
+  Result<OpResult> Timed(const Template& t, std::string op, F&& call) {
+    const auto started = std::chrono::steady_clock::now();
+    Result<OpResult> r = call();
+    last_error = r ? std::nullopt : std::optional<Error>(r.error());
+    if (!logs::HasSink() || !logs::Enabled("info")) return r;
+    logs::LogEvent e;
+    e.kind = "adapter";
+    e.level = r || !IsRetryable(r.error().code) ? "info" : "warn";
+    e.lineage = logs::ChildOfCurrent();
+    e.template_name = t.name;
+    e.op = std::move(op);
+    e.duration_us = std::chrono::duration_cast<std::chrono::microseconds>(
+                        std::chrono::steady_clock::now() - started)
+                        .count();
+    e.msg =
+        engine_ + " " + t.database + (r ? ": ok" : ": " + std::string(CodeName(r.error().code)));
+    e.fields["database"] = t.database;
+    e.fields["engine"] = engine_;
+    if (r) e.fields["rows"] = r->count;
+    logs::Emit(std::move(e));
+    return r;
+  }
+
+  NamasteCore& inner_;
+  std::string engine_;
+};
+
+// At most this much of a write's result goes into its audit record.
+constexpr size_t kAuditAfterBytes = 16 * 1024;
 
 }  // namespace
 
@@ -214,7 +286,120 @@ Result<OpResult> DispatchHandler::RunTemplate(const Template& t, const protocol:
         Code::kUnavailable,
         "template '" + t.name + "': database '" + t.database + "' has no adapter on this node"});
   }
-  return RunOp(t, **spec, r, *core);
+  RecordedCore recorded(*core, t.kind == "rel" ? "mariadb" : "docstore");
+  auto result = RunOp(t, **spec, r, recorded);
+  if (recorded.last_error && info_->metrics && IsRetryable(recorded.last_error->code)) {
+    const std::string key = t.database + "/" + std::string(CodeName(recorded.last_error->code));
+    auto it = adapter_errors_.find(key);
+    if (it == adapter_errors_.end()) {
+      it = adapter_errors_
+               .emplace(key,
+                        &info_->metrics->GetCounter(
+                            "beds_adapter_errors_total",
+                            "Database calls that failed on the server side, by database and code",
+                            {{"database", t.database},
+                             {"code", std::string(CodeName(recorded.last_error->code))}}))
+               .first;
+    }
+    it->second->Inc();
+  }
+  return result;
+}
+
+Result<json::object> DispatchHandler::LineageTree(const protocol::Request& r) {
+  if (r.op != "fetch") {
+    return std::unexpected(
+        Error{Code::kUnknownOp, "template 'lineage' has no op '" + protocol::Excerpt(r.op) + "'"});
+  }
+  if (!IsEventId(r.id)) {
+    return std::unexpected(
+        Error{Code::kValidation, "lineage/fetch needs \"id\": an event id ({node}.{env}.{guid})"});
+  }
+  const Template* store = info_->templates ? info_->templates->Find(info_->log_store) : nullptr;
+  NamasteCore* core = store && session_ ? session_->For(*store) : nullptr;
+  if (!core || info_->templates->unavailable.contains(info_->log_store)) {
+    return std::unexpected(Error{
+        Code::kUnavailable, "this node has no log store (template '" + info_->log_store + "')"});
+  }
+  return logs::FetchTree(*core, *store, r.id, logs::TreeLimits{}, r.deadline_ms);
+}
+
+void DispatchHandler::Record(const protocol::Request& r, const amqp::Delivery& delivery,
+                             const Template* t, const Result<OpResult>* result, const Error* error,
+                             std::chrono::steady_clock::time_point started) {
+  const auto elapsed = std::chrono::steady_clock::now() - started;
+  const std::string_view outcome = error ? CodeName(error->code) : std::string_view("OK");
+  if (info_->metrics) {
+    std::string key = r.template_name;
+    key.append("/").append(r.op).append("/").append(outcome);
+    auto it = latency_.find(key);
+    if (it == latency_.end()) {
+      // Label values come from the request: only known templates and ops get their own series.
+      const bool known = t || r.template_name == "sys" || r.template_name == "lineage";
+      it = latency_
+               .emplace(
+                   key,
+                   &info_->metrics->GetHistogram(
+                       "beds_request_duration_seconds",
+                       "Time from a request's decoding to its reply, by template, op and outcome",
+                       {{"template", known ? r.template_name : "(unknown)"},
+                        {"op", known ? protocol::Excerpt(r.op, 32) : "(unknown)"},
+                        {"outcome", std::string(outcome)}}))
+               .first;
+    }
+    it->second->Observe(std::chrono::duration<double>(elapsed).count());
+  }
+  if (!logs::HasSink()) return;
+  const Lineage& lineage = logs::CurrentLineage();
+  if (t && result && *result && IsWrite(*t, r)) {
+    // The audit record: who changed what, and what the write answered (the document or rows after).
+    logs::LogEvent a;
+    a.kind = "audit";
+    a.lineage = logs::ChildOfCurrent();
+    a.template_name = t->name;
+    a.op = r.op == "call" ? "call:" + r.call : r.op;
+    a.msg = a.op + " applied";
+    std::string actor = delivery.message.user_id;
+    if (auto h = delivery.message.headers.find(kUserHeader);
+        actor.empty() && h != delivery.message.headers.end()) {
+      if (const auto* s = std::get_if<std::string>(&h->second)) actor = *s;
+    }
+    a.fields["actor"] = actor;
+    // The key: the request's id, or (a create) the one the write answered with.
+    std::string key = r.id;
+    const FieldSpec* key_field = t->Key();
+    const json::array& rows = (*result)->data;
+    if (key.empty() && key_field && !rows.empty() && rows[0].is_object()) {
+      if (const auto* k = rows[0].get_object().if_contains(key_field->name)) {
+        key = k->is_string() ? std::string(k->get_string()) : json::serialize(*k);
+      }
+    }
+    a.fields["key"] = key;
+    std::string after = json::serialize((*result)->data);
+    if (after.size() <= kAuditAfterBytes) {
+      a.fields["after"] = json::parse(after);
+    } else {
+      a.fields["after_truncated"] = true;
+    }
+    if (!r.idempotency_key.empty()) a.fields["idempotency_key"] = r.idempotency_key;
+    logs::Emit(std::move(a));
+  }
+  const bool server_side =
+      error && (error->code == Code::kUnavailable || error->code == Code::kInternal);
+  const char* level = server_side ? "warn" : "info";
+  if (!logs::Enabled(level)) return;
+  logs::LogEvent e;
+  e.kind = "request";
+  e.level = level;
+  e.lineage = lineage;
+  e.template_name = protocol::Excerpt(r.template_name, 64);
+  e.op = protocol::Excerpt(r.op == "call" ? "call:" + r.call : r.op, 32);
+  e.duration_us = std::chrono::duration_cast<std::chrono::microseconds>(elapsed).count();
+  e.msg = error ? std::string(outcome) + ": " + error->message : "ok";
+  e.fields["routing_key"] = delivery.routing_key;
+  if (delivery.redelivered) e.fields["redelivered"] = true;
+  if (!r.id.empty()) e.fields["id"] = protocol::Excerpt(r.id, 160);
+  logs::Emit(std::move(e));
 }
 
 std::string DispatchHandler::ParkedReply(const amqp::Delivery& delivery,
@@ -251,37 +436,55 @@ Outcome DispatchHandler::Handle(const amqp::Delivery& delivery, int retries) {
   }
   const Lineage lineage = protocol::RequestLineage(*request, in.message_id, info.node, info.env);
   const std::string& event_id = lineage.event_id;
-  logs::EventScope scope(event_id);
+  logs::EventScope scope(lineage);
+  const auto started = std::chrono::steady_clock::now();
+  const protocol::Request& r = *request;
 
-  if (request->deadline_ms != 0 && NowUnixMs() > request->deadline_ms) {
-    return AnswerError(event_id, Code::kTimeout,
-                       "the request's deadline passed before it could run");
+  // Every answer below goes through one of these, so the request is recorded exactly once.
+  const Template* t = nullptr;
+  auto refuse = [&](Error error) {
+    Record(r, delivery, t, nullptr, &error, started);
+    return Answer(protocol::EncodeError(event_id, error));
+  };
+  auto answer = [&](json::value data) {
+    Record(r, delivery, t, nullptr, nullptr, started);
+    return Answer(protocol::EncodeOk(event_id, std::move(data)));
+  };
+
+  if (r.deadline_ms != 0 && NowUnixMs() > r.deadline_ms) {
+    return refuse(Error{Code::kTimeout, "the request's deadline passed before it could run"});
   }
 
-  if (request->template_name == "sys") {
-    if (request->op == "ping") return Answer(protocol::EncodeOk(event_id, PingData(info)));
-    if (request->op == "describe") return Answer(protocol::EncodeOk(event_id, DescribeData(info)));
-    if (request->op == "call" && request->call == "fault" && info.fault_injection) {
-      return Fault(*request, delivery, retries, event_id);
+  if (r.template_name == "sys") {
+    if (r.op == "ping") return answer(PingData(info));
+    if (r.op == "describe") return answer(DescribeData(info));
+    if (r.op == "call" && r.call == "fault" && info.fault_injection) {
+      return Fault(r, delivery, retries, event_id);
     }
-    if (request->op == "call") {
-      return AnswerError(event_id, Code::kUnknownOp,
-                         "template 'sys' has no call '" + protocol::Excerpt(request->call) + "'");
+    if (r.op == "call") {
+      return refuse(Error{Code::kUnknownOp,
+                          "template 'sys' has no call '" + protocol::Excerpt(r.call) + "'"});
     }
-    return AnswerError(event_id, Code::kUnknownOp,
-                       "template 'sys' has no op '" + protocol::Excerpt(request->op) + "'");
+    return refuse(
+        Error{Code::kUnknownOp, "template 'sys' has no op '" + protocol::Excerpt(r.op) + "'"});
   }
-  const Template* t = info.templates ? info.templates->Find(request->template_name) : nullptr;
+  if (r.template_name == "lineage") {
+    auto tree = LineageTree(r);
+    if (!tree) return refuse(tree.error());
+    return answer(std::move(*tree));
+  }
+  t = info.templates ? info.templates->Find(r.template_name) : nullptr;
   if (!t) {
-    return AnswerError(event_id, Code::kUnknownTemplate,
-                       "no template named '" + protocol::Excerpt(request->template_name) + "'");
+    return refuse(Error{Code::kUnknownTemplate,
+                        "no template named '" + protocol::Excerpt(r.template_name) + "'"});
   }
-  auto result = RunTemplate(*t, *request);
-  if (!result) return Answer(protocol::EncodeError(event_id, result.error()));
+  auto result = RunTemplate(*t, r);
+  if (!result) return refuse(result.error());
+  Record(r, delivery, t, &result, nullptr, started);
   std::string reply = protocol::EncodeOk(event_id, std::move(result->data), result->count);
   if (static_cast<int64_t>(reply.size()) > info.max_reply_bytes) {
     // The broker would refuse it, leaving the message unacked and its write to be run again.
-    const OpSpec* spec = request->op == "call" ? t->Call(request->call) : t->Op(request->op);
+    const OpSpec* spec = r.op == "call" ? t->Call(r.call) : t->Op(r.op);
     const bool read = spec && spec->read;
     return AnswerError(event_id, Code::kTooLarge,
                        "the result is " + std::to_string(reply.size()) +

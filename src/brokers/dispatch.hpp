@@ -8,6 +8,7 @@
 #include <boost/json.hpp>
 #include <chrono>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -15,6 +16,7 @@
 #include "brokers/pool.hpp"
 #include "config/config.hpp"
 #include "core/namaste.hpp"
+#include "metrics/metrics.hpp"
 #include "protocol/envelope.hpp"
 #include "templates/templates.hpp"
 
@@ -31,6 +33,9 @@ struct NodeInfo {
   int64_t max_reply_bytes = 16 << 20;
   std::function<std::vector<PoolStats>()> pools;
   std::shared_ptr<const templates::Snapshot> templates;  // null: system templates only
+  std::string log_store =
+      "Logs";  // the REC template lineage/fetch reads ([logging] store_template)
+  std::shared_ptr<metrics::Registry> metrics;  // null: no request metrics
 };
 
 // The body of sys/ping's `data` (also the answer to admin.ping).
@@ -58,9 +63,19 @@ class DispatchHandler : public Handler {
  private:
   // A data template's op: validate, then run it on this worker's adapter.
   Result<OpResult> RunTemplate(const Template& t, const protocol::Request& request);
+  // lineage/fetch: the event's tree from the log store.
+  Result<boost::json::object> LineageTree(const protocol::Request& request);
+  // What happened, for the lineage tree and the metrics: the request event, and an audit record
+  // for a write that was applied.
+  void Record(const protocol::Request& request, const amqp::Delivery& delivery, const Template* t,
+              const Result<OpResult>* result, const Error* error,
+              std::chrono::steady_clock::time_point started);
 
   std::shared_ptr<const NodeInfo> info_;
   std::optional<CoreFactory::Session> session_;  // empty: no factory, no adapters
+  // This worker's latency histograms and error counters, by "template/op/outcome".
+  std::map<std::string, metrics::Histogram*, std::less<>> latency_;
+  std::map<std::string, metrics::Counter*, std::less<>> adapter_errors_;
 };
 
 }  // namespace beds::brokers

@@ -11,6 +11,13 @@
 
 namespace beds::brokers {
 
+std::vector<Outcome> Handler::HandleBatch(const std::vector<amqp::Delivery>& batch) {
+  std::vector<Outcome> out;
+  out.reserve(batch.size());
+  for (const auto& d : batch) out.push_back(Handle(d, 0));
+  return out;
+}
+
 struct Pool::Impl {
   config::BrokerSettings broker;
   config::AmqpSettings amqp;
@@ -116,6 +123,8 @@ PoolStats Pool::Stats() const {
   s.acked = c.acked.load();
   s.retried = c.retried.load();
   s.parked = c.parked.load();
+  s.reconnects = c.reconnects.load();
+  s.in_flight = c.in_flight.load();
   return s;
 }
 

@@ -37,6 +37,12 @@ class Handler {
   virtual Outcome Handle(const amqp::Delivery& delivery, int retries) = 0;
   // The reply for a message parked after its last retry (an INTERNAL error for the client).
   virtual std::string ParkedReply(const amqp::Delivery& delivery, const std::string& reason) = 0;
+
+  // Batched handlers (the log store) get up to `prefetch` deliveries at once, gathered for at most
+  // the broker's batch_ms, and answer one Outcome per delivery (kAck or kPark). A throw means
+  // "none of these is done": every one is handed back to the queue after a backoff.
+  virtual bool Batched() const { return false; }
+  virtual std::vector<Outcome> HandleBatch(const std::vector<amqp::Delivery>& batch);
 };
 
 // Escapes the per-message catch on purpose: models a worker that crashes (fault injection).
@@ -48,6 +54,7 @@ class WorkerDeath : public std::runtime_error {
 // Header names BEDS sets on retried and parked messages.
 inline constexpr const char* kRetriesHeader = "x-beds-retries";
 inline constexpr const char* kErrorHeader = "x-beds-error";
+inline constexpr const char* kUserHeader = "x-beds-user";  // the sender's AMQP user_id
 
 struct PoolStats {
   std::string broker;
@@ -60,6 +67,8 @@ struct PoolStats {
   uint64_t acked = 0;
   uint64_t retried = 0;
   uint64_t parked = 0;
+  uint64_t reconnects = 0;  // connections re-opened after a lost one
+  int in_flight = 0;        // messages being handled now
 };
 
 // Counters shared by a pool's workers.
@@ -71,6 +80,8 @@ struct PoolCounters {
   std::atomic<uint64_t> acked{0};
   std::atomic<uint64_t> retried{0};
   std::atomic<uint64_t> parked{0};
+  std::atomic<uint64_t> reconnects{0};
+  std::atomic<int> in_flight{0};
 };
 
 // Makes the handler of one worker (called again when a dead worker is replaced, so a fresh worker

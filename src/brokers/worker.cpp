@@ -98,19 +98,35 @@ void Worker::Loop(std::stop_token stop) {
         backoff = std::min<std::chrono::milliseconds>(backoff * 2, 5s);
         continue;
       }
-      if (failures > 0) spdlog::info("broker {} worker {}: connected again", broker_.name, index_);
+      if (failures > 0 || lost_) {
+        spdlog::info("broker {} worker {}: connected again", broker_.name, index_);
+        counters_.reconnects.fetch_add(1, std::memory_order_relaxed);
+      }
+      lost_ = false;
       failures = 0;
       backoff = 100ms;
     }
     auto next = connection_->Next(200ms);
     if (!next) {
+      lost_ = true;
       spdlog::warn("broker {} worker {}: {}", broker_.name, index_, next.error().message);
       connection_.reset();
       confirmed_.reset();
       counters_.connected.fetch_sub(1);
       continue;
     }
-    if (*next) Process(**next, stop);
+    if (*next) {
+      counters_.in_flight.fetch_add(1, std::memory_order_relaxed);
+      struct Done {
+        std::atomic<int>& n;
+        ~Done() { n.fetch_sub(1, std::memory_order_relaxed); }
+      } done{counters_.in_flight};
+      if (handler_->Batched()) {
+        ProcessBatch(std::move(**next), stop);
+      } else {
+        Process(**next, stop);
+      }
+    }
   }
   if (connection_) {
     // Stop the flow first so nothing new arrives while the connection closes.
@@ -167,6 +183,64 @@ void Worker::Process(const amqp::Delivery& delivery, std::stop_token stop) {
   } catch (...) {
     outcome = Outcome{Outcome::Action::kRetry, std::nullopt, "handler failed: unknown exception"};
   }
+  Apply(delivery, std::move(outcome), retries, stop);
+}
+
+void Worker::ProcessBatch(amqp::Delivery first, std::stop_token stop) {
+  std::vector<amqp::Delivery> batch;
+  batch.push_back(std::move(first));
+  const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(broker_.batch_ms);
+  while (static_cast<int>(batch.size()) < broker_.prefetch && !stop.stop_requested()) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        until - std::chrono::steady_clock::now());
+    if (left.count() <= 0) break;
+    auto next = connection_->Next(left);
+    if (!next) {
+      // The connection is gone and with it every unacked delivery: the broker redelivers them.
+      spdlog::warn("broker {} worker {}: {}", broker_.name, index_, next.error().message);
+      lost_ = true;
+      connection_.reset();
+      confirmed_.reset();
+      counters_.connected.fetch_sub(1);
+      return;
+    }
+    if (!*next) break;
+    batch.push_back(std::move(**next));
+  }
+  counters_.consumed.fetch_add(batch.size(), std::memory_order_relaxed);
+  std::vector<Outcome> outcomes;
+  std::string failure;
+  try {
+    outcomes = handler_->HandleBatch(batch);
+  } catch (const WorkerDeath&) {
+    throw;
+  } catch (const std::exception& e) {
+    failure = e.what();
+  } catch (...) {
+    failure = "unknown exception";
+  }
+  if (failure.empty() && outcomes.size() != batch.size())
+    failure = "handler answered a short batch";
+  if (!failure.empty()) {
+    // Backing off further each time: the warning below is itself an event for this queue.
+    const auto& delays = broker_.retry_backoff_ms;
+    const int64_t delay = delays[std::min<size_t>(batch_failures_++, delays.size() - 1)];
+    spdlog::warn("broker {}: batch of {} not handled ({}); handing it back in {} ms", broker_.name,
+                 batch.size(), failure, delay);
+    SleepUnlessStopped(stop, std::chrono::milliseconds(delay));
+    for (const auto& d : batch) {
+      if (!connection_->Reject(d.delivery_tag, true)) break;
+    }
+    return;
+  }
+  batch_failures_ = 0;
+  for (size_t i = 0; i < batch.size() && connection_; ++i) {
+    Apply(batch[i], std::move(outcomes[i]), RetriesOf(batch[i].message), stop);
+  }
+}
+
+void Worker::Apply(const amqp::Delivery& delivery, Outcome outcome, int retries,
+                   std::stop_token stop) {
   if (outcome.action == Outcome::Action::kRetry && retries >= broker_.max_retries) {
     outcome.action = Outcome::Action::kPark;
     outcome.reason = "gave up after " + std::to_string(retries) + " retries: " + outcome.reason;
@@ -184,6 +258,10 @@ void Worker::Process(const amqp::Delivery& delivery, std::stop_token stop) {
 
   // Retry or park: the copy must be safely stored (confirmed) before the original is acked.
   amqp::Message copy = in;
+  // The broker refuses a user_id other than the publisher's login (ours, now); the sender's is
+  // kept in a header so the audit record still names it after a retry.
+  if (!copy.user_id.empty()) copy.headers[kUserHeader] = copy.user_id;
+  copy.user_id.clear();
   copy.delivery_mode = 2;
   copy.expiration.clear();
   copy.headers[kErrorHeader] = outcome.reason.substr(0, 1024);

@@ -35,6 +35,10 @@ class Worker {
   void Loop(std::stop_token stop);
   Result<void> Connect();
   void Process(const amqp::Delivery& delivery, std::stop_token stop);
+  // Batched handlers: `first` and whatever else arrives within batch_ms, up to prefetch.
+  void ProcessBatch(amqp::Delivery first, std::stop_token stop);
+  // Carries out a handler's decision: reply and ack, or move to .retry / .dlq first.
+  void Apply(const amqp::Delivery& delivery, Outcome outcome, int retries, std::stop_token stop);
   void Reply(const amqp::Message& request, std::string body);
   Result<void> PublishConfirmed(const std::string& exchange, const std::string& key,
                                 const amqp::Message& message);
@@ -48,6 +52,9 @@ class Worker {
   std::unique_ptr<amqp::Connection> connection_;  // consume, reply, ack
   std::unique_ptr<amqp::Connection> confirmed_;   // retry/park publishes, opened when first needed
   std::string consumer_tag_;
+  bool lost_ = false;
+  size_t batch_failures_ = 0;  // batches handed back in a row (their backoff grows)  // the
+                               // connection broke (the next one counts as a reconnect)
   std::atomic<bool> died_{false};
   std::atomic<bool> exited_{false};
   std::jthread thread_;  // last: starts after every member above is ready

@@ -1,15 +1,19 @@
 // `bedsctl`: the operator's client. Reads the same config as `beds` (for the broker connection)
 // and speaks PROTOCOL.md through the C++ client. Every command prints the JSON it received.
-//   bedsctl ping [--node NAME]        sys/ping (or admin.ping.NAME: every node answers for "all")
-//   bedsctl describe                  sys/describe
-//   bedsctl request KEY JSON          any request, e.g. bedsctl request sys.read
-//   '{"template":"sys","op":"ping"}' bedsctl dlq list BROKER           the parked messages with
-//   their x-beds-error (left in place) bedsctl dlq replay BROKER         move them back to
-//   beds.{BROKER} for another try bedsctl shutdown NODE|all         admin.shutdown.{node}
+//   bedsctl ping [--node NAME]              sys/ping (or admin.ping.NAME; "all": every node)
+//   bedsctl describe                        sys/describe
+//   bedsctl request KEY JSON [--parent ID]  any request (a child of event ID with --parent)
+//   bedsctl fanout KEY JSON N --parent ID   N copies at once, each a child of event ID
+//   bedsctl lineage ID [--tree]             lineage/fetch: the event and all it caused
+//   bedsctl dlq list BROKER                 parked messages and their x-beds-error (left in place)
+//   bedsctl dlq replay BROKER               move them back to beds.{BROKER} for another try
+//   bedsctl shutdown NODE|all               admin.shutdown.{node}
 #include <CLI/CLI.hpp>
 #include <boost/json.hpp>
 #include <chrono>
+#include <cstdio>
 #include <iostream>
+#include <optional>
 
 #include "amqp/connection.hpp"
 #include "amqp/topology.hpp"
@@ -45,6 +49,90 @@ int Request(const beds::config::AmqpSettings& amqp, const std::string& key, cons
   return !ec && parsed.is_object() && parsed.as_object().contains("ok") && parsed.at("ok").as_bool()
              ? 0
              : 1;
+}
+
+// The body as a child of `parent` (when given), or an error line and nullopt.
+std::optional<std::string> WithParent(const std::string& body, const std::string& parent) {
+  if (parent.empty()) return body;
+  auto child = beds::client::AsChildOf(beds::Lineage{parent, "", 0}, body);
+  if (!child) {
+    std::cerr << "bedsctl: " << child.error().message << "\n";
+    return std::nullopt;
+  }
+  return *child;
+}
+
+int FanOut(const beds::config::AmqpSettings& amqp, const std::string& key, const std::string& body,
+           int n, const std::string& parent, int timeout_ms) {
+  auto client = beds::client::Client::Connect(amqp);
+  if (!client) {
+    std::cerr << "bedsctl: " << client.error().message << "\n";
+    return 3;
+  }
+  auto child = WithParent(body, parent);
+  if (!child) return 2;
+  std::vector<beds::client::Client::Request> requests(static_cast<size_t>(n), {key, *child, {}});
+  const auto started = std::chrono::steady_clock::now();
+  auto replies = (*client)->FanOut(std::move(requests), std::chrono::milliseconds(timeout_ms));
+  if (!replies) {
+    std::cerr << "bedsctl: " << replies.error().message << "\n";
+    return 4;
+  }
+  for (const auto& r : *replies) std::cout << r.body << "\n";
+  std::cerr << n << " replies in "
+            << std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started)
+                   .count()
+            << " ms\n";
+  return 0;
+}
+
+// One line per event, indented by depth: what happened, where, how long.
+void PrintTree(const json::object& e, int indent) {
+  auto text = [&](const char* k) {
+    const auto* v = e.if_contains(k);
+    return v && v->is_string() ? std::string(v->get_string()) : std::string();
+  };
+  const auto* d = e.if_contains("duration_us");
+  const double ms = d && d->is_int64() ? static_cast<double>(d->get_int64()) / 1000.0 : 0;
+  char duration[32];
+  std::snprintf(duration, sizeof duration, "%8.3f ms", ms);
+  std::cout << std::string(static_cast<size_t>(indent) * 2, ' ') << text("kind") << "  "
+            << text("template") << "/" << text("op") << "  " << text("node") << "  " << duration
+            << "  " << text("message") << "  [" << text("event_id") << "]\n";
+  if (const auto* c = e.if_contains("children"); c && c->is_array()) {
+    for (const auto& child : c->get_array()) {
+      if (child.is_object()) PrintTree(child.get_object(), indent + 1);
+    }
+  }
+}
+
+int Lineage(const beds::config::AmqpSettings& amqp, const std::string& id, bool tree,
+            int timeout_ms) {
+  auto client = beds::client::Client::Connect(amqp);
+  if (!client) {
+    std::cerr << "bedsctl: " << client.error().message << "\n";
+    return 3;
+  }
+  json::object request{{"template", "lineage"}, {"op", "fetch"}, {"id", id}};
+  auto reply =
+      (*client)->Call("sys.read", json::serialize(request), std::chrono::milliseconds(timeout_ms));
+  if (!reply) {
+    std::cerr << "bedsctl: " << reply.error().message << "\n";
+    return 4;
+  }
+  boost::system::error_code ec;
+  const auto parsed = json::parse(reply->body, ec);
+  const bool ok =
+      !ec && parsed.is_object() && parsed.as_object().contains("ok") && parsed.at("ok").as_bool();
+  if (!tree || !ok) {
+    std::cout << reply->body << "\n";
+    return ok ? 0 : 1;
+  }
+  const auto& data = parsed.at("data").as_object();
+  PrintTree(data.at("root").as_object(), 0);
+  std::cout << data.at("events").as_int64() << " event(s)"
+            << (data.at("truncated").as_bool() ? " (truncated)" : "") << "\n";
+  return 0;
 }
 
 // admin.ping.all is answered by every node: collect replies until `timeout_ms` passes.
@@ -148,6 +236,19 @@ int main(int argc, char** argv) {
   auto* request = app.add_subcommand("request", "send any request and print the reply");
   request->add_option("key", key, "routing key, e.g. sys.read")->required();
   request->add_option("body", body, "the JSON envelope")->required();
+  std::string parent;
+  request->add_option("--parent", parent, "send it as a child of this event id");
+  int copies = 0;
+  auto* fanout = app.add_subcommand("fanout", "send N copies at once as children of an event");
+  fanout->add_option("key", key, "routing key, e.g. rel.read")->required();
+  fanout->add_option("body", body, "the JSON envelope")->required();
+  fanout->add_option("n", copies, "how many")->required()->check(CLI::Range(1, 10000));
+  fanout->add_option("--parent", parent, "the parent event id")->required();
+  std::string event_id;
+  bool as_tree = false;
+  auto* lineage = app.add_subcommand("lineage", "lineage/fetch: an event and everything it caused");
+  lineage->add_option("id", event_id, "the event id (a reply's event_id)")->required();
+  lineage->add_flag("--tree", as_tree, "print one indented line per event instead of JSON");
   auto* dlq = app.add_subcommand("dlq", "the parking lot of a broker");
   dlq->require_subcommand(1);
   std::string broker;
@@ -175,7 +276,12 @@ int main(int argc, char** argv) {
   }
   if (*describe)
     return Request(amqp, "sys.read", R"({"template":"sys","op":"describe"})", timeout_ms);
-  if (*request) return Request(amqp, key, body, timeout_ms);
+  if (*request) {
+    auto child = WithParent(body, parent);
+    return child ? Request(amqp, key, *child, timeout_ms) : 2;
+  }
+  if (*fanout) return FanOut(amqp, key, body, copies, parent, timeout_ms);
+  if (*lineage) return Lineage(amqp, event_id, as_tree, timeout_ms);
   if (*list) return DlqList(amqp, broker, max);
   if (*replay) return DlqReplay(amqp, broker);
   if (*shutdown) {

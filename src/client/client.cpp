@@ -1,5 +1,7 @@
 #include "client/client.hpp"
 
+#include <boost/json.hpp>
+#include <map>
 #include <thread>
 
 #include "core/lineage.hpp"
@@ -9,6 +11,69 @@ namespace {
 using namespace std::chrono_literals;
 constexpr const char* kDirectReplyTo = "amq.rabbitmq.reply-to";
 }  // namespace
+
+Result<std::string> AsChildOf(const Lineage& parent, std::string_view body) {
+  boost::system::error_code ec;
+  boost::json::value v = boost::json::parse(body, ec);
+  if (ec || !v.is_object()) return Fail(Code::kValidation, "a request body is a JSON object");
+  if (!IsEventId(parent.event_id)) return Fail(Code::kValidation, "the parent has no event id");
+  v.get_object()["lineage"] =
+      boost::json::object{{"parent_id", parent.event_id}, {"depth", parent.depth + 1}};
+  return boost::json::serialize(v);
+}
+
+Result<Lineage> LineageOfReply(std::string_view reply_body) {
+  boost::system::error_code ec;
+  boost::json::value v = boost::json::parse(reply_body, ec);
+  const auto* id = !ec && v.is_object() ? v.get_object().if_contains("event_id") : nullptr;
+  if (!id || !id->is_string() || !IsEventId(id->get_string())) {
+    return Fail(Code::kValidation, "the reply carries no event id");
+  }
+  return Lineage{std::string(id->get_string()), "", 0};
+}
+
+Result<std::vector<Reply>> Client::FanOut(std::vector<Request> requests,
+                                          std::chrono::milliseconds timeout) {
+  std::map<std::string, size_t> slot;  // correlation id → position
+  for (size_t i = 0; i < requests.size(); ++i) {
+    auto& r = requests[i];
+    r.options.expect_reply = true;
+    auto id = Send(r.routing_key, std::move(r.body), r.options);
+    if (!id) return std::unexpected(id.error());
+    slot[*id] = i;
+  }
+  std::vector<Reply> replies(requests.size());
+  std::deque<Reply> others;  // replies to other requests, kept for Receive() afterwards
+  const auto until = std::chrono::steady_clock::now() + timeout;
+  Result<void> outcome = Ok();
+  while (!slot.empty()) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        until - std::chrono::steady_clock::now());
+    if (left <= 0ms) {
+      for (const auto& [id, i] : slot) pending_.erase(id);
+      outcome = Fail(Code::kTimeout, std::to_string(slot.size()) + " of " +
+                                         std::to_string(requests.size()) + " not answered within " +
+                                         std::to_string(timeout.count()) + " ms");
+      break;
+    }
+    auto r = Receive(left);
+    if (!r) {
+      outcome = std::unexpected(r.error());
+      break;
+    }
+    if (!*r) continue;
+    auto it = slot.find((*r)->correlation_id);
+    if (it == slot.end()) {
+      others.push_back(std::move(**r));
+      continue;
+    }
+    replies[it->second] = std::move(**r);
+    slot.erase(it);
+  }
+  for (auto& o : others) early_.push_back(std::move(o));
+  if (!outcome) return std::unexpected(outcome.error());
+  return replies;
+}
 
 Client::Client(config::AmqpSettings settings)
     : settings_(std::move(settings)), prefix_(NewGuid().substr(20)) {}
@@ -63,6 +128,8 @@ Result<std::string> Client::Send(const std::string& routing_key, std::string bod
   p.message.body = std::move(body);
   p.message.message_id = options.message_id;
   p.message.delivery_mode = options.delivery_mode;
+  // The broker checks user_id against our login, so the node's audit records can name us.
+  if (!settings_.user.empty()) p.message.user_id = settings_.user;
   std::string id = prefix_ + "-" + std::to_string(++next_id_);
   if (options.expect_reply) {
     p.message.reply_to = kDirectReplyTo;

@@ -14,10 +14,13 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
+#include <vector>
 
 #include "amqp/connection.hpp"
 #include "config/config.hpp"
 #include "core/error.hpp"
+#include "core/lineage.hpp"
 
 namespace beds::client {
 
@@ -33,6 +36,16 @@ struct Reply {
   std::string body;
 };
 
+// A request body made a child of `parent` (PROTOCOL.md "Lineage"): its `lineage` names the
+// parent's event id and depth + 1, and BEDS gives it an event id of its own. Application code
+// handling event `parent` uses it for every request it issues on that event's behalf, so they
+// all appear under `parent` in its lineage tree. VALIDATION when `body` is not a JSON object.
+Result<std::string> AsChildOf(const Lineage& parent, std::string_view body);
+
+// The lineage of the event a reply answers (its event_id, as a root): the parent for the
+// requests that reply leads to. VALIDATION when the reply has no event id.
+Result<Lineage> LineageOfReply(std::string_view reply_body);
+
 class Client {
  public:
   static Result<std::unique_ptr<Client>> Connect(const config::AmqpSettings& settings);
@@ -45,6 +58,16 @@ class Client {
   // Send, then wait for that request's reply; replies to other requests are kept for Receive().
   Result<Reply> Call(const std::string& routing_key, std::string body,
                      std::chrono::milliseconds timeout, const SendOptions& options = {});
+
+  // Sends every request at once, then waits for all their replies (in request order): the
+  // requests run concurrently on the node's workers. TIMEOUT when not all are answered in time.
+  struct Request {
+    std::string routing_key;
+    std::string body;
+    SendOptions options;
+  };
+  Result<std::vector<Reply>> FanOut(std::vector<Request> requests,
+                                    std::chrono::milliseconds timeout);
 
   size_t pending() const { return pending_.size(); }
   uint64_t reconnects() const { return reconnects_; }

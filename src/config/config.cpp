@@ -180,7 +180,9 @@ LoadOptions FromEnvironment(std::string config_dir, std::optional<std::string> e
     const size_t eq = entry.find('=');
     if (eq == std::string_view::npos) continue;
     const std::string_view name = entry.substr(0, eq);
-    if (name == "BEDS_ENV" || name.starts_with("BEDS__")) {
+    if (name == "BEDS_ROLE" && eq + 1 < entry.size()) {
+      options.role = std::string(entry.substr(eq + 1));
+    } else if (name == "BEDS_ENV" || name.starts_with("BEDS__")) {
       options.environment.emplace_back(std::string(name), std::string(entry.substr(eq + 1)));
     }
   }
@@ -208,6 +210,17 @@ Result<Config> Load(const LoadOptions& options) {
   if (auto t = ParseFile(base, errors)) {
     Merge(merged, *t, "", base.string(), origins);
     config.files.push_back(base.string());
+  }
+  // A node role (CONFIG.md "Nodes are configuration"): between the base and the env file.
+  if (options.role && !options.role->empty()) {
+    config.role = *options.role;
+    const fs::path role = dir / "nodes" / (config.role + ".toml");
+    if (!fs::exists(role)) {
+      errors.push_back(role.string() + ": not found (role \"" + config.role + "\")");
+    } else if (auto t = ParseFile(role, errors)) {
+      Merge(merged, *t, "", role.string(), origins);
+      config.files.push_back(role.string());
+    }
   }
   if (fs::exists(overlay)) {
     if (auto t = ParseFile(overlay, errors)) {

@@ -65,7 +65,8 @@ struct DatabaseSettings {
 };
 
 struct BrokerSettings {
-  std::string name;  // the table name under [brokers]; the queue is beds.{name}
+  std::string name;     // the table name under [brokers]; the queue is beds.{name}
+  bool enabled = true;  // false: this node does not run it (a role file turns off the base's)
   std::string handler = "dispatch";
   int instances = 8;
   int prefetch = 16;
@@ -73,6 +74,11 @@ struct BrokerSettings {
   std::vector<std::string> bindings;
   int max_retries = 5;
   std::vector<int64_t> retry_backoff_ms = {100, 1000, 10000};
+  // handler = "logs": a batch is stored when it has `prefetch` events or is this old.
+  int64_t batch_ms = 200;
+  // handler = "syslog": events at or above this level are forwarded, to this datagram socket.
+  std::string level = "warn";
+  std::string syslog_socket = "/dev/log";
 };
 
 struct ProtocolSettings {
@@ -93,13 +99,25 @@ struct LoggingSettings {
   std::string level = "info";  // trace | debug | info | warn | error | critical | off
   bool console = true;
   bool journald = false;
-  bool amqp = true;
+  bool amqp = true;               // publish log, audit and metric events on beds.logs
+  std::string broker_service;     // [broker_services.*] the log sink uses; "" = the node's
+  int64_t buffer_events = 10000;  // events waiting in memory for the publisher
+  std::string spill_path;         // overflow file; "" = var/spill/{node}.events
+  int64_t spill_max_bytes = int64_t{256} << 20;  // past this, events are dropped (and counted)
+  std::string store_template = "Logs";           // the REC template of the log store (msLogs)
+  int64_t metrics_interval_s =
+      10;  // how often a node publishes its counters (metric.{node}); 0 = never
+};
+
+struct MetricsSettings {
+  std::string listen;  // "127.0.0.1:9464" serves GET /metrics (Prometheus text); "" = off
 };
 
 struct Config {
   std::string env = "dev";
   std::string config_dir = "config";
   std::vector<std::string> files;  // the files that were merged, in order
+  std::string role;                // "" or the nodes/{role}.toml that was merged
 
   NodeSettings node;
   std::map<std::string, AmqpSettings> broker_services;
@@ -110,6 +128,8 @@ struct Config {
   TemplatesSettings templates;
   GatewaySettings gateway;
   LoggingSettings logging;
+  MetricsSettings metrics;
+  AmqpSettings log_amqp;  // = broker_services[logging.broker_service], or amqp
 
   std::string merged_toml;  // the merged document, secrets masked (`beds config check`)
   std::string digest;       // 16 hex digits over the merged document, secrets included
@@ -117,12 +137,13 @@ struct Config {
 
 struct LoadOptions {
   std::string config_dir = "config";
-  std::optional<std::string> env;  // --env; else BEDS_ENV; else "dev"
+  std::optional<std::string> env;   // --env; else BEDS_ENV; else "dev"
+  std::optional<std::string> role;  // --role; else BEDS_ROLE: merges nodes/{role}.toml
   // BEDS_ENV and BEDS__* variables; FromEnvironment() fills them from the process.
   std::vector<std::pair<std::string, std::string>> environment;
 };
 
-// Reads BEDS_ENV and every BEDS__* variable of this process into options.environment.
+// Reads BEDS_ENV, BEDS_ROLE and every BEDS__* variable of this process into options.environment.
 LoadOptions FromEnvironment(std::string config_dir, std::optional<std::string> env);
 
 // Loads, merges and validates. The error (code VALIDATION) lists every problem, one per line,

@@ -241,6 +241,7 @@ void ReadDatabase(const toml::table* table, const std::string& path, const Origi
 void ReadBroker(const toml::table* table, const std::string& path, const Origins& o,
                 std::vector<std::string>& errors, BrokerSettings& s) {
   TableReader r(table, path, o, errors);
+  r.Bool("enabled", s.enabled);
   r.String("handler", s.handler, {"dispatch", "logs", "syslog", "metrics", "control", "calgon"});
   r.Integer("instances", s.instances, 1, 1024);
   r.Integer("prefetch", s.prefetch, 1, 65535);
@@ -248,9 +249,12 @@ void ReadBroker(const toml::table* table, const std::string& path, const Origins
   r.StringList("bindings", s.bindings);
   r.Integer("max_retries", s.max_retries, 0, 1000);
   r.IntegerList("retry_backoff_ms", s.retry_backoff_ms, 1, 86400000);
+  r.Integer("batch_ms", s.batch_ms, 1, 60000);
+  r.String("level", s.level, {"trace", "debug", "info", "warn", "error", "critical"});
+  r.String("syslog_socket", s.syslog_socket);
   r.Finish();
   if (s.retry_backoff_ms.empty()) r.Error("retry_backoff_ms", "expected at least one delay");
-  if (s.handler != "dispatch") {
+  if (s.handler == "control" || s.handler == "calgon") {
     r.Error("handler", "handler \"" + s.handler + "\" is not available in this build yet");
   }
 }
@@ -306,7 +310,7 @@ void ReadSettings(const toml::table& merged, const Origins& o, Config& c,
         root.Error(path, "broker names are 1-64 characters of [A-Za-z0-9_-]");
       }
       ReadBroker(node.as_table(), path, o, errors, s);
-      c.brokers.push_back(s);
+      if (s.enabled) c.brokers.push_back(s);
     }
   }
 
@@ -334,6 +338,28 @@ void ReadSettings(const toml::table& merged, const Origins& o, Config& c,
     r.Bool("console", c.logging.console);
     r.Bool("journald", c.logging.journald);
     r.Bool("amqp", c.logging.amqp);
+    r.String("broker_service", c.logging.broker_service);
+    r.Integer("buffer_events", c.logging.buffer_events, 1, 10000000);
+    r.String("spill_path", c.logging.spill_path);
+    r.Integer("spill_max_bytes", c.logging.spill_max_bytes, 0, int64_t{1} << 40);
+    r.String("store_template", c.logging.store_template);
+    r.Integer("metrics_interval_s", c.logging.metrics_interval_s, 0, 86400);
+    r.Finish();
+    c.log_amqp = c.amqp;
+    if (!c.logging.broker_service.empty()) {
+      if (auto it = c.broker_services.find(c.logging.broker_service);
+          it != c.broker_services.end()) {
+        c.log_amqp = it->second;
+      } else {
+        r.Error("broker_service", "names [broker_services." + c.logging.broker_service +
+                                      "], which is not configured");
+      }
+    }
+    if (c.logging.spill_path.empty()) c.logging.spill_path = "var/spill/" + c.node.name + ".events";
+  }
+  {
+    TableReader r(root.Table("metrics"), "metrics", o, errors);
+    r.String("listen", c.metrics.listen);
     r.Finish();
   }
   root.Finish();

@@ -7,6 +7,20 @@ Value Payload::Get(const std::string& name, FieldType type) const {
   return it == values.end() ? Value::Null(type) : it->second;
 }
 
+Result<OpResult> NamasteCore::CreateMany(const Template& t, const OpSpec& op,
+                                         const std::vector<Payload>& payloads) {
+  OpResult out;
+  for (const Payload& p : payloads) {
+    auto r = Create(t, op, p);
+    if (r) {
+      ++out.count;
+    } else if (r.error().code != Code::kConflict) {
+      return std::unexpected(r.error());
+    }
+  }
+  return out;
+}
+
 void CoreFactory::Register(std::string database, Maker maker) {
   makers_[std::move(database)] = std::move(maker);
 }

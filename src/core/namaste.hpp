@@ -73,6 +73,11 @@ class NamasteCore {
   virtual Result<OpResult> Update(const Template& t, const OpSpec& op, const Payload& p) = 0;
   virtual Result<OpResult> Delete(const Template& t, const OpSpec& op, const Payload& p) = 0;
   virtual Result<OpResult> Call(const Template& t, const OpSpec& op, const Payload& p) = 0;
+  // Creates every payload whose key is not stored yet and skips the others (CONFLICT is not an
+  // error here), in one transaction where the engine has them: the log store's batch writes.
+  // `count` = how many were created. The default calls Create for each.
+  virtual Result<OpResult> CreateMany(const Template& t, const OpSpec& op,
+                                      const std::vector<Payload>& payloads);
   // Called once per template at IPL: a REC engine creates the collection and its indexes when
   // missing (never dropping anything). REL objects belong to the DBA; bind-checking is separate.
   virtual Result<void> Prepare(const Template&) { return Ok(); }

@@ -1,27 +1,33 @@
 #include "logs/logs.hpp"
 
 #include <spdlog/pattern_formatter.h>
+#include <spdlog/sinks/base_sink.h>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/sinks/systemd_sink.h>
 #include <spdlog/spdlog.h>
 
+#include <array>
 #include <atomic>
+#include <chrono>
+#include <ctime>
 #include <mutex>
 #include <vector>
 
 namespace beds::logs {
 namespace {
 
-thread_local std::string current_event_id;
+namespace json = boost::json;
+
+thread_local Lineage current_lineage;
 
 // %E in the pattern: the calling thread's event id, or "-" outside a request.
 class EventIdFlag : public spdlog::custom_flag_formatter {
  public:
   void format(const spdlog::details::log_msg&, const std::tm&,
               spdlog::memory_buf_t& dest) override {
-    const std::string_view id =
-        current_event_id.empty() ? std::string_view("-") : std::string_view(current_event_id);
-    dest.append(id.data(), id.data() + id.size());
+    const std::string& id = current_lineage.event_id;
+    const std::string_view text = id.empty() ? std::string_view("-") : std::string_view(id);
+    dest.append(text.data(), text.data() + text.size());
   }
   std::unique_ptr<custom_flag_formatter> clone() const override {
     return std::make_unique<EventIdFlag>();
@@ -40,11 +46,75 @@ std::mutex sink_mutex;
 std::shared_ptr<EventSink> sink;  // guarded by sink_mutex
 std::atomic<bool> has_sink{false};
 
+// This process's name in events; set by Init() before any worker starts, read-only after.
+std::mutex identity_mutex;
+std::string identity_node = "beds";  // guarded by identity_mutex (written at Init only)
+std::string identity_env = "dev";
+std::atomic<int> enabled_rank{2};  // info
+
+// Log lines as `log` events: a child of the thread's current event. Lines logged while the
+// event sink itself runs (its own connection trouble) are kept out, or a broker outage would
+// feed the buffer it is trying to drain.
+thread_local bool in_sink = false;
+
+class EventBridge : public spdlog::sinks::base_sink<spdlog::details::null_mutex> {
+ protected:
+  void sink_it_(const spdlog::details::log_msg& msg) override {
+    if (in_sink || !has_sink.load(std::memory_order_acquire)) return;
+    LogEvent event;
+    event.kind = "log";
+    const auto level = spdlog::level::to_string_view(msg.level);
+    event.level.assign(level.data(), level.size());
+    if (event.level == "warning") event.level = "warn";
+    event.lineage = ChildOfCurrent();
+    event.msg.assign(msg.payload.data(), msg.payload.size());
+    event.ts_us =
+        std::chrono::duration_cast<std::chrono::microseconds>(msg.time.time_since_epoch()).count();
+    Emit(std::move(event));
+  }
+  void flush_() override {}
+};
+
+int64_t IntField(const json::object& o, std::string_view key) {
+  const auto* v = o.if_contains(key);
+  return v && v->is_int64() ? v->get_int64() : 0;
+}
+
+std::string StringField(const json::object& o, std::string_view key) {
+  const auto* v = o.if_contains(key);
+  return v && v->is_string() ? std::string(v->get_string()) : std::string();
+}
+
+// "2026-11-23T17:07:20.123456Z" → Unix µs; 0 when it does not parse.
+int64_t ParseIso(std::string_view s) {
+  std::tm tm{};
+  int frac_us = 0;
+  if (s.size() < 20) return 0;
+  const std::string head(s.substr(0, 19));
+  if (!strptime(head.c_str(), "%Y-%m-%dT%H:%M:%S", &tm)) return 0;
+  size_t i = 19;
+  if (i < s.size() && s[i] == '.') {
+    int digits = 0;
+    for (++i; i < s.size() && s[i] >= '0' && s[i] <= '9'; ++i) {
+      if (digits < 6) frac_us = frac_us * 10 + (s[i] - '0');
+      ++digits;
+    }
+    for (; digits < 6; ++digits) frac_us *= 10;
+  }
+  return static_cast<int64_t>(timegm(&tm)) * 1000000 + frac_us;
+}
+
 }  // namespace
 
 void InitDefault() { Init(config::LoggingSettings{}); }
 
-void Init(const config::LoggingSettings& settings) {
+void Init(const config::LoggingSettings& settings, std::string_view node, std::string_view env) {
+  {
+    std::lock_guard lock(identity_mutex);
+    identity_node = node;
+    identity_env = env;
+  }
+  enabled_rank = LevelRank(settings.level);
   std::vector<spdlog::sink_ptr> sinks;
   if (settings.console) {
     auto console = std::make_shared<spdlog::sinks::stderr_sink_mt>();
@@ -56,6 +126,7 @@ void Init(const config::LoggingSettings& settings) {
     journal->set_formatter(MakeFormatter(false));
     sinks.push_back(journal);
   }
+  sinks.push_back(std::make_shared<EventBridge>());
   auto logger = std::make_shared<spdlog::logger>("beds", sinks.begin(), sinks.end());
   logger->set_level(spdlog::level::from_str(settings.level));
   logger->flush_on(spdlog::level::warn);
@@ -66,11 +137,119 @@ void Flush() {
   if (auto logger = spdlog::default_logger()) logger->flush();
 }
 
-EventScope::EventScope(std::string_view event_id) : previous_(std::move(current_event_id)) {
-  current_event_id = event_id;
+EventScope::EventScope(const Lineage& lineage) : previous_(std::move(current_lineage)) {
+  current_lineage = lineage;
 }
 
-EventScope::~EventScope() { current_event_id = std::move(previous_); }
+EventScope::EventScope(std::string_view event_id) : previous_(std::move(current_lineage)) {
+  current_lineage = Lineage{std::string(event_id), "", 0};
+}
+
+EventScope::~EventScope() { current_lineage = std::move(previous_); }
+
+const Lineage& CurrentLineage() { return current_lineage; }
+
+Lineage ChildOfCurrent() {
+  std::string node, env;
+  {
+    std::lock_guard lock(identity_mutex);
+    node = identity_node;
+    env = identity_env;
+  }
+  if (current_lineage.event_id.empty()) return RootLineage(node, env);
+  return ChildLineage(current_lineage, node, env);
+}
+
+int64_t NowUnixUs() {
+  using namespace std::chrono;
+  return duration_cast<microseconds>(system_clock::now().time_since_epoch()).count();
+}
+
+std::string IsoTimestamp(int64_t unix_us) {
+  const std::time_t secs = static_cast<std::time_t>(unix_us / 1000000);
+  std::tm tm{};
+  gmtime_r(&secs, &tm);
+  char buf[40];
+  const size_t n = std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
+  std::snprintf(buf + n, sizeof buf - n, ".%06lldZ", static_cast<long long>(unix_us % 1000000));
+  return buf;
+}
+
+int LevelRank(std::string_view level) {
+  static constexpr std::array<std::string_view, 7> kLevels = {"trace", "debug",    "info", "warn",
+                                                              "error", "critical", "off"};
+  for (size_t i = 0; i < kLevels.size(); ++i) {
+    if (kLevels[i] == level) return static_cast<int>(i);
+  }
+  if (level == "warning") return 3;
+  if (level == "err") return 4;
+  return -1;
+}
+
+bool Enabled(std::string_view level) {
+  const int rank = LevelRank(level);
+  return rank >= 0 && rank < 6 && rank >= enabled_rank.load(std::memory_order_relaxed);
+}
+
+std::string EncodeEvent(const LogEvent& e) {
+  json::object o;
+  o.reserve(14);
+  o["ts"] = IsoTimestamp(e.ts_us);
+  o["kind"] = e.kind;
+  o["level"] = e.level;
+  o["node"] = e.node;
+  o["env"] = e.env;
+  o["event_id"] = e.lineage.event_id;
+  o["parent_id"] = e.lineage.parent_id;
+  o["depth"] = e.lineage.depth;
+  o["template"] = e.template_name;
+  o["op"] = e.op;
+  o["msg"] = e.msg;
+  o["duration_us"] = e.duration_us;
+  o["fields"] = e.fields;
+  return json::serialize(o);
+}
+
+Result<LogEvent> DecodeEvent(std::string_view body) {
+  boost::system::error_code ec;
+  json::value v = json::parse(body, ec);
+  if (ec || !v.is_object()) {
+    return std::unexpected(Error{Code::kBadRequest, "a log event must be a JSON object"});
+  }
+  const json::object& o = v.get_object();
+  LogEvent e;
+  e.kind = StringField(o, "kind");
+  if (e.kind.empty()) e.kind = "log";
+  e.level = StringField(o, "level");
+  e.node = StringField(o, "node");
+  e.env = StringField(o, "env");
+  e.lineage.event_id = StringField(o, "event_id");
+  e.lineage.parent_id = StringField(o, "parent_id");
+  e.lineage.depth = static_cast<int>(IntField(o, "depth"));
+  e.template_name = StringField(o, "template");
+  e.op = StringField(o, "op");
+  e.msg = StringField(o, "msg");
+  e.duration_us = IntField(o, "duration_us");
+  e.ts_us = ParseIso(StringField(o, "ts"));
+  if (const auto* f = o.if_contains("fields"); f && f->is_object()) e.fields = f->get_object();
+  if (!IsEventId(e.lineage.event_id)) {
+    return std::unexpected(Error{Code::kBadRequest, "a log event needs an event_id"});
+  }
+  if (!e.lineage.parent_id.empty() && !IsEventId(e.lineage.parent_id)) {
+    return std::unexpected(Error{Code::kBadRequest, "parent_id is not an event id"});
+  }
+  if (e.ts_us == 0) return std::unexpected(Error{Code::kBadRequest, "ts is not ISO 8601"});
+  if (LevelRank(e.level) < 0) {
+    return std::unexpected(Error{Code::kBadRequest, "level is not a log level"});
+  }
+  return e;
+}
+
+std::string RoutingKey(const LogEvent& e) {
+  if (e.kind == "audit") return "audit." + e.template_name + "." + e.op;
+  if (e.kind == "metric") return "metric." + e.node;
+  return "log." + e.level + "." + e.node;
+}
 
 void SetEventSink(std::shared_ptr<EventSink> new_sink) {
   std::lock_guard lock(sink_mutex);
@@ -78,14 +257,28 @@ void SetEventSink(std::shared_ptr<EventSink> new_sink) {
   has_sink.store(sink != nullptr, std::memory_order_release);
 }
 
-void Emit(const LogEvent& event) {
+void MuteEventsOnThisThread() { in_sink = true; }
+
+bool HasSink() { return has_sink.load(std::memory_order_acquire); }
+
+void Emit(LogEvent event) {
   if (!has_sink.load(std::memory_order_acquire)) return;
   std::shared_ptr<EventSink> target;
   {
     std::lock_guard lock(sink_mutex);
     target = sink;
   }
-  if (target) target->Emit(event);
+  if (!target) return;
+  if (event.node.empty() || event.env.empty()) {
+    std::lock_guard lock(identity_mutex);
+    if (event.node.empty()) event.node = identity_node;
+    if (event.env.empty()) event.env = identity_env;
+  }
+  if (event.ts_us == 0) event.ts_us = NowUnixUs();
+  const bool was_muted = in_sink;
+  in_sink = true;
+  target->Emit(std::move(event));
+  in_sink = was_muted;
 }
 
 }  // namespace beds::logs

@@ -2,17 +2,20 @@
 // id of the request the logging thread is working on (EventScope). Init() once at IPL step 2,
 // before any worker thread starts; the log calls themselves (spdlog::info …) are thread-safe.
 //
-// Structured events (PROTOCOL.md "Log event") also go to an EventSink when one is installed:
-// that is where the AMQP log sink of the admin pipeline plugs in. With none installed, Emit()
-// costs one atomic load.
+// Structured events (PROTOCOL.md "Log event") go to an EventSink when one is installed: the AMQP
+// log sink (logs/amqp_sink.hpp) publishes them on beds.logs. With a sink installed, every spdlog
+// line at or above the configured level becomes a `log` event too, a child of the thread's
+// current event. With none installed, Emit() costs one atomic load.
 #pragma once
 
+#include <boost/json.hpp>
 #include <cstdint>
 #include <memory>
 #include <string>
 #include <string_view>
 
 #include "config/config.hpp"
+#include "core/error.hpp"
 #include "core/lineage.hpp"
 
 namespace beds::logs {
@@ -21,44 +24,88 @@ namespace beds::logs {
 void InitDefault();
 
 // Applies [logging]: level, console, journald. Safe to call again (tests, reload).
-void Init(const config::LoggingSettings& settings);
+// `node` and `env` name this process in the events it emits (event ids, the `node` field).
+void Init(const config::LoggingSettings& settings, std::string_view node = "beds",
+          std::string_view env = "dev");
 
 void Flush();
 
-// While alive, lines logged by this thread carry `event_id`; restores the previous id after.
+// While alive, lines logged by this thread carry the event's id, and the events emitted from
+// it (log lines, adapter calls) are its children; restores the previous scope after.
 class EventScope {
  public:
-  explicit EventScope(std::string_view event_id);
+  explicit EventScope(const Lineage& lineage);
+  explicit EventScope(std::string_view event_id);  // a root event known only by its id
   ~EventScope();
   EventScope(const EventScope&) = delete;
   EventScope& operator=(const EventScope&) = delete;
 
  private:
-  std::string previous_;
+  Lineage previous_;
 };
 
+// The lineage of the thread's current event (empty event_id outside any scope).
+const Lineage& CurrentLineage();
+
+// A fresh event caused by the thread's current event (a root when there is none).
+Lineage ChildOfCurrent();
+
+// The kinds of event (the `kind` field, an extension of PROTOCOL.md's log event):
+//   request  one per handled request: its template, op, outcome and duration
+//   adapter  one per database call a request made
+//   audit    one per write: template, op, key, actor, after (what the write returned)
+//   log      a log line
+//   ipl      a node's start: version, config digest, templates
+//   metric   a node's counters
 struct LogEvent {
-  std::string level;  // info, warn, …
-  std::string node;
+  std::string kind = "log";
+  std::string level = "info";  // trace … critical
+  std::string node;            // "" = this process's (Init)
   std::string env;
   Lineage lineage;
   std::string template_name;
   std::string op;
   std::string msg;
   int64_t duration_us = 0;
+  int64_t ts_us = 0;           // Unix µs; 0 = when emitted
+  boost::json::object fields;  // anything else the event carries
 };
 
-// Receives structured events. Emit must not block: a sink buffers and drops, never waits.
+// The wire form (PROTOCOL.md "Log event", plus `kind`).
+std::string EncodeEvent(const LogEvent& event);
+// Parses an event as published by EncodeEvent (or by a client in another language); BAD_REQUEST
+// for anything that is not such an object.
+Result<LogEvent> DecodeEvent(std::string_view body);
+// Its routing key on beds.logs: log.{level}.{node}, audit.{template}.{op} or metric.{node}.
+std::string RoutingKey(const LogEvent& event);
+// "2026-11-23T17:07:20.123456Z"
+std::string IsoTimestamp(int64_t unix_us);
+int64_t NowUnixUs();
+
+// Severity order of level names: trace 0 … critical 5, off 6; unknown names are -1.
+int LevelRank(std::string_view level);
+
+// Whether events at `level` pass the configured level (request and adapter events are `info`).
+bool Enabled(std::string_view level);
+
+// Receives structured events. Emit must not block: a sink buffers and spills, never waits.
 class EventSink {
  public:
   virtual ~EventSink() = default;
-  virtual void Emit(const LogEvent& event) = 0;
+  virtual void Emit(LogEvent event) = 0;
 };
 
 // Installs (or with nullptr removes) the sink; thread-safe.
 void SetEventSink(std::shared_ptr<EventSink> sink);
 
-// Hands the event to the installed sink, if any.
-void Emit(const LogEvent& event);
+// Hands the event to the installed sink, if any, stamping node, env and ts when unset.
+void Emit(LogEvent event);
+
+// Log lines of the calling thread never become events: for the sink's own thread, whose
+// connection trouble must not feed the buffer it drains.
+void MuteEventsOnThisThread();
+
+// Whether a sink is installed (callers may skip building an event when none is).
+bool HasSink();
 
 }  // namespace beds::logs

@@ -92,18 +92,25 @@ NodeProcess::NodeProcess(const std::string& vhost, const NodeOptions& o) {
                                              : o.tls_ca_file) +
                       "\"\nport = " + std::to_string(kAmqpsPort)
                 : "host = \"127.0.0.1\"\nport = " + std::to_string(kAmqpPort))
-      << "\nvhost = \"" << vhost << "\"\npass = \"guest\"\nheartbeat_s = 10\n"
+      << "\nvhost = \"" << (o.broker_vhost.empty() ? vhost : o.broker_vhost)
+      << "\"\npass = \"guest\"\nheartbeat_s = 10\n"
       << "[databases.main]\nengine = \"mariadb\"\nport = " << (o.db_port ? o.db_port : kMariadbPort)
       << "\npass = \"beds\"\ndatabase = \"" << o.database << "\"\n"
       << o.db_extra << "\n"
       << "[databases.docs]\nengine = \"sqlite\"\nsweep_interval_s = 1\npath = \""
       << (o.docs_path.empty() ? (fs::path(dir_) / "docs.sqlite").string() : o.docs_path) << "\"\n"
       << o.docs_extra << "\n[templates]\ndir = \"" << templates << "\"\n"
-      << "[brokers.rBroker]\ninstances = " << o.instances << "\nprefetch = " << o.prefetch
-      << "\nqueue_type = \"" << o.queue_type
-      << "\"\nbindings = [\"sys.read\", \"rel.read\", \"rel.write\", \"rec.read\", "
-         "\"rec.write\"]\nmax_retries = "
-      << o.max_retries << "\nretry_backoff_ms = " << o.retry_backoff_ms << "\n"
+      << "[logging]\nspill_path = \"" << (fs::path(dir_) / "spill.events").string() << "\"\n"
+      << o.logging_extra << "\n";
+  if (o.dispatch) {
+    std::ofstream(fs::path(dir_) / "beds.toml", std::ios::app)
+        << "[brokers.rBroker]\ninstances = " << o.instances << "\nprefetch = " << o.prefetch
+        << "\nqueue_type = \"" << o.queue_type
+        << "\"\nbindings = [\"sys.read\", \"rel.read\", \"rel.write\", \"rec.read\", "
+           "\"rec.write\"]\nmax_retries = "
+        << o.max_retries << "\nretry_backoff_ms = " << o.retry_backoff_ms << "\n";
+  }
+  std::ofstream(fs::path(dir_) / "beds.toml", std::ios::app)
       << "[protocol]\nmax_body_bytes = " << o.max_body_bytes << "\n"
       << o.extra_toml << "\n";
   const std::string log = (fs::path(dir_) / "beds.log").string();
@@ -201,12 +208,18 @@ NodeProcess& NodeTest::StartNode(const NodeOptions& options) {
   NodeProcess& node = *nodes_.back();
   // Ready = answers a ping through beds.events; until IPL declares the exchange a publish is
   // dropped by the broker (or closes the channel), so each attempt uses a short wait.
+  // A node without a dispatch pool (an admin node) answers through its control queue instead.
+  config::AmqpSettings amqp = Amqp();
+  if (!options.broker_vhost.empty()) amqp.vhost = options.broker_vhost;
   const bool ready = WaitFor(
       [&] {
         if (!node.running()) return true;
-        auto c = client::Client::Connect(Amqp());
+        auto c = client::Client::Connect(amqp);
         if (!c) return false;
-        auto r = (*c)->Call("sys.read", R"({"template":"sys","op":"ping"})", 300ms);
+        auto r = options.dispatch
+                     ? (*c)->Call("sys.read", R"({"template":"sys","op":"ping"})", 300ms)
+                     : (*c)->Call("admin.ping." + options.name,
+                                  R"({"template":"admin","op":"ping"})", 300ms);
         if (!r) return false;
         auto reply = protocol::DecodeReply(r->body);
         return reply && reply->ok && reply->body.at("data").at("node").as_string() == options.name;

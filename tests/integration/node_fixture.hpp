@@ -39,6 +39,9 @@ struct NodeOptions {
   std::string tls_ca_file;    // "" = the fixture's CA
   int64_t shutdown_grace_ms = 30000;
   std::string extra_toml;  // appended to beds.toml
+  bool dispatch = true;  // run the rBroker dispatch pool (false: an admin node's own brokers only)
+  std::string broker_vhost;   // "": `vhost`; else the node's own broker_service uses this vhost
+  std::string logging_extra;  // more keys for [logging] (spill_path is the node dir's spill.events)
 };
 
 // A `beds run` child process with its own config directory.

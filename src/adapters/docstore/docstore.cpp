@@ -59,6 +59,36 @@ class RecCore final : public NamasteCore {
     return out;
   }
 
+  Result<OpResult> CreateMany(const Template& t, const OpSpec&,
+                              const std::vector<Payload>& payloads) override {
+    const FieldSpec* key = t.Key();
+    std::vector<Engine::Keyed> docs;
+    docs.reserve(payloads.size());
+    int64_t deadline_ms = 0;
+    for (const Payload& p : payloads) {
+      Document doc = ToDocument(t, p, nullptr);
+      json::value id = doc[key->name];
+      if (id.is_null()) {
+        if (key->type != FieldType::kString) {
+          return Fail(Code::kValidation, "field " + Quoted(key->name) +
+                                             " is required (only string keys are generated)");
+        }
+        id = NewDocumentId();
+        doc[key->name] = id;
+      }
+      if (auto r = Check(doc); !r) return std::unexpected(r.error());
+      docs.push_back(Engine::Keyed{std::move(id), std::move(doc)});
+      if (p.deadline_ms != 0 && (deadline_ms == 0 || p.deadline_ms < deadline_ms)) {
+        deadline_ms = p.deadline_ms;
+      }
+    }
+    auto n = engine_->InsertMany(t, docs, deadline_ms);
+    if (!n) return std::unexpected(n.error());
+    OpResult out;
+    out.count = *n;
+    return out;
+  }
+
   Result<OpResult> Fetch(const Template& t, const OpSpec&, const Query& q) override {
     auto docs = engine_->Find(t, ToDocQuery(t, q));
     if (!docs) return std::unexpected(docs.error());
@@ -172,6 +202,20 @@ class RecCore final : public NamasteCore {
 };
 
 }  // namespace
+
+Result<int64_t> Engine::InsertMany(const Template& t, const std::vector<Keyed>& docs,
+                                   int64_t deadline_ms) {
+  int64_t inserted = 0;
+  for (const Keyed& d : docs) {
+    auto r = Insert(t, d.key, d.doc, deadline_ms);
+    if (r) {
+      ++inserted;
+    } else if (r.error().code != Code::kConflict) {
+      return std::unexpected(r.error());
+    }
+  }
+  return inserted;
+}
 
 std::unique_ptr<NamasteCore> MakeCore(std::unique_ptr<Engine> engine, Limits limits) {
   return std::make_unique<RecCore>(std::move(engine), limits);

@@ -54,6 +54,15 @@ class Engine {
                               int64_t deadline_ms) = 0;
   virtual Result<std::vector<Document>> Find(const Template& t, const DocQuery& q) = 0;
   virtual Result<int64_t> Count(const Template& t, const DocQuery& q) = 0;
+  // Inserts every document whose key is not stored yet, in one transaction where the engine has
+  // them; documents with a stored key are skipped (a redelivered batch stores nothing twice).
+  // Returns how many were inserted. The default inserts one by one.
+  struct Keyed {
+    boost::json::value key;
+    Document doc;
+  };
+  virtual Result<int64_t> InsertMany(const Template& t, const std::vector<Keyed>& docs,
+                                     int64_t deadline_ms);
   // Sets the fields of `set` (never the key); the document after the change, or NOT_FOUND.
   virtual Result<Document> Update(const Template& t, const boost::json::value& key,
                                   const Document& set, int64_t deadline_ms) = 0;

@@ -254,6 +254,27 @@ class SqliteEngine final : public docstore::Engine {
     });
   }
 
+  Result<int64_t> InsertMany(const Template& t, const std::vector<Keyed>& docs,
+                             int64_t deadline_ms) override {
+    int64_t inserted = 0;
+    auto r = Write(deadline_ms, [&]() -> Result<void> {
+      sqlite3_stmt* st = Prepare("INSERT OR IGNORE INTO " + Table(t) + " (id, doc) VALUES (?, ?)");
+      if (!st) return Failure("insert");
+      for (const Keyed& d : docs) {
+        const std::string text = json::serialize(d.doc);
+        BindJson(st, 1, d.key);
+        sqlite3_bind_text(st, 2, text.data(), static_cast<int>(text.size()), SQLITE_STATIC);
+        const int rc = sqlite3_step(st);
+        sqlite3_reset(st);
+        if (rc != SQLITE_DONE) return Failure("insert", rc);
+        inserted += sqlite3_changes(db_);
+      }
+      return Ok();
+    });
+    if (!r) return std::unexpected(r.error());
+    return inserted;
+  }
+
   Result<std::vector<Document>> Find(const Template& t, const DocQuery& q) override {
     if (auto r = Open(); !r) return std::unexpected(r.error());
     std::vector<const json::value*> binds;

@@ -1,0 +1,139 @@
+#include "brokers/log_handlers.hpp"
+
+#include <spdlog/spdlog.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <stdexcept>
+
+#include "logs/logs.hpp"
+#include "logs/store.hpp"
+
+namespace beds::brokers {
+namespace {
+
+using Action = Outcome::Action;
+
+Outcome Park(std::string reason) { return Outcome{Action::kPark, std::nullopt, std::move(reason)}; }
+Outcome Done() { return Outcome{Action::kAck, std::nullopt, ""}; }
+
+}  // namespace
+
+LogStoreHandler::LogStoreHandler(std::shared_ptr<const templates::Snapshot> templates,
+                                 std::shared_ptr<const CoreFactory> factory,
+                                 std::string store_template)
+    : templates_(std::move(templates)), store_template_(std::move(store_template)) {
+  if (factory) session_.emplace(std::move(factory));
+}
+
+Outcome LogStoreHandler::Handle(const amqp::Delivery& delivery, int) {
+  return HandleBatch({delivery}).front();
+}
+
+std::vector<Outcome> LogStoreHandler::HandleBatch(const std::vector<amqp::Delivery>& batch) {
+  // Without a store nothing can be done now; throwing hands the batch back to the queue, where
+  // the events wait for an operator to fix the node (they are not parked: they are fine).
+  const Template* store = templates_ ? templates_->Find(store_template_) : nullptr;
+  if (!store) throw std::runtime_error("no log store template '" + store_template_ + "'");
+  if (templates_->unavailable.contains(store_template_)) {
+    throw std::runtime_error("log store template '" + store_template_ + "' is unavailable");
+  }
+  NamasteCore* core = session_ ? session_->For(*store) : nullptr;
+  if (!core) throw std::runtime_error("no adapter for database '" + store->database + "'");
+
+  std::vector<Outcome> outcomes(batch.size(), Done());
+  std::vector<Payload> payloads;
+  std::vector<size_t> index;  // payloads[k] came from batch[index[k]]
+  payloads.reserve(batch.size());
+  for (size_t i = 0; i < batch.size(); ++i) {
+    auto event = logs::DecodeEvent(batch[i].message.body);
+    if (!event) {
+      outcomes[i] = Park("not a log event: " + event.error().message);
+      continue;
+    }
+    auto payload = logs::ToStorePayload(*store, *event);
+    if (!payload) {
+      outcomes[i] = Park("cannot be stored: " + payload.error().message);
+      continue;
+    }
+    payloads.push_back(std::move(*payload));
+    index.push_back(i);
+  }
+  if (payloads.empty()) return outcomes;
+  auto stored = logs::StoreEvents(*core, *store, payloads);
+  if (stored) return outcomes;
+  if (stored.error().retryable()) throw std::runtime_error(stored.error().message);
+  // One bad event must not hold the batch back: store one by one and park what still fails.
+  for (size_t k = 0; k < payloads.size(); ++k) {
+    auto one = logs::StoreEvents(*core, *store, {payloads[k]});
+    if (one) continue;
+    if (one.error().retryable()) throw std::runtime_error(one.error().message);
+    outcomes[index[k]] = Park("cannot be stored: " + one.error().message);
+  }
+  return outcomes;
+}
+
+SyslogHandler::SyslogHandler(std::string socket_path, std::string min_level)
+    : socket_path_(std::move(socket_path)), min_rank_(logs::LevelRank(min_level)) {}
+
+SyslogHandler::~SyslogHandler() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+Outcome SyslogHandler::Handle(const amqp::Delivery& delivery, int) {
+  auto event = logs::DecodeEvent(delivery.message.body);
+  if (!event) return Park("not a log event: " + event.error().message);
+  const int rank = logs::LevelRank(event->level);
+  if (rank < min_rank_) return Done();
+  // RFC 3164 over the local datagram socket: <PRI>TAG: MSG. Facility user (1); the severity
+  // follows the level (critical 2, error 3, warn 4, info 6, debug and trace 7).
+  static constexpr int kSeverity[] = {7, 7, 6, 4, 3, 2};
+  const int pri = 8 + kSeverity[std::min(rank, 5)];
+  std::string line = "<" + std::to_string(pri) + ">beds[" + event->node + "]: " + event->level +
+                     " [" + event->lineage.event_id + "]";
+  if (!event->template_name.empty()) line += " " + event->template_name + "/" + event->op;
+  line += " " + event->msg;
+  if (line.size() > 8192) line.resize(8192);
+  if (fd_ < 0) {
+    fd_ = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd_ < 0) throw std::runtime_error(std::string("syslog socket: ") + std::strerror(errno));
+  }
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (socket_path_.size() >= sizeof addr.sun_path) return Park("syslog_socket path too long");
+  std::memcpy(addr.sun_path, socket_path_.c_str(), socket_path_.size() + 1);
+  if (::sendto(fd_, line.data(), line.size(), 0, reinterpret_cast<sockaddr*>(&addr), sizeof addr) <
+      0) {
+    // No syslog on this machine (or it is full): the event is still in the log store. Retrying
+    // would not help and would feed itself: each warning about it is a forwardable event too.
+    ++unsent_;
+    const auto now = std::chrono::steady_clock::now();
+    if (now - last_warning_ > std::chrono::minutes(1)) {
+      last_warning_ = now;
+      spdlog::warn("syslog {}: {} ({} events not forwarded so far)", socket_path_,
+                   std::strerror(errno), unsent_);
+    }
+  }
+  return Done();
+}
+
+void NodeMetricsTable::Update(const std::string& node, boost::json::object fields) {
+  std::lock_guard lock(mutex_);
+  latest_[node] = std::move(fields);
+}
+
+std::map<std::string, boost::json::object> NodeMetricsTable::Snapshot() const {
+  std::lock_guard lock(mutex_);
+  return latest_;
+}
+
+Outcome MetricsHandler::Handle(const amqp::Delivery& delivery, int) {
+  auto event = logs::DecodeEvent(delivery.message.body);
+  if (!event) return Park("not a metric event: " + event.error().message);
+  if (event->kind == "metric") table_->Update(event->node, std::move(event->fields));
+  return Done();
+}
+
+}  // namespace beds::brokers

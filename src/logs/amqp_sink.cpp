@@ -1,0 +1,326 @@
+#include "logs/amqp_sink.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdio>
+#include <deque>
+#include <filesystem>
+#include <fstream>
+#include <mutex>
+#include <stop_token>
+#include <thread>
+#include <vector>
+
+#include "amqp/connection.hpp"
+#include "amqp/topology.hpp"
+
+namespace beds::logs {
+namespace {
+
+using namespace std::chrono_literals;
+namespace fs = std::filesystem;
+
+// Audit and IPL records must survive a broker restart; log lines and metrics are cheaper
+// transient messages (a broker restart may lose the ones not yet stored).
+amqp::Connection::Outgoing ToOutgoing(std::string key, std::string body, bool persistent,
+                                      std::string event_id) {
+  amqp::Connection::Outgoing out;
+  out.routing_key = std::move(key);
+  out.message.body = std::move(body);
+  out.message.delivery_mode = persistent ? 2 : 1;
+  out.message.message_id = std::move(event_id);
+  return out;
+}
+
+amqp::Connection::Outgoing Encode(const LogEvent& e) {
+  return ToOutgoing(RoutingKey(e), EncodeEvent(e), e.kind == "audit" || e.kind == "ipl",
+                    e.lineage.event_id);
+}
+
+int64_t FileSize(const std::string& path) {
+  std::error_code ec;
+  const auto n = fs::file_size(path, ec);
+  return ec ? 0 : static_cast<int64_t>(n);
+}
+
+}  // namespace
+
+struct AmqpSink::Impl {
+  AmqpSinkSettings settings;
+  std::string replay_path;  // the spill file being replayed, renamed so new spills go elsewhere
+
+  mutable std::mutex mutex;  // guards buffer and the stop deadline
+  std::condition_variable_any wake;
+  std::deque<LogEvent> buffer;
+  std::chrono::steady_clock::time_point stop_deadline{};
+
+  std::mutex spill_mutex;  // guards the spill file
+  std::FILE* spill = nullptr;
+  std::atomic<int64_t> spill_bytes{0};  // spill file + replay file
+  int64_t replay_offset = 0;  // publisher thread only: lines of the replay file already confirmed
+  // Publisher thread only: a batch whose publish failed before its confirm. The broker may or
+  // may not have it, so it is published again on the next connection (the store dedupes) and
+  // never counted as dropped: the drop counter counts only events the broker never saw.
+  std::vector<amqp::Connection::Outgoing> unconfirmed;
+
+  std::atomic<uint64_t> emitted{0}, published{0}, spilled{0}, replayed{0}, dropped{0},
+      reconnects{0};
+  std::atomic<bool> connected{false};
+  std::unique_ptr<amqp::Connection> connection;  // publisher thread only
+  std::jthread thread;
+
+  ~Impl() {
+    if (spill) std::fclose(spill);
+  }
+
+  // Appends encoded events to the spill file; what does not fit is dropped (and counted).
+  void SpillLines(const std::vector<amqp::Connection::Outgoing>& events) {
+    std::lock_guard lock(spill_mutex);
+    for (const auto& e : events) {
+      const int64_t line = static_cast<int64_t>(e.routing_key.size() + e.message.body.size() + 2);
+      if (settings.spill_path.empty() || spill_bytes.load() + line > settings.spill_max_bytes) {
+        dropped.fetch_add(1, std::memory_order_relaxed);
+        continue;
+      }
+      if (!spill) {
+        std::error_code ec;
+        fs::create_directories(fs::path(settings.spill_path).parent_path(), ec);
+        spill = std::fopen(settings.spill_path.c_str(), "ab");
+        if (!spill) {
+          dropped.fetch_add(1, std::memory_order_relaxed);
+          continue;
+        }
+      }
+      std::fwrite(e.routing_key.data(), 1, e.routing_key.size(), spill);
+      std::fputc('\t', spill);
+      std::fwrite(e.message.body.data(), 1, e.message.body.size(), spill);
+      std::fputc('\n', spill);
+      spill_bytes.fetch_add(line);
+      spilled.fetch_add(1, std::memory_order_relaxed);
+    }
+    if (spill) std::fflush(spill);
+  }
+
+  void SpillEvents(std::deque<LogEvent>& events) {
+    std::vector<amqp::Connection::Outgoing> lines;
+    lines.reserve(events.size());
+    for (const auto& e : events) lines.push_back(Encode(e));
+    events.clear();
+    SpillLines(lines);
+  }
+
+  Result<void> Connect() {
+    auto c = amqp::Connection::Open(settings.amqp);
+    if (!c) return std::unexpected(c.error());
+    if (auto r = amqp::DeclareExchanges(**c); !r) return r;
+    if (auto r = (*c)->EnableConfirms(); !r) return r;
+    connection = std::move(*c);
+    connected = true;
+    return Ok();
+  }
+
+  void Disconnect() {
+    connection.reset();
+    connected = false;
+  }
+
+  // Publishes the spill file, oldest first. False when the connection failed (it is dropped).
+  bool Replay() {
+    if (spill_bytes.load() == 0) return true;
+    if (replay_path.empty()) replay_path = settings.spill_path + ".replay";
+    {
+      std::lock_guard lock(spill_mutex);
+      if (!fs::exists(replay_path)) {
+        if (spill) {
+          std::fclose(spill);
+          spill = nullptr;
+        }
+        std::error_code ec;
+        fs::rename(settings.spill_path, replay_path, ec);
+        if (ec) return true;  // nothing there after all
+        replay_offset = 0;
+      }
+    }
+    std::ifstream in(replay_path, std::ios::binary);
+    std::string line;
+    int64_t line_no = 0;
+    std::vector<amqp::Connection::Outgoing> batch;
+    auto flush = [&]() -> bool {
+      if (batch.empty()) return true;
+      if (auto r = connection->PublishBatch(amqp::kLogsExchange, batch, false); !r) {
+        spdlog::warn("log sink: replaying the spill file: {}", r.error().message);
+        Disconnect();
+        return false;
+      }
+      replay_offset = line_no;
+      replayed.fetch_add(batch.size(), std::memory_order_relaxed);
+      published.fetch_add(batch.size(), std::memory_order_relaxed);
+      batch.clear();
+      return true;
+    };
+    while (std::getline(in, line)) {
+      if (line_no++ < replay_offset) continue;
+      const size_t tab = line.find('\t');
+      if (tab == std::string::npos) continue;  // a torn last line from a crash
+      std::string body = line.substr(tab + 1);
+      std::string id;
+      if (auto e = DecodeEvent(body)) id = e->lineage.event_id;
+      const bool persistent = line.compare(0, 6, "audit.") == 0;
+      batch.push_back(ToOutgoing(line.substr(0, tab), std::move(body), persistent, std::move(id)));
+      if (batch.size() >= settings.batch_events && !flush()) return false;
+    }
+    if (!flush()) return false;
+    const int64_t size = FileSize(replay_path);
+    std::error_code ec;
+    fs::remove(replay_path, ec);
+    spill_bytes.fetch_sub(size);
+    replay_offset = 0;
+    return true;
+  }
+
+  void Run(std::stop_token stop) {
+    MuteEventsOnThisThread();
+    auto backoff = 100ms;
+    bool ever_connected = false;
+    int failures = 0;
+    while (true) {
+      const bool stopping = stop.stop_requested();
+      if (!connection) {
+        if (stopping) break;
+        if (auto r = Connect(); !r) {
+          if (failures++ % 10 == 0) {
+            spdlog::warn("log sink: {} (spilling; retrying in {} ms)", r.error().message,
+                         backoff.count());
+          }
+          std::deque<LogEvent> pending;
+          {
+            std::lock_guard lock(mutex);
+            pending.swap(buffer);
+          }
+          SpillEvents(pending);
+          std::unique_lock lock(mutex);
+          wake.wait_for(lock, stop, backoff, [] { return false; });
+          backoff = std::min<std::chrono::milliseconds>(backoff * 2, 5s);
+          continue;
+        }
+        if (ever_connected) reconnects.fetch_add(1, std::memory_order_relaxed);
+        if (failures > 0) spdlog::info("log sink: connected again");
+        ever_connected = true;
+        failures = 0;
+        backoff = 100ms;
+      }
+      if (!Replay()) continue;
+      if (!unconfirmed.empty()) {
+        if (auto r = connection->PublishBatch(amqp::kLogsExchange, unconfirmed, false); !r) {
+          Disconnect();
+          continue;
+        }
+        published.fetch_add(unconfirmed.size(), std::memory_order_relaxed);
+        unconfirmed.clear();
+      }
+      std::vector<LogEvent> taken;
+      {
+        std::unique_lock lock(mutex);
+        if (buffer.empty()) {
+          if (stopping) break;
+          wake.wait_for(lock, stop, 100ms, [&] { return !buffer.empty(); });
+        }
+        if (stopping && std::chrono::steady_clock::now() > stop_deadline) break;
+        const size_t n = std::min(buffer.size(), settings.batch_events);
+        taken.reserve(n);
+        for (size_t i = 0; i < n; ++i) {
+          taken.push_back(std::move(buffer.front()));
+          buffer.pop_front();
+        }
+      }
+      if (taken.empty()) continue;
+      std::vector<amqp::Connection::Outgoing> batch;
+      batch.reserve(taken.size());
+      for (const auto& e : taken) batch.push_back(Encode(e));
+      if (auto r = connection->PublishBatch(amqp::kLogsExchange, batch, false); !r) {
+        spdlog::warn("log sink: publishing: {} (spilling until the broker is back)",
+                     r.error().message);
+        Disconnect();
+        unconfirmed = std::move(batch);
+        continue;
+      }
+      published.fetch_add(batch.size(), std::memory_order_relaxed);
+    }
+    // Whatever is left (no broker, or the grace ran out) waits in the spill file.
+    SpillLines(unconfirmed);
+    unconfirmed.clear();
+    std::deque<LogEvent> rest;
+    {
+      std::lock_guard lock(mutex);
+      rest.swap(buffer);
+    }
+    SpillEvents(rest);
+    Disconnect();
+  }
+};
+
+AmqpSink::AmqpSink(AmqpSinkSettings settings) : impl_(std::make_unique<Impl>()) {
+  impl_->settings = std::move(settings);
+  if (!impl_->settings.spill_path.empty()) {
+    // A previous run's spill (and an interrupted replay) are replayed once the broker is there.
+    impl_->spill_bytes =
+        FileSize(impl_->settings.spill_path) + FileSize(impl_->settings.spill_path + ".replay");
+  }
+  impl_->thread = std::jthread([impl = impl_.get()](std::stop_token stop) { impl->Run(stop); });
+}
+
+AmqpSink::~AmqpSink() { Stop(); }
+
+void AmqpSink::Emit(LogEvent event) {
+  Impl& s = *impl_;
+  s.emitted.fetch_add(1, std::memory_order_relaxed);
+  bool was_empty = false;
+  bool pushed = false;
+  {
+    std::lock_guard lock(s.mutex);
+    if (s.buffer.size() < s.settings.buffer_events) {
+      was_empty = s.buffer.empty();
+      s.buffer.push_back(std::move(event));
+      pushed = true;
+    }
+  }
+  if (pushed) {
+    if (was_empty) s.wake.notify_one();
+    return;
+  }
+  // The buffer is full: the publisher is behind or the broker is away. Spilling is a local
+  // append, the one bit of I/O a request may do here.
+  s.SpillLines({Encode(event)});
+}
+
+void AmqpSink::Stop(std::chrono::milliseconds grace) {
+  if (!impl_->thread.joinable()) return;
+  {
+    std::lock_guard lock(impl_->mutex);
+    impl_->stop_deadline = std::chrono::steady_clock::now() + grace;
+  }
+  impl_->thread.request_stop();
+  impl_->thread.join();
+}
+
+SinkStats AmqpSink::Stats() const {
+  const Impl& s = *impl_;
+  SinkStats out;
+  out.emitted = s.emitted.load();
+  out.published = s.published.load();
+  out.spilled = s.spilled.load();
+  out.replayed = s.replayed.load();
+  out.dropped = s.dropped.load();
+  out.reconnects = s.reconnects.load();
+  {
+    std::lock_guard lock(s.mutex);
+    out.buffered = s.buffer.size();
+  }
+  out.spill_bytes = s.spill_bytes.load();
+  out.connected = s.connected.load();
+  return out;
+}
+
+}  // namespace beds::logs

@@ -1,0 +1,60 @@
+// The AMQP log sink: publishes log, audit and metric events on beds.logs (PROTOCOL.md routing
+// keys) from a bounded in-memory buffer, so a slow or absent broker never delays a request.
+// Emit() takes a mutex for a push and never touches the network; one background thread publishes
+// in batches with publisher confirms. When the buffer is full, or the broker is away, events go
+// to a local spill file (one `routing_key<TAB>event` line each) up to `spill_max_bytes`; past
+// that they are dropped and counted. The spill file is replayed, oldest first, when the broker
+// returns (also after a restart of the node). Delivery is at least once: the log store dedupes
+// by event id. Thread-safe.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "config/config.hpp"
+#include "logs/logs.hpp"
+
+namespace beds::logs {
+
+struct AmqpSinkSettings {
+  config::AmqpSettings amqp;
+  size_t buffer_events = 10000;  // in memory, waiting for the publisher
+  std::string spill_path;        // "" = no spill file: overflow is dropped
+  int64_t spill_max_bytes = int64_t{256} << 20;
+  size_t batch_events = 512;  // events per confirmed publish batch
+};
+
+struct SinkStats {
+  uint64_t emitted = 0;    // events handed to Emit()
+  uint64_t published = 0;  // confirmed by the broker (replayed ones included)
+  uint64_t spilled = 0;    // written to the spill file
+  uint64_t replayed = 0;   // read back from the spill file and confirmed
+  uint64_t dropped = 0;    // lost: buffer full and spill file full (or none)
+  uint64_t reconnects = 0;
+  uint64_t buffered = 0;    // in memory now
+  int64_t spill_bytes = 0;  // in the spill file now
+  bool connected = false;
+};
+
+class AmqpSink : public EventSink {
+ public:
+  explicit AmqpSink(AmqpSinkSettings settings);
+  ~AmqpSink() override;  // Stop()
+  AmqpSink(const AmqpSink&) = delete;
+  AmqpSink& operator=(const AmqpSink&) = delete;
+
+  void Emit(LogEvent event) override;
+
+  // Publishes what is buffered for up to `grace`, spills the rest, and stops the thread.
+  void Stop(std::chrono::milliseconds grace = std::chrono::milliseconds(2000));
+
+  SinkStats Stats() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace beds::logs
