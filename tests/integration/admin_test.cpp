@@ -320,8 +320,8 @@ bindings = ["log.#", "audit.#"]
   EXPECT_EQ(bodies, (std::multiset<std::string>{garbage, bad_id_body}));
 
   // The stored event reads back through lineage/fetch as a tree of one.
-  auto tree = Call("sys.read", R"({"template":"lineage","op":"fetch","id":")" +
-                                   e.lineage.event_id + R"("})");
+  auto tree = Call("sys.read",
+                   R"({"template":"lineage","op":"fetch","id":")" + e.lineage.event_id + R"("})");
   ASSERT_TRUE(tree.ok) << json::serialize(tree.body);
   const json::object& data = tree.body.at("data").as_object();
   EXPECT_EQ(data.at("events"), 1);
@@ -371,7 +371,8 @@ TEST_F(AdminTest, SyslogForwardsAtOrAboveItsLevel) {
 handler = "syslog"
 instances = 1
 level = "error"
-syslog_socket = ")" + syslog.path() + R"("
+syslog_socket = ")" + syslog.path() +
+                                   R"("
 bindings = ["log.#"]
 )");
   // The admin node's own events stay off beds.logs: the socket sees the test's events only.
@@ -392,12 +393,14 @@ bindings = ["log.#"]
   // One consumer, FIFO: had the info or warn event been forwarded it would arrive first.
   auto first = syslog.Receive(15s);
   ASSERT_TRUE(first) << "nothing forwarded";
-  EXPECT_EQ(*first, "<11>beds[n1]: error [" + error.lineage.event_id + "] Users/create write failed");
+  EXPECT_EQ(*first,
+            "<11>beds[n1]: error [" + error.lineage.event_id + "] Users/create write failed");
   auto second = syslog.Receive(15s);
   ASSERT_TRUE(second) << "the critical event was not forwarded";
   EXPECT_EQ(*second, "<10>beds[n1]: critical [" + critical.lineage.event_id + "] disk gone");
   auto third = syslog.Receive(300ms);
-  EXPECT_FALSE(third) << "forwarded more than the error and critical events: " << third.value_or("");
+  EXPECT_FALSE(third) << "forwarded more than the error and critical events: "
+                      << third.value_or("");
 }
 
 TEST_F(AdminTest, MetricsHandlerShowsEveryNodesFigures) {
@@ -409,14 +412,16 @@ handler = "metrics"
 instances = 1
 bindings = ["metric.#"]
 [metrics]
-listen = "127.0.0.1:)" + std::to_string(port) + "\"\n"));
+listen = "127.0.0.1:)" + std::to_string(port) +
+                         "\"\n"));
   ASSERT_FALSE(HasFailure());
 
   const Labels n1{{"node", "n1"}, {"broker", "rBroker"}};
   const Labels n2{{"node", "n2"}, {"broker", "rBroker"}};
   const Labels n2_logs{{"node", "n2"}, {"broker", "adminLogsBroker"}};
   PublishEvent(MetricEvent(
-      "n1", {json::object{{"broker", "rBroker"}, {"instances", 8}, {"alive", 8}, {"consumed", 7}}}));
+      "n1",
+      {json::object{{"broker", "rBroker"}, {"instances", 8}, {"alive", 8}, {"consumed", 7}}}));
   PublishEvent(MetricEvent(
       "n2", {json::object{{"broker", "rBroker"}, {"instances", 2}, {"alive", 1}, {"consumed", 3}},
              json::object{{"broker", "adminLogsBroker"}, {"consumed", 41}}}));
@@ -436,10 +441,10 @@ listen = "127.0.0.1:)" + std::to_string(port) + "\"\n"));
 
   // A newer event of n1 replaces its figures; n2's stay.
   PublishEvent(MetricEvent(
-      "n1", {json::object{{"broker", "rBroker"}, {"instances", 8}, {"alive", 6}, {"consumed", 19}}}));
+      "n1",
+      {json::object{{"broker", "rBroker"}, {"instances", 8}, {"alive", 6}, {"consumed", 19}}}));
   ASSERT_FALSE(HasFailure());
-  s = ScrapeUntil(port,
-                  [&](const Scrape& s) { return s.Value("beds_node_consumed", n1) == 19.0; });
+  s = ScrapeUntil(port, [&](const Scrape& s) { return s.Value("beds_node_consumed", n1) == 19.0; });
   ASSERT_TRUE(s);
   EXPECT_EQ(s->Value("beds_node_consumed", n1), 19.0);
   EXPECT_EQ(s->Count("beds_node_consumed", n1), 1u);
@@ -458,7 +463,8 @@ TEST_F(AdminTest, MetricsEndpointCountersMatchTheTraffic) {
 
   const Labels pool{{"broker", "rBroker"}};
   const Labels ping{{"template", "sys"}, {"op", "ping"}, {"outcome", "OK"}};
-  const Labels unknown{{"template", "(unknown)"}, {"op", "(unknown)"}, {"outcome", "UNKNOWN_TEMPLATE"}};
+  const Labels unknown{
+      {"template", "(unknown)"}, {"op", "(unknown)"}, {"outcome", "UNKNOWN_TEMPLATE"}};
   // The baseline once the node is idle: StartNode's readiness pings all handled and acked.
   auto idle = [&](const Scrape& s) {
     return s.Value("beds_messages_in_flight", pool) == 0.0 &&
