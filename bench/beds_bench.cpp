@@ -14,6 +14,8 @@
 // its own to the node's SQLite file (same pragmas) and replies with the document.
 // --mode rec-fetch sends Sessions/fetch by key (rec.read) for N documents it creates through BEDS
 // if they are missing; each baseline consumer runs BEDS's SELECT on the same file.
+// --mode fanout issues --children child requests (Users/call get) at once through the client's
+// FanOut, one fan-out at a time, against a single child request: the ratio of their latencies.
 //
 //   beds-bench --config-dir config --inflight 64 --body-bytes 256 --duration-s 10 --rounds 3
 //   beds-bench --config-dir config --mode rel --rows 1000 --inflight 64
@@ -658,6 +660,77 @@ void CheckReply(const beds::config::AmqpSettings& amqp, const char* what, const 
     Die(std::string(what) + " check did not return " + field + " " + want + ": " + r->body);
 }
 
+// --mode fanout: the latency of issuing `children` child requests at once (a Users/call get each,
+// as children of one parent event, through Client::FanOut) against issuing one, one fan-out at a
+// time (W=1), rounds alternating the two. Prints p50/p99 of each and their ratio.
+int FanOutMode(const beds::config::AmqpSettings& amqp, const std::vector<std::string>& bodies,
+               int children, int warmup_s, int duration_s, int rounds) {
+  auto client = beds::client::Client::Connect(amqp);
+  if (!client) Die("client: " + client.error().message);
+  auto parent_reply = (*client)->Call("sys.read", R"({"template":"sys","op":"ping"})", 10s);
+  if (!parent_reply) Die("parent ping: " + parent_reply.error().message);
+  auto parent = beds::client::LineageOfReply(parent_reply->body);
+  if (!parent) Die("parent ping: " + parent.error().message);
+  size_t next = 0;
+  auto measure = [&](int n, std::chrono::seconds warmup, std::chrono::seconds duration) {
+    std::vector<double> us;
+    const auto start = std::chrono::steady_clock::now();
+    while (std::chrono::steady_clock::now() - start < warmup + duration) {
+      std::vector<beds::client::Client::Request> requests;
+      for (int i = 0; i < n; ++i) {
+        auto body = beds::client::AsChildOf(*parent, bodies[next++ % bodies.size()]);
+        if (!body) Die(body.error().message);
+        requests.push_back({"rel.read", std::move(*body), {}});
+      }
+      const auto t0 = std::chrono::steady_clock::now();
+      auto replies = (*client)->FanOut(std::move(requests), 10s);
+      if (!replies) Die("fan-out: " + replies.error().message);
+      const auto t1 = std::chrono::steady_clock::now();
+      if (t0 - start >= warmup)
+        us.push_back(std::chrono::duration<double, std::micro>(t1 - t0).count());
+    }
+    std::sort(us.begin(), us.end());
+    Figures f;
+    f.replies = us.size();
+    if (!us.empty()) {
+      f.p50_us = us[us.size() / 2];
+      f.p99_us = us[std::min(us.size() - 1, us.size() * 99 / 100)];
+      f.p999_us = us[std::min(us.size() - 1, us.size() * 999 / 1000)];
+      f.throughput = static_cast<double>(us.size()) / duration.count();
+    }
+    return f;
+  };
+  std::printf(
+      "beds-bench: mode fanout (%d child Users/call get requests at once vs 1, W=1, %d s x %d "
+      "rounds)\n",
+      children, duration_s, rounds);
+  std::vector<Figures> one, many;
+  for (int r = 1; r <= rounds; ++r) {
+    one.push_back(measure(1, std::chrono::seconds(warmup_s), std::chrono::seconds(duration_s)));
+    std::printf("1 child  round %d: p50 %7.0f us  p99 %7.0f us  (%lu fan-outs)\n", r,
+                one.back().p50_us, one.back().p99_us,
+                static_cast<unsigned long>(one.back().replies));
+    many.push_back(
+        measure(children, std::chrono::seconds(warmup_s), std::chrono::seconds(duration_s)));
+    std::printf("%d children round %d: p50 %7.0f us  p99 %7.0f us  (%lu fan-outs)\n", children, r,
+                many.back().p50_us, many.back().p99_us,
+                static_cast<unsigned long>(many.back().replies));
+    std::fflush(stdout);
+  }
+  auto median = [](std::vector<Figures> v, double Figures::*field) {
+    std::vector<double> x;
+    for (const auto& f : v) x.push_back(f.*field);
+    std::sort(x.begin(), x.end());
+    return x[x.size() / 2];
+  };
+  const double p50_one = median(one, &Figures::p50_us);
+  const double p50_many = median(many, &Figures::p50_us);
+  std::printf("\nmedian   1 child: p50 %7.0f us; %d children: p50 %7.0f us\n", p50_one, children,
+              p50_many);
+  std::printf("ratio    fan-out/single p50 %.2f\n", p50_one > 0 ? p50_many / p50_one : 0.0);
+  return 0;
+}
+
 void Print(const char* what, int round, const Figures& f) {
   std::printf(
       "%-8s round %d: %9.0f req/s  p50 %7.0f us  p99 %7.0f us  p99.9 %7.0f us  (%lu replies, %lu "
@@ -709,7 +782,10 @@ int main(int argc, char** argv) {
                  "ping: sys/ping vs an echo; rel: Users/call get vs CALL usr_get; rec-create: "
                  "Sessions/create vs the same SQLite insert; rec-fetch: Sessions/fetch by key vs "
                  "the same SQLite select")
-      ->check(CLI::IsMember({"ping", "rel", "rec-create", "rec-fetch"}));
+      ->check(CLI::IsMember({"ping", "rel", "rec-create", "rec-fetch", "fanout"}));
+  int children = 24;
+  app.add_option("--children", children, "fanout: child requests issued at once")
+      ->check(CLI::Range(1, 10000));
   app.add_option("--inflight,-w", inflight, "requests kept in flight (W)");
   app.add_option("--body-bytes", body_bytes, "request body size (ping mode)");
   app.add_option("--rows", rows,
@@ -725,6 +801,15 @@ int main(int argc, char** argv) {
   if (!config) {
     std::cerr << "beds-bench: config invalid:\n" << config.error().message << "\n";
     return 2;
+  }
+
+  if (mode == "fanout") {
+    std::vector<std::string> bodies;
+    for (const int64_t id : EnsureRows(config->amqp, rows)) {
+      bodies.push_back(R"({"template":"Users","op":"call","call":"get","id":")" +
+                       std::to_string(id) + R"("})");
+    }
+    return FanOutMode(config->amqp, bodies, children, warmup_s, duration_s, rounds);
   }
 
   // What BEDS is sent and where, and what stands in for it on the baseline side.

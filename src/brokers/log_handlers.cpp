@@ -48,18 +48,21 @@ std::vector<Outcome> LogStoreHandler::HandleBatch(const std::vector<amqp::Delive
   std::vector<size_t> index;  // payloads[k] came from batch[index[k]]
   payloads.reserve(batch.size());
   for (size_t i = 0; i < batch.size(); ++i) {
-    auto event = logs::DecodeEvent(batch[i].message.body);
-    if (!event) {
-      outcomes[i] = Park("not a log event: " + event.error().message);
-      continue;
+    // A message may carry several events: the good ones are stored, and one bad line parks the
+    // message for an operator (a replay of it stores the good ones nothing twice).
+    for (auto& event : logs::DecodeEvents(batch[i].message.body, batch[i].message.content_type)) {
+      if (!event) {
+        outcomes[i] = Park("not a log event: " + event.error().message);
+        continue;
+      }
+      auto payload = logs::ToStorePayload(*store, *event);
+      if (!payload) {
+        outcomes[i] = Park("cannot be stored: " + payload.error().message);
+        continue;
+      }
+      payloads.push_back(std::move(*payload));
+      index.push_back(i);
     }
-    auto payload = logs::ToStorePayload(*store, *event);
-    if (!payload) {
-      outcomes[i] = Park("cannot be stored: " + payload.error().message);
-      continue;
-    }
-    payloads.push_back(std::move(*payload));
-    index.push_back(i);
   }
   if (payloads.empty()) return outcomes;
   auto stored = logs::StoreEvents(*core, *store, payloads);
@@ -83,10 +86,21 @@ SyslogHandler::~SyslogHandler() {
 }
 
 Outcome SyslogHandler::Handle(const amqp::Delivery& delivery, int) {
-  auto event = logs::DecodeEvent(delivery.message.body);
-  if (!event) return Park("not a log event: " + event.error().message);
+  Outcome outcome = Done();
+  for (auto& event : logs::DecodeEvents(delivery.message.body, delivery.message.content_type)) {
+    if (!event) {
+      outcome = Park("not a log event: " + event.error().message);
+      continue;
+    }
+    Forward(*event);
+  }
+  return outcome;
+}
+
+void SyslogHandler::Forward(const logs::LogEvent& e) {
+  const logs::LogEvent* event = &e;
   const int rank = logs::LevelRank(event->level);
-  if (rank < min_rank_) return Done();
+  if (rank < min_rank_) return;
   // RFC 3164 over the local datagram socket: <PRI>TAG: MSG. Facility user (1); the severity
   // follows the level (critical 2, error 3, warn 4, info 6, debug and trace 7).
   static constexpr int kSeverity[] = {7, 7, 6, 4, 3, 2};
@@ -102,7 +116,9 @@ Outcome SyslogHandler::Handle(const amqp::Delivery& delivery, int) {
   }
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
-  if (socket_path_.size() >= sizeof addr.sun_path) return Park("syslog_socket path too long");
+  if (socket_path_.size() >= sizeof addr.sun_path) {
+    throw std::runtime_error("syslog_socket path too long: " + socket_path_);
+  }
   std::memcpy(addr.sun_path, socket_path_.c_str(), socket_path_.size() + 1);
   if (::sendto(fd_, line.data(), line.size(), 0, reinterpret_cast<sockaddr*>(&addr), sizeof addr) <
       0) {
@@ -116,7 +132,6 @@ Outcome SyslogHandler::Handle(const amqp::Delivery& delivery, int) {
                    std::strerror(errno), unsent_);
     }
   }
-  return Done();
 }
 
 void NodeMetricsTable::Update(const std::string& node, boost::json::object fields) {
@@ -130,10 +145,15 @@ std::map<std::string, boost::json::object> NodeMetricsTable::Snapshot() const {
 }
 
 Outcome MetricsHandler::Handle(const amqp::Delivery& delivery, int) {
-  auto event = logs::DecodeEvent(delivery.message.body);
-  if (!event) return Park("not a metric event: " + event.error().message);
-  if (event->kind == "metric") table_->Update(event->node, std::move(event->fields));
-  return Done();
+  Outcome outcome = Done();
+  for (auto& event : logs::DecodeEvents(delivery.message.body, delivery.message.content_type)) {
+    if (!event) {
+      outcome = Park("not a metric event: " + event.error().message);
+      continue;
+    }
+    if (event->kind == "metric") table_->Update(event->node, std::move(event->fields));
+  }
+  return outcome;
 }
 
 }  // namespace beds::brokers

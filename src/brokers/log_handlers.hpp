@@ -19,6 +19,7 @@
 #include "brokers/pool.hpp"
 #include "config/config.hpp"
 #include "core/namaste.hpp"
+#include "logs/logs.hpp"
 #include "templates/templates.hpp"
 
 namespace beds::brokers {
@@ -47,6 +48,8 @@ class SyslogHandler : public Handler {
   std::string ParkedReply(const amqp::Delivery&, const std::string&) override { return ""; }
 
  private:
+  void Forward(const logs::LogEvent& event);
+
   std::string socket_path_;
   int min_rank_;
   int fd_ = -1;

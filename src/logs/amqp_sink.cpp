@@ -8,6 +8,7 @@
 #include <deque>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <mutex>
 #include <stop_token>
 #include <thread>
@@ -37,6 +38,53 @@ amqp::Connection::Outgoing ToOutgoing(std::string key, std::string body, bool pe
 amqp::Connection::Outgoing Encode(const LogEvent& e) {
   return ToOutgoing(RoutingKey(e), EncodeEvent(e), e.kind == "audit" || e.kind == "ipl",
                     e.lineage.event_id);
+}
+
+// Events bound for one routing key travel together: a message per key per batch, its body one
+// event per line (application/x-ndjson), so a busy node publishes a few messages a second rather
+// than one per event. A lone event stays a plain application/json message (PROTOCOL.md's form).
+constexpr size_t kMaxPackedBytes = 512 * 1024;
+
+std::vector<amqp::Connection::Outgoing> Pack(std::vector<amqp::Connection::Outgoing> events) {
+  std::vector<amqp::Connection::Outgoing> out;
+  std::map<std::string, std::vector<size_t>> by_key;  // routing key → events, in order
+  std::vector<std::string> keys;                      // first-seen order
+  for (size_t i = 0; i < events.size(); ++i) {
+    auto [it, added] = by_key.try_emplace(events[i].routing_key);
+    if (added) keys.push_back(events[i].routing_key);
+    it->second.push_back(i);
+  }
+  for (const auto& key : keys) {
+    const auto& members = by_key[key];
+    size_t i = 0;
+    while (i < members.size()) {
+      amqp::Connection::Outgoing& first = events[members[i]];
+      if (i + 1 == members.size() ||
+          first.message.body.size() + events[members[i + 1]].message.body.size() >
+              kMaxPackedBytes) {
+        out.push_back(std::move(first));
+        ++i;
+        continue;
+      }
+      amqp::Connection::Outgoing packed;
+      packed.routing_key = key;
+      packed.message.content_type = std::string(kBatchContentType);
+      packed.message.delivery_mode = 1;
+      int64_t n = 0;
+      while (i < members.size() &&
+             (n == 0 || packed.message.body.size() + events[members[i]].message.body.size() + 1 <=
+                            kMaxPackedBytes)) {
+        auto& e = events[members[i]];
+        if (n++ > 0) packed.message.body += '\n';
+        packed.message.body += e.message.body;
+        if (e.message.delivery_mode == 2) packed.message.delivery_mode = 2;
+        ++i;
+      }
+      packed.message.headers[std::string(kBatchCountHeader)] = n;
+      out.push_back(std::move(packed));
+    }
+  }
+  return out;
 }
 
 int64_t FileSize(const std::string& path) {
@@ -149,7 +197,7 @@ struct AmqpSink::Impl {
     std::vector<amqp::Connection::Outgoing> batch;
     auto flush = [&]() -> bool {
       if (batch.empty()) return true;
-      if (auto r = connection->PublishBatch(amqp::kLogsExchange, batch, false); !r) {
+      if (auto r = connection->PublishBatch(amqp::kLogsExchange, Pack(batch), false); !r) {
         spdlog::warn("log sink: replaying the spill file: {}", r.error().message);
         Disconnect();
         return false;
@@ -213,7 +261,7 @@ struct AmqpSink::Impl {
       }
       if (!Replay()) continue;
       if (!unconfirmed.empty()) {
-        if (auto r = connection->PublishBatch(amqp::kLogsExchange, unconfirmed, false); !r) {
+        if (auto r = connection->PublishBatch(amqp::kLogsExchange, Pack(unconfirmed), false); !r) {
           Disconnect();
           continue;
         }
@@ -239,7 +287,7 @@ struct AmqpSink::Impl {
       std::vector<amqp::Connection::Outgoing> batch;
       batch.reserve(taken.size());
       for (const auto& e : taken) batch.push_back(Encode(e));
-      if (auto r = connection->PublishBatch(amqp::kLogsExchange, batch, false); !r) {
+      if (auto r = connection->PublishBatch(amqp::kLogsExchange, Pack(batch), false); !r) {
         spdlog::warn("log sink: publishing: {} (spilling until the broker is back)",
                      r.error().message);
         Disconnect();

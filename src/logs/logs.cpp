@@ -211,8 +211,11 @@ std::string EncodeEvent(const LogEvent& e) {
 }
 
 Result<LogEvent> DecodeEvent(std::string_view body) {
+  // The admin node decodes every event: parse into an arena, then copy out what is kept.
+  unsigned char arena[4096];
+  json::monotonic_resource memory(arena, sizeof arena);
   boost::system::error_code ec;
-  json::value v = json::parse(body, ec);
+  json::value v = json::parse(body, ec, &memory);
   if (ec || !v.is_object()) {
     return std::unexpected(Error{Code::kBadRequest, "a log event must be a JSON object"});
   }
@@ -231,7 +234,9 @@ Result<LogEvent> DecodeEvent(std::string_view body) {
   e.msg = StringField(o, "msg");
   e.duration_us = IntField(o, "duration_us");
   e.ts_us = ParseIso(StringField(o, "ts"));
-  if (const auto* f = o.if_contains("fields"); f && f->is_object()) e.fields = f->get_object();
+  if (const auto* f = o.if_contains("fields"); f && f->is_object()) {
+    e.fields = json::object(f->get_object(), json::storage_ptr());  // out of the arena
+  }
   if (!IsEventId(e.lineage.event_id)) {
     return std::unexpected(Error{Code::kBadRequest, "a log event needs an event_id"});
   }
@@ -243,6 +248,25 @@ Result<LogEvent> DecodeEvent(std::string_view body) {
     return std::unexpected(Error{Code::kBadRequest, "level is not a log level"});
   }
   return e;
+}
+
+std::vector<Result<LogEvent>> DecodeEvents(std::string_view body, std::string_view content_type) {
+  std::vector<Result<LogEvent>> out;
+  if (content_type != kBatchContentType) {
+    out.push_back(DecodeEvent(body));
+    return out;
+  }
+  while (!body.empty()) {
+    const size_t nl = body.find('\n');
+    const std::string_view line = body.substr(0, nl);
+    if (!line.empty()) out.push_back(DecodeEvent(line));
+    if (nl == std::string_view::npos) break;
+    body.remove_prefix(nl + 1);
+  }
+  if (out.empty()) {
+    out.push_back(std::unexpected(Error{Code::kBadRequest, "an empty batch of log events"}));
+  }
+  return out;
 }
 
 std::string RoutingKey(const LogEvent& e) {

@@ -13,6 +13,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "config/config.hpp"
 #include "core/error.hpp"
@@ -76,6 +77,13 @@ std::string EncodeEvent(const LogEvent& event);
 // Parses an event as published by EncodeEvent (or by a client in another language); BAD_REQUEST
 // for anything that is not such an object.
 Result<LogEvent> DecodeEvent(std::string_view body);
+// A message on beds.logs carries one event (application/json, PROTOCOL.md's form) or, from the
+// AMQP log sink of a busy node, several with the same routing key: content type
+// application/x-ndjson, one event per line, x-beds-events = how many (an extension of v1).
+inline constexpr std::string_view kBatchContentType = "application/x-ndjson";
+inline constexpr std::string_view kBatchCountHeader = "x-beds-events";
+// Every event of a message, each decoded on its own (one bad line spoils only itself).
+std::vector<Result<LogEvent>> DecodeEvents(std::string_view body, std::string_view content_type);
 // Its routing key on beds.logs: log.{level}.{node}, audit.{template}.{op} or metric.{node}.
 std::string RoutingKey(const LogEvent& event);
 // "2026-11-23T17:07:20.123456Z"

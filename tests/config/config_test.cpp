@@ -4,6 +4,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <set>
 
 namespace beds::config {
 namespace {
@@ -212,6 +213,98 @@ TEST_F(ConfigTest, ShippedBaseConfigIsValid) {
   auto c = config::Load(o);
   ASSERT_TRUE(c) << c.error().message;
   EXPECT_GE(c->brokers.size(), 1u);
+}
+
+TEST_F(ConfigTest, ARoleFileMergesBetweenTheBaseAndTheEnvFileAndTurnsBrokersOff) {
+  fs::create_directories(dir_ / "nodes");
+  Write("nodes/admin.toml", R"([node]
+name = "admin"
+[brokers.rBroker]
+enabled = false
+[brokers.adminLogsBroker]
+handler = "logs"
+bindings = ["log.#"]
+batch_ms = 50
+)");
+  Write("env_dev.toml", "[node]\nname = \"admin2\"\n");
+  LoadOptions o;
+  o.config_dir = dir_.string();
+  o.role = "admin";
+  auto c = config::Load(o);
+  ASSERT_TRUE(c) << c.error().message;
+  EXPECT_EQ(c->role, "admin");
+  EXPECT_EQ(c->node.name, "admin2") << "the env file is the later layer";
+  ASSERT_EQ(c->brokers.size(), 1u) << "rBroker is turned off";
+  EXPECT_EQ(c->brokers[0].name, "adminLogsBroker");
+  EXPECT_EQ(c->brokers[0].handler, "logs");
+  EXPECT_EQ(c->brokers[0].batch_ms, 50);
+  EXPECT_EQ(c->files.size(), 3u);
+
+  o.role = "nosuchrole";
+  auto missing = config::Load(o);
+  ASSERT_FALSE(missing);
+  EXPECT_NE(missing.error().message.find("nodes/nosuchrole.toml: not found"), std::string::npos)
+      << missing.error().message;
+}
+
+TEST_F(ConfigTest, TheRoleMayComeFromTheEnvironment) {
+  fs::create_directories(dir_ / "nodes");
+  Write("nodes/app.toml", "[metrics]\nlisten = \"127.0.0.1:9464\"\n");
+  setenv("BEDS_ROLE", "app", 1);
+  auto from_env = FromEnvironment(dir_.string(), std::nullopt);
+  unsetenv("BEDS_ROLE");
+  ASSERT_TRUE(from_env.role);
+  EXPECT_EQ(*from_env.role, "app");
+  auto c = config::Load(from_env);
+  ASSERT_TRUE(c) << c.error().message;
+  EXPECT_EQ(c->metrics.listen, "127.0.0.1:9464");
+}
+
+TEST_F(ConfigTest, LoggingKeysAndTheLogBrokerService) {
+  Write("env_dev.toml", R"([broker_services.logs]
+host = "logs.example"
+vhost = "logs"
+[logging]
+broker_service = "logs"
+buffer_events = 64
+spill_max_bytes = 1000
+)");
+  auto c = Load();
+  ASSERT_TRUE(c) << c.error().message;
+  EXPECT_EQ(c->log_amqp.host, "logs.example");
+  EXPECT_EQ(c->log_amqp.vhost, "logs");
+  EXPECT_EQ(c->amqp.host, "localhost") << "requests keep the node's broker";
+  EXPECT_EQ(c->logging.buffer_events, 64);
+  EXPECT_EQ(c->logging.spill_path, "var/spill/appserver.events") << "the default names the node";
+  EXPECT_EQ(c->logging.store_template, "Logs");
+
+  Write("env_dev.toml", "[logging]\nbroker_service = \"nowhere\"\n");
+  auto bad = Load();
+  ASSERT_FALSE(bad);
+  EXPECT_NE(bad.error().message.find("logging.broker_service"), std::string::npos)
+      << bad.error().message;
+}
+
+TEST_F(ConfigTest, ShippedRoleConfigsAreValid) {
+  for (const char* role : {"appserver", "admin"}) {
+    LoadOptions o;
+    o.config_dir = std::string(BEDS_SOURCE_DIR) + "/config";
+    o.env = "shipped-defaults-test";
+    o.role = role;
+    auto c = config::Load(o);
+    ASSERT_TRUE(c) << role << ": " << c.error().message;
+    EXPECT_EQ(c->node.name, role);
+    EXPECT_FALSE(c->metrics.listen.empty());
+  }
+  LoadOptions o;
+  o.config_dir = std::string(BEDS_SOURCE_DIR) + "/config";
+  o.env = "shipped-defaults-test";
+  o.role = "admin";
+  auto admin = config::Load(o);
+  ASSERT_TRUE(admin);
+  std::set<std::string> handlers;
+  for (const auto& b : admin->brokers) handlers.insert(b.handler);
+  EXPECT_EQ(handlers, (std::set<std::string>{"logs", "syslog", "metrics"}));
 }
 
 }  // namespace

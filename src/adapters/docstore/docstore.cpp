@@ -76,8 +76,9 @@ class RecCore final : public NamasteCore {
         id = NewDocumentId();
         doc[key->name] = id;
       }
-      if (auto r = Check(doc); !r) return std::unexpected(r.error());
-      docs.push_back(Engine::Keyed{std::move(id), std::move(doc)});
+      std::string text;
+      if (auto r = Check(doc, &text); !r) return std::unexpected(r.error());
+      docs.push_back(Engine::Keyed{std::move(id), std::move(doc), std::move(text)});
       if (p.deadline_ms != 0 && (deadline_ms == 0 || p.deadline_ms < deadline_ms)) {
         deadline_ms = p.deadline_ms;
       }
@@ -160,11 +161,14 @@ class RecCore final : public NamasteCore {
     return doc;
   }
 
-  Result<void> Check(const Document& doc) const {
+  // `text`, when given, receives the serialized document (it is measured anyway).
+  Result<void> Check(const Document& doc, std::string* text = nullptr) const {
     for (const auto& [name, v] : doc) {
       if (auto r = CheckKeys(v, std::string(name)); !r) return r;
     }
-    const size_t size = json::serialize(doc).size();
+    std::string serialized = json::serialize(doc);
+    const size_t size = serialized.size();
+    if (text) *text = std::move(serialized);
     if (static_cast<int64_t>(size) > limits_.max_document_bytes) {
       return Fail(Code::kTooLarge, "the document is " + std::to_string(size) +
                                        " bytes, over the limit of " +

@@ -60,6 +60,7 @@ class Engine {
   struct Keyed {
     boost::json::value key;
     Document doc;
+    std::string text;  // `doc` serialized, as the core measured it (an engine may store it)
   };
   virtual Result<int64_t> InsertMany(const Template& t, const std::vector<Keyed>& docs,
                                      int64_t deadline_ms);

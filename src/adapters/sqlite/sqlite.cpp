@@ -261,7 +261,7 @@ class SqliteEngine final : public docstore::Engine {
       sqlite3_stmt* st = Prepare("INSERT OR IGNORE INTO " + Table(t) + " (id, doc) VALUES (?, ?)");
       if (!st) return Failure("insert");
       for (const Keyed& d : docs) {
-        const std::string text = json::serialize(d.doc);
+        const std::string text = d.text.empty() ? json::serialize(d.doc) : d.text;
         BindJson(st, 1, d.key);
         sqlite3_bind_text(st, 2, text.data(), static_cast<int>(text.size()), SQLITE_STATIC);
         const int rc = sqlite3_step(st);
