@@ -41,6 +41,18 @@ struct Node::Impl {
   // metric.{node} events: this node's pool figures, for the admin node's `metrics` handler.
   void PublishMetrics(std::stop_token stop);
 
+  // Uninstalls and stops the log sink: what the broker does not take within the grace waits in
+  // the spill file for the next start. Its thread must be gone before static destruction.
+  void StopSink() {
+    if (!sink) return;
+    logs::SetEventSink(nullptr);
+    sink->Stop(std::chrono::milliseconds(2000));
+    const auto st = sink->Stats();
+    spdlog::info("log sink: {} events published, {} spilled, {} dropped", st.published, st.spilled,
+                 st.dropped);
+    sink.reset();
+  }
+
   // In production a failed step ends IPL; in development it is logged and IPL goes on.
   Result<void> Step(const char* name, const Result<void>& result) {
     if (result) return Ok();
@@ -322,7 +334,11 @@ bool Node::stop_requested() const { return impl_->stop_requested; }
 
 void Node::Stop() {
   Impl& n = *impl_;
-  if (n.pools.empty() && !n.control) return;
+  if (n.pools.empty() && !n.control) {
+    // IPL stopped before the pools (or Stop ran already): only the log sink may be up.
+    n.StopSink();
+    return;
+  }
   {
     std::lock_guard lock(n.stop_mutex);
     spdlog::info("shutting down: {}", n.stop_reason.empty() ? "requested" : n.stop_reason);
@@ -341,15 +357,7 @@ void Node::Stop() {
   spdlog::info("shutdown complete in {} ms", std::chrono::duration_cast<std::chrono::milliseconds>(
                                                  std::chrono::steady_clock::now() - started)
                                                  .count());
-  if (n.sink) {
-    // What the broker does not take within the grace waits in the spill file for the next start.
-    logs::SetEventSink(nullptr);
-    n.sink->Stop(std::chrono::milliseconds(2000));
-    const auto st = n.sink->Stats();
-    spdlog::info("log sink: {} events published, {} spilled, {} dropped", st.published, st.spilled,
-                 st.dropped);
-    n.sink.reset();
-  }
+  n.StopSink();
   logs::Flush();
 }
 
