@@ -162,7 +162,8 @@ struct AmqpSink::Impl {
   Result<void> Connect() {
     auto c = amqp::Connection::Open(settings.amqp);
     if (!c) return std::unexpected(c.error());
-    if (auto r = amqp::DeclareExchanges(**c); !r) return r;
+    // Only its own exchange: beds.events is the node's IPL to declare, with its queues.
+    if (auto r = (*c)->DeclareExchange(amqp::kLogsExchange, "topic"); !r) return r;
     if (auto r = (*c)->EnableConfirms(); !r) return r;
     connection = std::move(*c);
     connected = true;

@@ -486,9 +486,9 @@ TEST_F(RelTest, TemplateCheckAndScaffoldCommands) {
     NodeOptions o = Options();
     o.production = true;
     o.fault_injection = false;
-    nodes_.push_back(std::make_unique<NodeProcess>(vhost_, o));
-    config_holder = nodes_.back().get();
-    ASSERT_TRUE(WaitFor([&] { return Ok(Read(R"({"template":"sys","op":"ping"})")); }, 30s));
+    // Ready = answers a ping (StartNode retries pings sent before the node's queues exist).
+    config_holder = &StartNode(o);
+    ASSERT_TRUE(config_holder->running());
   }
   const std::string beds = std::string(BEDS_BINARY) + " template ";
   const std::string dir = " --config-dir " + config_holder->config_dir();
