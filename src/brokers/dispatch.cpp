@@ -359,12 +359,14 @@ void DispatchHandler::Record(const protocol::Request& r, const amqp::Delivery& d
     a.template_name = t->name;
     a.op = r.op == "call" ? "call:" + r.call : r.op;
     a.msg = a.op + " applied";
-    std::string actor = delivery.message.user_id;
+    // The AMQP user_id is checked by the broker against the sender's login: the actor. A retried
+    // message carries it in a header instead (our worker republished it), which any sender could
+    // also set, so that one is recorded as unverified.
+    a.fields["actor"] = delivery.message.user_id;
     if (auto h = delivery.message.headers.find(kUserHeader);
-        actor.empty() && h != delivery.message.headers.end()) {
-      if (const auto* s = std::get_if<std::string>(&h->second)) actor = *s;
+        delivery.message.user_id.empty() && h != delivery.message.headers.end()) {
+      if (const auto* s = std::get_if<std::string>(&h->second)) a.fields["actor_unverified"] = *s;
     }
-    a.fields["actor"] = actor;
     // The key: the request's id, or (a create) the one the write answered with.
     std::string key = r.id;
     const FieldSpec* key_field = t->Key();
