@@ -5,6 +5,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <stdexcept>
 
@@ -45,8 +46,8 @@ std::vector<Outcome> LogStoreHandler::HandleBatch(const std::vector<amqp::Delive
 
   std::vector<Outcome> outcomes(batch.size(), Done());
   std::vector<Payload> payloads;
-  std::vector<size_t> index;  // payloads[k] came from batch[index[k]]
-  payloads.reserve(batch.size());
+  std::vector<size_t> index;                               // payloads[k] came from batch[index[k]]
+  payloads.reserve(std::max<size_t>(batch.size(), 1024));  // a message may hold many events
   for (size_t i = 0; i < batch.size(); ++i) {
     // A message may carry several events: the good ones are stored, and one bad line parks the
     // message for an operator (a replay of it stores the good ones nothing twice).

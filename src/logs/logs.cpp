@@ -47,8 +47,9 @@ std::shared_ptr<EventSink> sink;  // guarded by sink_mutex
 std::atomic<bool> has_sink{false};
 
 // This process's name in events; set by Init() before any worker starts, read-only after.
-std::mutex identity_mutex;
-std::string identity_node = "beds";  // guarded by identity_mutex (written at Init only)
+// Written by Init() only, which runs at IPL before any other thread exists (the header's
+// contract), so every event reads them without a lock.
+std::string identity_node = "beds";
 std::string identity_env = "dev";
 std::atomic<int> enabled_rank{2};  // info
 
@@ -109,11 +110,8 @@ int64_t ParseIso(std::string_view s) {
 void InitDefault() { Init(config::LoggingSettings{}); }
 
 void Init(const config::LoggingSettings& settings, std::string_view node, std::string_view env) {
-  {
-    std::lock_guard lock(identity_mutex);
-    identity_node = node;
-    identity_env = env;
-  }
+  identity_node = node;
+  identity_env = env;
   enabled_rank = LevelRank(settings.level);
   std::vector<spdlog::sink_ptr> sinks;
   if (settings.console) {
@@ -150,14 +148,8 @@ EventScope::~EventScope() { current_lineage = std::move(previous_); }
 const Lineage& CurrentLineage() { return current_lineage; }
 
 Lineage ChildOfCurrent() {
-  std::string node, env;
-  {
-    std::lock_guard lock(identity_mutex);
-    node = identity_node;
-    env = identity_env;
-  }
-  if (current_lineage.event_id.empty()) return RootLineage(node, env);
-  return ChildLineage(current_lineage, node, env);
+  if (current_lineage.event_id.empty()) return RootLineage(identity_node, identity_env);
+  return ChildLineage(current_lineage, identity_node, identity_env);
 }
 
 int64_t NowUnixUs() {
@@ -294,7 +286,6 @@ void Emit(LogEvent event) {
   }
   if (!target) return;
   if (event.node.empty() || event.env.empty()) {
-    std::lock_guard lock(identity_mutex);
     if (event.node.empty()) event.node = identity_node;
     if (event.env.empty()) event.env = identity_env;
   }

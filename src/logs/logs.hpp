@@ -24,7 +24,8 @@ namespace beds::logs {
 // Console only, level info: what runs before the configuration is loaded.
 void InitDefault();
 
-// Applies [logging]: level, console, journald. Safe to call again (tests, reload).
+// Applies [logging]: level, console, journald. Call before other threads log or emit events
+// (IPL step 2); calling it again while they run is not safe.
 // `node` and `env` name this process in the events it emits (event ids, the `node` field).
 void Init(const config::LoggingSettings& settings, std::string_view node = "beds",
           std::string_view env = "dev");

@@ -149,6 +149,7 @@ class RecCore final : public NamasteCore {
   // The payload's declared fields in client form, in declaration order, `skip` left out.
   static Document ToDocument(const Template& t, const Payload& p, const FieldSpec* skip) {
     Document doc;
+    doc.reserve(t.fields.size());
     for (const auto& f : t.fields) {
       if (&f == skip) continue;
       auto it = p.values.find(f.name);
