@@ -98,18 +98,17 @@ Outcome SyslogHandler::Handle(const amqp::Delivery& delivery, int) {
   return outcome;
 }
 
-void SyslogHandler::Forward(const logs::LogEvent& e) {
-  const logs::LogEvent* event = &e;
-  const int rank = logs::LevelRank(event->level);
+void SyslogHandler::Forward(const logs::LogEvent& event) {
+  const int rank = logs::LevelRank(event.level);
   if (rank < min_rank_) return;
   // RFC 3164 over the local datagram socket: <PRI>TAG: MSG. Facility user (1); the severity
   // follows the level (critical 2, error 3, warn 4, info 6, debug and trace 7).
   static constexpr int kSeverity[] = {7, 7, 6, 4, 3, 2};
   const int pri = 8 + kSeverity[std::min(rank, 5)];
-  std::string line = "<" + std::to_string(pri) + ">beds[" + event->node + "]: " + event->level +
-                     " [" + event->lineage.event_id + "]";
-  if (!event->template_name.empty()) line += " " + event->template_name + "/" + event->op;
-  line += " " + event->msg;
+  std::string line = "<" + std::to_string(pri) + ">beds[" + event.node + "]: " + event.level +
+                     " [" + event.lineage.event_id + "]";
+  if (!event.template_name.empty()) line += " " + event.template_name + "/" + event.op;
+  line += " " + event.msg;
   if (line.size() > 8192) line.resize(8192);
   if (fd_ < 0) {
     fd_ = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);

@@ -28,18 +28,6 @@ using namespace std::chrono_literals;
 
 const std::string kSource = BEDS_SOURCE_DIR;
 
-int FreePort() {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
-  socklen_t len = sizeof addr;
-  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  close(fd);
-  return ntohs(addr.sin_port);
-}
-
 // One unlabelled sample of a Prometheus text scrape (the exact-line parser is enough for our own
 // plain counters; the admin tests parse whole scrapes with python3-prometheus-client).
 std::optional<double> Sample(const std::string& scrape, const std::string& name) {

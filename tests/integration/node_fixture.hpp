@@ -120,6 +120,9 @@ bool FreshDatabase(const std::string& database, const std::vector<std::string>& 
                    bool secondary = false);
 inline constexpr int kSecondaryMariadbPort = BEDS_TEST_MARIADB_PORT + 10;
 
+// A loopback TCP port that was free a moment ago (bound to port 0, then closed); 0 on failure.
+int FreePort();
+
 // Polls `condition` every 20 ms until it holds or `timeout` passes.
 bool WaitFor(const std::function<bool()>& condition, std::chrono::milliseconds timeout);
 
