@@ -189,6 +189,7 @@ Result<void> Node::Start() {
     logs::AmqpSinkSettings sink;
     sink.amqp = c.log_amqp;
     sink.buffer_events = static_cast<size_t>(c.logging.buffer_events);
+    sink.flush_interval = std::chrono::milliseconds(c.logging.flush_ms);
     sink.spill_path = c.logging.spill_path;
     sink.spill_max_bytes = c.logging.spill_max_bytes;
     n.sink = std::make_shared<logs::AmqpSink>(sink);

@@ -132,6 +132,10 @@ class RecordedCore final : public NamasteCore {
                               const std::vector<Payload>& p) override {
     return Timed(t, "create_many", [&] { return inner_.CreateMany(t, op, p); });
   }
+  Result<OpResult> CreateDocuments(const Template& t, const OpSpec& op,
+                                   std::vector<boost::json::object> docs) override {
+    return Timed(t, "create_many", [&] { return inner_.CreateDocuments(t, op, std::move(docs)); });
+  }
   Result<void> Prepare(const Template& t) override { return inner_.Prepare(t); }
 
   std::optional<Error> last_error;  // of the last call, for the adapter error counter

@@ -45,33 +45,42 @@ std::vector<Outcome> LogStoreHandler::HandleBatch(const std::vector<amqp::Delive
   if (!core) throw std::runtime_error("no adapter for database '" + store->database + "'");
 
   std::vector<Outcome> outcomes(batch.size(), Done());
-  std::vector<Payload> payloads;
-  std::vector<size_t> index;                               // payloads[k] came from batch[index[k]]
-  payloads.reserve(std::max<size_t>(batch.size(), 1024));  // a message may hold many events
-  for (size_t i = 0; i < batch.size(); ++i) {
-    // A message may carry several events: the good ones are stored, and one bad line parks the
-    // message for an operator (a replay of it stores the good ones nothing twice).
-    for (auto& event : logs::DecodeEvents(batch[i].message.body, batch[i].message.content_type)) {
-      if (!event) {
-        outcomes[i] = Park("not a log event: " + event.error().message);
-        continue;
+  std::vector<logs::StoreItem> items;
+  std::vector<size_t> index;  // items[k] came from batch[index[k]]
+  // A message may carry several events: the good ones are stored, and one bad line parks the
+  // message for an operator (a replay of it stores the good ones nothing twice).
+  auto prepare = [&] {
+    items.clear();
+    index.clear();
+    items.reserve(std::max<size_t>(batch.size(), 1024));  // a message may hold many events
+    for (size_t i = 0; i < batch.size(); ++i) {
+      for (auto& event : logs::DecodeEvents(batch[i].message.body, batch[i].message.content_type)) {
+        if (!event) {
+          outcomes[i] = Park("not a log event: " + event.error().message);
+          continue;
+        }
+        auto item = logs::ToStoreItem(*store, *event);
+        if (!item) {
+          outcomes[i] = Park("cannot be stored: " + item.error().message);
+          continue;
+        }
+        items.push_back(std::move(*item));
+        index.push_back(i);
       }
-      auto payload = logs::ToStorePayload(*store, *event);
-      if (!payload) {
-        outcomes[i] = Park("cannot be stored: " + payload.error().message);
-        continue;
-      }
-      payloads.push_back(std::move(*payload));
-      index.push_back(i);
     }
-  }
-  if (payloads.empty()) return outcomes;
-  auto stored = logs::StoreEvents(*core, *store, payloads);
+  };
+  prepare();
+  if (items.empty()) return outcomes;
+  auto stored = logs::StoreEvents(*core, *store, std::move(items));
   if (stored) return outcomes;
   if (stored.error().retryable()) throw std::runtime_error(stored.error().message);
   // One bad event must not hold the batch back: store one by one and park what still fails.
-  for (size_t k = 0; k < payloads.size(); ++k) {
-    auto one = logs::StoreEvents(*core, *store, {payloads[k]});
+  // (The batch call consumed its items; this rare path makes them again.)
+  prepare();
+  for (size_t k = 0; k < items.size(); ++k) {
+    std::vector<logs::StoreItem> one_item;
+    one_item.push_back(std::move(items[k]));
+    auto one = logs::StoreEvents(*core, *store, std::move(one_item));
     if (one) continue;
     if (one.error().retryable()) throw std::runtime_error(one.error().message);
     outcomes[index[k]] = Park("cannot be stored: " + one.error().message);

@@ -102,6 +102,7 @@ struct LoggingSettings {
   bool amqp = true;               // publish log, audit and metric events on beds.logs
   std::string broker_service;     // [broker_services.*] the log sink uses; "" = the node's
   int64_t buffer_events = 10000;  // events waiting in memory for the publisher
+  int64_t flush_ms = 50;          // how long an event may wait for others to share its publish
   std::string spill_path;         // overflow file; "" = var/spill/{node}.events
   int64_t spill_max_bytes = int64_t{256} << 20;  // past this, events are dropped (and counted)
   std::string store_template = "Logs";           // the REC template of the log store (msLogs)

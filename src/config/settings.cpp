@@ -340,6 +340,7 @@ void ReadSettings(const toml::table& merged, const Origins& o, Config& c,
     r.Bool("amqp", c.logging.amqp);
     r.String("broker_service", c.logging.broker_service);
     r.Integer("buffer_events", c.logging.buffer_events, 1, 10000000);
+    r.Integer("flush_ms", c.logging.flush_ms, 0, 10000);
     r.String("spill_path", c.logging.spill_path);
     r.Integer("spill_max_bytes", c.logging.spill_max_bytes, 0, int64_t{1} << 40);
     r.String("store_template", c.logging.store_template);

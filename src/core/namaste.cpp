@@ -1,5 +1,7 @@
 #include "core/namaste.hpp"
 
+#include "core/validate.hpp"
+
 namespace beds {
 
 Value Payload::Get(const std::string& name, FieldType type) const {
@@ -19,6 +21,18 @@ Result<OpResult> NamasteCore::CreateMany(const Template& t, const OpSpec& op,
     }
   }
   return out;
+}
+
+Result<OpResult> NamasteCore::CreateDocuments(const Template& t, const OpSpec& op,
+                                              std::vector<boost::json::object> documents) {
+  std::vector<Payload> payloads;
+  payloads.reserve(documents.size());
+  for (const auto& doc : documents) {
+    auto p = ValidatePayload(t, op, "create", doc, "");
+    if (!p) return std::unexpected(p.error());
+    payloads.push_back(std::move(*p));
+  }
+  return CreateMany(t, op, payloads);
 }
 
 void CoreFactory::Register(std::string database, Maker maker) {

@@ -78,6 +78,12 @@ class NamasteCore {
   // `count` = how many were created. The default calls Create for each.
   virtual Result<OpResult> CreateMany(const Template& t, const OpSpec& op,
                                       const std::vector<Payload>& payloads);
+  // CreateMany for documents already in a REC template's client form (field → JSON value, the
+  // key included, values of the declared types): the log store builds them straight from events,
+  // without the Payload a client's create goes through. A REC core still refuses unsafe JSON keys
+  // and oversized documents. The default validates each as a create payload, then CreateMany.
+  virtual Result<OpResult> CreateDocuments(const Template& t, const OpSpec& op,
+                                           std::vector<boost::json::object> documents);
   // Called once per template at IPL: a REC engine creates the collection and its indexes when
   // missing (never dropping anything). REL objects belong to the DBA; bind-checking is separate.
   virtual Result<void> Prepare(const Template&) { return Ok(); }

@@ -23,21 +23,38 @@ namespace {
 using namespace std::chrono_literals;
 namespace fs = std::filesystem;
 
-// Audit and IPL records must survive a broker restart; log lines and metrics are cheaper
-// transient messages (a broker restart may lose the ones not yet stored).
-amqp::Connection::Outgoing ToOutgoing(std::string key, std::string body, bool persistent,
-                                      std::string event_id) {
-  amqp::Connection::Outgoing out;
-  out.routing_key = std::move(key);
-  out.message.body = std::move(body);
-  out.message.delivery_mode = persistent ? 2 : 1;
-  out.message.message_id = std::move(event_id);
-  return out;
+// An event as it waits for the publisher: encoded by the thread that emitted it, so the event's
+// many small allocations are freed where they were made (glibc's arenas make a free on another
+// thread cost a lock) and the buffer holds one string per event.
+struct Line {
+  std::string routing_key;
+  std::string body;
+  bool persistent = false;  // audit and IPL records must survive a broker restart
+};
+
+Line Encode(const LogEvent& e) {
+  return Line{RoutingKey(e), EncodeEvent(e), e.kind == "audit" || e.kind == "ipl"};
 }
 
-amqp::Connection::Outgoing Encode(const LogEvent& e) {
-  return ToOutgoing(RoutingKey(e), EncodeEvent(e), e.kind == "audit" || e.kind == "ipl",
-                    e.lineage.event_id);
+// The event id in an encoded event (event ids hold no characters JSON escapes).
+std::string EventIdOf(std::string_view body) {
+  constexpr std::string_view kField = "\"event_id\":\"";
+  const size_t at = body.find(kField);
+  if (at == std::string_view::npos) return "";
+  const size_t from = at + kField.size();
+  const size_t to = body.find('"', from);
+  return to == std::string_view::npos ? "" : std::string(body.substr(from, to - from));
+}
+
+// Log lines and metrics are cheaper transient messages (a broker restart may lose the ones not
+// yet stored).
+amqp::Connection::Outgoing Lone(const Line& line) {
+  amqp::Connection::Outgoing out;
+  out.message.message_id = EventIdOf(line.body);
+  out.routing_key = line.routing_key;
+  out.message.body = line.body;
+  out.message.delivery_mode = line.persistent ? 2 : 1;
+  return out;
 }
 
 // Events bound for one routing key travel together: a message per key per batch, its body one
@@ -45,7 +62,8 @@ amqp::Connection::Outgoing Encode(const LogEvent& e) {
 // than one per event. A lone event stays a plain application/json message (PROTOCOL.md's form).
 constexpr size_t kMaxPackedBytes = 512 * 1024;
 
-std::vector<amqp::Connection::Outgoing> Pack(std::vector<amqp::Connection::Outgoing> events) {
+// Copies the bodies: a batch whose publish fails is kept as it was, to be sent again.
+std::vector<amqp::Connection::Outgoing> Pack(const std::vector<Line>& events) {
   std::vector<amqp::Connection::Outgoing> out;
   std::map<std::string, std::vector<size_t>> by_key;  // routing key → events, in order
   std::vector<std::string> keys;                      // first-seen order
@@ -58,11 +76,10 @@ std::vector<amqp::Connection::Outgoing> Pack(std::vector<amqp::Connection::Outgo
     const auto& members = by_key[key];
     size_t i = 0;
     while (i < members.size()) {
-      amqp::Connection::Outgoing& first = events[members[i]];
+      const Line& first = events[members[i]];
       if (i + 1 == members.size() ||
-          first.message.body.size() + events[members[i + 1]].message.body.size() >
-              kMaxPackedBytes) {
-        out.push_back(std::move(first));
+          first.body.size() + events[members[i + 1]].body.size() > kMaxPackedBytes) {
+        out.push_back(Lone(first));
         ++i;
         continue;
       }
@@ -72,12 +89,12 @@ std::vector<amqp::Connection::Outgoing> Pack(std::vector<amqp::Connection::Outgo
       packed.message.delivery_mode = 1;
       int64_t n = 0;
       while (i < members.size() &&
-             (n == 0 || packed.message.body.size() + events[members[i]].message.body.size() + 1 <=
-                            kMaxPackedBytes)) {
-        auto& e = events[members[i]];
+             (n == 0 ||
+              packed.message.body.size() + events[members[i]].body.size() + 1 <= kMaxPackedBytes)) {
+        const Line& e = events[members[i]];
         if (n++ > 0) packed.message.body += '\n';
-        packed.message.body += e.message.body;
-        if (e.message.delivery_mode == 2) packed.message.delivery_mode = 2;
+        packed.message.body += e.body;
+        if (e.persistent) packed.message.delivery_mode = 2;
         ++i;
       }
       packed.message.headers[std::string(kBatchCountHeader)] = n;
@@ -101,7 +118,7 @@ struct AmqpSink::Impl {
 
   mutable std::mutex mutex;  // guards buffer and the stop deadline
   std::condition_variable_any wake;
-  std::deque<LogEvent> buffer;
+  std::deque<Line> buffer;
   std::chrono::steady_clock::time_point stop_deadline{};
 
   std::mutex spill_mutex;  // guards the spill file
@@ -111,7 +128,7 @@ struct AmqpSink::Impl {
   // Publisher thread only: a batch whose publish failed before its confirm. The broker may or
   // may not have it, so it is published again on the next connection (the store dedupes) and
   // never counted as dropped: the drop counter counts only events the broker never saw.
-  std::vector<amqp::Connection::Outgoing> unconfirmed;
+  std::vector<Line> unconfirmed;
 
   std::atomic<uint64_t> emitted{0}, published{0}, spilled{0}, replayed{0}, dropped{0},
       reconnects{0};
@@ -124,10 +141,11 @@ struct AmqpSink::Impl {
   }
 
   // Appends encoded events to the spill file; what does not fit is dropped (and counted).
-  void SpillLines(const std::vector<amqp::Connection::Outgoing>& events) {
+  template <typename Lines>
+  void SpillLines(Lines& events) {
     std::lock_guard lock(spill_mutex);
-    for (const auto& e : events) {
-      const int64_t line = static_cast<int64_t>(e.routing_key.size() + e.message.body.size() + 2);
+    for (const Line& e : events) {
+      const int64_t line = static_cast<int64_t>(e.routing_key.size() + e.body.size() + 2);
       if (settings.spill_path.empty() || spill_bytes.load() + line > settings.spill_max_bytes) {
         dropped.fetch_add(1, std::memory_order_relaxed);
         continue;
@@ -143,20 +161,13 @@ struct AmqpSink::Impl {
       }
       std::fwrite(e.routing_key.data(), 1, e.routing_key.size(), spill);
       std::fputc('\t', spill);
-      std::fwrite(e.message.body.data(), 1, e.message.body.size(), spill);
+      std::fwrite(e.body.data(), 1, e.body.size(), spill);
       std::fputc('\n', spill);
       spill_bytes.fetch_add(line);
       spilled.fetch_add(1, std::memory_order_relaxed);
     }
     if (spill) std::fflush(spill);
-  }
-
-  void SpillEvents(std::deque<LogEvent>& events) {
-    std::vector<amqp::Connection::Outgoing> lines;
-    lines.reserve(events.size());
-    for (const auto& e : events) lines.push_back(Encode(e));
     events.clear();
-    SpillLines(lines);
   }
 
   Result<void> Connect() {
@@ -195,7 +206,7 @@ struct AmqpSink::Impl {
     std::ifstream in(replay_path, std::ios::binary);
     std::string line;
     int64_t line_no = 0;
-    std::vector<amqp::Connection::Outgoing> batch;
+    std::vector<Line> batch;
     auto flush = [&]() -> bool {
       if (batch.empty()) return true;
       if (auto r = connection->PublishBatch(amqp::kLogsExchange, Pack(batch), false); !r) {
@@ -213,11 +224,10 @@ struct AmqpSink::Impl {
       if (line_no++ < replay_offset) continue;
       const size_t tab = line.find('\t');
       if (tab == std::string::npos) continue;  // a torn last line from a crash
-      std::string body = line.substr(tab + 1);
-      std::string id;
-      if (auto e = DecodeEvent(body)) id = e->lineage.event_id;
-      const bool persistent = line.compare(0, 6, "audit.") == 0;
-      batch.push_back(ToOutgoing(line.substr(0, tab), std::move(body), persistent, std::move(id)));
+      // Audit and IPL records are persistent (an IPL record's key is log.info…: its kind says).
+      const bool persistent = line.compare(0, 6, "audit.") == 0 ||
+                              line.find("\"kind\":\"ipl\"", tab) != std::string::npos;
+      batch.push_back(Line{line.substr(0, tab), line.substr(tab + 1), persistent});
       if (batch.size() >= settings.batch_events && !flush()) return false;
     }
     if (!flush()) return false;
@@ -227,6 +237,12 @@ struct AmqpSink::Impl {
     spill_bytes.fetch_sub(size);
     replay_offset = 0;
     return true;
+  }
+
+  // A batch worth publishing without lingering: full, or half the buffer (a small buffer must
+  // not fill, and spill, only because the publisher lingers).
+  size_t FullBatch() const {
+    return std::max<size_t>(1, std::min(settings.batch_events, settings.buffer_events / 2));
   }
 
   void Run(std::stop_token stop) {
@@ -243,12 +259,12 @@ struct AmqpSink::Impl {
             spdlog::warn("log sink: {} (spilling; retrying in {} ms)", r.error().message,
                          backoff.count());
           }
-          std::deque<LogEvent> pending;
+          std::deque<Line> pending;
           {
             std::lock_guard lock(mutex);
             pending.swap(buffer);
           }
-          SpillEvents(pending);
+          SpillLines(pending);
           std::unique_lock lock(mutex);
           wake.wait_for(lock, stop, backoff, [] { return false; });
           backoff = std::min<std::chrono::milliseconds>(backoff * 2, 5s);
@@ -269,12 +285,17 @@ struct AmqpSink::Impl {
         published.fetch_add(unconfirmed.size(), std::memory_order_relaxed);
         unconfirmed.clear();
       }
-      std::vector<LogEvent> taken;
+      std::vector<Line> taken;
       {
         std::unique_lock lock(mutex);
         if (buffer.empty()) {
           if (stopping) break;
           wake.wait_for(lock, stop, 100ms, [&] { return !buffer.empty(); });
+        }
+        // Linger for company: Emit() wakes this thread early once the batch is full.
+        if (!buffer.empty() && !stopping && buffer.size() < FullBatch()) {
+          wake.wait_for(lock, stop, settings.flush_interval,
+                        [&] { return buffer.size() >= FullBatch(); });
         }
         if (stopping && std::chrono::steady_clock::now() > stop_deadline) break;
         const size_t n = std::min(buffer.size(), settings.batch_events);
@@ -285,27 +306,24 @@ struct AmqpSink::Impl {
         }
       }
       if (taken.empty()) continue;
-      std::vector<amqp::Connection::Outgoing> batch;
-      batch.reserve(taken.size());
-      for (const auto& e : taken) batch.push_back(Encode(e));
-      if (auto r = connection->PublishBatch(amqp::kLogsExchange, Pack(batch), false); !r) {
+      const size_t n = taken.size();
+      if (auto r = connection->PublishBatch(amqp::kLogsExchange, Pack(taken), false); !r) {
         spdlog::warn("log sink: publishing: {} (spilling until the broker is back)",
                      r.error().message);
         Disconnect();
-        unconfirmed = std::move(batch);
+        unconfirmed = std::move(taken);
         continue;
       }
-      published.fetch_add(batch.size(), std::memory_order_relaxed);
+      published.fetch_add(n, std::memory_order_relaxed);
     }
     // Whatever is left (no broker, or the grace ran out) waits in the spill file.
     SpillLines(unconfirmed);
-    unconfirmed.clear();
-    std::deque<LogEvent> rest;
+    std::deque<Line> rest;
     {
       std::lock_guard lock(mutex);
       rest.swap(buffer);
     }
-    SpillEvents(rest);
+    SpillLines(rest);
     Disconnect();
   }
 };
@@ -325,23 +343,27 @@ AmqpSink::~AmqpSink() { Stop(); }
 void AmqpSink::Emit(LogEvent event) {
   Impl& s = *impl_;
   s.emitted.fetch_add(1, std::memory_order_relaxed);
-  bool was_empty = false;
+  Line line = Encode(event);
+  bool wake = false;
   bool pushed = false;
   {
     std::lock_guard lock(s.mutex);
     if (s.buffer.size() < s.settings.buffer_events) {
-      was_empty = s.buffer.empty();
-      s.buffer.push_back(std::move(event));
+      s.buffer.push_back(std::move(line));
+      // The publisher waits for a first event, then for a full batch: only those wake it.
+      wake = s.buffer.size() == 1 || s.buffer.size() == s.FullBatch();
       pushed = true;
     }
   }
   if (pushed) {
-    if (was_empty) s.wake.notify_one();
+    if (wake) s.wake.notify_one();
     return;
   }
   // The buffer is full: the publisher is behind or the broker is away. Spilling is a local
   // append, the one bit of I/O a request may do here.
-  s.SpillLines({Encode(event)});
+  std::vector<Line> one;
+  one.push_back(std::move(line));
+  s.SpillLines(one);
 }
 
 void AmqpSink::Stop(std::chrono::milliseconds grace) {

@@ -9,6 +9,8 @@
 #include <array>
 #include <atomic>
 #include <chrono>
+#include <cstdio>
+#include <cstring>
 #include <ctime>
 #include <mutex>
 #include <vector>
@@ -158,12 +160,27 @@ int64_t NowUnixUs() {
 }
 
 std::string IsoTimestamp(int64_t unix_us) {
-  const std::time_t secs = static_cast<std::time_t>(unix_us / 1000000);
-  std::tm tm{};
-  gmtime_r(&secs, &tm);
+  // Every event is stamped: the date and time of day are formatted once a second per thread.
+  thread_local int64_t cached_secs = -1;
+  thread_local char cached[24];
+  thread_local size_t cached_len = 0;
+  int64_t secs = unix_us / 1000000;
+  int64_t micros = unix_us % 1000000;
+  if (micros < 0) {
+    micros += 1000000;
+    --secs;
+  }
+  if (secs != cached_secs) {
+    const auto t = static_cast<std::time_t>(secs);
+    std::tm tm{};
+    gmtime_r(&t, &tm);
+    cached_len = std::strftime(cached, sizeof cached, "%Y-%m-%dT%H:%M:%S", &tm);
+    cached_secs = secs;
+  }
   char buf[40];
-  const size_t n = std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
-  std::snprintf(buf + n, sizeof buf - n, ".%06lldZ", static_cast<long long>(unix_us % 1000000));
+  std::memcpy(buf, cached, cached_len);
+  std::snprintf(buf + cached_len, sizeof buf - cached_len, ".%06lldZ",
+                static_cast<long long>(micros));
   return buf;
 }
 
@@ -183,23 +200,87 @@ bool Enabled(std::string_view level) {
   return rank >= 0 && rank < 6 && rank >= enabled_rank.load(std::memory_order_relaxed);
 }
 
+namespace {
+
+// A JSON string literal, appended. Every node encodes every event it emits, so this writes the
+// few fields straight into one buffer rather than building a JSON object to serialize.
+void AppendQuoted(std::string& out, std::string_view s) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  out += '"';
+  size_t plain = 0;  // start of the run of bytes that need no escape
+  for (size_t i = 0; i < s.size(); ++i) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    if (c >= 0x20 && c != '"' && c != '\\') continue;
+    out.append(s.data() + plain, i - plain);
+    plain = i + 1;
+    switch (c) {
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      case '\b':
+        out += "\\b";
+        break;
+      case '\f':
+        out += "\\f";
+        break;
+      default:
+        out += "\\u00";
+        out += kHex[c >> 4];
+        out += kHex[c & 0xf];
+    }
+  }
+  out.append(s.data() + plain, s.size() - plain);
+  out += '"';
+}
+
+void AppendField(std::string& out, std::string_view name, std::string_view value) {
+  out += ",\"";
+  out += name;
+  out += "\":";
+  AppendQuoted(out, value);
+}
+
+void AppendField(std::string& out, std::string_view name, int64_t value) {
+  out += ",\"";
+  out += name;
+  out += "\":";
+  out += std::to_string(value);
+}
+
+}  // namespace
+
 std::string EncodeEvent(const LogEvent& e) {
-  json::object o;
-  o.reserve(14);
-  o["ts"] = IsoTimestamp(e.ts_us);
-  o["kind"] = e.kind;
-  o["level"] = e.level;
-  o["node"] = e.node;
-  o["env"] = e.env;
-  o["event_id"] = e.lineage.event_id;
-  o["parent_id"] = e.lineage.parent_id;
-  o["depth"] = e.lineage.depth;
-  o["template"] = e.template_name;
-  o["op"] = e.op;
-  o["msg"] = e.msg;
-  o["duration_us"] = e.duration_us;
-  o["fields"] = e.fields;
-  return json::serialize(o);
+  std::string out;
+  out.reserve(256 + e.msg.size());
+  out += "{\"ts\":";
+  AppendQuoted(out, IsoTimestamp(e.ts_us));
+  AppendField(out, "kind", e.kind);
+  AppendField(out, "level", e.level);
+  AppendField(out, "node", e.node);
+  AppendField(out, "env", e.env);
+  AppendField(out, "event_id", e.lineage.event_id);
+  AppendField(out, "parent_id", e.lineage.parent_id);
+  AppendField(out, "depth", e.lineage.depth);
+  AppendField(out, "template", e.template_name);
+  AppendField(out, "op", e.op);
+  AppendField(out, "msg", e.msg);
+  AppendField(out, "duration_us", e.duration_us);
+  out += ",\"fields\":";
+  out += json::serialize(e.fields);
+  out += '}';
+  return out;
 }
 
 Result<LogEvent> DecodeEvent(std::string_view body) {

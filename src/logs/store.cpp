@@ -51,73 +51,74 @@ constexpr StoreField kStoreFields[] = {
     {"op", FieldType::kString},       {"message", FieldType::kString},
     {"data", FieldType::kJson}};
 
-// "2026-11-23 17:07:20.123456": the normalized datetime form of core/validate.hpp.
-std::string NormalizedTs(int64_t unix_us) {
+// "2026-11-23T17:07:20.123Z": a datetime in client form (docstore.hpp), millisecond precision.
+std::string ClientTs(int64_t unix_us) {
   std::string iso = IsoTimestamp(unix_us);  // 2026-11-23T17:07:20.123456Z
-  iso[10] = ' ';
-  iso.pop_back();
+  if (iso.size() == 27) iso.erase(23, 3);
   return iso;
 }
 
-// The event as typed values directly, for a store template whose fields have the types the
-// shipped one declares (the admin node stores every event: the generic path costs several times
-// as much). nullopt: the template differs, take the generic path.
-std::optional<Payload> DirectPayload(const Template& store, const LogEvent& e) {
-  Payload p;
+// The event as the store's document, for a store template whose fields have the types the
+// shipped one declares: what validating a payload and converting it would give, without either
+// (the admin node stores every event: the generic path costs several times as much). nullopt:
+// the template differs, take the generic path.
+std::optional<json::object> DirectDocument(const Template& store, const LogEvent& e) {
+  json::object doc;
+  doc.reserve(std::size(kStoreFields));
   for (const StoreField& sf : kStoreFields) {
     const FieldSpec* f = store.Field(sf.name);
     if (!f) continue;
     if (f->type != sf.type) return std::nullopt;
-    Value v{sf.type, false, 0, 0, {}};
     const std::string_view name = sf.name;
+    auto text = [&](const std::string& s) { doc.emplace(name, CutChars(s, f->max)); };
     if (name == "event_id") {
-      v.text = e.lineage.event_id;
+      text(e.lineage.event_id);
     } else if (name == "parent_id") {
-      v.text = e.lineage.parent_id;
+      text(e.lineage.parent_id);
     } else if (name == "depth") {
-      v.i = e.lineage.depth;
+      doc.emplace(name, e.lineage.depth);
     } else if (name == "kind") {
-      v.text = e.kind;
+      text(e.kind);
     } else if (name == "level") {
-      v.text = e.level;
+      text(e.level);
     } else if (name == "node") {
-      v.text = e.node;
+      text(e.node);
     } else if (name == "env") {
-      v.text = e.env;
+      text(e.env);
     } else if (name == "ts") {
-      v.text = NormalizedTs(e.ts_us);
+      doc.emplace(name, ClientTs(e.ts_us));
     } else if (name == "duration_us") {
-      v.i = e.duration_us;
+      doc.emplace(name, e.duration_us);
     } else if (name == "template") {
-      v.text = e.template_name;
+      text(e.template_name);
     } else if (name == "op") {
-      v.text = e.op;
+      text(e.op);
     } else if (name == "message") {
-      v.text = e.msg;
+      text(e.msg);
     } else {  // data
       if (e.fields.empty()) continue;
-      v.text = json::serialize(e.fields);
-      if (f->max > 0 && static_cast<int64_t>(v.text.size()) > f->max) return std::nullopt;
+      if (f->max > 0 && static_cast<int64_t>(json::serialize(e.fields).size()) > f->max) {
+        return std::nullopt;
+      }
+      doc.emplace(name, e.fields);
     }
-    if (sf.type == FieldType::kString) v.text = CutChars(v.text, f->max);
-    p.values.emplace(f->name, std::move(v));
   }
   // A customised template may require fields this event does not fill: the generic path says so.
   for (const auto& f : store.fields) {
-    if (f.required && !p.values.contains(f.name)) return std::nullopt;
+    if (f.required && !doc.contains(f.name)) return std::nullopt;
   }
-  return p;
+  return doc;
 }
 
 }  // namespace
 
-Result<Payload> ToStorePayload(const Template& store, const LogEvent& e) {
+Result<StoreItem> ToStoreItem(const Template& store, const LogEvent& e) {
   const OpSpec* create = store.Op("create");
   if (!create) {
     return std::unexpected(
         Error{Code::kUnavailable, "log store template '" + store.name + "' has no create op"});
   }
-  if (auto direct = DirectPayload(store, e)) return std::move(*direct);
+  if (auto direct = DirectDocument(store, e)) return StoreItem{std::move(*direct), std::nullopt};
   json::object doc;
   auto put = [&](const char* name, json::value v) {
     const FieldSpec* f = store.Field(name);
@@ -138,16 +139,37 @@ Result<Payload> ToStorePayload(const Template& store, const LogEvent& e) {
   put("op", json::string(e.op));
   put("message", json::string(e.msg));
   if (!e.fields.empty()) put("data", e.fields);
-  return ValidatePayload(store, *create, "create", doc, "");
+  auto payload = ValidatePayload(store, *create, "create", doc, "");
+  if (!payload) return std::unexpected(payload.error());
+  return StoreItem{{}, std::move(*payload)};
 }
 
 Result<int64_t> StoreEvents(NamasteCore& core, const Template& store,
-                            const std::vector<Payload>& payloads) {
+                            std::vector<StoreItem> items) {
   const OpSpec* create = store.Op("create");
   if (!create) return Fail(Code::kUnavailable, "log store template has no create op");
-  auto r = core.CreateMany(store, *create, payloads);
-  if (!r) return std::unexpected(r.error());
-  return r->count;
+  std::vector<json::object> documents;
+  std::vector<Payload> payloads;
+  documents.reserve(items.size());
+  for (auto& item : items) {
+    if (item.payload) {
+      payloads.push_back(std::move(*item.payload));
+    } else {
+      documents.push_back(std::move(item.document));
+    }
+  }
+  int64_t stored = 0;
+  if (!documents.empty()) {
+    auto r = core.CreateDocuments(store, *create, std::move(documents));
+    if (!r) return std::unexpected(r.error());
+    stored += r->count;
+  }
+  if (!payloads.empty()) {
+    auto r = core.CreateMany(store, *create, payloads);
+    if (!r) return std::unexpected(r.error());
+    stored += r->count;
+  }
+  return stored;
 }
 
 Result<json::object> FetchTree(NamasteCore& core, const Template& store,

@@ -8,6 +8,7 @@
 
 #include <boost/json.hpp>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -18,14 +19,21 @@
 
 namespace beds::logs {
 
-// The event as a create payload of the store template, validated against it (a message longer
-// than the template allows is cut, not refused). VALIDATION when the event cannot be stored.
-Result<Payload> ToStorePayload(const Template& store, const LogEvent& event);
+// One event made ready for the store. When the template has the shipped one's field types (the
+// admin node stores every event, so this is its common case) it is the document itself, in the
+// store's client form, built straight from the event; otherwise a create payload validated
+// against the template.
+struct StoreItem {
+  boost::json::object document;  // when there is no payload
+  std::optional<Payload> payload;
+};
 
-// Stores the payloads; an event already stored (a redelivery) is skipped. Returns how many were
-// new.
-Result<int64_t> StoreEvents(NamasteCore& core, const Template& store,
-                            const std::vector<Payload>& payloads);
+// A message longer than the template allows is cut, not refused. VALIDATION when the event cannot
+// be stored.
+Result<StoreItem> ToStoreItem(const Template& store, const LogEvent& event);
+
+// Stores the items; an event already stored (a redelivery) is skipped. Returns how many were new.
+Result<int64_t> StoreEvents(NamasteCore& core, const Template& store, std::vector<StoreItem> items);
 
 struct TreeLimits {
   int max_depth = 32;     // levels below the root

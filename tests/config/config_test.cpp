@@ -267,6 +267,7 @@ vhost = "logs"
 [logging]
 broker_service = "logs"
 buffer_events = 64
+flush_ms = 5
 spill_max_bytes = 1000
 )");
   auto c = Load();
@@ -275,6 +276,7 @@ spill_max_bytes = 1000
   EXPECT_EQ(c->log_amqp.vhost, "logs");
   EXPECT_EQ(c->amqp.host, "localhost") << "requests keep the node's broker";
   EXPECT_EQ(c->logging.buffer_events, 64);
+  EXPECT_EQ(c->logging.flush_ms, 5);
   EXPECT_EQ(c->logging.spill_path, "var/spill/appserver.events") << "the default names the node";
   EXPECT_EQ(c->logging.store_template, "Logs");
 

@@ -18,10 +18,12 @@
 #include <optional>
 #include <set>
 #include <sstream>
+#include <thread>
 
 #include "core/error.hpp"
 #include "core/lineage.hpp"
 #include "integration/node_fixture.hpp"
+#include "logs/amqp_sink.hpp"
 #include "logs/logs.hpp"
 
 namespace beds::testing {
@@ -505,6 +507,60 @@ TEST_F(AdminTest, MetricsEndpointCountersMatchTheTraffic) {
   }
   EXPECT_EQ(after->family_types["beds_messages_consumed"], "counter");
   EXPECT_EQ(after->family_types["beds_request_duration_seconds"], "histogram");
+}
+
+// The log sink lingers for company: a burst of events travels as a few NDJSON messages, not one
+// message per event, and every event arrives exactly once.
+TEST_F(AdminTest, TheLogSinkPacksABurstIntoFewMessages) {
+  auto c = amqp::Connection::Open(Amqp());
+  ASSERT_TRUE(c) << c.error().message;
+  ASSERT_TRUE((*c)->DeclareExchange("beds.logs", "topic"));
+  amqp::QueueOptions q;
+  q.durable = false;
+  q.auto_delete = false;
+  ASSERT_TRUE((*c)->DeclareQueue("burst", q));
+  ASSERT_TRUE((*c)->BindQueue("burst", "beds.logs", "log.#"));
+
+  logs::AmqpSinkSettings settings;
+  settings.amqp = Amqp();
+  settings.spill_path = (dir_ / "burst.events").string();
+  settings.flush_interval = 1s;  // longer than the burst takes, even under a sanitizer
+  logs::AmqpSink sink(settings);
+  ASSERT_TRUE(WaitFor([&] { return sink.Stats().connected; }, 10s));
+  // Paced like a busy node (a publisher that did not linger would send dozens of messages).
+  std::set<std::string> sent;
+  for (int i = 0; i < 300; ++i) {
+    logs::LogEvent e = Event("info", "n1", "burst event " + std::to_string(i));
+    sent.insert(e.lineage.event_id);
+    sink.Emit(std::move(e));
+    std::this_thread::sleep_for(500us);
+  }
+  ASSERT_TRUE(WaitFor([&] { return sink.Stats().published == 300; }, 20s))
+      << "published " << sink.Stats().published;
+
+  std::set<std::string> received;
+  size_t messages = 0;
+  size_t events = 0;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        while (true) {
+          auto d = (*c)->Get("burst");
+          if (!d || !*d) break;
+          ++messages;
+          for (auto& e : logs::DecodeEvents((*d)->message.body, (*d)->message.content_type)) {
+            EXPECT_TRUE(e) << e.error().message;
+            if (!e) continue;
+            ++events;
+            received.insert(e->lineage.event_id);
+          }
+        }
+        return events >= 300;
+      },
+      20s));
+  EXPECT_EQ(events, 300u) << "every event once";
+  EXPECT_EQ(received, sent);
+  EXPECT_LE(messages, 3u) << "a burst of 300 events should share a few messages";
+  sink.Stop();
 }
 
 }  // namespace

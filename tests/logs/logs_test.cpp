@@ -58,6 +58,28 @@ TEST(LogEventTest, EncodeDecodeRoundTrip) {
   EXPECT_EQ(IsoTimestamp(e.ts_us), "2026-11-18T11:06:40.123456Z");
 }
 
+// The encoder writes JSON by hand: what it escapes must come back byte for byte.
+TEST(LogEventTest, EveryCharacterSurvivesEncoding) {
+  LogEvent e = Sample();
+  std::string all;
+  for (int c = 1; c < 128; ++c) all += static_cast<char>(c);
+  e.msg = "quote \" backslash \\ tab \t newline \n é ✓ 🦀 " + all;
+  e.template_name = "a\\b\"c";
+  e.fields["text"] = all;
+  const std::string wire = EncodeEvent(e);
+  EXPECT_EQ(wire.find('\n'), std::string::npos);
+  boost::system::error_code ec;
+  const auto parsed = boost::json::parse(wire, ec);
+  ASSERT_FALSE(ec) << wire;
+  EXPECT_EQ(parsed.at("msg").as_string(), e.msg);
+  auto d = DecodeEvent(wire);
+  ASSERT_TRUE(d) << d.error().message;
+  EXPECT_EQ(d->msg, e.msg);
+  EXPECT_EQ(d->template_name, e.template_name);
+  EXPECT_EQ(d->fields.at("text").as_string(), all);
+  EXPECT_EQ(IsoTimestamp(-1), "1969-12-31T23:59:59.999999Z");
+}
+
 TEST(LogEventTest, DecodeRefusesWhatIsNotAnEvent) {
   const std::string id = NewEventId("n", "dev");
   for (const std::string& bad :

@@ -8,6 +8,7 @@
 
 #include "adapters/sqlite/sqlite.hpp"
 #include "core/lineage.hpp"
+#include "core/validate.hpp"
 #include "templates/templates.hpp"
 
 namespace beds::logs {
@@ -53,9 +54,11 @@ class LogStoreTest : public ::testing::Test {
     e.op = "fetch";
     e.msg = "ok";
     e.ts_us = ts_us ? ts_us : NowUnixUs();
-    auto p = ToStorePayload(store_, e);
+    auto p = ToStoreItem(store_, e);
     EXPECT_TRUE(p) << p.error().message;
-    auto n = StoreEvents(*core_, store_, {*p});
+    std::vector<StoreItem> one;
+    one.push_back(std::move(*p));
+    auto n = StoreEvents(*core_, store_, std::move(one));
     EXPECT_TRUE(n && *n == 1);
     return e.lineage;
   }
@@ -66,14 +69,15 @@ class LogStoreTest : public ::testing::Test {
 };
 
 TEST_F(LogStoreTest, ABatchStoresEachEventOnceWhateverIsRedelivered) {
-  std::vector<Payload> batch;
+  std::vector<StoreItem> batch;
   std::vector<LogEvent> events(5);
   for (auto& e : events) {
     e.lineage = RootLineage("appserver", "dev");
     e.ts_us = NowUnixUs();
     e.msg = std::string(20000, 'x');  // longer than the template's max: cut, not refused
-    auto p = ToStorePayload(store_, e);
+    auto p = ToStoreItem(store_, e);
     ASSERT_TRUE(p) << p.error().message;
+    EXPECT_FALSE(p->payload) << "the shipped template takes the direct path";
     batch.push_back(*p);
   }
   auto first = StoreEvents(*core_, store_, batch);
@@ -83,13 +87,73 @@ TEST_F(LogStoreTest, ABatchStoresEachEventOnceWhateverIsRedelivered) {
   LogEvent extra;
   extra.lineage = RootLineage("appserver", "dev");
   extra.ts_us = NowUnixUs();
-  batch.push_back(*ToStorePayload(store_, extra));
+  batch.push_back(*ToStoreItem(store_, extra));
   auto second = StoreEvents(*core_, store_, batch);
   ASSERT_TRUE(second) << second.error().message;
   EXPECT_EQ(*second, 1);
   auto tree = FetchTree(*core_, store_, events[0].lineage.event_id, TreeLimits{}, 0);
   ASSERT_TRUE(tree) << tree.error().message;
   EXPECT_EQ(tree->at("root").at("message").as_string().size(), 8192u);
+}
+
+// The admin's direct path must store exactly what a validated create of the same values stores.
+TEST_F(LogStoreTest, TheDirectPathStoresWhatAValidatedCreateStores) {
+  LogEvent e;
+  e.kind = "adapter";
+  e.level = "warn";
+  e.node = "appserver";
+  e.env = "dev";
+  e.lineage = ChildLineage(RootLineage("appserver", "dev"), "appserver", "dev");
+  e.template_name = "Users";
+  e.op = "call:get";
+  e.msg = "mariadb main: \"quoted\" \u00e9 \n" + std::string(9000, 'y');  // cut at the max
+  e.ts_us = 1764633006365123;  // 2025-12-01T23:50:06.365123Z
+  e.duration_us = 321;
+  e.fields["rows"] = 1;
+  e.fields["nested"] = boost::json::object{{"a", boost::json::array{1, "two", nullptr}}};
+  auto direct = ToStoreItem(store_, e);
+  ASSERT_TRUE(direct) << direct.error().message;
+  ASSERT_FALSE(direct->payload);
+
+  // The same document through validation, under another id, the way a client's create goes.
+  boost::json::object doc = direct->document;
+  const Lineage other = RootLineage("appserver", "dev");
+  doc["event_id"] = other.event_id;
+  const OpSpec* create = store_.Op("create");
+  ASSERT_NE(create, nullptr);
+  auto payload = ValidatePayload(store_, *create, "create", doc, "");
+  ASSERT_TRUE(payload) << payload.error().message;
+  ASSERT_TRUE(core_->Create(store_, *create, *payload));
+  std::vector<StoreItem> one;
+  one.push_back(std::move(*direct));
+  ASSERT_TRUE(StoreEvents(*core_, store_, std::move(one)));
+
+  auto a = FetchTree(*core_, store_, e.lineage.event_id, TreeLimits{}, 0);
+  auto b = FetchTree(*core_, store_, other.event_id, TreeLimits{}, 0);
+  ASSERT_TRUE(a && b);
+  boost::json::object x = a->at("root").as_object();
+  boost::json::object y = b->at("root").as_object();
+  EXPECT_EQ(x.at("ts"), "2025-12-01T23:50:06.365Z");
+  EXPECT_EQ(x.at("message").as_string().size(), 8193u);  // 8192 characters, one of them two bytes
+  EXPECT_EQ(x.at("data").at("nested").at("a").as_array().size(), 3u);
+  x.erase("event_id");
+  y.erase("event_id");
+  EXPECT_EQ(x, y);
+}
+
+// A JSON key a document store would read as an operator is refused on the direct path too.
+TEST_F(LogStoreTest, TheDirectPathRefusesOperatorKeysInData) {
+  LogEvent e;
+  e.lineage = RootLineage("appserver", "dev");
+  e.ts_us = NowUnixUs();
+  e.fields["$where"] = "1";
+  auto item = ToStoreItem(store_, e);
+  ASSERT_TRUE(item) << item.error().message;
+  std::vector<StoreItem> one;
+  one.push_back(std::move(*item));
+  auto r = StoreEvents(*core_, store_, std::move(one));
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, Code::kValidation) << r.error().message;
 }
 
 TEST_F(LogStoreTest, TheTreeNestsEveryDescendantByParent) {

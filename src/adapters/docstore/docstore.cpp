@@ -15,7 +15,7 @@ std::string Quoted(std::string_view s) { return "'" + std::string(s) + "'"; }
 
 // Keys a document store would read as operators or paths: MongoDB treats '$' prefixes and dots
 // specially, and BSON keys cannot hold NUL. Refused in both engines so a template behaves alike.
-Result<void> CheckKeys(const json::value& v, const std::string& field) {
+Result<void> CheckKeys(const json::value& v, std::string_view field) {
   if (v.is_object()) {
     for (const auto& [k, sub] : v.get_object()) {
       if (k.empty() || k.starts_with('$') || k.find('.') != json::string_view::npos ||
@@ -61,33 +61,30 @@ class RecCore final : public NamasteCore {
 
   Result<OpResult> CreateMany(const Template& t, const OpSpec&,
                               const std::vector<Payload>& payloads) override {
-    const FieldSpec* key = t.Key();
     std::vector<Engine::Keyed> docs;
     docs.reserve(payloads.size());
     int64_t deadline_ms = 0;
     for (const Payload& p : payloads) {
-      Document doc = ToDocument(t, p, nullptr);
-      json::value id = doc[key->name];
-      if (id.is_null()) {
-        if (key->type != FieldType::kString) {
-          return Fail(Code::kValidation, "field " + Quoted(key->name) +
-                                             " is required (only string keys are generated)");
-        }
-        id = NewDocumentId();
-        doc[key->name] = id;
-      }
-      std::string text;
-      if (auto r = Check(doc, &text); !r) return std::unexpected(r.error());
-      docs.push_back(Engine::Keyed{std::move(id), std::move(doc), std::move(text)});
+      auto keyed = ToKeyed(t, ToDocument(t, p, nullptr));
+      if (!keyed) return std::unexpected(keyed.error());
+      docs.push_back(std::move(*keyed));
       if (p.deadline_ms != 0 && (deadline_ms == 0 || p.deadline_ms < deadline_ms)) {
         deadline_ms = p.deadline_ms;
       }
     }
-    auto n = engine_->InsertMany(t, docs, deadline_ms);
-    if (!n) return std::unexpected(n.error());
-    OpResult out;
-    out.count = *n;
-    return out;
+    return InsertMany(t, docs, deadline_ms);
+  }
+
+  Result<OpResult> CreateDocuments(const Template& t, const OpSpec&,
+                                   std::vector<Document> documents) override {
+    std::vector<Engine::Keyed> docs;
+    docs.reserve(documents.size());
+    for (Document& doc : documents) {
+      auto keyed = ToKeyed(t, std::move(doc));
+      if (!keyed) return std::unexpected(keyed.error());
+      docs.push_back(std::move(*keyed));
+    }
+    return InsertMany(t, docs, 0);
   }
 
   Result<OpResult> Fetch(const Template& t, const OpSpec&, const Query& q) override {
@@ -162,10 +159,36 @@ class RecCore final : public NamasteCore {
     return doc;
   }
 
+  // A document to insert: its key (generated when left out) and its checked text.
+  Result<Engine::Keyed> ToKeyed(const Template& t, Document doc) const {
+    const FieldSpec* key = t.Key();
+    json::value id = doc[key->name];
+    if (id.is_null()) {
+      if (key->type != FieldType::kString) {
+        return Fail(Code::kValidation,
+                    "field " + Quoted(key->name) + " is required (only string keys are generated)");
+      }
+      id = NewDocumentId();
+      doc[key->name] = id;
+    }
+    std::string text;
+    if (auto r = Check(doc, &text); !r) return std::unexpected(r.error());
+    return Engine::Keyed{std::move(id), std::move(doc), std::move(text)};
+  }
+
+  Result<OpResult> InsertMany(const Template& t, const std::vector<Engine::Keyed>& docs,
+                              int64_t deadline_ms) {
+    auto n = engine_->InsertMany(t, docs, deadline_ms);
+    if (!n) return std::unexpected(n.error());
+    OpResult out;
+    out.count = *n;
+    return out;
+  }
+
   // `text`, when given, receives the serialized document (it is measured anyway).
   Result<void> Check(const Document& doc, std::string* text = nullptr) const {
     for (const auto& [name, v] : doc) {
-      if (auto r = CheckKeys(v, std::string(name)); !r) return r;
+      if (auto r = CheckKeys(v, name); !r) return r;
     }
     std::string serialized = json::serialize(doc);
     const size_t size = serialized.size();
