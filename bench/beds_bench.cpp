@@ -15,7 +15,8 @@
 // --mode rec-fetch sends Sessions/fetch by key (rec.read) for N documents it creates through BEDS
 // if they are missing; each baseline consumer runs BEDS's SELECT on the same file.
 // --mode fanout issues --children child requests (Users/call get) at once through the client's
-// FanOut, one fan-out at a time, against a single child request: the ratio of their latencies.
+// FanOut, one fan-out at a time, against a single child request: the ratio of their latencies,
+// for BEDS and for the rel baseline's consumers (what the machine itself allows).
 //
 //   beds-bench --config-dir config --inflight 64 --body-bytes 256 --duration-s 10 --rounds 3
 //   beds-bench --config-dir config --mode rel --rows 1000 --inflight 64
@@ -662,8 +663,11 @@ void CheckReply(const beds::config::AmqpSettings& amqp, const char* what, const 
 
 // --mode fanout: the latency of issuing `children` child requests at once (a Users/call get each,
 // as children of one parent event, through Client::FanOut) against issuing one, one fan-out at a
-// time (W=1), rounds alternating the two. Prints p50/p99 of each and their ratio.
-int FanOutMode(const beds::config::AmqpSettings& amqp, const std::vector<std::string>& bodies,
+// time (W=1). The same fan-outs go to the raw baseline too (rabbitmq-c consumers running CALL
+// usr_get, as in --mode rel): how much of the fan-out's cost is the machine's, not BEDS's.
+// Rounds alternate the four. Prints p50/p99 of each and the fan-out/single ratios.
+int FanOutMode(const beds::config::AmqpSettings& amqp, const beds::config::DatabaseSettings& db,
+               const beds::config::BrokerSettings& pool, const std::vector<std::string>& bodies,
                int children, int warmup_s, int duration_s, int rounds) {
   auto client = beds::client::Client::Connect(amqp);
   if (!client) Die("client: " + client.error().message);
@@ -671,8 +675,13 @@ int FanOutMode(const beds::config::AmqpSettings& amqp, const std::vector<std::st
   if (!parent_reply) Die("parent ping: " + parent_reply.error().message);
   auto parent = beds::client::LineageOfReply(parent_reply->body);
   if (!parent) Die("parent ping: " + parent.error().message);
+  if (mysql_library_init(0, nullptr, nullptr) != 0) Die("mysql_library_init failed");
+  EchoServer raw(amqp, kRelEchoKey, kRelEchoQueue, pool.instances, pool.prefetch,
+                 [db] { return std::make_unique<UsrGetResponder>(db); });
   size_t next = 0;
-  auto measure = [&](int n, std::chrono::seconds warmup, std::chrono::seconds duration) {
+  auto measure = [&](const char* key, int n) {
+    const auto warmup = std::chrono::seconds(warmup_s);
+    const auto duration = std::chrono::seconds(duration_s);
     std::vector<double> us;
     const auto start = std::chrono::steady_clock::now();
     while (std::chrono::steady_clock::now() - start < warmup + duration) {
@@ -680,7 +689,7 @@ int FanOutMode(const beds::config::AmqpSettings& amqp, const std::vector<std::st
       for (int i = 0; i < n; ++i) {
         auto body = beds::client::AsChildOf(*parent, bodies[next++ % bodies.size()]);
         if (!body) Die(body.error().message);
-        requests.push_back({"rel.read", std::move(*body), {}});
+        requests.push_back({key, std::move(*body), {}});
       }
       const auto t0 = std::chrono::steady_clock::now();
       auto replies = (*client)->FanOut(std::move(requests), 10s);
@@ -702,32 +711,43 @@ int FanOutMode(const beds::config::AmqpSettings& amqp, const std::vector<std::st
   };
   std::printf(
       "beds-bench: mode fanout (%d child Users/call get requests at once vs 1, W=1, %d s x %d "
-      "rounds)\n",
-      children, duration_s, rounds);
-  std::vector<Figures> one, many;
+      "rounds; baseline = %d echo consumers each with its own MariaDB connection and prepared "
+      "CALL, prefetch %d)\n",
+      children, duration_s, rounds, pool.instances, pool.prefetch);
+  struct Series {
+    const char* side;
+    const char* key;
+    int n;
+    std::vector<Figures> figures;
+  };
+  Series series[] = {{"baseline", kRelEchoKey, 1, {}},
+                     {"baseline", kRelEchoKey, children, {}},
+                     {"beds", "rel.read", 1, {}},
+                     {"beds", "rel.read", children, {}}};
   for (int r = 1; r <= rounds; ++r) {
-    one.push_back(measure(1, std::chrono::seconds(warmup_s), std::chrono::seconds(duration_s)));
-    std::printf("1 child  round %d: p50 %7.0f us  p99 %7.0f us  (%lu fan-outs)\n", r,
-                one.back().p50_us, one.back().p99_us,
-                static_cast<unsigned long>(one.back().replies));
-    many.push_back(
-        measure(children, std::chrono::seconds(warmup_s), std::chrono::seconds(duration_s)));
-    std::printf("%d children round %d: p50 %7.0f us  p99 %7.0f us  (%lu fan-outs)\n", children, r,
-                many.back().p50_us, many.back().p99_us,
-                static_cast<unsigned long>(many.back().replies));
-    std::fflush(stdout);
+    for (auto& s : series) {
+      s.figures.push_back(measure(s.key, s.n));
+      std::printf("%-8s %2d child%s round %d: p50 %7.0f us  p99 %7.0f us  (%lu fan-outs)\n", s.side,
+                  s.n, s.n == 1 ? " " : "ren", r, s.figures.back().p50_us, s.figures.back().p99_us,
+                  static_cast<unsigned long>(s.figures.back().replies));
+      std::fflush(stdout);
+    }
   }
-  auto median = [](std::vector<Figures> v, double Figures::*field) {
+  auto p50 = [](const Series& s) {
     std::vector<double> x;
-    for (const auto& f : v) x.push_back(f.*field);
+    for (const auto& f : s.figures) x.push_back(f.p50_us);
     std::sort(x.begin(), x.end());
     return x[x.size() / 2];
   };
-  const double p50_one = median(one, &Figures::p50_us);
-  const double p50_many = median(many, &Figures::p50_us);
-  std::printf("\nmedian   1 child: p50 %7.0f us; %d children: p50 %7.0f us\n", p50_one, children,
-              p50_many);
-  std::printf("ratio    fan-out/single p50 %.2f\n", p50_one > 0 ? p50_many / p50_one : 0.0);
+  const double raw_one = p50(series[0]), raw_many = p50(series[1]);
+  const double beds_one = p50(series[2]), beds_many = p50(series[3]);
+  std::printf("\nmedian   baseline 1 child: p50 %7.0f us; %d children: p50 %7.0f us\n", raw_one,
+              children, raw_many);
+  std::printf("median   beds     1 child: p50 %7.0f us; %d children: p50 %7.0f us\n", beds_one,
+              children, beds_many);
+  std::printf("ratio    fan-out/single p50: baseline %.2f, beds %.2f; beds/baseline fan-out %.2f\n",
+              raw_one > 0 ? raw_many / raw_one : 0.0, beds_one > 0 ? beds_many / beds_one : 0.0,
+              raw_many > 0 ? beds_many / raw_many : 0.0);
   return 0;
 }
 
@@ -809,7 +829,18 @@ int main(int argc, char** argv) {
       bodies.push_back(R"({"template":"Users","op":"call","call":"get","id":")" +
                        std::to_string(id) + R"("})");
     }
-    return FanOutMode(config->amqp, bodies, children, warmup_s, duration_s, rounds);
+    const auto db = config->databases.find("main");
+    const auto pool =
+        std::find_if(config->brokers.begin(), config->brokers.end(), [](const auto& b) {
+          return std::ranges::find(b.bindings, "rel.read") != b.bindings.end();
+        });
+    if (db == config->databases.end() || pool == config->brokers.end()) {
+      std::cerr << "beds-bench: fanout mode needs [databases.main] and a broker pool bound to "
+                   "rel.read\n";
+      return 2;
+    }
+    return FanOutMode(config->amqp, db->second, *pool, bodies, children, warmup_s, duration_s,
+                      rounds);
   }
 
   // What BEDS is sent and where, and what stands in for it on the baseline side.
