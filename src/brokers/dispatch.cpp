@@ -484,6 +484,13 @@ Outcome DispatchHandler::Handle(const amqp::Delivery& delivery, int retries) {
     return refuse(Error{Code::kUnknownTemplate,
                         "no template named '" + protocol::Excerpt(r.template_name) + "'"});
   }
+  if (t->name == info.log_store && IsWrite(*t, r)) {
+    // The record of what happened is written only by the admin node's logs handler: a client
+    // able to create or delete msLogs documents could forge or erase audit records.
+    return refuse(Error{Code::kForbidden, "the log store ('" + t->name +
+                                              "') is written only by the admin node; read it, "
+                                              "or ask for a tree with lineage/fetch"});
+  }
   auto result = RunTemplate(*t, r);
   if (!result) return refuse(result.error());
   Record(r, delivery, t, &result, nullptr, started);

@@ -338,6 +338,14 @@ TEST_F(AdminTest, LineageFetchErrors) {
   EXPECT_EQ(ErrorCode(Call("sys.read",
                            R"({"template":"lineage","op":"count","id":")" + unknown + R"("})")),
             "UNKNOWN_OP");
+  // The log store is read-only to clients: forged or erased audit records would be worthless.
+  EXPECT_EQ(ErrorCode(Call("rec.write", R"({"template":"Logs","op":"create","data":{"event_id":")" +
+                                            unknown + R"(","kind":"audit","level":"info"}})")),
+            "FORBIDDEN");
+  EXPECT_EQ(ErrorCode(Call("rec.write",
+                           R"({"template":"Logs","op":"delete","id":")" + unknown + R"("})")),
+            "FORBIDDEN");
+  EXPECT_EQ(CountLogs(unknown), 0) << "reading it is fine";
 
   // One dispatch node at a time on beds.rBroker, so the next request surely reaches the bare one.
   EXPECT_EQ(node.Signal(SIGTERM), 0);
