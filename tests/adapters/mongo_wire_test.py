@@ -473,6 +473,26 @@ def _(s):
                err("CONFLICT", False, r"^a Docs document with this code exists$"))
 
 
+@case("create_many.unordered", "a batch insert (the log store's) is one unordered insert with "
+      "the write concern; keys already stored (duplicate-key writeErrors) are skipped and the rest "
+      "counted; any other writeError fails the batch")
+def _(s):
+    s.ready()
+    dup = {"index": 1, "code": 11000, "errmsg": "E11000 duplicate key error collection: "
+           "beds.docDocs index: _id_ dup key: { _id: \"b\" }"}
+    s.exchange({"template": "Docs", "op": "create_many",
+                "data": [{"code": "a", "n": 1}, {"code": "b"}, {"code": "c"}]},
+               O(("insert", "docDocs"), ("ordered", False), ("writeConcern", WC),
+                 ("documents", [{"_id": "a", "n": Int64(1)}, {"_id": "b"}, {"_id": "c"}])),
+               {"ok": 1, "n": 2, "writeErrors": [dup]}, ok([], 2))
+    s.exchange({"template": "Docs", "op": "create_many", "data": [{"code": "d"}, {"code": "e"}]},
+               O(("insert", "docDocs"), ("ordered", False), ("writeConcern", WC),
+                 ("documents", [{"_id": "d"}, {"_id": "e"}])),
+               {"ok": 1, "n": 1, "writeErrors": [
+                   {"index": 0, "code": 121, "errmsg": "Document failed validation"}]},
+               err("INTERNAL", True, r"refused by MongoDB database 'docs'"))
+
+
 @case("fetch.filters", "fetch → find with explicit operators grouped per field (typed values), "
       "sort (order, then _id), limit, skip, maxTimeMS = query_timeout_ms; the cursor's BSON "
       "types come back as client JSON, undeclared fields dropped")

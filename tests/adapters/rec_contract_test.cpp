@@ -193,6 +193,20 @@ TEST_P(RecContract, CreateConflictsUpdateAndDeleteMissingAreNotFound) {
   EXPECT_EQ(Err(R"({"template":"Docs","op":"fetch","id":"k"})").code, Code::kNotFound);
 }
 
+// The log store's batch insert: documents whose key is stored already are skipped, not errors,
+// and not overwritten; the count is of the new ones.
+TEST_P(RecContract, ABatchCreateSkipsStoredKeys) {
+  One(R"({"template":"Docs","op":"create","data":{"code":"b","n":1}})");
+  OpResult r = Ok(R"({"template":"Docs","op":"create_many","data":[{"code":"a","n":10},)"
+                  R"({"code":"b","n":20},{"code":"c","n":30}]})");
+  EXPECT_EQ(r.count, 2);
+  EXPECT_EQ(One(R"({"template":"Docs","op":"fetch","id":"b"})").at("n"), 1) << "not overwritten";
+  EXPECT_EQ(One(R"({"template":"Docs","op":"fetch","id":"c"})").at("n"), 30);
+  EXPECT_EQ(
+      Ok(R"({"template":"Docs","op":"create_many","data":[{"code":"a"},{"code":"c"}]})").count, 0)
+      << "a redelivered batch stores nothing twice";
+}
+
 TEST_P(RecContract, UpdateSetsOnlyTheGivenFields) {
   One(R"({"template":"Docs","op":"create","data":{"code":"u","n":1,"title":"t","flag":true}})");
   json::object after = One(

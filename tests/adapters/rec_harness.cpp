@@ -3,6 +3,7 @@
 #include "adapters/mongodb/mongodb.hpp"
 #include "adapters/sqlite/sqlite.hpp"
 #include "brokers/dispatch.hpp"
+#include "core/validate.hpp"
 #include "protocol/envelope.hpp"
 
 namespace beds::testing {
@@ -34,6 +35,24 @@ std::map<std::string, std::string> RecHarness::PrepareAll() {
 }
 
 Result<OpResult> RecHarness::Run(const std::string& body) {
+  // Not a protocol op: {"template": T, "op": "create_many", "data": [doc, …]} drives the batch
+  // insert the log store uses (NamasteCore::CreateMany), each document validated as a create.
+  boost::system::error_code ec;
+  const auto parsed = boost::json::parse(body, ec);
+  if (!ec && parsed.is_object() && parsed.as_object().contains("op") &&
+      parsed.at("op") == "create_many") {
+    const Template* t = snapshot_.Find(std::string(parsed.at("template").as_string()));
+    const OpSpec* create = t ? t->Op("create") : nullptr;
+    if (!create) return std::unexpected(Error{Code::kUnknownTemplate, "no template with create"});
+    std::vector<Payload> payloads;
+    for (const auto& doc : parsed.at("data").as_array()) {
+      if (!doc.is_object()) return std::unexpected(Error{Code::kBadRequest, "not an object"});
+      auto p = ValidatePayload(*t, *create, "create", doc.as_object(), "");
+      if (!p) return std::unexpected(p.error());
+      payloads.push_back(std::move(*p));
+    }
+    return core_->CreateMany(*t, *create, payloads);
+  }
   auto request = protocol::DecodeRequest(body, 1 << 24);
   if (!request) return std::unexpected(request.error());
   const Template* t = snapshot_.Find(request->template_name);

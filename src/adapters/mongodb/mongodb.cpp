@@ -37,6 +37,30 @@ struct Bson {
   bson_t* get() { return &b; }
 };
 
+// True when an insert's reply lists write errors and every one is a duplicate key (11000), with
+// no write concern error.
+bool OnlyDuplicateKeys(const bson_t* reply) {
+  bson_iter_t it, errors;
+  if (bson_iter_init_find(&it, reply, "writeConcernErrors") && BSON_ITER_HOLDS_ARRAY(&it) &&
+      bson_iter_recurse(&it, &errors) && bson_iter_next(&errors)) {
+    return false;
+  }
+  if (!bson_iter_init_find(&it, reply, "writeErrors") || !BSON_ITER_HOLDS_ARRAY(&it) ||
+      !bson_iter_recurse(&it, &errors)) {
+    return false;
+  }
+  bool any = false;
+  while (bson_iter_next(&errors)) {
+    bson_iter_t e;
+    if (!BSON_ITER_HOLDS_DOCUMENT(&errors) || !bson_iter_recurse(&errors, &e) ||
+        !bson_iter_find(&e, "code") || bson_iter_as_int64(&e) != 11000) {
+      return false;
+    }
+    any = true;
+  }
+  return any;
+}
+
 // ---- client form ↔ BSON ----
 
 void AppendJson(bson_t* b, const std::string& key, const json::value& v) {
@@ -421,6 +445,47 @@ class MongoEngine final : public docstore::Engine {
       return std::unexpected(Classify(error, "create", true, deadline_ms, &t));
     }
     return Ok();
+  }
+
+  // One unordered insert command for the batch (the log store's), with the write concern; a
+  // document whose key is stored already (a redelivered batch) fails alone with a duplicate key
+  // error, which is what "skipped" means here. Any other write error fails the batch.
+  Result<int64_t> InsertMany(const Template& t, const std::vector<Keyed>& docs,
+                             int64_t deadline_ms) override {
+    if (docs.empty()) return 0;
+    if (auto r = Ready(deadline_ms); !r) return std::unexpected(r.error());
+    std::vector<std::unique_ptr<Bson>> bdocs;
+    bdocs.reserve(docs.size());
+    // (A plain array: bson_t's alignment attribute would be dropped as a template argument.)
+    const std::unique_ptr<void, decltype(&bson_free)> array(
+        bson_malloc0(docs.size() * sizeof(const bson_t*)), &bson_free);
+    auto** ptrs = static_cast<const bson_t**>(array.get());
+    for (const Keyed& d : docs) {
+      auto bdoc = std::make_unique<Bson>();
+      for (const auto& f : t.fields) {
+        auto it = d.doc.find(f.name);
+        if (it == d.doc.end()) continue;
+        AppendField(bdoc->get(), FieldKey(f), f, f.key ? d.key : it->value());
+      }
+      ptrs[bdocs.size()] = bdoc->get();
+      bdocs.push_back(std::move(bdoc));
+    }
+    Bson opts, reply;
+    BSON_APPEND_BOOL(opts.get(), "ordered", false);
+    mongoc_write_concern_append(const_cast<mongoc_write_concern_t*>(store_->write_concern()),
+                                opts.get());
+    Lease lease(*store_, t);
+    bson_error_t error;
+    const bool ok = mongoc_collection_insert_many(lease.collection(), ptrs, docs.size(), opts.get(),
+                                                  reply.get(), &error);
+    bson_iter_t it;
+    const int64_t inserted =
+        bson_iter_init_find(&it, reply.get(), "insertedCount") && BSON_ITER_HOLDS_NUMBER(&it)
+            ? bson_iter_as_int64(&it)
+            : 0;
+    if (ok) return inserted;
+    if (OnlyDuplicateKeys(reply.get())) return inserted;
+    return std::unexpected(Classify(error, "create", true, deadline_ms, &t));
   }
 
   Result<std::vector<Document>> Find(const Template& t, const DocQuery& q) override {
