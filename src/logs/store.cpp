@@ -12,7 +12,7 @@ namespace {
 namespace json = boost::json;
 
 // At most `max` characters (the template's `max` counts characters), cut on a UTF-8 boundary.
-std::string CutChars(const std::string& s, int64_t max) {
+std::string_view CutChars(std::string_view s, int64_t max) {
   if (max <= 0) return s;
   int64_t chars = 0;
   for (size_t i = 0; i < s.size(); ++i) {
@@ -58,56 +58,53 @@ std::string ClientTs(int64_t unix_us) {
   return iso;
 }
 
-// The event as the store's document, for a store template whose fields have the types the
-// shipped one declares: what validating a payload and converting it would give, without either
-// (the admin node stores every event: the generic path costs several times as much). nullopt:
-// the template differs, take the generic path.
-std::optional<json::object> DirectDocument(const Template& store, const LogEvent& e) {
+// The event as a document of the store template: the fields the template declares, strings cut
+// to its `max`, the time as `ts`.
+json::object EventDocument(const Template& store, const LogEvent& e, std::string_view ts) {
   json::object doc;
   doc.reserve(std::size(kStoreFields));
-  for (const StoreField& sf : kStoreFields) {
-    const FieldSpec* f = store.Field(sf.name);
-    if (!f) continue;
-    if (f->type != sf.type) return std::nullopt;
-    const std::string_view name = sf.name;
-    auto text = [&](const std::string& s) { doc.emplace(name, CutChars(s, f->max)); };
-    if (name == "event_id") {
-      text(e.lineage.event_id);
-    } else if (name == "parent_id") {
-      text(e.lineage.parent_id);
-    } else if (name == "depth") {
-      doc.emplace(name, e.lineage.depth);
-    } else if (name == "kind") {
-      text(e.kind);
-    } else if (name == "level") {
-      text(e.level);
-    } else if (name == "node") {
-      text(e.node);
-    } else if (name == "env") {
-      text(e.env);
-    } else if (name == "ts") {
-      doc.emplace(name, ClientTs(e.ts_us));
-    } else if (name == "duration_us") {
-      doc.emplace(name, e.duration_us);
-    } else if (name == "template") {
-      text(e.template_name);
-    } else if (name == "op") {
-      text(e.op);
-    } else if (name == "message") {
-      text(e.msg);
-    } else {  // data
-      if (e.fields.empty()) continue;
-      if (f->max > 0 && static_cast<int64_t>(json::serialize(e.fields).size()) > f->max) {
-        return std::nullopt;
-      }
-      doc.emplace(name, e.fields);
-    }
-  }
-  // A customised template may require fields this event does not fill: the generic path says so.
-  for (const auto& f : store.fields) {
-    if (f.required && !doc.contains(f.name)) return std::nullopt;
-  }
+  // A store template may leave fields out.
+  auto put = [&](std::string_view name, json::value v) {
+    if (store.Field(name)) doc[name] = std::move(v);
+  };
+  auto text = [&](std::string_view name, std::string_view value) {
+    if (const FieldSpec* f = store.Field(name)) doc[name] = CutChars(value, f->max);
+  };
+  text("event_id", e.lineage.event_id);
+  text("parent_id", e.lineage.parent_id);
+  put("depth", e.lineage.depth);
+  text("kind", e.kind);
+  text("level", e.level);
+  text("node", e.node);
+  text("env", e.env);
+  text("ts", ts);
+  put("duration_us", e.duration_us);
+  text("template", e.template_name);
+  text("op", e.op);
+  text("message", e.msg);
+  if (!e.fields.empty()) put("data", e.fields);
   return doc;
+}
+
+// Whether the fields the template shares with the shipped one have the shipped types: then the
+// event's document is already what validating it as a create would store.
+bool HasShippedTypes(const Template& store) {
+  return std::ranges::all_of(kStoreFields, [&](const StoreField& sf) {
+    const FieldSpec* f = store.Field(sf.name);
+    return !f || f->type == sf.type;
+  });
+}
+
+// What validation would refuse in such a document: a `data` over its max, or a required field
+// the event does not fill (a customised template). The generic path then says why.
+bool FitsWithoutValidation(const Template& store, const json::object& doc) {
+  const FieldSpec* data = store.Field("data");
+  const json::value* v = doc.if_contains("data");
+  if (data && v && data->max > 0 && static_cast<int64_t>(json::serialize(*v).size()) > data->max) {
+    return false;
+  }
+  return std::ranges::all_of(
+      store.fields, [&](const FieldSpec& f) { return !f.required || doc.contains(f.name); });
 }
 
 }  // namespace
@@ -118,27 +115,14 @@ Result<StoreItem> ToStoreItem(const Template& store, const LogEvent& e) {
     return std::unexpected(
         Error{Code::kUnavailable, "log store template '" + store.name + "' has no create op"});
   }
-  if (auto direct = DirectDocument(store, e)) return StoreItem{std::move(*direct), std::nullopt};
-  json::object doc;
-  auto put = [&](const char* name, json::value v) {
-    const FieldSpec* f = store.Field(name);
-    if (!f) return;  // a store template may leave fields out
-    if (v.is_string()) v = json::string(CutChars(std::string(v.get_string()), f->max));
-    doc[name] = std::move(v);
-  };
-  put("event_id", json::string(e.lineage.event_id));
-  put("parent_id", json::string(e.lineage.parent_id));
-  put("depth", e.lineage.depth);
-  put("kind", json::string(e.kind));
-  put("level", json::string(e.level));
-  put("node", json::string(e.node));
-  put("env", json::string(e.env));
-  put("ts", json::string(IsoTimestamp(e.ts_us)));
-  put("duration_us", e.duration_us);
-  put("template", json::string(e.template_name));
-  put("op", json::string(e.op));
-  put("message", json::string(e.msg));
-  if (!e.fields.empty()) put("data", e.fields);
+  // The admin node stores every event, so with the shipped field types the document is built
+  // straight away, at the precision a datetime is stored with (the generic path costs several
+  // times as much).
+  if (HasShippedTypes(store)) {
+    json::object doc = EventDocument(store, e, ClientTs(e.ts_us));
+    if (FitsWithoutValidation(store, doc)) return StoreItem{std::move(doc), std::nullopt};
+  }
+  const json::object doc = EventDocument(store, e, IsoTimestamp(e.ts_us));
   auto payload = ValidatePayload(store, *create, "create", doc, "");
   if (!payload) return std::unexpected(payload.error());
   return StoreItem{{}, std::move(*payload)};
@@ -184,7 +168,7 @@ Result<json::object> FetchTree(NamasteCore& core, const Template& store,
   auto root = core.Fetch(store, *fetch, root_q);
   if (!root) return std::unexpected(root.error());
   if (root->data.empty()) {
-    return Fail(Code::kNotFound, "event '" + CutChars(event_id, 160) +
+    return Fail(Code::kNotFound, "event '" + std::string(CutChars(event_id, 160)) +
                                      "' is not in the log store (events arrive within a second "
                                      "or so of the work)");
   }
