@@ -427,15 +427,21 @@ class MongoEngine final : public docstore::Engine {
     return Ok();
   }
 
+  // The document as stored: its declared fields, the key as _id.
+  static void AppendDocument(bson_t* b, const Template& t, const json::value& key,
+                             const Document& doc) {
+    for (const auto& f : t.fields) {
+      auto it = doc.find(f.name);
+      if (it == doc.end()) continue;
+      AppendField(b, FieldKey(f), f, f.key ? key : it->value());
+    }
+  }
+
   Result<void> Insert(const Template& t, const json::value& key, const Document& doc,
                       int64_t deadline_ms) override {
     if (auto r = Ready(deadline_ms); !r) return std::unexpected(r.error());
     Bson bdoc, opts, reply;
-    for (const auto& f : t.fields) {
-      auto it = doc.find(f.name);
-      if (it == doc.end()) continue;
-      AppendField(bdoc.get(), FieldKey(f), f, f.key ? key : it->value());
-    }
+    AppendDocument(bdoc.get(), t, key, doc);
     mongoc_write_concern_append(const_cast<mongoc_write_concern_t*>(store_->write_concern()),
                                 opts.get());
     Lease lease(*store_, t);
@@ -462,11 +468,7 @@ class MongoEngine final : public docstore::Engine {
     auto** ptrs = static_cast<const bson_t**>(array.get());
     for (const Keyed& d : docs) {
       auto bdoc = std::make_unique<Bson>();
-      for (const auto& f : t.fields) {
-        auto it = d.doc.find(f.name);
-        if (it == d.doc.end()) continue;
-        AppendField(bdoc->get(), FieldKey(f), f, f.key ? d.key : it->value());
-      }
+      AppendDocument(bdoc->get(), t, d.key, d.doc);
       ptrs[bdocs.size()] = bdoc->get();
       bdocs.push_back(std::move(bdoc));
     }
