@@ -661,6 +661,16 @@ void CheckReply(const beds::config::AmqpSettings& amqp, const char* what, const 
     Die(std::string(what) + " check did not return " + field + " " + want + ": " + r->body);
 }
 
+// A Users/call get request for each of `rows` rows (created through BEDS if missing).
+std::vector<std::string> UsrGetBodies(const beds::config::AmqpSettings& amqp, int rows) {
+  std::vector<std::string> bodies;
+  for (const int64_t id : EnsureRows(amqp, rows)) {
+    bodies.push_back(R"({"template":"Users","op":"call","call":"get","id":")" + std::to_string(id) +
+                     R"("})");
+  }
+  return bodies;
+}
+
 // --mode fanout: the latency of issuing `children` child requests at once (a Users/call get each,
 // as children of one parent event, through Client::FanOut) against issuing one, one fan-out at a
 // time (W=1). The same fan-outs go to the raw baseline too (rabbitmq-c consumers running CALL
@@ -823,31 +833,11 @@ int main(int argc, char** argv) {
     return 2;
   }
 
-  if (mode == "fanout") {
-    std::vector<std::string> bodies;
-    for (const int64_t id : EnsureRows(config->amqp, rows)) {
-      bodies.push_back(R"({"template":"Users","op":"call","call":"get","id":")" +
-                       std::to_string(id) + R"("})");
-    }
-    const auto db = config->databases.find("main");
-    const auto pool =
-        std::find_if(config->brokers.begin(), config->brokers.end(), [](const auto& b) {
-          return std::ranges::find(b.bindings, "rel.read") != b.bindings.end();
-        });
-    if (db == config->databases.end() || pool == config->brokers.end()) {
-      std::cerr << "beds-bench: fanout mode needs [databases.main] and a broker pool bound to "
-                   "rel.read\n";
-      return 2;
-    }
-    return FanOutMode(config->amqp, db->second, *pool, bodies, children, warmup_s, duration_s,
-                      rounds);
-  }
-
   // What BEDS is sent and where, and what stands in for it on the baseline side.
   std::string beds_key = "sys.read";
   std::string echo_key = kEchoKey;
   std::string echo_queue = kEchoQueue;
-  if (mode == "rel") {
+  if (mode == "rel" || mode == "fanout") {
     beds_key = "rel.read";
     echo_key = kRelEchoKey;
     echo_queue = kRelEchoQueue;
@@ -868,6 +858,16 @@ int main(int argc, char** argv) {
               << " in the config\n";
     return 2;
   }
+  // The rel and fanout modes' database: the Users template's.
+  const auto db = config->databases.find("main");
+  if ((mode == "rel" || mode == "fanout") && db == config->databases.end()) {
+    std::cerr << "beds-bench: " << mode << " mode needs [databases.main] (the Users template's)\n";
+    return 2;
+  }
+  if (mode == "fanout") {
+    return FanOutMode(config->amqp, db->second, *pool, UsrGetBodies(config->amqp, rows), children,
+                      warmup_s, duration_s, rounds);
+  }
 
   BodySource next_body;
   ResponderFactory make_responder = [] { return std::make_unique<EchoResponder>(); };
@@ -887,16 +887,7 @@ int main(int argc, char** argv) {
         "echo consumers, prefetch %d\n",
         inflight, size, duration_s, rounds, pool->instances, pool->prefetch);
   } else if (mode == "rel") {
-    const auto db = config->databases.find("main");
-    if (db == config->databases.end()) {
-      std::cerr << "beds-bench: rel mode needs [databases.main] (the Users template's)\n";
-      return 2;
-    }
-    std::vector<std::string> bodies;
-    for (const int64_t id : EnsureRows(config->amqp, rows)) {
-      bodies.push_back(R"({"template":"Users","op":"call","call":"get","id":")" +
-                       std::to_string(id) + R"("})");
-    }
+    std::vector<std::string> bodies = UsrGetBodies(config->amqp, rows);
     check = [&, first = bodies[0]](const std::string& what, const std::string& key) {
       CheckReply(config->amqp, what.c_str(), key, first, "email", BenchEmail(1));
     };
