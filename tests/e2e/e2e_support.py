@@ -1,12 +1,16 @@
 """Shared by the end-to-end tests: check bookkeeping, one RPC over pika with direct reply-to, and
 starting/stopping the `beds` node a test runs. Only Debian's python3-pika; no BEDS code."""
+import glob
 import json
+import os
+import subprocess
 import sys
 import time
 import uuid
 
 import pika
 
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FAILURES = []
 CHECKS = [0]
 
@@ -58,13 +62,29 @@ def open_channel(amqp_port, vhost, node, timeout=30):
             time.sleep(0.1)
 
 
-def wait_for_ping(ch, node, timeout=30):
-    """The first sys/ping reply, or None if none came within `timeout` or the node exited."""
+def wait_for_ping(ch, node, timeout=30, routing_key="sys.read", template="sys"):
+    """The first ping reply (sys/ping; admin/ping with routing_key admin.ping.NAME), or None if
+    none came within `timeout` or the node exited."""
     ping = None
     deadline = time.time() + timeout
     while ping is None and time.time() < deadline and node.poll() is None:
-        ping = rpc(ch, "sys.read", json.dumps({"template": "sys", "op": "ping"}), timeout=1.0)
+        ping = rpc(ch, routing_key, json.dumps({"template": template, "op": "ping"}), timeout=1.0)
     return ping
+
+
+def scratch_database(servers, kind):
+    """The fixture's AMQP and MariaDB ports, and a vhost and a database (the repository's schema
+    loaded) of this process's own: (amqp_port, db_port, vhost, database)."""
+    amqp_port = int(os.environ.get("BEDS_AMQP_PORT", "5699"))
+    db_port = int(os.environ.get("BEDS_MARIADB_PORT", "3399"))
+    suffix = str(os.getpid())
+    vhost = "e2e-%s-%s" % (kind, suffix)
+    database = "e2e_%s_%s" % (kind, suffix)
+    schema = sorted(glob.glob(os.path.join(ROOT, "schema", "mariadb", "*.sql")))
+    check(len(schema) >= 2, "schema files found: %s" % [os.path.basename(s) for s in schema])
+    subprocess.run([servers, "database", database] + schema, check=True)
+    subprocess.run([servers, "vhost", vhost], check=True)
+    return amqp_port, db_port, vhost, database
 
 
 def stop_node(node, log, tail=4000):

@@ -10,7 +10,6 @@ admin.shutdown.all and a clean exit 0 of both.
 Needs the fixture's RabbitMQ and MariaDB (scripts/servers.sh start); ports come from
 BEDS_AMQP_PORT and BEDS_MARIADB_PORT like the script's."""
 import argparse
-import glob
 import json
 import os
 import signal
@@ -22,9 +21,9 @@ import uuid
 
 import pika
 
-from e2e_support import check, open_channel, rpc, stop_node, summary
+from e2e_support import (ROOT, check, open_channel, rpc, scratch_database, stop_node, summary,
+                         wait_for_ping)
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def config(name, amqp_port, vhost, db_port, database, docs, dispatch):
@@ -102,14 +101,7 @@ def main():
     args = ap.parse_args()
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit("terminated"))
 
-    amqp_port = int(os.environ.get("BEDS_AMQP_PORT", "5699"))
-    db_port = int(os.environ.get("BEDS_MARIADB_PORT", "3399"))
-    suffix = str(os.getpid())
-    vhost = "e2e-lineage-" + suffix
-    database = "e2e_lineage_" + suffix
-    schema = sorted(glob.glob(os.path.join(ROOT, "schema", "mariadb", "*.sql")))
-    subprocess.run([args.servers, "database", database] + schema, check=True)
-    subprocess.run([args.servers, "vhost", vhost], check=True)
+    amqp_port, db_port, vhost, database = scratch_database(args.servers, "lineage")
 
     with tempfile.TemporaryDirectory() as tmp:
         docs = os.path.join(tmp, "docs.sqlite")
@@ -119,15 +111,11 @@ def main():
                              config("app", amqp_port, vhost, db_port, database, docs, True))
         try:
             conn, ch = open_channel(amqp_port, vhost, app)
-            ping = None
-            deadline = time.time() + 30
-            while ping is None and time.time() < deadline and app.poll() is None:
-                ping = rpc(ch, "sys.read", json.dumps({"template": "sys", "op": "ping"}), timeout=1)
+            deadline = time.time() + 30  # for both nodes
+            ping = wait_for_ping(ch, app)
             check(ping is not None and ping.get("ok") is True, "the application node answers")
-            admin_up = None
-            while admin_up is None and time.time() < deadline and admin.poll() is None:
-                admin_up = rpc(ch, "admin.ping.admin", json.dumps({"template": "admin", "op": "ping"}),
-                               timeout=1)
+            admin_up = wait_for_ping(ch, admin, max(0, deadline - time.time()),
+                                     routing_key="admin.ping.admin", template="admin")
             check(admin_up is not None, "the admin node answers admin.ping")
 
             # A consumer of our own on beds.logs, for the audit records.

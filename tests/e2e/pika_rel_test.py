@@ -8,7 +8,6 @@ codes a client can meet; then admin.shutdown and a clean exit 0.
 Needs the fixture's RabbitMQ and MariaDB (scripts/servers.sh start); ports come from
 BEDS_AMQP_PORT and BEDS_MARIADB_PORT like the script's."""
 import argparse
-import glob
 import json
 import os
 import re
@@ -19,9 +18,9 @@ import tempfile
 
 import pika
 
-from e2e_support import check, open_channel, rpc, stop_node, summary, wait_for_ping
+from e2e_support import (ROOT, check, open_channel, rpc, scratch_database, stop_node, summary,
+                         wait_for_ping)
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ISO_Z = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z$")
 INJECTION = "Robert'); DROP TABLE usr_users; --"
 
@@ -314,15 +313,7 @@ def main():
     # ctest's TIMEOUT sends SIGTERM: unwind so the finally below stops our node.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit("terminated"))
 
-    amqp_port = int(os.environ.get("BEDS_AMQP_PORT", "5699"))
-    db_port = int(os.environ.get("BEDS_MARIADB_PORT", "3399"))
-    suffix = str(os.getpid())
-    vhost = "e2e-rel-" + suffix
-    database = "e2e_rel_" + suffix
-    schema = sorted(glob.glob(os.path.join(ROOT, "schema", "mariadb", "*.sql")))
-    check(len(schema) >= 2, "schema files found: %s" % [os.path.basename(s) for s in schema])
-    subprocess.run([args.servers, "database", database] + schema, check=True)
-    subprocess.run([args.servers, "vhost", vhost], check=True)
+    amqp_port, db_port, vhost, database = scratch_database(args.servers, "rel")
 
     with tempfile.TemporaryDirectory() as conf:
         with open(os.path.join(conf, "beds.toml"), "w") as f:
@@ -371,7 +362,7 @@ retry_backoff_ms = [50]
             check(ok(ready) and ready.get("count") == 0,
                   "Users/count on the fresh database answers 0: " + show(ready))
             if ok(ready):
-                run_checks(ch, suffix)
+                run_checks(ch, str(os.getpid()))
 
             bye = rpc(ch, "admin.shutdown.relnode",
                       json.dumps({"template": "admin", "op": "shutdown", "data": {"mode": "drain"}}))
