@@ -176,7 +176,7 @@ struct Connection::Impl {
   // Confirm mode: waits for the broker's ack of everything published so far. Confirmed publishes
   // are mandatory, so a message no queue took comes back as basic.return before its ack: that
   // is a failure too (a confirm alone would say "handled", not "stored").
-  Result<void> WaitConfirm() {
+  Result<void> WaitConfirm(std::vector<std::string>* unroutable = nullptr) {
     const uint64_t want = next_publish_seq - 1;
     bool returned = false;
     while (true) {
@@ -194,10 +194,13 @@ struct Connection::Impl {
         case AMQP_BASIC_ACK_METHOD: {
           const auto* ack = static_cast<amqp_basic_ack_t*>(frame.payload.method.decoded);
           if (ack->delivery_tag < want) break;
-          if (returned) return Fail(Code::kUnavailable, "no queue is bound to take the message");
+          if (returned && !unroutable)
+            return Fail(Code::kUnavailable, "no queue is bound to take the message");
           return Ok();
         }
         case AMQP_BASIC_RETURN_METHOD: {
+          const auto* ret = static_cast<amqp_basic_return_t*>(frame.payload.method.decoded);
+          if (unroutable) unroutable->push_back(ToString(ret->routing_key));
           amqp_message_t message;
           const amqp_rpc_reply_t r = amqp_read_message(conn, frame.channel, &message, 0);
           if (r.reply_type != AMQP_RESPONSE_NORMAL) {
@@ -335,11 +338,19 @@ Result<void> Connection::Publish(const std::string& exchange, const std::string&
 }
 
 Result<void> Connection::PublishBatch(const std::string& exchange,
-                                      const std::vector<Outgoing>& batch, bool mandatory) {
+                                      const std::vector<Outgoing>& batch, bool mandatory,
+                                      std::vector<std::string>* unroutable) {
   for (const Outgoing& out : batch) {
     if (auto r = PublishOne(exchange, out.routing_key, out.message, mandatory); !r) return r;
   }
   if (!impl_->confirms || batch.empty()) return Ok();
+  return impl_->WaitConfirm(mandatory ? unroutable : nullptr);
+}
+
+Result<void> Connection::PublishReturnable(const std::string& exchange,
+                                           const std::string& routing_key, const Message& m) {
+  if (auto r = PublishOne(exchange, routing_key, m, true); !r) return r;
+  if (!impl_->confirms) return Ok();
   return impl_->WaitConfirm();
 }
 
@@ -418,10 +429,21 @@ Result<std::optional<Delivery>> Connection::Next(std::chrono::milliseconds timeo
         case AMQP_BASIC_ACK_METHOD:
           return std::nullopt;
         case AMQP_BASIC_RETURN_METHOD: {
+          const auto* ret = static_cast<amqp_basic_return_t*>(frame.payload.method.decoded);
+          Delivery d;
+          d.returned = true;
+          d.exchange = ToString(ret->exchange);
+          d.routing_key = ToString(ret->routing_key);
+          d.return_reason = ToString(ret->reply_text);
           amqp_message_t returned;
-          amqp_read_message(impl_->conn, frame.channel, &returned, 0);
+          const amqp_rpc_reply_t r = amqp_read_message(impl_->conn, frame.channel, &returned, 0);
+          if (r.reply_type != AMQP_RESPONSE_NORMAL) {
+            impl_->broken = true;
+            return Unavailable("reading a returned message: " + ReplyText(r));
+          }
+          d.message = FromProperties(returned.properties, returned.body);
           amqp_destroy_message(&returned);
-          return std::nullopt;
+          return d;
         }
         case AMQP_BASIC_CANCEL_METHOD:
           impl_->broken = true;

@@ -41,6 +41,10 @@ struct Delivery {
   std::string routing_key;
   uint64_t delivery_tag = 0;
   bool redelivered = false;
+  // A message of ours that the broker handed back (basic.return): no queue was bound to its
+  // routing key. Only PublishReturnable() asks for these; they carry no delivery tag to ack.
+  bool returned = false;
+  std::string return_reason;  // the broker's reply text, e.g. "NO_ROUTE"
 };
 
 struct QueueOptions {
@@ -79,14 +83,22 @@ class Connection {
   Result<void> Publish(const std::string& exchange, const std::string& routing_key,
                        const Message& message);
 
+  // Publishes with the mandatory flag and does not wait: a message no queue takes comes back
+  // later from Next() as a Delivery with `returned` set, so a client can report an unbound
+  // routing key at once instead of waiting out its timeout.
+  Result<void> PublishReturnable(const std::string& exchange, const std::string& routing_key,
+                                 const Message& message);
+
   struct Outgoing {
     std::string routing_key;
     Message message;
   };
   // Publishes every message, then in confirm mode waits once for the broker's acks of all of
-  // them (one round trip for the batch). `mandatory`: an unroutable message is an error.
+  // them (one round trip for the batch). `mandatory`: an unroutable message is an error, unless
+  // `unroutable` is given: then the batch succeeds and it receives the routing keys of the
+  // messages no queue took (confirm mode only).
   Result<void> PublishBatch(const std::string& exchange, const std::vector<Outgoing>& batch,
-                            bool mandatory);
+                            bool mandatory, std::vector<std::string>* unroutable = nullptr);
 
   // The next delivery, or nullopt when `timeout` passes first. Heartbeats are served meanwhile.
   Result<std::optional<Delivery>> Next(std::chrono::milliseconds timeout);

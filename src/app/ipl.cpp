@@ -185,6 +185,9 @@ Result<TemplateSet> LoadTemplates(const config::Config& c,
         std::string all;
         for (const auto& p : problems) all += (all.empty() ? "" : "; ") + p;
         if (!problems.empty()) unavailable(all);
+        for (const auto& w : templates::BindWarnings(t, *it->second))
+          set.warnings.push_back(t.name + " (" + t.file + "): " + w);
+        templates::Annotate(t, *it->second);
       }
     }
     const std::string name = t.name;

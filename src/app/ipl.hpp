@@ -33,11 +33,13 @@ Result<void> DeclareTopology(const config::Config& config);
 // A template that does not parse is an error (returned); one that does not bind is listed in
 // `problems` and marked unavailable in the snapshot. A database whose catalogue cannot be read
 // leaves its templates unchecked (listed in `unchecked`, still available: the adapter answers
-// UNAVAILABLE while the server is away). Each line starts "Name (file): ".
+// UNAVAILABLE while the server is away). What binds but looks wrong is in `warnings`
+// (templates::BindWarnings): the template serves. Each line starts "Name (file): ".
 struct TemplateSet {
   std::shared_ptr<templates::Snapshot> snapshot;
   std::vector<std::string> problems;
   std::vector<std::string> unchecked;
+  std::vector<std::string> warnings;
 };
 // With a `factory`, each REC template's collection and indexes are ensured (created when
 // missing) through it, and a store that cannot do so (an unreachable server, a corrupt or

@@ -100,8 +100,12 @@ int TemplateCheck(const ConfigSource& source) {
   }
   for (const auto& p : set->problems) std::cout << "  " << p << "\n";
   for (const auto& u : set->unchecked) std::cout << "  " << u << "\n";
+  for (const auto& w : set->warnings) std::cout << "  warning: " << w << "\n";
   const size_t problems = set->problems.size() + set->unchecked.size();
-  std::cout << set->snapshot->by_name.size() << " template(s), " << problems << " problem(s)\n";
+  std::cout << set->snapshot->by_name.size() << " template(s), " << problems << " problem(s)"
+            << (set->warnings.empty() ? ""
+                                      : ", " + std::to_string(set->warnings.size()) + " warning(s)")
+            << "\n";
   return problems == 0 ? 0 : 1;
 }
 

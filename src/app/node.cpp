@@ -34,6 +34,8 @@ struct Node::Impl {
   std::atomic<bool> stop_requested{false};
   std::mutex stop_mutex;
   std::string stop_reason;  // guarded by stop_mutex
+  // IPL only (one thread): what a development node goes on without, for the "ready" line.
+  std::vector<std::string> degraded;
 
   // Pool, sink and (admin) per-node figures, read at each scrape.
   void RegisterCollectors(metrics::Registry& registry,
@@ -48,8 +50,8 @@ struct Node::Impl {
     logs::SetEventSink(nullptr);
     sink->Stop(std::chrono::milliseconds(2000));
     const auto st = sink->Stats();
-    spdlog::info("log sink: {} events published, {} spilled, {} dropped", st.published, st.spilled,
-                 st.dropped);
+    spdlog::info("log sink: {} events published, {} unrouted, {} spilled, {} dropped",
+                 st.published, st.unrouted, st.spilled, st.dropped);
     sink.reset();
   }
 
@@ -61,6 +63,7 @@ struct Node::Impl {
     }
     spdlog::error("IPL {}: {} (development mode: continuing degraded)", name,
                   result.error().message);
+    degraded.push_back(std::string(name) + " failed");
     return Ok();
   }
 };
@@ -100,8 +103,11 @@ void Node::Impl::RegisterCollectors(metrics::Registry& registry,
       };
       plain("beds_log_events_emitted_total", "Log, audit and metric events emitted", "counter",
             static_cast<double>(s.emitted));
-      plain("beds_log_events_published_total", "Events the broker confirmed", "counter",
+      plain("beds_log_events_published_total", "Events a queue on beds.logs took", "counter",
             static_cast<double>(s.published));
+      plain("beds_log_events_unrouted_total",
+            "Events no queue took (no admin node yet): log and audit ones wait in the spill file",
+            "counter", static_cast<double>(s.unrouted));
       plain("beds_log_events_spilled_total", "Events written to the spill file", "counter",
             static_cast<double>(s.spilled));
       plain("beds_log_events_replayed_total", "Spilled events published later", "counter",
@@ -207,7 +213,7 @@ Result<void> Node::Start() {
   if (auto r = n.Step("AMQP topology", DeclareTopology(c)); !r) return r;
   // 5. Templates, bound to the DBA's objects; the adapters each worker will use.
   auto factory = MakeCoreFactory(c);
-  Result<TemplateSet> templates = TemplateSet{std::make_shared<templates::Snapshot>(), {}, {}};
+  Result<TemplateSet> templates = TemplateSet{std::make_shared<templates::Snapshot>(), {}, {}, {}};
   if (std::error_code ec; !std::filesystem::is_directory(c.templates.dir, ec)) {
     // A node without data templates (an admin node, say) is legitimate in development; in
     // production a missing directory is far more likely a wrong working directory or path.
@@ -229,9 +235,19 @@ Result<void> Node::Start() {
   };
   if (auto r = report(templates->problems, "it answers UNAVAILABLE"); !r) return r;
   if (auto r = report(templates->unchecked, "serving it unchecked"); !r) return r;
-  spdlog::info("IPL templates: {} loaded from {}, {} unavailable",
+  for (const auto& w : templates->warnings) spdlog::warn("IPL template {}", w);
+  spdlog::info("IPL templates: {} loaded from {}, {} unavailable, {} not checked, {} warning(s)",
                templates->snapshot->by_name.size(), c.templates.dir,
-               templates->snapshot->unavailable.size());
+               templates->snapshot->unavailable.size(), templates->unchecked.size(),
+               templates->warnings.size());
+  if (!templates->snapshot->unavailable.empty()) {
+    n.degraded.push_back(std::to_string(templates->snapshot->unavailable.size()) +
+                         " template(s) unavailable");
+  }
+  if (!templates->unchecked.empty()) {
+    n.degraded.push_back(std::to_string(templates->unchecked.size()) +
+                         " template(s) not checked");
+  }
 
   // 6. Metrics, broker pools and the control loop.
   n.metrics = std::make_shared<metrics::Registry>();
@@ -319,7 +335,14 @@ Result<void> Node::Start() {
   // 8. Ready.
   int workers = 0;
   for (const auto& b : c.brokers) workers += b.instances;
-  spdlog::info("ready: {} broker pool(s), {} worker(s)", c.brokers.size(), workers);
+  if (n.degraded.empty()) {
+    spdlog::info("ready: {} broker pool(s), {} worker(s)", c.brokers.size(), workers);
+  } else {
+    // Workers connect on their own threads; here "ready" only says IPL is over, and what it
+    // went on without.
+    spdlog::warn("ready, degraded: {} broker pool(s), {} worker(s) connecting with backoff; {}",
+                 c.brokers.size(), workers, fmt::join(n.degraded, "; "));
+  }
   return Ok();
 }
 

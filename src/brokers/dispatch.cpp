@@ -5,6 +5,7 @@
 #include <chrono>
 #include <thread>
 
+#include "amqp/topology.hpp"
 #include "core/lineage.hpp"
 #include "core/validate.hpp"
 #include "logs/logs.hpp"
@@ -104,6 +105,36 @@ bool IsWrite(const Template& t, const protocol::Request& r) {
   return spec && !spec->read;
 }
 
+// A request must come on its template's own routing keys: `{route}.write` for a write, and
+// `{route}.read` or `{route}.write` for a read (a read sent as a write runs on the write pool, on
+// the master). Anything else would run on the wrong pool, or bypass the separation of reads and
+// writes an operator set up, so it is refused with the key to use. Only requests published to
+// beds.events are checked: a retried message comes back from the retry queue under the queue's
+// own name.
+std::optional<Error> CheckRoute(const Template& t, const protocol::Request& r,
+                                const amqp::Delivery& delivery) {
+  if (delivery.exchange != amqp::kEventsExchange) return std::nullopt;
+  const std::string_view key = delivery.routing_key;
+  const size_t dot = key.rfind('.');
+  const std::string_view route = dot == std::string_view::npos ? key : key.substr(0, dot);
+  const std::string_view kind = dot == std::string_view::npos ? "" : key.substr(dot + 1);
+  const bool write = IsWrite(t, r);
+  const std::string right = t.route + (write ? ".write" : ".read");
+  const std::string what = r.op == "call" ? "call '" + protocol::Excerpt(r.call) + "'" : r.op;
+  if (route != t.route) {
+    return Error{Code::kBadRequest, "template '" + t.name + "' is served on " + t.route +
+                                        ".read and " + t.route + ".write, not " +
+                                        protocol::Excerpt(key) + ": send this " + what + " on " +
+                                        right};
+  }
+  if (write && kind != "write") {
+    return Error{Code::kBadRequest, what + " on '" + t.name + "' is a write: send it on " + right +
+                                        ", not " + protocol::Excerpt(key) +
+                                        " (reads and writes are served by separate pools)"};
+  }
+  return std::nullopt;
+}
+
 // Wraps a worker's adapter so that every database call is an `adapter` event: a child of the
 // request, with its duration and outcome (PROTOCOL.md "Lineage": adapter calls are events).
 class RecordedCore final : public NamasteCore {
@@ -168,6 +199,28 @@ class RecordedCore final : public NamasteCore {
   NamasteCore& inner_;
   std::string engine_;
 };
+
+// The metric label of a request's template and op: the name when the node knows it, else this.
+constexpr std::string_view kUnknownLabel = "(unknown)";
+
+std::string_view KnownTemplateName(const Template* t, const protocol::Request& r) {
+  if (t) return t->name;
+  if (r.template_name == "sys" || r.template_name == "lineage") return r.template_name;
+  return kUnknownLabel;
+}
+
+std::string_view KnownOpName(const Template* t, const protocol::Request& r) {
+  static constexpr std::string_view kSysOps[] = {"ping", "describe", "call"};
+  if (!t) {
+    if (r.template_name == "lineage") return r.op == "fetch" ? "fetch" : kUnknownLabel;
+    for (std::string_view op : kSysOps) {
+      if (r.op == op) return op;
+    }
+    return kUnknownLabel;
+  }
+  if (r.op == "call") return "call";
+  return t->Op(r.op) ? std::string_view(t->Op(r.op)->name) : kUnknownLabel;
+}
 
 // At most this much of a write's result goes into its audit record.
 constexpr size_t kAuditAfterBytes = 16 * 1024;
@@ -315,9 +368,15 @@ Result<json::object> DispatchHandler::LineageTree(const protocol::Request& r) {
     return std::unexpected(
         Error{Code::kUnknownOp, "template 'lineage' has no op '" + protocol::Excerpt(r.op) + "'"});
   }
-  if (!IsEventId(r.id)) {
+  if (r.id.empty()) {
     return std::unexpected(
         Error{Code::kValidation, "lineage/fetch needs \"id\": an event id ({node}.{env}.{guid})"});
+  }
+  if (!IsEventId(r.id)) {
+    return std::unexpected(Error{
+        Code::kValidation, "'" + protocol::Excerpt(r.id) +
+                               "' is not an event id: an event id reads {node}.{env}.{guid}, with "
+                               "32 lowercase hex digits, as in a reply's event_id"});
   }
   const Template* store = info_->templates ? info_->templates->Find(info_->log_store) : nullptr;
   NamasteCore* core = store && session_ ? session_->For(*store) : nullptr;
@@ -334,20 +393,23 @@ void DispatchHandler::Record(const protocol::Request& r, const amqp::Delivery& d
   const auto elapsed = std::chrono::steady_clock::now() - started;
   const std::string_view outcome = error ? CodeName(error->code) : std::string_view("OK");
   if (info_->metrics) {
-    std::string key = r.template_name;
-    key.append("/").append(r.op).append("/").append(outcome);
+    // Label values come from the request, so only names the node knows become series: a client
+    // inventing template or op names must not grow /metrics without bound.
+    const std::string_view template_label = KnownTemplateName(t, r);
+    const std::string_view op_label = template_label == kUnknownLabel ? kUnknownLabel
+                                      : KnownOpName(t, r);
+    std::string key(template_label);
+    key.append("/").append(op_label).append("/").append(outcome);
     auto it = latency_.find(key);
     if (it == latency_.end()) {
-      // Label values come from the request: only known templates and ops get their own series.
-      const bool known = t || r.template_name == "sys" || r.template_name == "lineage";
       it = latency_
                .emplace(
                    key,
                    &info_->metrics->GetHistogram(
                        "beds_request_duration_seconds",
                        "Time from a request's decoding to its reply, by template, op and outcome",
-                       {{"template", known ? r.template_name : "(unknown)"},
-                        {"op", known ? protocol::Excerpt(r.op, 32) : "(unknown)"},
+                       {{"template", std::string(template_label)},
+                        {"op", std::string(op_label)},
                         {"outcome", std::string(outcome)}}))
                .first;
     }
@@ -484,6 +546,7 @@ Outcome DispatchHandler::Handle(const amqp::Delivery& delivery, int retries) {
     return refuse(Error{Code::kUnknownTemplate,
                         "no template named '" + protocol::Excerpt(r.template_name) + "'"});
   }
+  if (auto wrong = CheckRoute(*t, r, delivery)) return refuse(std::move(*wrong));
   if (t->name == info.log_store && IsWrite(*t, r)) {
     // The record of what happened is written only by the admin node's logs handler: a client
     // able to create or delete msLogs documents could forge or erase audit records.

@@ -44,6 +44,11 @@ int Request(const beds::config::AmqpSettings& amqp, const std::string& key, cons
     return 4;
   }
   std::cout << reply->body << "\n";
+  if (reply->unroutable) {
+    std::cerr << "bedsctl: nothing is bound to routing key '" << key
+              << "' on beds.events: check the key (e.g. rel.read, rel.write, sys.read)\n";
+    return 1;
+  }
   boost::system::error_code ec;
   const auto parsed = json::parse(reply->body, ec);
   return !ec && parsed.is_object() && parsed.as_object().contains("ok") && parsed.at("ok").as_bool()
@@ -147,7 +152,9 @@ int PingNodes(const beds::config::AmqpSettings& amqp, const std::string& node, i
   m.body = R"({"template":"admin","op":"ping"})";
   m.reply_to = "amq.rabbitmq.reply-to";
   m.correlation_id = "bedsctl-ping";
-  if (auto r = (*conn)->Publish(beds::amqp::kEventsExchange, "admin.ping." + node, m); !r) return 3;
+  if (auto r = (*conn)->PublishReturnable(beds::amqp::kEventsExchange, "admin.ping." + node, m);
+      !r)
+    return 3;
   int answers = 0;
   const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
   while (std::chrono::steady_clock::now() < until) {
@@ -156,6 +163,12 @@ int PingNodes(const beds::config::AmqpSettings& amqp, const std::string& node, i
     if (!*d) {
       if (answers > 0 && node != "all") break;
       continue;
+    }
+    if ((*d)->returned) {
+      // Every running node binds its control queue to admin.#: none is running on this vhost.
+      std::cerr << "bedsctl: no node is running on this vhost (nothing is bound to admin.ping."
+                << node << ")\n";
+      return 4;
     }
     std::cout << (*d)->message.body << "\n";
     ++answers;
@@ -221,6 +234,8 @@ int DlqReplay(const beds::config::AmqpSettings& amqp, const std::string& broker)
 int main(int argc, char** argv) {
   CLI::App app{"bedsctl: talk to BEDS nodes over AMQP"};
   app.require_subcommand(1);
+  // Options of bedsctl itself may also follow the subcommand (bedsctl ping --timeout-ms 500).
+  app.fallthrough();
   std::string config_dir = "config";
   std::string env;
   int timeout_ms = 10000;

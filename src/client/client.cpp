@@ -32,6 +32,19 @@ Result<Lineage> LineageOfReply(std::string_view reply_body) {
   return Lineage{std::string(id->get_string()), "", 0};
 }
 
+std::string UnroutableReply(const std::string& exchange, const std::string& routing_key) {
+  const std::string message =
+      "no queue is bound to routing key '" + routing_key + "' on " + exchange +
+      ", so no node received this request: requests go on {route}.read or {route}.write (e.g. "
+      "rel.read, rec.write, sys.read), and a node serving that route must have started once on "
+      "this vhost";
+  return boost::json::serialize(boost::json::object{
+      {"ok", false},
+      {"event_id", ""},
+      {"error", boost::json::object{
+                    {"code", "UNAVAILABLE"}, {"message", message}, {"retryable", false}}}});
+}
+
 Result<std::vector<Reply>> Client::FanOut(std::vector<Request> requests,
                                           std::chrono::milliseconds timeout) {
   std::map<std::string, size_t> slot;  // correlation id → position
@@ -108,7 +121,7 @@ Result<void> Client::Reconnect(const Error& cause) {
     ++reconnects_;
     bool resent = true;
     for (const auto& [id, p] : pending_) {
-      if (auto r = connection_->Publish(p.exchange, p.routing_key, p.message); !r) {
+      if (auto r = connection_->PublishReturnable(p.exchange, p.routing_key, p.message); !r) {
         last = r.error();
         connection_.reset();
         resent = false;
@@ -139,7 +152,12 @@ Result<std::string> Client::Send(const std::string& routing_key, std::string bod
     if (auto r = Reconnect(Error{Code::kUnavailable, "not connected"}); !r)
       return std::unexpected(r.error());
   }
-  if (auto r = connection_->Publish(p.exchange, p.routing_key, p.message); !r) {
+  // A request that expects a reply is published mandatory: if nothing is bound to its key, the
+  // broker hands it back and Receive() answers it at once.
+  auto published = options.expect_reply
+                       ? connection_->PublishReturnable(p.exchange, p.routing_key, p.message)
+                       : connection_->Publish(p.exchange, p.routing_key, p.message);
+  if (auto r = published; !r) {
     // Reconnect re-sends everything pending; a fire-and-forget message is sent again here.
     if (options.expect_reply) {
       pending_.emplace(id, std::move(p));
@@ -181,6 +199,11 @@ Result<std::optional<Reply>> Client::Receive(std::chrono::milliseconds timeout) 
     auto it = pending_.find((*next)->message.correlation_id);
     if (it == pending_.end())
       continue;  // a duplicate answer to a request re-sent after a reconnect
+    if ((*next)->returned) {
+      Reply reply{it->first, UnroutableReply(it->second.exchange, it->second.routing_key), true};
+      pending_.erase(it);
+      return reply;
+    }
     pending_.erase(it);
     return Reply{(*next)->message.correlation_id, std::move((*next)->message.body)};
   }

@@ -1,6 +1,8 @@
 // The C++ client: RPC over AMQP per PROTOCOL.md, used by beds-bench, the tests and (later) the
 // gateway and bedsctl. Requests go to beds.events; replies come back on RabbitMQ's direct
-// reply-to. A request stays pending until its reply arrives; when the connection drops (a broker
+// reply-to. Requests are published mandatory: one whose routing key no queue is bound to comes
+// straight back as an `unroutable` reply instead of timing out. A request stays pending until its
+// reply arrives; when the connection drops (a broker
 // restart) the client reconnects with backoff and re-sends every pending request with its
 // original correlation id, so each is answered. Publishes are not confirmed: a fire-and-forget
 // message written into a dying socket can be lost (requests with replies are re-sent until
@@ -34,7 +36,14 @@ struct SendOptions {
 struct Reply {
   std::string correlation_id;
   std::string body;
+  // The broker handed the request back: no queue is bound to its routing key, so no node will
+  // ever see it. `body` is then an error reply written by the client (UNAVAILABLE, not
+  // retryable, naming the key), so callers that only read replies still see what happened.
+  bool unroutable = false;
 };
+
+// The reply the client writes for a request the broker returned as unroutable.
+std::string UnroutableReply(const std::string& exchange, const std::string& routing_key);
 
 // A request body made a child of `parent` (PROTOCOL.md "Lineage"): its `lineage` names the
 // parent's event id and depth + 1, and BEDS gives it an event id of its own. Application code

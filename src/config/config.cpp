@@ -174,6 +174,7 @@ std::optional<toml::table> ParseFile(const fs::path& file, std::vector<std::stri
 LoadOptions FromEnvironment(std::string config_dir, std::optional<std::string> env) {
   LoadOptions options;
   options.config_dir = std::move(config_dir);
+  options.env_file_required = env.has_value();
   options.env = std::move(env);
   for (char** e = environ; e && *e; ++e) {
     const std::string_view entry(*e);
@@ -221,6 +222,11 @@ Result<Config> Load(const LoadOptions& options) {
       Merge(merged, *t, "", role.string(), origins);
       config.files.push_back(role.string());
     }
+  }
+  if (!fs::exists(overlay) && options.env_file_required) {
+    errors.push_back(overlay.string() + ": not found (--env " + config.env +
+                     "): create it, or leave --env out to run on " + base.string() +
+                     " and BEDS__* variables alone");
   }
   if (fs::exists(overlay)) {
     if (auto t = ParseFile(overlay, errors)) {

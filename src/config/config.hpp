@@ -139,6 +139,9 @@ struct Config {
 struct LoadOptions {
   std::string config_dir = "config";
   std::optional<std::string> env;   // --env; else BEDS_ENV; else "dev"
+  // The env was named on the command line: its env_{env}.toml must exist (a typo in --env would
+  // otherwise run silently on the base defaults). FromEnvironment() sets it when `env` is given.
+  bool env_file_required = false;
   std::optional<std::string> role;  // --role; else BEDS_ROLE: merges nodes/{role}.toml
   // BEDS_ENV and BEDS__* variables; FromEnvironment() fills them from the process.
   std::vector<std::pair<std::string, std::string>> environment;

@@ -37,6 +37,10 @@ struct OpSpec {
   std::vector<std::string> order;   // fields a client may order by
   int64_t max_limit = 1000;         // fetch: the largest `limit` accepted (also the default)
   bool read = false;                // routing kind: read or write
+  // REL, filled in by the bind-check (templates::Annotate): the scale of each DECIMAL IN
+  // parameter, by the name in `params`. A value with more decimal places is VALIDATION: MariaDB
+  // would round it without a word.
+  std::map<std::string, int, std::less<>> decimal_scale;
 };
 
 struct IndexSpec {  // REC
@@ -71,15 +75,20 @@ struct SchemaParam {
   std::string name;
   std::string mode;       // IN | OUT | INOUT
   std::string data_type;  // as the catalogue spells it: "int", "varchar", "decimal", …
+  int scale = -1;         // DECIMAL: digits kept after the point; -1 for other types
 };
 struct SchemaColumn {
   std::string name;
   std::string data_type;
   bool nullable = true;
+  bool json = false;  // a JSON column (MariaDB stores JSON as LONGTEXT checked by json_valid)
 };
 struct SchemaRoutine {
   std::string name;
   std::vector<SchemaParam> params;  // in signature order
+  // SQL_DATA_ACCESS as declared: "READS SQL DATA", "MODIFIES SQL DATA", "NO SQL" or
+  // "CONTAINS SQL" (the default when the DBA declared nothing).
+  std::string data_access;
 };
 struct SchemaView {
   std::string name;

@@ -77,6 +77,27 @@ Result<Value> WrongType(std::string_view name, const FieldSpec& field, const jso
                  std::string(FieldTypeName(field.type)) + "), got " + JsonKind(v));
 }
 
+// "2026-02-30…": the shape of a date whose day the calendar does not have.
+bool LooksLikeDate(std::string_view s) {
+  return s.size() >= 10 && s[4] == '-' && s[7] == '-' && AllDigits(s.substr(0, 4)) &&
+         AllDigits(s.substr(5, 2)) && AllDigits(s.substr(8, 2)) &&
+         !ValidDate(ToInt(s.substr(0, 4)), ToInt(s.substr(5, 2)), ToInt(s.substr(8, 2)));
+}
+
+Result<Value> NoSuchDay(std::string_view name, const json::value& v) {
+  return Invalid("field " + Quoted(name) + " must be a date that exists: " +
+                 std::string(v.get_string().subview(0, 10)) + " is not a day of the calendar");
+}
+
+// Digits after the decimal point that matter ("9.990" has 2).
+int DecimalPlaces(std::string_view text) {
+  const size_t dot = text.find('.');
+  if (dot == std::string_view::npos) return 0;
+  std::string_view fraction = text.substr(dot + 1);
+  while (!fraction.empty() && fraction.back() == '0') fraction.remove_suffix(1);
+  return static_cast<int>(fraction.size());
+}
+
 // The key as it arrives in the envelope's `id` (always text): typed like the key field.
 Result<Value> KeyFromId(const FieldSpec& key, std::string_view id) {
   if (key.type == FieldType::kInt) {
@@ -208,12 +229,14 @@ Result<Value> ToValue(std::string_view name, const FieldSpec& field, const json:
       return out;
     case FieldType::kDate: {
       auto d = v.is_string() ? NormalizeDate(v.get_string()) : std::nullopt;
+      if (!d && v.is_string() && LooksLikeDate(v.get_string())) return NoSuchDay(name, v);
       if (!d) return WrongType(name, field, v, "a date such as \"2026-11-24\"");
       out.text = std::move(*d);
       return out;
     }
     case FieldType::kDatetime: {
       auto d = v.is_string() ? NormalizeDatetime(v.get_string()) : std::nullopt;
+      if (!d && v.is_string() && LooksLikeDate(v.get_string())) return NoSuchDay(name, v);
       if (!d)
         return WrongType(name, field, v, "an ISO 8601 UTC time such as \"2026-11-24T17:07:20Z\"");
       out.text = std::move(*d);
@@ -281,6 +304,20 @@ Result<Payload> ValidatePayload(const Template& t, const OpSpec& op, std::string
       p.values[std::string(name)] = std::move(*value);
     } else {
       p.values[std::string(name)] = InferValue(v);
+    }
+  }
+  // MariaDB rounds a DECIMAL parameter to its scale without a word: 9.999 would be stored as
+  // 10.00. The bind-check recorded each parameter's scale, so such a value is refused instead.
+  for (const auto& [name, scale] : op.decimal_scale) {
+    auto it = p.values.find(name);
+    if (it == p.values.end() || it->second.null) continue;
+    const Value& v = it->second;
+    if (v.type != FieldType::kDecimal && v.type != FieldType::kString) continue;
+    if (const int places = DecimalPlaces(v.text); places > scale) {
+      return std::unexpected(Error{
+          Code::kValidation, "field " + Quoted(name) + " has " + std::to_string(places) +
+                                 " decimal places; " + what + " keeps " + std::to_string(scale) +
+                                 ": round the value (the database would round it silently)"});
     }
   }
   const FieldSpec* key = t.Key();

@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <cstdio>
@@ -104,6 +105,10 @@ std::vector<amqp::Connection::Outgoing> Pack(const std::vector<Line>& events) {
   return out;
 }
 
+// How soon events that no queue took are offered again, doubling up to the last.
+constexpr std::chrono::milliseconds kFirstUnroutedRetry{500};
+constexpr std::chrono::milliseconds kLastUnroutedRetry{8000};
+
 int64_t FileSize(const std::string& path) {
   std::error_code ec;
   const auto n = fs::file_size(path, ec);
@@ -130,8 +135,12 @@ struct AmqpSink::Impl {
   // never counted as dropped: the drop counter counts only events the broker never saw.
   std::vector<Line> unconfirmed;
 
-  std::atomic<uint64_t> emitted{0}, published{0}, spilled{0}, replayed{0}, dropped{0},
-      reconnects{0};
+  std::atomic<uint64_t> emitted{0}, published{0}, unrouted{0}, spilled{0}, replayed{0},
+      dropped{0}, reconnects{0};
+  // Publisher thread only: after events came back unrouted, the spill file is offered again no
+  // sooner than this (with backoff), not on every turn of the loop.
+  std::chrono::steady_clock::time_point next_replay{};
+  std::chrono::milliseconds unrouted_backoff{kFirstUnroutedRetry};
   std::atomic<bool> connected{false};
   std::unique_ptr<amqp::Connection> connection;  // publisher thread only
   std::jthread thread;
@@ -186,9 +195,51 @@ struct AmqpSink::Impl {
     connected = false;
   }
 
+  // Publishes `lines`, mandatory and confirmed; returns how many a queue took. Lines the broker
+  // hands back (no queue bound to their key) are not published: log and audit lines wait in the
+  // spill file for the admin node's queue, metric figures are only counted.
+  // With `keep_returned` false (a replay's probe), what came back is left where it was.
+  Result<size_t> PublishLines(const std::vector<Line>& lines, bool keep_returned = true) {
+    std::vector<std::string> returned;
+    if (auto r = connection->PublishBatch(amqp::kLogsExchange, Pack(lines), true, &returned); !r)
+      return std::unexpected(r.error());
+    if (returned.empty()) return lines.size();
+    std::vector<Line> keep;
+    size_t routed = 0;
+    for (const Line& line : lines) {
+      if (std::find(returned.begin(), returned.end(), line.routing_key) == returned.end()) {
+        ++routed;
+        continue;
+      }
+      unrouted.fetch_add(1, std::memory_order_relaxed);
+      if (!line.routing_key.starts_with("metric.")) keep.push_back(line);
+    }
+    if (!keep_returned && routed == 0) {
+      unrouted.fetch_sub(lines.size() - routed, std::memory_order_relaxed);  // counted before
+      DeferReplay();
+      return routed;
+    }
+    if (!keep.empty()) {
+      if (unrouted_backoff == kFirstUnroutedRetry) {
+        spdlog::warn("log sink: no queue takes {} (has an admin node started on this vhost?); "
+                     "keeping such events in the spill file until one does",
+                     keep.front().routing_key);
+      }
+      SpillLines(keep);
+      DeferReplay();
+    }
+    return routed;
+  }
+
+  void DeferReplay() {
+    next_replay = std::chrono::steady_clock::now() + unrouted_backoff;
+    unrouted_backoff = std::min(unrouted_backoff * 2, kLastUnroutedRetry);
+  }
+
   // Publishes the spill file, oldest first. False when the connection failed (it is dropped).
   bool Replay() {
     if (spill_bytes.load() == 0) return true;
+    if (std::chrono::steady_clock::now() < next_replay) return true;  // waiting for a consumer
     if (replay_path.empty()) replay_path = settings.spill_path + ".replay";
     {
       std::lock_guard lock(spill_mutex);
@@ -207,16 +258,28 @@ struct AmqpSink::Impl {
     std::string line;
     int64_t line_no = 0;
     std::vector<Line> batch;
+    const auto before = next_replay;
+    bool probe = true;  // the first batch tells whether anything takes the kept events yet
+    bool waiting = false;
     auto flush = [&]() -> bool {
       if (batch.empty()) return true;
-      if (auto r = connection->PublishBatch(amqp::kLogsExchange, Pack(batch), false); !r) {
-        spdlog::warn("log sink: replaying the spill file: {}", r.error().message);
+      auto routed = PublishLines(batch, !probe);
+      if (!routed) {
+        spdlog::warn("log sink: replaying the spill file: {}", routed.error().message);
         Disconnect();
         return false;
       }
+      if (probe && *routed == 0 && next_replay != before) {
+        // Still no queue for them: they stay in the replay file, offered again after backoff,
+        // rather than being read and written back whole every time.
+        waiting = true;
+        batch.clear();
+        return false;
+      }
+      probe = false;
       replay_offset = line_no;
-      replayed.fetch_add(batch.size(), std::memory_order_relaxed);
-      published.fetch_add(batch.size(), std::memory_order_relaxed);
+      replayed.fetch_add(*routed, std::memory_order_relaxed);
+      published.fetch_add(*routed, std::memory_order_relaxed);
       batch.clear();
       return true;
     };
@@ -228,14 +291,18 @@ struct AmqpSink::Impl {
       const bool persistent = line.compare(0, 6, "audit.") == 0 ||
                               line.find("\"kind\":\"ipl\"", tab) != std::string::npos;
       batch.push_back(Line{line.substr(0, tab), line.substr(tab + 1), persistent});
-      if (batch.size() >= settings.batch_events && !flush()) return false;
+      if (batch.size() >= settings.batch_events && !flush()) return waiting;
     }
-    if (!flush()) return false;
+    if (!flush()) return waiting;
     const int64_t size = FileSize(replay_path);
     std::error_code ec;
     fs::remove(replay_path, ec);
     spill_bytes.fetch_sub(size);
     replay_offset = 0;
+    if (next_replay == before && unrouted_backoff != kFirstUnroutedRetry) {
+      spdlog::info("log sink: a queue takes the kept events now; the spill file is replayed");
+      unrouted_backoff = kFirstUnroutedRetry;  // everything was taken
+    }
     return true;
   }
 
@@ -278,11 +345,12 @@ struct AmqpSink::Impl {
       }
       if (!Replay()) continue;
       if (!unconfirmed.empty()) {
-        if (auto r = connection->PublishBatch(amqp::kLogsExchange, Pack(unconfirmed), false); !r) {
+        auto routed = PublishLines(unconfirmed);
+        if (!routed) {
           Disconnect();
           continue;
         }
-        published.fetch_add(unconfirmed.size(), std::memory_order_relaxed);
+        published.fetch_add(*routed, std::memory_order_relaxed);
         unconfirmed.clear();
       }
       std::vector<Line> taken;
@@ -306,15 +374,15 @@ struct AmqpSink::Impl {
         }
       }
       if (taken.empty()) continue;
-      const size_t n = taken.size();
-      if (auto r = connection->PublishBatch(amqp::kLogsExchange, Pack(taken), false); !r) {
+      auto routed = PublishLines(taken);
+      if (!routed) {
         spdlog::warn("log sink: publishing: {} (spilling until the broker is back)",
-                     r.error().message);
+                     routed.error().message);
         Disconnect();
         unconfirmed = std::move(taken);
         continue;
       }
-      published.fetch_add(n, std::memory_order_relaxed);
+      published.fetch_add(*routed, std::memory_order_relaxed);
     }
     // Whatever is left (no broker, or the grace ran out) waits in the spill file.
     SpillLines(unconfirmed);
@@ -381,6 +449,7 @@ SinkStats AmqpSink::Stats() const {
   SinkStats out;
   out.emitted = s.emitted.load();
   out.published = s.published.load();
+  out.unrouted = s.unrouted.load();
   out.spilled = s.spilled.load();
   out.replayed = s.replayed.load();
   out.dropped = s.dropped.load();

@@ -5,7 +5,11 @@
 // the buffer is full, or the broker is away, events go to a local spill file (one
 // `routing_key<TAB>event` line each) up to `spill_max_bytes`; past that they are dropped and
 // counted. The spill file is replayed, oldest first, when the broker returns (also after a restart
-// of the node). Delivery is at least once: the log store dedupes by event id. Thread-safe.
+// of the node). Events are published mandatory: a log or audit event that no queue takes (no
+// admin node has ever declared its queue on this vhost) comes back, waits in the spill file too,
+// and is offered again with backoff, so nothing emitted before the first admin node started is
+// lost; metric figures nobody takes are only counted (the next ones supersede them).
+// Delivery is at least once: the log store dedupes by event id. Thread-safe.
 #pragma once
 
 #include <chrono>
@@ -32,7 +36,8 @@ struct AmqpSinkSettings {
 
 struct SinkStats {
   uint64_t emitted = 0;    // events handed to Emit()
-  uint64_t published = 0;  // confirmed by the broker (replayed ones included)
+  uint64_t published = 0;  // confirmed by the broker and taken by a queue (replayed included)
+  uint64_t unrouted = 0;   // handed back by the broker: no queue was bound to the key (yet)
   uint64_t spilled = 0;    // written to the spill file
   uint64_t replayed = 0;   // read back from the spill file and confirmed
   uint64_t dropped = 0;    // lost: buffer full and spill file full (or none)

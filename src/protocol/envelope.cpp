@@ -158,7 +158,11 @@ Result<Request> DecodeFields(json::object body) {
         step = BadRequest("field 'idempotency_key' must be at most 256 characters");
       }
     } else {
-      step = BadRequest("unknown field " + Quote(key));
+      // Record fields at the top level are the commonest slip: say where they belong.
+      step = BadRequest("unknown field " + Quote(key) +
+                        " (the envelope's fields are template, op, call, id, data, where, limit, "
+                        "offset, order, async, lineage, deadline_ms and idempotency_key; a "
+                        "record's fields go inside \"data\", filters inside \"where\")");
     }
     if (!step) return std::unexpected(step.error());
   }

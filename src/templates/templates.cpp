@@ -490,6 +490,164 @@ Result<std::vector<Template>> LoadDir(const std::string& dir) {
   return out;
 }
 
+std::string FieldOfParameter(const std::string& parameter) {
+  for (const char* prefix : {"p_", "in_", "out_", "i_", "o_"}) {
+    const size_t n = std::strlen(prefix);
+    if (parameter.starts_with(prefix) && parameter.size() > n) return parameter.substr(n);
+  }
+  return parameter;
+}
+
+namespace {
+
+// The parameters a procedure takes in `mode` ("IN", or anything else for OUT/INOUT), in order.
+std::vector<const SchemaParam*> ParamsOf(const SchemaRoutine& p, bool in) {
+  std::vector<const SchemaParam*> out;
+  for (const auto& param : p.params) {
+    if ((param.mode == "IN") == in) out.push_back(&param);
+  }
+  return out;
+}
+
+std::string QuotedList(const std::vector<std::string>& names) {
+  std::string out = "[";
+  for (const auto& n : names) out += (out.size() > 1 ? ", \"" : "\"") + n + "\"";
+  return out + "]";
+}
+
+// Fields passed where the procedure takes a parameter named after another of the op's fields:
+// the values would be stored in each other's columns. "" when there are none.
+std::string MisplacedParameters(const OpSpec& op, const SchemaRoutine& proc) {
+  auto check = [&](const std::vector<std::string>& declared, bool in) -> std::string {
+    const auto params = ParamsOf(proc, in);
+    std::vector<std::string> wanted;  // the declared names in the procedure's order
+    bool misplaced = false;
+    for (size_t i = 0; i < params.size() && i < declared.size(); ++i) {
+      const std::string field = FieldOfParameter(params[i]->name);
+      const bool elsewhere =
+          std::find(declared.begin(), declared.end(), field) != declared.end() ||
+          std::find(declared.begin(), declared.end(), params[i]->name) != declared.end();
+      const bool here = declared[i] == field || declared[i] == params[i]->name;
+      if (!here && elsewhere) misplaced = true;
+      wanted.push_back(here || !elsewhere ? declared[i] : field);
+    }
+    if (!misplaced) return "";
+    std::string order;
+    for (const auto* p : params) order += (order.empty() ? "" : ", ") + p->name;
+    return "procedure " + op.procedure + " takes its " + (in ? "IN" : "OUT") +
+           " parameters in the order (" + order + "), but the template's " +
+           (in ? "params" : "out") + " are " + QuotedList(declared) +
+           ": values would land in the wrong parameters; list them as " + QuotedList(wanted);
+  };
+  std::string in = check(op.params, true);
+  std::string out = check(op.out, false);
+  return in.empty() ? out : out.empty() ? in : in + "; " + out;
+}
+
+// Broad families of types: a field and its parameter should be of the same one.
+enum class TypeFamily { kNumber, kText, kTime, kBinary, kUnknown };
+
+TypeFamily FamilyOf(FieldType t) {
+  switch (t) {
+    case FieldType::kInt:
+    case FieldType::kFloat:
+    case FieldType::kDecimal:
+    case FieldType::kBool:
+      return TypeFamily::kNumber;
+    case FieldType::kString:
+    case FieldType::kJson:
+      return TypeFamily::kText;
+    case FieldType::kDate:
+    case FieldType::kDatetime:
+      return TypeFamily::kTime;
+    case FieldType::kBytes:
+      return TypeFamily::kBinary;
+  }
+  return TypeFamily::kUnknown;
+}
+
+TypeFamily FamilyOfSql(std::string_view t) {
+  if (t.ends_with("char") || t.ends_with("text") || t == "enum" || t == "set" || t == "json")
+    return TypeFamily::kText;
+  if (t == "date" || t == "datetime" || t == "timestamp" || t == "time") return TypeFamily::kTime;
+  if (t.ends_with("blob") || t == "binary" || t == "varbinary") return TypeFamily::kBinary;
+  if (t.ends_with("int") || t == "decimal" || t == "numeric" || t == "float" || t == "double" ||
+      t == "real" || t == "bit" || t == "year")
+    return TypeFamily::kNumber;
+  return TypeFamily::kUnknown;
+}
+
+// Each op and call that names a procedure, with its label for messages.
+template <typename F>
+void ForEachProcedure(const Template& t, F&& each) {
+  for (const auto& [name, op] : t.ops) {
+    if (!op.procedure.empty()) each(op, t.name + "/" + name);
+  }
+  for (const auto& [name, op] : t.calls) {
+    if (!op.procedure.empty()) each(op, t.name + "/call " + name);
+  }
+}
+
+}  // namespace
+
+std::vector<std::string> BindWarnings(const Template& t, const Schema& schema) {
+  std::vector<std::string> warnings;
+  if (t.kind != "rel") return warnings;
+  ForEachProcedure(t, [&](const OpSpec& op, const std::string& label) {
+    auto it = schema.procedures.find(op.procedure);
+    if (it == schema.procedures.end()) return;
+    const SchemaRoutine& proc = it->second;
+    if (op.read && proc.data_access == "MODIFIES SQL DATA") {
+      warnings.push_back(label + " is declared kind = \"read\", but procedure " + op.procedure +
+                         " is declared MODIFIES SQL DATA: reads run on the read pool and may go "
+                         "to a secondary; declare the call kind = \"write\" if it changes data");
+    }
+    const auto params = ParamsOf(proc, true);
+    // A count mismatch or misplaced parameters are BindCheck problems already.
+    if (params.size() != op.params.size() || !MisplacedParameters(op, proc).empty()) return;
+    for (size_t i = 0; i < params.size(); ++i) {
+      const SchemaParam& param = *params[i];
+      const std::string& field_name = op.params[i];
+      if (FieldOfParameter(param.name) != field_name && param.name != field_name) {
+        warnings.push_back(label + ": procedure " + op.procedure + "'s IN parameter " +
+                           std::to_string(i + 1) + " is named " + param.name +
+                           ", and the template passes field '" + field_name +
+                           "' there: if that is not what " + param.name +
+                           " stands for, fix the order of params (a parameter named p_" +
+                           field_name + " or " + field_name + " would say so)");
+      }
+      const FieldSpec* field = t.Field(field_name);
+      if (!field) continue;
+      const TypeFamily want = FamilyOfSql(param.data_type);
+      const TypeFamily have = FamilyOf(field->type);
+      if (want != TypeFamily::kUnknown && want != have) {
+        warnings.push_back(label + ": field '" + field_name + "' is " +
+                           std::string(FieldTypeName(field->type)) + ", but procedure " +
+                           op.procedure + "'s parameter " + param.name + " is " + param.data_type);
+      }
+    }
+  });
+  return warnings;
+}
+
+void Annotate(Template& t, const Schema& schema) {
+  if (t.kind != "rel") return;
+  auto annotate = [&](OpSpec& op) {
+    if (op.procedure.empty()) return;
+    auto it = schema.procedures.find(op.procedure);
+    if (it == schema.procedures.end()) return;
+    const auto params = ParamsOf(it->second, true);
+    for (size_t i = 0; i < params.size() && i < op.params.size(); ++i) {
+      if (params[i]->scale >= 0 &&
+          (params[i]->data_type == "decimal" || params[i]->data_type == "numeric")) {
+        op.decimal_scale[op.params[i]] = params[i]->scale;
+      }
+    }
+  };
+  for (auto& [name, op] : t.ops) annotate(op);
+  for (auto& [name, op] : t.calls) annotate(op);
+}
+
 std::vector<std::string> BindCheck(const Template& t, const Schema& schema) {
   std::vector<std::string> problems;
   if (t.kind != "rel") return problems;
@@ -522,6 +680,8 @@ std::vector<std::string> BindCheck(const Template& t, const Schema& schema) {
               label + ": procedure " + op.procedure + " takes " + std::to_string(in) + " IN and " +
               std::to_string(out) + " OUT/INOUT parameters; the template declares " +
               std::to_string(op.params.size()) + " and " + std::to_string(op.out.size()));
+        } else if (auto misplaced = MisplacedParameters(op, it->second); !misplaced.empty()) {
+          problems.push_back(label + ": " + misplaced);
         }
       }
     }
@@ -583,28 +743,22 @@ Result<std::string> Scaffold(std::string_view tla, const std::string& database,
   };
 
   // DBAs often prefix parameters (p_email); the template names them after the fields (email).
-  auto bare = [](const std::string& name) {
-    for (const char* prefix : {"p_", "in_", "out_", "i_", "o_"}) {
-      if (name.starts_with(prefix) && name.size() > std::strlen(prefix))
-        return name.substr(std::strlen(prefix));
-    }
-    return name;
-  };
+  auto bare = [](const std::string& name) { return FieldOfParameter(name); };
   // Fields: the view's columns, then any write parameter the view does not show.
   std::vector<std::pair<std::string, FieldType>> fields;
-  auto add_field = [&](const std::string& name, const std::string& type) {
+  auto add_field = [&](const std::string& name, const std::string& type, bool json) {
     for (const auto& f : fields) {
       if (f.first == name) return;
     }
-    fields.emplace_back(name, FieldTypeForSql(type));
+    fields.emplace_back(name, json ? FieldType::kJson : FieldTypeForSql(type));
   };
   if (view) {
-    for (const auto& c : view->columns) add_field(c.name, c.data_type);
+    for (const auto& c : view->columns) add_field(c.name, c.data_type, c.json);
   }
   for (const char* op : {"create", "update", "delete"}) {
     if (const auto* p = proc(op)) {
       for (const auto& param : p->params) {
-        if (param.mode == "IN") add_field(bare(param.name), param.data_type);
+        if (param.mode == "IN") add_field(bare(param.name), param.data_type, false);
       }
     }
   }
@@ -642,8 +796,13 @@ Result<std::string> Scaffold(std::string_view tla, const std::string& database,
     if (!out_list.empty()) out << "out       = [" << out_list << "]\n";
   };
   if (view) {
+    // JSON documents and raw bytes are neither compared nor sorted on.
     std::string cols;
-    for (const auto& c : view->columns) cols += (cols.empty() ? "\"" : ", \"") + c.name + "\"";
+    for (const auto& c : view->columns) {
+      const FieldType type = c.json ? FieldType::kJson : FieldTypeForSql(c.data_type);
+      if (type == FieldType::kJson || type == FieldType::kBytes) continue;
+      cols += (cols.empty() ? "\"" : ", \"") + c.name + "\"";
+    }
     out << "\n[ops.fetch]\nview      = \"" << view->name << "\"\nwhere     = [" << cols
         << "]\norder     = [" << cols << "]\nmax_limit = 500\n";
   }
@@ -659,7 +818,16 @@ Result<std::string> Scaffold(std::string_view tla, const std::string& database,
     if (!IsIdentifier(call)) continue;
     out << "\n[ops.calls." << call << "]\nprocedure = \"" << p->name << "\"\n";
     write_params(*p);
-    out << "kind      = \"write\"   # \"read\" if it only reads: routes to the read brokers\n";
+    // The DBA's declaration says whether it changes data; undeclared (CONTAINS SQL) may.
+    if (p->data_access == "READS SQL DATA" || p->data_access == "NO SQL") {
+      out << "kind      = \"read\"    # " << p->name << " is declared " << p->data_access
+          << ": routes to the read brokers\n";
+    } else if (p->data_access == "MODIFIES SQL DATA") {
+      out << "kind      = \"write\"   # " << p->name << " is declared MODIFIES SQL DATA\n";
+    } else {
+      out << "kind      = \"write\"   # " << p->name
+          << " does not declare READS SQL DATA; \"read\" if it only reads\n";
+    }
   }
   return out.str();
 }

@@ -28,6 +28,21 @@ Result<std::vector<Template>> LoadDir(const std::string& dir);
 // filters, orders or fetches by id on.
 std::vector<std::string> BindCheck(const Template& t, const Schema& schema);
 
+// What binds but looks wrong, for an operator to read (IPL logs them, `template check` prints
+// them): a procedure parameter whose name matches no field passed in its position (the `p_`
+// convention: p_isbn takes field isbn), a field whose type does not fit its parameter's, a
+// `read` call whose procedure is declared MODIFIES SQL DATA. A field passed where the procedure
+// takes a parameter named after another field is a BindCheck problem, not a warning: the
+// values would land in the wrong columns.
+std::vector<std::string> BindWarnings(const Template& t, const Schema& schema);
+
+// Records in `t` what requests are checked against once it is bound: each DECIMAL parameter's
+// scale (OpSpec::decimal_scale).
+void Annotate(Template& t, const Schema& schema);
+
+// The field a procedure parameter is named after: "p_isbn" → "isbn" (also in_, out_, i_, o_).
+std::string FieldOfParameter(const std::string& parameter);
+
 // A REL template for the objects whose names start with "{tla}_": the first view becomes fetch,
 // {tla}_create/_update/_delete the write ops, every other procedure a call.
 Result<std::string> Scaffold(std::string_view tla, const std::string& database,

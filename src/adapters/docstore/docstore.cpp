@@ -128,10 +128,14 @@ class RecCore final : public NamasteCore {
   Result<OpResult> Delete(const Template& t, const OpSpec&, const Payload& p) override {
     const FieldSpec* key = t.Key();
     auto it = p.values.find(key->name);
-    if (auto r = engine_->Remove(t, ClientValue(it->second), p.deadline_ms); !r) {
+    json::value id = ClientValue(it->second);
+    if (auto r = engine_->Remove(t, id, p.deadline_ms); !r) {
       return std::unexpected(r.error());
     }
+    // The key of what was deleted, as the example REL procedures answer (`SELECT p_id AS id`), so
+    // a client reads a delete's reply the same way for both classes.
     OpResult out;
+    out.data.push_back(json::object{{key->name, std::move(id)}});
     out.count = 1;
     return out;
   }

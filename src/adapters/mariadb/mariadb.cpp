@@ -88,9 +88,27 @@ Error MapError(const DbError& e, const std::string& what) {
       return {Code::kValidation, what + ": a value has the wrong form for its column"};
     case ER_CONSTRAINT_FAILED:
       return {Code::kValidation, what + ": a value breaks a check constraint"};
+    case ER_CANT_AGGREGATE_2COLLATIONS:
+    case ER_CANT_AGGREGATE_3COLLATIONS:
+    case ER_CANT_AGGREGATE_NCOLLATIONS:
+      // A filter value with characters the column's character set cannot hold (a latin1 column
+      // compared with an emoji): no row could ever match, and resending changes nothing.
+      return {Code::kValidation,
+              what + ": a value has characters its column's character set cannot hold"};
     case ER_LOCK_DEADLOCK:
     case ER_LOCK_WAIT_TIMEOUT:
       return {Code::kUnavailable, what + ": the database was busy; try again"};
+    case ER_CON_COUNT_ERROR:
+    case ER_TOO_MANY_USER_CONNECTIONS:
+    case ER_OUT_OF_RESOURCES:
+    case ER_OUTOFMEMORY:
+    case ER_DISK_FULL:
+    case ER_RECORD_FILE_FULL:
+    case ER_LOCK_TABLE_FULL:
+    case ER_SERVER_SHUTDOWN:
+    case ER_CONNECTION_KILLED:
+    case ER_QUERY_INTERRUPTED:
+      return {Code::kUnavailable, what + ": the database is overloaded or going away; try again"};
     case ER_MAX_PREPARED_STMT_COUNT_REACHED:
       return {Code::kUnavailable, what + ": the database is out of prepared-statement slots"};
     case CR_NEW_STMT_METADATA:
@@ -113,6 +131,13 @@ Error MapError(const DbError& e, const std::string& what) {
     return {Code::kConflict, what + ": the database refused the change"};
   if (e.sqlstate.starts_with("22"))
     return {Code::kValidation, what + ": a value was refused by the database"};
+  // The server answered, and would answer the same request the same way: resending it cannot
+  // help, so the client is told not to (a retryable INTERNAL is retried until parked). Errors of
+  // the client library (2000–2999) may be transient and keep the default.
+  const bool server_said = e.errnum < CR_MIN_ERROR || e.errnum > CR_MAX_ERROR;
+  if (server_said) {
+    return Error{Code::kInternal, what + ": database error " + std::to_string(e.errnum), false};
+  }
   return {Code::kInternal, what + ": database error " + std::to_string(e.errnum)};
 }
 
@@ -794,19 +819,25 @@ Result<Schema> ReadSchema(const config::DatabaseSettings& settings) {
     return Ok();
   };
   auto str = [](const char* s) { return std::string(s ? s : ""); };
-  if (auto r = query("SELECT ROUTINE_NAME FROM information_schema.ROUTINES "
+  if (auto r = query("SELECT ROUTINE_NAME, SQL_DATA_ACCESS FROM information_schema.ROUTINES "
                      "WHERE ROUTINE_SCHEMA = DATABASE() AND ROUTINE_TYPE = 'PROCEDURE'",
-                     [&](MYSQL_ROW row) { schema.procedures[str(row[0])].name = str(row[0]); });
+                     [&](MYSQL_ROW row) {
+                       auto& p = schema.procedures[str(row[0])];
+                       p.name = str(row[0]);
+                       p.data_access = str(row[1]);
+                     });
       !r)
     return std::unexpected(r.error());
-  if (auto r = query("SELECT SPECIFIC_NAME, PARAMETER_NAME, PARAMETER_MODE, DATA_TYPE "
-                     "FROM information_schema.PARAMETERS "
+  if (auto r = query("SELECT SPECIFIC_NAME, PARAMETER_NAME, PARAMETER_MODE, DATA_TYPE, "
+                     "NUMERIC_SCALE FROM information_schema.PARAMETERS "
                      "WHERE SPECIFIC_SCHEMA = DATABASE() AND ROUTINE_TYPE = 'PROCEDURE' "
                      "ORDER BY SPECIFIC_NAME, ORDINAL_POSITION",
                      [&](MYSQL_ROW row) {
                        auto& p = schema.procedures[str(row[0])];
                        p.name = str(row[0]);
-                       p.params.push_back(SchemaParam{str(row[1]), str(row[2]), str(row[3])});
+                       SchemaParam param{str(row[1]), str(row[2]), str(row[3])};
+                       if (row[4]) param.scale = std::atoi(row[4]);
+                       p.params.push_back(std::move(param));
                      });
       !r)
     return std::unexpected(r.error());
@@ -822,6 +853,26 @@ Result<Schema> ReadSchema(const config::DatabaseSettings& settings) {
                 });
       !r)
     return std::unexpected(r.error());
+  // A JSON column is LONGTEXT in the catalogue; only the server's extended metadata of a result
+  // says JSON. Views are the DBA's objects and a LIMIT 0 select reads no rows.
+  for (auto& [name, view] : schema.views) {
+    if (std::none_of(view.columns.begin(), view.columns.end(),
+                     [](const SchemaColumn& c) { return c.data_type == "longtext"; }))
+      continue;
+    const std::string sql = "SELECT * FROM " + Quote(name) + " LIMIT 0";
+    if (mysql_query(m, sql.c_str()) != 0) continue;  // an invalid view: the bind-check says so
+    MYSQL_RES* res = mysql_store_result(m);
+    if (!res) continue;
+    const unsigned n = mysql_num_fields(res);
+    MYSQL_FIELD* fields = mysql_fetch_fields(res);
+    for (unsigned i = 0; i < n && i < view.columns.size(); ++i) {
+      MARIADB_CONST_STRING format{};
+      view.columns[i].json =
+          mariadb_field_attr(&format, &fields[i], MARIADB_FIELD_ATTR_FORMAT_NAME) == 0 &&
+          std::string_view(format.str, format.length) == "json";
+    }
+    mysql_free_result(res);
+  }
   return schema;
 }
 
