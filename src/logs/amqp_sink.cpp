@@ -214,8 +214,8 @@ struct AmqpSink::Impl {
       unrouted.fetch_add(1, std::memory_order_relaxed);
       if (!line.routing_key.starts_with("metric.")) keep.push_back(line);
     }
-    if (!keep_returned && routed == 0) {
-      unrouted.fetch_sub(lines.size() - routed, std::memory_order_relaxed);  // counted before
+    if (!keep_returned && routed == 0 && !keep.empty()) {
+      unrouted.fetch_sub(lines.size(), std::memory_order_relaxed);  // counted when first returned
       DeferReplay();
       return routed;
     }
@@ -231,8 +231,12 @@ struct AmqpSink::Impl {
     return routed;
   }
 
+  // Once per interval: every batch a busy node publishes meanwhile comes back too, and must not
+  // push the next try further away.
   void DeferReplay() {
-    next_replay = std::chrono::steady_clock::now() + unrouted_backoff;
+    const auto now = std::chrono::steady_clock::now();
+    if (now < next_replay) return;
+    next_replay = now + unrouted_backoff;
     unrouted_backoff = std::min(unrouted_backoff * 2, kLastUnroutedRetry);
   }
 

@@ -398,7 +398,7 @@ def _(s):
     s.exchange({"template": "Counters", "op": "delete", "id": "5"},
                O(("delete", "cntCounters"), ("ordered", True), ("writeConcern", WC),
                  ("deletes", [{"q": {"_id": {"$eq": Int64(5)}}, "limit": 1}])),
-               {"ok": 1, "n": 1}, ok([], 1))
+               {"ok": 1, "n": 1}, ok([{"num": 5}], 1))
 
 
 @case("ipl.unreachable", "IPL with no server listening: every template's prepared error says "
@@ -609,14 +609,14 @@ def _(s):
                     "title": None, "flag": True}], 1))
 
 
-@case("delete", "delete → delete {q: {_id}, limit: 1} with writeConcern; n=1 is count 1, "
-      "n=0 is NOT_FOUND")
+@case("delete", "delete → delete {q: {_id}, limit: 1} with writeConcern; n=1 is count 1 and "
+      "answers the deleted key (as a REL delete does), n=0 is NOT_FOUND")
 def _(s):
     s.ready()
     command = O(("delete", "docDocs"), ("ordered", True), ("writeConcern", WC),
                 ("deletes", [{"q": {"_id": {"$eq": "a"}}, "limit": 1}]))
     request = {"template": "Docs", "op": "delete", "id": "a"}
-    s.exchange(request, command, {"ok": 1, "n": 1}, ok([], 1))
+    s.exchange(request, command, {"ok": 1, "n": 1}, ok([{"code": "a"}], 1))
     s.exchange(request, command, {"ok": 1, "n": 0},
                err("NOT_FOUND", False, r"^no Docs document has this code$"))
 

@@ -309,5 +309,25 @@ TEST_F(ConfigTest, ShippedRoleConfigsAreValid) {
   EXPECT_EQ(handlers, (std::set<std::string>{"logs", "syslog", "metrics"}));
 }
 
+// `--env trail` (a typo for `--env trial`) must not run silently on the base defaults.
+TEST_F(ConfigTest, AnEnvNamedOnTheCommandLineMustHaveItsFile) {
+  LoadOptions o;
+  o.config_dir = dir_.string();
+  o.env = "trail";
+  o.env_file_required = true;
+  auto missing = config::Load(o);
+  ASSERT_FALSE(missing);
+  EXPECT_NE(missing.error().message.find("env_trail.toml: not found (--env trail)"),
+            std::string::npos)
+      << missing.error().message;
+  Write("env_trail.toml", "[node]\nname = \"trail\"\n");
+  auto found = config::Load(o);
+  ASSERT_TRUE(found) << found.error().message;
+  EXPECT_EQ(found->node.name, "trail");
+  // FromEnvironment marks an env given on the command line as one whose file must exist.
+  EXPECT_TRUE(FromEnvironment(dir_.string(), "qa").env_file_required);
+  EXPECT_FALSE(FromEnvironment(dir_.string(), std::nullopt).env_file_required);
+}
+
 }  // namespace
 }  // namespace beds::config

@@ -202,5 +202,34 @@ TEST(Base64, RoundTripsEveryLength) {
   EXPECT_FALSE(Base64Decode("aGV=bG8="));
 }
 
+// The bind-check recorded DECIMAL(…, 2) for amount (and for the call's `min`): MariaDB would round
+// 9.999 to 10.00 without a word, so the value is refused instead.
+TEST(ValidatePayload, ADecimalWithMorePlacesThanItsParameterKeepsIsRefused) {
+  Template t = Users();
+  t.ops["create"].decimal_scale = {{"amount", 2}};
+  t.calls["report"].decimal_scale = {{"min", 2}};
+  auto create = [&](std::string_view data) {
+    return ValidatePayload(t, *t.Op("create"), "create", Obj(data), "");
+  };
+  ExpectValidation(create(R"({"email":"a@b.c","amount":"9.999"})"),
+                   "field 'amount' has 3 decimal places; Users/create keeps 2");
+  EXPECT_TRUE(create(R"({"email":"a@b.c","amount":"9.99"})"));
+  EXPECT_TRUE(create(R"({"email":"a@b.c","amount":"9.990"})")) << "trailing zeros change nothing";
+  EXPECT_TRUE(create(R"({"email":"a@b.c","amount":12})"));
+  EXPECT_TRUE(create(R"({"email":"a@b.c","amount":null})"));
+  // A call's parameter that is not a field arrives as a string: checked all the same.
+  ExpectValidation(ValidatePayload(t, *t.Call("report"), "call", Obj(R"({"min":"0.001"})"), ""),
+                   "field 'min' has 3 decimal places; Users/report keeps 2");
+}
+
+TEST(ValidatePayload, ADayTheCalendarDoesNotHaveIsSaidSo) {
+  ExpectValidation(Create(R"({"email":"a","born":"2026-02-30"})"),
+                   "field 'born' must be a date that exists: 2026-02-30 is not a day of the "
+                   "calendar");
+  ExpectValidation(Create(R"({"email":"a","seen":"2026-04-31T10:00:00Z"})"),
+                   "2026-04-31 is not a day of the calendar");
+  ExpectValidation(Create(R"({"email":"a","born":"soon"})"), "'born' must be a date such as");
+}
+
 }  // namespace
 }  // namespace beds

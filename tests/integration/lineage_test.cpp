@@ -230,6 +230,43 @@ TEST_F(LineageTest, ARequestTreeIsCompleteAcrossTwoNodesWithAFanOutOf24Children)
   }
 }
 
+// Before: events emitted before the first admin node ever started were gone (no queue was bound
+// to beds.logs yet), while the sink counted them as published with 0 drops.
+TEST_F(LineageTest, EventsEmittedBeforeTheFirstAdminNodeStartsAreStoredOnceItDoes) {
+  const int port = FreePort();
+  NodeOptions app = App("appserver");
+  app.extra_toml = "[metrics]\nlisten = \"127.0.0.1:" + std::to_string(port) + "\"\n";
+  StartNode(app);
+  auto root = Request(
+      "rel.write",
+      R"({"template":"Users","op":"create","data":{"email":"early@example.org","name":"Early"}})");
+  const std::string root_id(root.at("event_id").as_string());
+  std::string scrape;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        scrape = Scrape(port);
+        return Sample(scrape, "beds_log_events_unrouted_total").value_or(0) >= 3;
+      },
+      10s))
+      << scrape;
+  EXPECT_EQ(Sample(scrape, "beds_log_events_published_total"), 0.0)
+      << "no queue took anything, so nothing counts as published\n"
+      << scrape;
+  EXPECT_EQ(Sample(scrape, "beds_log_sink_drops_total"), 0.0) << scrape;
+
+  StartNode(Admin());
+  // The request, its database call and its audit record, all emitted before the admin existed.
+  const auto tree = WaitForTree(root_id, 3);
+  EXPECT_GE(tree.at("events").as_int64(), 3) << json::serialize(tree);
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        scrape = Scrape(port);
+        return Sample(scrape, "beds_log_events_published_total").value_or(0) >= 3;
+      },
+      10s))
+      << scrape;
+}
+
 TEST_F(LineageTest, TheLogSinkRidesOutItsBrokerGoingAwayAndCountsWhatItDropped) {
   // The sink publishes as a user of its own, so its broker can go away (refused logins, closed
   // connections) while requests keep flowing on the node's own connection.

@@ -162,5 +162,15 @@ TEST(Envelope, ExcerptsCutOnACharacterBoundary) {
   EXPECT_EQ(r.error().message.find("\xe2\x82'"), std::string::npos);
 }
 
+// A record's fields put at the top level are the commonest slip: the error says where they go.
+TEST(Envelope, AnUnknownTopLevelFieldSaysWhereRecordFieldsGo) {
+  auto r = DecodeRequest(R"({"template":"Books","op":"create","isbn":"1"})", 1 << 20);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, Code::kBadRequest);
+  EXPECT_NE(r.error().message.find("unknown field 'isbn'"), std::string::npos);
+  EXPECT_NE(r.error().message.find("a record's fields go inside \"data\""), std::string::npos)
+      << r.error().message;
+}
+
 }  // namespace
 }  // namespace beds::protocol

@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 
@@ -295,6 +296,131 @@ TEST(ParseRec, RulesOfTheDocumentStore) {
   // Only example_*.toml files may break the file-name rule (they document the format).
   ExpectError(kSessions, "file name must start with \"ses_\"", "templates/sessions_rec.toml");
   EXPECT_TRUE(Parse(kSessions, "templates/example_rec.toml"));
+}
+
+// The books domain of the issue: a procedure named by its parameters (p_isbn, p_title, p_price).
+constexpr const char* kBooks = R"(name = "Books"
+class = "rel"
+tla = "bks"
+database = "main"
+
+[fields]
+id = { type = "int", key = true }
+isbn = { type = "string", required = true }
+title = { type = "string", required = true }
+price = { type = "decimal" }
+
+[ops.create]
+procedure = "bks_create"
+params = ["isbn", "title", "price"]
+[ops.calls.touch]
+procedure = "bks_touch"
+params = ["id"]
+kind = "read"
+)";
+
+Schema BooksCatalogue() {
+  Schema s;
+  s.procedures["bks_create"] = {"bks_create",
+                                {{"p_isbn", "IN", "varchar"},
+                                 {"p_title", "IN", "varchar"},
+                                 {"p_price", "IN", "decimal", 2}},
+                                "MODIFIES SQL DATA"};
+  s.procedures["bks_touch"] = {"bks_touch", {{"p_id", "IN", "bigint"}}, "READS SQL DATA"};
+  return s;
+}
+
+bool Mentions(const std::vector<std::string>& lines, std::string_view what) {
+  return std::any_of(lines.begin(), lines.end(),
+                     [&](const std::string& l) { return l.find(what) != std::string::npos; });
+}
+
+TEST(BindCheck, ParamsInAnotherOrderThanTheProcedureTakesThemAreAProblem) {
+  auto t = Parse(Replace(kBooks, R"(["isbn", "title", "price"])", R"(["title", "isbn", "price"])"),
+                 "templates/bks_books_rel.toml");
+  ASSERT_TRUE(t) << t.error().message;
+  const auto problems = BindCheck(*t, BooksCatalogue());
+  ASSERT_EQ(problems.size(), 1u) << ::testing::PrintToString(problems);
+  EXPECT_NE(problems[0].find("order (p_isbn, p_title, p_price)"), std::string::npos)
+      << problems[0];
+  EXPECT_NE(problems[0].find(R"(list them as ["isbn", "title", "price"])"), std::string::npos)
+      << problems[0];
+  // The right order binds, and says nothing more.
+  auto right = Parse(kBooks, "templates/bks_books_rel.toml");
+  ASSERT_TRUE(right);
+  EXPECT_TRUE(BindCheck(*right, BooksCatalogue()).empty());
+  // Parameters named for nothing the op passes are not misplaced (a warning says so instead).
+  Schema other = BooksCatalogue();
+  other.procedures["bks_create"].params[0].name = "code";
+  EXPECT_TRUE(BindCheck(*right, other).empty());
+}
+
+TEST(BindWarnings, NamesTypesAndReadCallsThatModifyData) {
+  auto t = Parse(kBooks, "templates/bks_books_rel.toml");
+  ASSERT_TRUE(t);
+  EXPECT_TRUE(BindWarnings(*t, BooksCatalogue()).empty())
+      << ::testing::PrintToString(BindWarnings(*t, BooksCatalogue()));
+
+  Schema s = BooksCatalogue();
+  s.procedures["bks_create"].params[0].name = "p_code";    // named for no field
+  s.procedures["bks_create"].params[1].data_type = "int";  // title is a string
+  s.procedures["bks_touch"].data_access = "MODIFIES SQL DATA";
+  const auto warnings = BindWarnings(*t, s);
+  EXPECT_EQ(warnings.size(), 3u) << ::testing::PrintToString(warnings);
+  EXPECT_TRUE(Mentions(warnings, "IN parameter 1 is named p_code, and the template passes field "
+                                 "'isbn' there"))
+      << ::testing::PrintToString(warnings);
+  EXPECT_TRUE(Mentions(warnings, "field 'title' is string, but procedure bks_create's parameter "
+                                 "p_title is int"))
+      << ::testing::PrintToString(warnings);
+  EXPECT_TRUE(Mentions(warnings, "Books/call touch is declared kind = \"read\", but procedure "
+                                 "bks_touch is declared MODIFIES SQL DATA"))
+      << ::testing::PrintToString(warnings);
+  EXPECT_TRUE(BindCheck(*t, s).empty()) << "warnings, not problems: the template still serves";
+}
+
+TEST(Annotate, RecordsTheScaleOfEachDecimalParameter) {
+  auto t = Parse(kBooks, "templates/bks_books_rel.toml");
+  ASSERT_TRUE(t);
+  Annotate(*t, BooksCatalogue());
+  const OpSpec* create = t->Op("create");
+  ASSERT_NE(create, nullptr);
+  EXPECT_EQ(create->decimal_scale, (std::map<std::string, int, std::less<>>{{"price", 2}}));
+  EXPECT_TRUE(t->Call("touch")->decimal_scale.empty());
+}
+
+TEST(Scaffold, TypesJsonColumnsAndTakesACallsKindFromItsDeclaredDataAccess) {
+  Schema s = BooksCatalogue();
+  s.procedures["bks_touch"].data_access = "MODIFIES SQL DATA";
+  s.procedures["bks_cheaper"] = {"bks_cheaper", {{"p_price", "IN", "decimal", 2}},
+                                 "READS SQL DATA"};
+  s.procedures["bks_other"] = {"bks_other", {{"p_id", "IN", "bigint"}}, "CONTAINS SQL"};
+  s.views["bks_v_books"] = {"bks_v_books",
+                            {{"id", "bigint", false},
+                             {"isbn", "varchar", false},
+                             {"meta", "longtext", true, true},
+                             {"notes", "longtext", true, false}}};
+  auto text = Scaffold("bks", "main", s);
+  ASSERT_TRUE(text) << text.error().message;
+  auto t = Parse(*text, "templates/bks_scaffold_rel.toml");
+  ASSERT_TRUE(t) << t.error().message << "\n" << *text;
+  EXPECT_EQ(t->Field("meta")->type, FieldType::kJson) << *text;
+  EXPECT_EQ(t->Field("notes")->type, FieldType::kString) << *text;
+  const auto& where = t->Op("fetch")->where;
+  EXPECT_EQ(std::count(where.begin(), where.end(), "meta"), 0) << "a JSON column is not a filter";
+  const auto& order = t->Op("fetch")->order;
+  EXPECT_EQ(std::count(order.begin(), order.end(), "meta"), 0) << "nor an order";
+  EXPECT_TRUE(t->Call("cheaper")->read) << *text;
+  EXPECT_FALSE(t->Call("touch")->read) << *text;
+  EXPECT_FALSE(t->Call("other")->read) << "undeclared access may modify: write, with a comment";
+  EXPECT_NE(text->find("does not declare READS SQL DATA"), std::string::npos) << *text;
+}
+
+TEST(FieldOfParameter, DropsTheUsualPrefixes) {
+  EXPECT_EQ(FieldOfParameter("p_isbn"), "isbn");
+  EXPECT_EQ(FieldOfParameter("in_title"), "title");
+  EXPECT_EQ(FieldOfParameter("isbn"), "isbn");
+  EXPECT_EQ(FieldOfParameter("p_"), "p_");
 }
 
 }  // namespace
