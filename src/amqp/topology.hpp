@@ -1,6 +1,6 @@
-// The exchanges and queues of PROTOCOL.md, declared idempotently. Every connection that consumes
-// declares what it consumes from before it starts, so a broker that lost its state (a restart
-// without its data directory) is set up again by the reconnecting node itself.
+// The exchanges and queues of docs/protocol.md, declared idempotently. Every connection that
+// consumes declares what it consumes from before it starts, so a broker that lost its state (a
+// restart without its data directory) is set up again by the reconnecting node itself.
 #pragma once
 
 #include <string>

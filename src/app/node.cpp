@@ -50,8 +50,8 @@ struct Node::Impl {
     logs::SetEventSink(nullptr);
     sink->Stop(std::chrono::milliseconds(2000));
     const auto st = sink->Stats();
-    spdlog::info("log sink: {} events published, {} unrouted, {} spilled, {} dropped",
-                 st.published, st.unrouted, st.spilled, st.dropped);
+    spdlog::info("log sink: {} events published, {} unrouted, {} spilled, {} dropped", st.published,
+                 st.unrouted, st.spilled, st.dropped);
     sink.reset();
   }
 
@@ -245,8 +245,7 @@ Result<void> Node::Start() {
                          " template(s) unavailable");
   }
   if (!templates->unchecked.empty()) {
-    n.degraded.push_back(std::to_string(templates->unchecked.size()) +
-                         " template(s) not checked");
+    n.degraded.push_back(std::to_string(templates->unchecked.size()) + " template(s) not checked");
   }
 
   // 6. Metrics, broker pools and the control loop.

@@ -106,11 +106,10 @@ bool IsWrite(const Template& t, const protocol::Request& r) {
 }
 
 // A request must come on its template's own routing keys: `{route}.write` for a write, and
-// `{route}.read` or `{route}.write` for a read (a read sent as a write runs on the write pool, on
-// the master). Anything else would run on the wrong pool, or bypass the separation of reads and
-// writes an operator set up, so it is refused with the key to use. Only requests published to
-// beds.events are checked: a retried message comes back from the retry queue under the queue's
-// own name.
+// `{route}.read` or `{route}.write` for a read (a read sent as a write is served by the write pool,
+// still against the read connections). Anything else would run on a pool the operator did not
+// size for it, so it is refused with the key to use. Only requests published to beds.events are
+// checked: a retried message comes back from the retry queue under the queue's own name.
 std::optional<Error> CheckRoute(const Template& t, const protocol::Request& r,
                                 const amqp::Delivery& delivery) {
   if (delivery.exchange != amqp::kEventsExchange) return std::nullopt;
@@ -136,7 +135,7 @@ std::optional<Error> CheckRoute(const Template& t, const protocol::Request& r,
 }
 
 // Wraps a worker's adapter so that every database call is an `adapter` event: a child of the
-// request, with its duration and outcome (PROTOCOL.md "Lineage": adapter calls are events).
+// request, with its duration and outcome (docs/protocol.md "Lineage": adapter calls are events).
 class RecordedCore final : public NamasteCore {
  public:
   RecordedCore(NamasteCore& inner, const std::string& engine) : inner_(inner), engine_(engine) {}
@@ -396,8 +395,8 @@ void DispatchHandler::Record(const protocol::Request& r, const amqp::Delivery& d
     // Label values come from the request, so only names the node knows become series: a client
     // inventing template or op names must not grow /metrics without bound.
     const std::string_view template_label = KnownTemplateName(t, r);
-    const std::string_view op_label = template_label == kUnknownLabel ? kUnknownLabel
-                                      : KnownOpName(t, r);
+    const std::string_view op_label =
+        template_label == kUnknownLabel ? kUnknownLabel : KnownOpName(t, r);
     std::string key(template_label);
     key.append("/").append(op_label).append("/").append(outcome);
     auto it = latency_.find(key);

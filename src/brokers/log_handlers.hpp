@@ -1,5 +1,5 @@
-// The admin node's handlers of beds.logs events (CONFIG.md `handler` values). Their queues bind
-// to beds.logs rather than beds.events (topology.hpp):
+// The admin node's handlers of beds.logs events (docs/configuration.md `handler` values). Their
+// queues bind to beds.logs rather than beds.events (topology.hpp):
 //   logs    stores events in the log store (logs/store.hpp) in batches, acking a batch only after
 //           it is stored; a redelivered event is stored once (keyed by event id). An event that
 //           cannot be stored (not an event, fails the store template) is parked in the DLQ.

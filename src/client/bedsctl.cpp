@@ -1,5 +1,5 @@
 // `bedsctl`: the operator's client. Reads the same config as `beds` (for the broker connection)
-// and speaks PROTOCOL.md through the C++ client. Every command prints the JSON it received.
+// and speaks docs/protocol.md through the C++ client. Every command prints the JSON it received.
 //   bedsctl ping [--node NAME]              sys/ping (or admin.ping.NAME; "all": every node)
 //   bedsctl describe                        sys/describe
 //   bedsctl request KEY JSON [--parent ID]  any request (a child of event ID with --parent)
@@ -83,12 +83,19 @@ int FanOut(const beds::config::AmqpSettings& amqp, const std::string& key, const
     std::cerr << "bedsctl: " << replies.error().message << "\n";
     return 4;
   }
-  for (const auto& r : *replies) std::cout << r.body << "\n";
+  int failed = 0;
+  for (const auto& r : *replies) {
+    std::cout << r.body << "\n";
+    boost::system::error_code ec;
+    const auto parsed = json::parse(r.body, ec);
+    const auto* ok = !ec && parsed.is_object() ? parsed.as_object().if_contains("ok") : nullptr;
+    if (!ok || !ok->is_bool() || !ok->get_bool()) ++failed;
+  }
   std::cerr << n << " replies in "
             << std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started)
                    .count()
-            << " ms\n";
-  return 0;
+            << " ms" << (failed ? ", " + std::to_string(failed) + " not ok" : "") << "\n";
+  return failed ? 1 : 0;
 }
 
 // One line per event, indented by depth: what happened, where, how long.
@@ -152,8 +159,7 @@ int PingNodes(const beds::config::AmqpSettings& amqp, const std::string& node, i
   m.body = R"({"template":"admin","op":"ping"})";
   m.reply_to = "amq.rabbitmq.reply-to";
   m.correlation_id = "bedsctl-ping";
-  if (auto r = (*conn)->PublishReturnable(beds::amqp::kEventsExchange, "admin.ping." + node, m);
-      !r)
+  if (auto r = (*conn)->PublishReturnable(beds::amqp::kEventsExchange, "admin.ping." + node, m); !r)
     return 3;
   int answers = 0;
   const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);

@@ -41,8 +41,8 @@ std::string UnroutableReply(const std::string& exchange, const std::string& rout
   return boost::json::serialize(boost::json::object{
       {"ok", false},
       {"event_id", ""},
-      {"error", boost::json::object{
-                    {"code", "UNAVAILABLE"}, {"message", message}, {"retryable", false}}}});
+      {"error",
+       boost::json::object{{"code", "UNAVAILABLE"}, {"message", message}, {"retryable", false}}}});
 }
 
 Result<std::vector<Reply>> Client::FanOut(std::vector<Request> requests,

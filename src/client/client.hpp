@@ -1,4 +1,4 @@
-// The C++ client: RPC over AMQP per PROTOCOL.md, used by beds-bench, the tests and (later) the
+// The C++ client: RPC over AMQP per docs/protocol.md, used by beds-bench, the tests and (later) the
 // gateway and bedsctl. Requests go to beds.events; replies come back on RabbitMQ's direct
 // reply-to. Requests are published mandatory: one whose routing key no queue is bound to comes
 // straight back as an `unroutable` reply instead of timing out. A request stays pending until its
@@ -45,7 +45,7 @@ struct Reply {
 // The reply the client writes for a request the broker returned as unroutable.
 std::string UnroutableReply(const std::string& exchange, const std::string& routing_key);
 
-// A request body made a child of `parent` (PROTOCOL.md "Lineage"): its `lineage` names the
+// A request body made a child of `parent` (docs/protocol.md "Lineage"): its `lineage` names the
 // parent's event id and depth + 1, and BEDS gives it an event id of its own. Application code
 // handling event `parent` uses it for every request it issues on that event's behalf, so they
 // all appear under `parent` in its lineage tree. VALIDATION when `body` is not a JSON object.

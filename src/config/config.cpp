@@ -212,7 +212,8 @@ Result<Config> Load(const LoadOptions& options) {
     Merge(merged, *t, "", base.string(), origins);
     config.files.push_back(base.string());
   }
-  // A node role (CONFIG.md "Nodes are configuration"): between the base and the env file.
+  // A node role (docs/configuration.md "Nodes are configuration"): between the base and the env
+  // file.
   if (options.role && !options.role->empty()) {
     config.role = *options.role;
     const fs::path role = dir / "nodes" / (config.role + ".toml");

@@ -1,7 +1,8 @@
-// Configuration (CONFIG.md): config/beds.toml deep-merged with config/env_{BEDS_ENV}.toml, then
-// BEDS__SECTION__KEY=value environment variables, read into one typed struct per part.
-// This part is the only code that reads environment variables. Load() is called once at IPL
-// (and by `beds config check`); the returned Config is immutable and shared read-only.
+// Configuration (docs/configuration.md): config/beds.toml deep-merged with
+// config/env_{BEDS_ENV}.toml, then BEDS__SECTION__KEY=value environment variables, read into one
+// typed struct per part. This part is the only code that reads environment variables. Load() is
+// called once at IPL (and by `beds config check`); the returned Config is immutable and shared
+// read-only.
 #pragma once
 
 #include <cstdint>
@@ -138,7 +139,7 @@ struct Config {
 
 struct LoadOptions {
   std::string config_dir = "config";
-  std::optional<std::string> env;   // --env; else BEDS_ENV; else "dev"
+  std::optional<std::string> env;  // --env; else BEDS_ENV; else "dev"
   // The env was named on the command line: its env_{env}.toml must exist (a typo in --env would
   // otherwise run silently on the base defaults). FromEnvironment() sets it when `env` is given.
   bool env_file_required = false;

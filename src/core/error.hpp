@@ -1,4 +1,4 @@
-// The one error type that crosses part boundaries, and the codes of PROTOCOL.md.
+// The one error type that crosses part boundaries, and the codes of docs/protocol.md.
 // A code says what the caller should do: answer the client, retry later, or give up.
 // Plain values: safe to copy between threads.
 #pragma once

@@ -1,6 +1,6 @@
-// Event lineage (PROTOCOL.md "Lineage"): every event is `{node}.{env}.{guid}` where guid is the
-// 32 lowercase hex digits of a UUIDv7, and carries its parent's id and its depth below the root.
-// All functions are thread-safe.
+// Event lineage (docs/protocol.md "Lineage"): every event is `{node}.{env}.{guid}` where guid is
+// the 32 lowercase hex digits of a UUIDv7, and carries its parent's id and its depth below the
+// root. All functions are thread-safe.
 #pragma once
 
 #include <cstdint>

@@ -1,5 +1,5 @@
-// The data model of a template (TEMPLATES.md): what NamasteCore and its adapters are told about a
-// domain. The templates part loads and validates these from TOML; everything here is plain,
+// The data model of a template (docs/templates.md): what NamasteCore and its adapters are told
+// about a domain. The templates part loads and validates these from TOML; everything here is plain,
 // immutable-after-load data, shared read-only between worker threads.
 #pragma once
 

@@ -384,7 +384,7 @@ Result<Query> ValidateQuery(const Template& t, const OpSpec& op, const QueryInpu
           return fail(
               "filter " + Quoted(name) + ": unknown operator " +
               Quoted(oper.size() > 16 ? std::string(oper.substr(0, 16)) + "…" : std::string(oper)) +
-              " (use gt, gte, lt, lte or in)");
+              " (use eq, gt, gte, lt, lte or in)");
         }
         Filter f{std::string(name), found->second, {}};
         if (f.op == Filter::Op::kIn) {

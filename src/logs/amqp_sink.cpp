@@ -60,7 +60,8 @@ amqp::Connection::Outgoing Lone(const Line& line) {
 
 // Events bound for one routing key travel together: a message per key per batch, its body one
 // event per line (application/x-ndjson), so a busy node publishes a few messages a second rather
-// than one per event. A lone event stays a plain application/json message (PROTOCOL.md's form).
+// than one per event. A lone event stays a plain application/json message (docs/protocol.md's
+// form).
 constexpr size_t kMaxPackedBytes = 512 * 1024;
 
 // Copies the bodies: a batch whose publish fails is kept as it was, to be sent again.
@@ -135,8 +136,8 @@ struct AmqpSink::Impl {
   // never counted as dropped: the drop counter counts only events the broker never saw.
   std::vector<Line> unconfirmed;
 
-  std::atomic<uint64_t> emitted{0}, published{0}, unrouted{0}, spilled{0}, replayed{0},
-      dropped{0}, reconnects{0};
+  std::atomic<uint64_t> emitted{0}, published{0}, unrouted{0}, spilled{0}, replayed{0}, dropped{0},
+      reconnects{0};
   // Publisher thread only: after events came back unrouted, the spill file is offered again no
   // sooner than this (with backoff), not on every turn of the loop.
   std::chrono::steady_clock::time_point next_replay{};
@@ -221,9 +222,10 @@ struct AmqpSink::Impl {
     }
     if (!keep.empty()) {
       if (unrouted_backoff == kFirstUnroutedRetry) {
-        spdlog::warn("log sink: no queue takes {} (has an admin node started on this vhost?); "
-                     "keeping such events in the spill file until one does",
-                     keep.front().routing_key);
+        spdlog::warn(
+            "log sink: no queue takes {} (has an admin node started on this vhost?); "
+            "keeping such events in the spill file until one does",
+            keep.front().routing_key);
       }
       SpillLines(keep);
       DeferReplay();

@@ -1,4 +1,4 @@
-// The AMQP log sink: publishes log, audit and metric events on beds.logs (PROTOCOL.md routing
+// The AMQP log sink: publishes log, audit and metric events on beds.logs (docs/protocol.md routing
 // keys) from a bounded in-memory buffer, so a slow or absent broker never delays a request.
 // Emit() takes a mutex for a push and never touches the network; one background thread publishes
 // in batches with publisher confirms, lingering up to `flush_interval` for a batch to fill. When

@@ -2,9 +2,9 @@
 // id of the request the logging thread is working on (EventScope). Init() once at IPL step 2,
 // before any worker thread starts; the log calls themselves (spdlog::info …) are thread-safe.
 //
-// Structured events (PROTOCOL.md "Log event") go to an EventSink when one is installed: the AMQP
-// log sink (logs/amqp_sink.hpp) publishes them on beds.logs. With a sink installed, every spdlog
-// line at or above the configured level becomes a `log` event too, a child of the thread's
+// Structured events (docs/protocol.md "Log event") go to an EventSink when one is installed: the
+// AMQP log sink (logs/amqp_sink.hpp) publishes them on beds.logs. With a sink installed, every
+// spdlog line at or above the configured level becomes a `log` event too, a child of the thread's
 // current event. With none installed, Emit() costs one atomic load.
 #pragma once
 
@@ -52,7 +52,7 @@ const Lineage& CurrentLineage();
 // A fresh event caused by the thread's current event (a root when there is none).
 Lineage ChildOfCurrent();
 
-// The kinds of event (the `kind` field, an extension of PROTOCOL.md's log event):
+// The kinds of event (the `kind` field, an extension of docs/protocol.md's log event):
 //   request  one per handled request: its template, op, outcome and duration
 //   adapter  one per database call a request made
 //   audit    one per write: template, op, key, actor, after (what the write returned)
@@ -73,12 +73,12 @@ struct LogEvent {
   boost::json::object fields;  // anything else the event carries
 };
 
-// The wire form (PROTOCOL.md "Log event", plus `kind`).
+// The wire form (docs/protocol.md "Log event", plus `kind`).
 std::string EncodeEvent(const LogEvent& event);
 // Parses an event as published by EncodeEvent (or by a client in another language); BAD_REQUEST
 // for anything that is not such an object.
 Result<LogEvent> DecodeEvent(std::string_view body);
-// A message on beds.logs carries one event (application/json, PROTOCOL.md's form) or, from the
+// A message on beds.logs carries one event (application/json, docs/protocol.md's form) or, from the
 // AMQP log sink of a busy node, several with the same routing key: content type
 // application/x-ndjson, one event per line, x-beds-events = how many (an extension of v1).
 inline constexpr std::string_view kBatchContentType = "application/x-ndjson";

@@ -168,9 +168,10 @@ Result<std::unique_ptr<HttpServer>> HttpServer::Start(const std::string& listen,
   if (ec) {
     std::string hint;
     if (ec == asio::error::address_in_use) {
-      hint = " (another process, perhaps a second node on this machine, has it: give this node "
-             "its own [metrics] listen, or \"127.0.0.1:0\" for any free port, e.g. with "
-             "BEDS__METRICS__LISTEN)";
+      hint =
+          " (another process, perhaps a second node on this machine, has it: give this node "
+          "its own [metrics] listen, or \"127.0.0.1:0\" for any free port, e.g. with "
+          "BEDS__METRICS__LISTEN)";
     }
     return Fail(Code::kUnavailable,
                 "metrics: cannot listen on " + listen + ": " + ec.message() + hint);

@@ -1,4 +1,4 @@
-// The request envelope and reply bodies of PROTOCOL.md, version 1. Pure functions over bytes:
+// The request envelope and reply bodies of docs/protocol.md, version 1. Pure functions over bytes:
 // no sockets, no databases, callable from any thread.
 #pragma once
 

@@ -270,7 +270,7 @@ Result<Template> Parse(std::string_view text, const std::string& file) {
                        });
     if (!three) r.Error(root.get("tla"), "tla", "expected three lowercase letters");
     const std::string stem = fs::path(file).filename().string();
-    // example_*.toml files document the format (TEMPLATES.md names example_rec.toml) and are
+    // example_*.toml files document the format (docs/templates.md names example_rec.toml) and are
     // the one exception to the file-name rule.
     if (three && !stem.starts_with(t.tla + "_") && !stem.starts_with("example_")) {
       r.Error(root.get("tla"), "tla",

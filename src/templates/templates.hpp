@@ -1,7 +1,7 @@
-// Templates (TEMPLATES.md): load every *.toml of [templates] dir into validated Template values,
-// check them against a database's catalogue (bind-check), and write a starting template from a
-// catalogue (scaffold). Loading happens once at IPL; the resulting Snapshot is immutable and shared
-// by every worker through a shared_ptr, so reading it needs no lock. This part never opens a
+// Templates (docs/templates.md): load every *.toml of [templates] dir into validated Template
+// values, check them against a database's catalogue (bind-check), and write a starting template
+// from a catalogue (scaffold). Loading happens once at IPL; the resulting Snapshot is immutable and
+// shared by every worker through a shared_ptr, so reading it needs no lock. This part never opens a
 // database connection: the adapter reads the catalogue (core::Schema) and hands it in.
 #pragma once
 

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""End to end with a client that is not BEDS code: Debian's python3-pika speaks PROTOCOL.md to a
+"""End to end with a client that is not BEDS code: Debian's python3-pika speaks docs/protocol.md to a
 running `beds` binary. Ping, describe, a malformed message (BAD_REQUEST reply + DLQ entry with its
 reason), then admin.shutdown and a clean exit 0.
 

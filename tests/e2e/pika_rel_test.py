@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """End to end on the REL data path with a client that is not BEDS code: Debian's python3-pika
-speaks PROTOCOL.md to a running `beds` binary bound to a fresh MariaDB database loaded from
+speaks docs/protocol.md to a running `beds` binary bound to a fresh MariaDB database loaded from
 schema/mariadb/*.sql, with the repository's templates/ (Users and Orders). Every op on both
 templates with real values, the named calls (two result sets, OUT parameters), and the error
 codes a client can meet; then admin.shutdown and a clean exit 0.
@@ -26,7 +26,7 @@ INJECTION = "Robert'); DROP TABLE usr_users; --"
 
 
 def req(channel, routing_key, **request):
-    """A request as a dict; writes go persistent (delivery_mode 2) as PROTOCOL.md asks."""
+    """A request as a dict; writes go persistent (delivery_mode 2) as docs/protocol.md advises."""
     props = pika.BasicProperties(delivery_mode=2) if routing_key.endswith(".write") else None
     reply = rpc(channel, routing_key, json.dumps(request), props=props)
     if reply is None:

@@ -68,9 +68,7 @@ class LineageTest : public NodeTest {
   void SetUp() override {
     NodeTest::SetUp();
     if (HasFatalFailure()) return;
-    std::string name = ::testing::UnitTest::GetInstance()->current_test_info()->name();
-    std::transform(name.begin(), name.end(), name.begin(), ::tolower);
-    db_ = "it_" + name.substr(0, 40);
+    db_ = TestDatabaseName();
     std::vector<std::string> schema;
     for (const auto& e : fs::directory_iterator(kSource + "/schema/mariadb")) {
       if (e.path().extension() == ".sql") schema.push_back(e.path().string());

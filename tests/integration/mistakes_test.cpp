@@ -36,9 +36,7 @@ class MistakesTest : public NodeTest {
   void SetUp() override {
     NodeTest::SetUp();
     if (HasFatalFailure()) return;
-    std::string name = ::testing::UnitTest::GetInstance()->current_test_info()->name();
-    std::transform(name.begin(), name.end(), name.begin(), ::tolower);
-    db_ = "it_" + name.substr(0, 40);
+    db_ = TestDatabaseName();
     ASSERT_TRUE(FreshDatabase(db_, {kDomain + "/bks_books.sql"}));
     templates_ = fs::temp_directory_path() / ("beds-mistakes-" + NewGuid());
     fs::create_directories(templates_);
@@ -123,8 +121,9 @@ TEST_F(MistakesTest, AValueWithMorePlacesThanItsDecimalParameterKeepsIsRefused) 
 // nothing.
 TEST_F(MistakesTest, ScaffoldTypesJsonColumnsAndTakesEachCallsKindFromItsDeclaration) {
   NodeProcess& node = StartNode(Options());
-  auto scaffold = RunCommand(std::string(BEDS_BINARY) + " template scaffold --tla bks --config-dir " +
-                             node.config_dir() + " 2>&1");
+  auto scaffold =
+      RunCommand(std::string(BEDS_BINARY) + " template scaffold --tla bks --config-dir " +
+                 node.config_dir() + " 2>&1");
   ASSERT_EQ(scaffold.exit_code, 0) << scaffold.output;
   const std::string& text = scaffold.output;
   EXPECT_NE(text.find(R"(meta = { type = "json" })"), std::string::npos) << text;
@@ -160,8 +159,7 @@ TEST_F(MistakesTest, AWriteOnAReadKeyAndATemplateOnAnotherRouteAreRefusedNamingT
   auto r = Call("rel.read",
                 R"({"template":"Books","op":"create","data":{"isbn":"978-1","title":"Dune"}})");
   EXPECT_EQ(Code(r), "BAD_REQUEST") << json::serialize(r.body);
-  EXPECT_NE(Message(r).find("send it on rel.write, not rel.read"), std::string::npos)
-      << Message(r);
+  EXPECT_NE(Message(r).find("send it on rel.write, not rel.read"), std::string::npos) << Message(r);
   EXPECT_EQ(Scalar("SELECT COUNT(*) FROM bks_books"), "0");
   r = Call("rec.read", R"({"template":"Books","op":"fetch"})");
   EXPECT_EQ(Code(r), "BAD_REQUEST") << json::serialize(r.body);
@@ -169,7 +167,7 @@ TEST_F(MistakesTest, AWriteOnAReadKeyAndATemplateOnAnotherRouteAreRefusedNamingT
   r = Call("rel.read", R"({"template":"Sessions","op":"fetch","where":{"user_id":1}})");
   EXPECT_EQ(Code(r), "BAD_REQUEST") << json::serialize(r.body);
   EXPECT_NE(Message(r).find("send this fetch on rec.read"), std::string::npos) << Message(r);
-  // A read may go on the write key (it runs on the write pool, against the master).
+  // A read may go on the write key (the write pool serves it).
   r = Call("rel.write", R"({"template":"Books","op":"fetch"})");
   EXPECT_TRUE(r.ok) << json::serialize(r.body);
   r = Call("rel.read",
@@ -248,8 +246,7 @@ TEST_F(MistakesTest, ADeleteAnswersTheKeyOfWhatItDeletedForBothClasses) {
                 R"({"template":"Books","op":"create","data":{"isbn":"978-1","title":"Dune"}})");
   ASSERT_TRUE(r.ok) << json::serialize(r.body);
   const int64_t id = r.body.at("data").at(0).at("id").as_int64();
-  r = Call("rel.write",
-           R"({"template":"Books","op":"delete","id":")" + std::to_string(id) + "\"}");
+  r = Call("rel.write", R"({"template":"Books","op":"delete","id":")" + std::to_string(id) + "\"}");
   ASSERT_TRUE(r.ok) << json::serialize(r.body);
   EXPECT_EQ(r.body.at("data"), json::parse(R"([{"id":)" + std::to_string(id) + "}]"));
   r = Call("rec.write",

@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -64,6 +65,12 @@ bool FreshDatabase(const std::string& database, const std::vector<std::string>& 
   auto r = RunCommand(command);
   if (r.exit_code != 0) std::cerr << r.output;
   return r.exit_code == 0;
+}
+
+std::string TestDatabaseName() {
+  std::string name = ::testing::UnitTest::GetInstance()->current_test_info()->name();
+  std::transform(name.begin(), name.end(), name.begin(), ::tolower);
+  return "it_" + name.substr(0, 40);
 }
 
 int FreePort() {

@@ -120,6 +120,9 @@ bool FreshDatabase(const std::string& database, const std::vector<std::string>& 
                    bool secondary = false);
 inline constexpr int kSecondaryMariadbPort = BEDS_TEST_MARIADB_PORT + 10;
 
+// A database name of the running test's own: "it_" and its name, lowercased, cut to 40 characters.
+std::string TestDatabaseName();
+
 // A loopback TCP port that was free a moment ago (bound to port 0, then closed); 0 on failure.
 int FreePort();
 

@@ -43,9 +43,7 @@ class RelTest : public NodeTest {
   void SetUp() override {
     NodeTest::SetUp();
     if (HasFatalFailure()) return;
-    std::string name = ::testing::UnitTest::GetInstance()->current_test_info()->name();
-    std::transform(name.begin(), name.end(), name.begin(), ::tolower);
-    db_ = "it_" + name.substr(0, 40);
+    db_ = TestDatabaseName();
     ASSERT_TRUE(FreshDatabase(db_, SchemaFiles()));
     templates_ = fs::temp_directory_path() / ("beds-it-templates-" + NewGuid());
     fs::create_directories(templates_);

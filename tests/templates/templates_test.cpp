@@ -1,4 +1,4 @@
-// Template loading (every rule of TEMPLATES.md, with file and key in the message), bind-check
+// Template loading (every rule of docs/templates.md, with file and key in the message), bind-check
 // against a catalogue, and scaffold output that loads and binds.
 #include "templates/templates.hpp"
 
@@ -321,11 +321,10 @@ kind = "read"
 
 Schema BooksCatalogue() {
   Schema s;
-  s.procedures["bks_create"] = {"bks_create",
-                                {{"p_isbn", "IN", "varchar"},
-                                 {"p_title", "IN", "varchar"},
-                                 {"p_price", "IN", "decimal", 2}},
-                                "MODIFIES SQL DATA"};
+  s.procedures["bks_create"] = {
+      "bks_create",
+      {{"p_isbn", "IN", "varchar"}, {"p_title", "IN", "varchar"}, {"p_price", "IN", "decimal", 2}},
+      "MODIFIES SQL DATA"};
   s.procedures["bks_touch"] = {"bks_touch", {{"p_id", "IN", "bigint"}}, "READS SQL DATA"};
   return s;
 }
@@ -341,8 +340,7 @@ TEST(BindCheck, ParamsInAnotherOrderThanTheProcedureTakesThemAreAProblem) {
   ASSERT_TRUE(t) << t.error().message;
   const auto problems = BindCheck(*t, BooksCatalogue());
   ASSERT_EQ(problems.size(), 1u) << ::testing::PrintToString(problems);
-  EXPECT_NE(problems[0].find("order (p_isbn, p_title, p_price)"), std::string::npos)
-      << problems[0];
+  EXPECT_NE(problems[0].find("order (p_isbn, p_title, p_price)"), std::string::npos) << problems[0];
   EXPECT_NE(problems[0].find(R"(list them as ["isbn", "title", "price"])"), std::string::npos)
       << problems[0];
   // The right order binds, and says nothing more.
@@ -367,14 +365,17 @@ TEST(BindWarnings, NamesTypesAndReadCallsThatModifyData) {
   s.procedures["bks_touch"].data_access = "MODIFIES SQL DATA";
   const auto warnings = BindWarnings(*t, s);
   EXPECT_EQ(warnings.size(), 3u) << ::testing::PrintToString(warnings);
-  EXPECT_TRUE(Mentions(warnings, "IN parameter 1 is named p_code, and the template passes field "
-                                 "'isbn' there"))
+  EXPECT_TRUE(Mentions(warnings,
+                       "IN parameter 1 is named p_code, and the template passes field "
+                       "'isbn' there"))
       << ::testing::PrintToString(warnings);
-  EXPECT_TRUE(Mentions(warnings, "field 'title' is string, but procedure bks_create's parameter "
-                                 "p_title is int"))
+  EXPECT_TRUE(Mentions(warnings,
+                       "field 'title' is string, but procedure bks_create's parameter "
+                       "p_title is int"))
       << ::testing::PrintToString(warnings);
-  EXPECT_TRUE(Mentions(warnings, "Books/call touch is declared kind = \"read\", but procedure "
-                                 "bks_touch is declared MODIFIES SQL DATA"))
+  EXPECT_TRUE(Mentions(warnings,
+                       "Books/call touch is declared kind = \"read\", but procedure "
+                       "bks_touch is declared MODIFIES SQL DATA"))
       << ::testing::PrintToString(warnings);
   EXPECT_TRUE(BindCheck(*t, s).empty()) << "warnings, not problems: the template still serves";
 }
@@ -392,8 +393,8 @@ TEST(Annotate, RecordsTheScaleOfEachDecimalParameter) {
 TEST(Scaffold, TypesJsonColumnsAndTakesACallsKindFromItsDeclaredDataAccess) {
   Schema s = BooksCatalogue();
   s.procedures["bks_touch"].data_access = "MODIFIES SQL DATA";
-  s.procedures["bks_cheaper"] = {"bks_cheaper", {{"p_price", "IN", "decimal", 2}},
-                                 "READS SQL DATA"};
+  s.procedures["bks_cheaper"] = {
+      "bks_cheaper", {{"p_price", "IN", "decimal", 2}}, "READS SQL DATA"};
   s.procedures["bks_other"] = {"bks_other", {{"p_id", "IN", "bigint"}}, "CONTAINS SQL"};
   s.views["bks_v_books"] = {"bks_v_books",
                             {{"id", "bigint", false},

@@ -56,7 +56,7 @@ bool IsConnectionError(unsigned e) {
 
 std::string Clip(const std::string& s, size_t n = 200) { return s.size() > n ? s.substr(0, n) : s; }
 
-// PROTOCOL.md codes for what the server said. Messages never carry SQL text; a DBA's SIGNAL
+// docs/protocol.md codes for what the server said. Messages never carry SQL text; a DBA's SIGNAL
 // message is theirs to word and is passed on.
 Error MapError(const DbError& e, const std::string& what) {
   const bool signalled = e.errnum == ER_SIGNAL_EXCEPTION || e.errnum == ER_SIGNAL_NOT_FOUND ||
