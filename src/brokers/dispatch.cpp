@@ -126,6 +126,12 @@ std::optional<Error> CheckRoute(const Template& t, const protocol::Request& r,
                                         protocol::Excerpt(key) + ": send this " + what + " on " +
                                         right};
   }
+  if (kind != "read" && kind != "write") {
+    return Error{Code::kBadRequest, "routing key " + protocol::Excerpt(key) +
+                                        ": requests go on {route}.read or {route}.write; send "
+                                        "this " +
+                                        what + " on " + right};
+  }
   if (write && kind != "write") {
     return Error{Code::kBadRequest, what + " on '" + t.name + "' is a write: send it on " + right +
                                         ", not " + protocol::Excerpt(key) +

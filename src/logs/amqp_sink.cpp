@@ -130,7 +130,8 @@ struct AmqpSink::Impl {
   std::mutex spill_mutex;  // guards the spill file
   std::FILE* spill = nullptr;
   std::atomic<int64_t> spill_bytes{0};  // spill file + replay file
-  int64_t replay_offset = 0;  // publisher thread only: lines of the replay file already confirmed
+  int64_t replay_offset = 0;    // publisher thread only: lines of the replay file already confirmed
+  int64_t replay_released = 0;  // publisher thread only: their bytes, no longer in spill_bytes
   // Publisher thread only: a batch whose publish failed before its confirm. The broker may or
   // may not have it, so it is published again on the next connection (the store dedupes) and
   // never counted as dropped: the drop counter counts only events the broker never saw.
@@ -210,16 +211,15 @@ struct AmqpSink::Impl {
     for (const Line& line : lines) {
       if (std::find(returned.begin(), returned.end(), line.routing_key) == returned.end()) {
         ++routed;
-        continue;
+      } else if (!line.routing_key.starts_with("metric.")) {
+        keep.push_back(line);
       }
-      unrouted.fetch_add(1, std::memory_order_relaxed);
-      if (!line.routing_key.starts_with("metric.")) keep.push_back(line);
     }
     if (!keep_returned && routed == 0 && !keep.empty()) {
-      unrouted.fetch_sub(lines.size(), std::memory_order_relaxed);  // counted when first returned
-      DeferReplay();
+      DeferReplay();  // a probe: these were counted as unrouted when they first came back
       return routed;
     }
+    unrouted.fetch_add(lines.size() - routed, std::memory_order_relaxed);
     if (!keep.empty()) {
       if (unrouted_backoff == kFirstUnroutedRetry) {
         spdlog::warn(
@@ -258,12 +258,16 @@ struct AmqpSink::Impl {
         fs::rename(settings.spill_path, replay_path, ec);
         if (ec) return true;  // nothing there after all
         replay_offset = 0;
+        replay_released = 0;
       }
     }
     std::ifstream in(replay_path, std::ios::binary);
     std::string line;
     int64_t line_no = 0;
     std::vector<Line> batch;
+    // What the lines in `batch` occupy in the file: released from spill_bytes once published, so
+    // lines that come back again and are spilled anew are not charged twice against the cap.
+    int64_t batch_bytes = 0;
     const auto before = next_replay;
     bool probe = true;  // the first batch tells whether anything takes the kept events yet
     bool waiting = false;
@@ -284,6 +288,9 @@ struct AmqpSink::Impl {
       }
       probe = false;
       replay_offset = line_no;
+      spill_bytes.fetch_sub(batch_bytes);
+      replay_released += batch_bytes;
+      batch_bytes = 0;
       replayed.fetch_add(*routed, std::memory_order_relaxed);
       published.fetch_add(*routed, std::memory_order_relaxed);
       batch.clear();
@@ -291,6 +298,7 @@ struct AmqpSink::Impl {
     };
     while (std::getline(in, line)) {
       if (line_no++ < replay_offset) continue;
+      batch_bytes += static_cast<int64_t>(line.size()) + 1;
       const size_t tab = line.find('\t');
       if (tab == std::string::npos) continue;  // a torn last line from a crash
       // Audit and IPL records are persistent (an IPL record's key is log.info…: its kind says).
@@ -303,8 +311,9 @@ struct AmqpSink::Impl {
     const int64_t size = FileSize(replay_path);
     std::error_code ec;
     fs::remove(replay_path, ec);
-    spill_bytes.fetch_sub(size);
+    spill_bytes.fetch_sub(size - replay_released);
     replay_offset = 0;
+    replay_released = 0;
     if (next_replay == before && unrouted_backoff != kFirstUnroutedRetry) {
       spdlog::info("log sink: a queue takes the kept events now; the spill file is replayed");
       unrouted_backoff = kFirstUnroutedRetry;  // everything was taken

@@ -520,16 +520,29 @@ std::string QuotedList(const std::vector<std::string>& names) {
 std::string MisplacedParameters(const OpSpec& op, const SchemaRoutine& proc) {
   auto check = [&](const std::vector<std::string>& declared, bool in) -> std::string {
     const auto params = ParamsOf(proc, in);
-    std::vector<std::string> wanted;  // the declared names in the procedure's order
+    // The declared name each parameter is named for ("" when it is named for none of them).
+    auto named_for = [&](const SchemaParam& p) -> std::string {
+      for (const auto& name : declared) {
+        if (name == p.name || name == FieldOfParameter(p.name)) return name;
+      }
+      return "";
+    };
     bool misplaced = false;
-    for (size_t i = 0; i < params.size() && i < declared.size(); ++i) {
-      const std::string field = FieldOfParameter(params[i]->name);
-      const bool elsewhere =
-          std::find(declared.begin(), declared.end(), field) != declared.end() ||
-          std::find(declared.begin(), declared.end(), params[i]->name) != declared.end();
-      const bool here = declared[i] == field || declared[i] == params[i]->name;
-      if (!here && elsewhere) misplaced = true;
-      wanted.push_back(here || !elsewhere ? declared[i] : field);
+    const size_t n = std::min(params.size(), declared.size());
+    for (size_t i = 0; i < n; ++i) {
+      const std::string name = named_for(*params[i]);
+      if (!name.empty() && name != declared[i]) misplaced = true;
+    }
+    // The suggestion: each parameter's own name where it has one, the rest in their order.
+    std::vector<std::string> wanted(n);
+    std::vector<std::string> rest;
+    for (size_t i = 0; i < n; ++i) wanted[i] = named_for(*params[i]);
+    for (const auto& name : declared) {
+      if (std::find(wanted.begin(), wanted.end(), name) == wanted.end()) rest.push_back(name);
+    }
+    auto next = rest.begin();
+    for (auto& w : wanted) {
+      if (w.empty() && next != rest.end()) w = *next++;
     }
     if (!misplaced) return "";
     std::string order;
@@ -620,7 +633,13 @@ std::vector<std::string> BindWarnings(const Template& t, const Schema& schema) {
       if (!field) continue;
       const TypeFamily want = FamilyOfSql(param.data_type);
       const TypeFamily have = FamilyOf(field->type);
-      if (want != TypeFamily::kUnknown && want != have) {
+      if (field->type == FieldType::kFloat &&
+          (param.data_type == "decimal" || param.data_type == "numeric")) {
+        warnings.push_back(label + ": field '" + field_name + "' is float, but procedure " +
+                           op.procedure + "'s parameter " + param.name +
+                           " is decimal: a double cannot hold every decimal exactly; type the "
+                           "field decimal (sent as a string such as \"12.50\")");
+      } else if (want != TypeFamily::kUnknown && want != have) {
         warnings.push_back(label + ": field '" + field_name + "' is " +
                            std::string(FieldTypeName(field->type)) + ", but procedure " +
                            op.procedure + "'s parameter " + param.name + " is " + param.data_type);

@@ -217,9 +217,12 @@ TEST(ValidatePayload, ADecimalWithMorePlacesThanItsParameterKeepsIsRefused) {
   EXPECT_TRUE(create(R"({"email":"a@b.c","amount":"9.990"})")) << "trailing zeros change nothing";
   EXPECT_TRUE(create(R"({"email":"a@b.c","amount":12})"));
   EXPECT_TRUE(create(R"({"email":"a@b.c","amount":null})"));
-  // A call's parameter that is not a field arrives as a string: checked all the same.
+  // A call's parameter that is not a field is typed by its JSON value: checked all the same.
   ExpectValidation(ValidatePayload(t, *t.Call("report"), "call", Obj(R"({"min":"0.001"})"), ""),
                    "field 'min' has 3 decimal places; Users/report keeps 2");
+  ExpectValidation(ValidatePayload(t, *t.Call("report"), "call", Obj(R"({"min":19.755})"), ""),
+                   "field 'min' has 3 decimal places; Users/report keeps 2");
+  EXPECT_TRUE(ValidatePayload(t, *t.Call("report"), "call", Obj(R"({"min":19.75})"), ""));
 }
 
 TEST(ValidatePayload, ADayTheCalendarDoesNotHaveIsSaidSo) {

@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <set>
 #include <sstream>
@@ -234,19 +235,24 @@ TEST_F(LineageTest, EventsEmittedBeforeTheFirstAdminNodeStartsAreStoredOnceItDoe
   const int port = FreePort();
   NodeOptions app = App("appserver");
   app.extra_toml = "[metrics]\nlisten = \"127.0.0.1:" + std::to_string(port) + "\"\n";
-  StartNode(app);
+  NodeProcess& node = StartNode(app);
   auto root = Request(
       "rel.write",
       R"({"template":"Users","op":"create","data":{"email":"early@example.org","name":"Early"}})");
   const std::string root_id(root.at("event_id").as_string());
-  std::string scrape;
-  ASSERT_TRUE(WaitFor(
-      [&] {
-        scrape = Scrape(port);
-        return Sample(scrape, "beds_log_events_unrouted_total").value_or(0) >= 3;
-      },
-      10s))
-      << scrape;
+  // The request's own events came back and wait in the node's spill file.
+  const fs::path spill = fs::path(node.config_dir()) / "spill.events";
+  auto spilled = [&] {
+    for (const auto& f : {spill, fs::path(spill.string() + ".replay")}) {
+      std::ifstream in(f);
+      const std::string text((std::istreambuf_iterator<char>(in)), {});
+      if (text.find(root_id) != std::string::npos) return true;
+    }
+    return false;
+  };
+  ASSERT_TRUE(WaitFor(spilled, 10s)) << "the request's events are not in " << spill;
+  std::string scrape = Scrape(port);
+  EXPECT_GE(Sample(scrape, "beds_log_events_unrouted_total").value_or(0), 3) << scrape;
   EXPECT_EQ(Sample(scrape, "beds_log_events_published_total"), 0.0)
       << "no queue took anything, so nothing counts as published\n"
       << scrape;

@@ -182,8 +182,6 @@ TEST_F(MistakesTest, AFilterTheColumnsCharacterSetCannotHoldIsADeterministicErro
   EXPECT_EQ(Code(r), "VALIDATION") << json::serialize(r.body);
   ASSERT_TRUE(r.error);
   EXPECT_FALSE(r.error->retryable()) << json::serialize(r.body);
-  const auto pools = Ping().at("pools").as_array();
-  for (const auto& p : pools) EXPECT_EQ(p.at("retried").as_int64(), 0) << json::serialize(p);
 }
 
 // Before: a request on a routing key no queue is bound to vanished; bedsctl waited 10 s and said
@@ -284,7 +282,8 @@ TEST_F(MistakesTest, TheReadyLineSaysWhatTheNodeWentOnWithout) {
   ASSERT_TRUE(WaitFor(
       [&] {
         log = node.Log();
-        return log.find("ready") != std::string::npos;
+        return log.find("ready, degraded") != std::string::npos ||
+               log.find("ready: ") != std::string::npos;
       },
       10s))
       << log;

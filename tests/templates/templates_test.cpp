@@ -347,6 +347,14 @@ TEST(BindCheck, ParamsInAnotherOrderThanTheProcedureTakesThemAreAProblem) {
   auto right = Parse(kBooks, "templates/bks_books_rel.toml");
   ASSERT_TRUE(right);
   EXPECT_TRUE(BindCheck(*right, BooksCatalogue()).empty());
+  // The suggestion keeps every field once: each parameter's own where it has one.
+  Schema shuffled = BooksCatalogue();
+  shuffled.procedures["bks_create"].params = {
+      {"p_title", "IN", "varchar"}, {"p_x", "IN", "varchar"}, {"p_isbn", "IN", "varchar"}};
+  const auto suggestion = BindCheck(*right, shuffled);
+  ASSERT_EQ(suggestion.size(), 1u) << ::testing::PrintToString(suggestion);
+  EXPECT_NE(suggestion[0].find(R"(list them as ["title", "price", "isbn"])"), std::string::npos)
+      << suggestion[0];
   // Parameters named for nothing the op passes are not misplaced (a warning says so instead).
   Schema other = BooksCatalogue();
   other.procedures["bks_create"].params[0].name = "code";

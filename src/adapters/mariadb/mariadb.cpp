@@ -56,6 +56,31 @@ bool IsConnectionError(unsigned e) {
 
 std::string Clip(const std::string& s, size_t n = 200) { return s.size() > n ? s.substr(0, n) : s; }
 
+// Server errors that pass with time: out of connections or resources, a full disk or lock
+// table, a server shutting down, read-only during a switchover, a cluster node not ready yet.
+bool IsPassingServerError(unsigned e) {
+  switch (e) {
+    case ER_CON_COUNT_ERROR:
+    case ER_TOO_MANY_USER_CONNECTIONS:
+    case ER_OUT_OF_RESOURCES:
+    case ER_OUTOFMEMORY:
+    case ER_DISK_FULL:
+    case ER_RECORD_FILE_FULL:
+    case ER_LOCK_TABLE_FULL:
+    case ER_SERVER_SHUTDOWN:
+    case ER_CONNECTION_KILLED:
+    case ER_QUERY_INTERRUPTED:
+    case ER_OPTION_PREVENTS_STATEMENT:  // 1290: --read-only
+    case ER_READ_ONLY_MODE:             // 1836
+    case ER_UNKNOWN_COM_ERROR:          // 1047: a Galera node not ready (WSREP)
+    case ER_ERROR_DURING_COMMIT:        // 1180
+    case ER_TOO_MANY_CONCURRENT_TRXS:   // 1637
+      return true;
+    default:
+      return false;
+  }
+}
+
 // docs/protocol.md codes for what the server said. Messages never carry SQL text; a DBA's SIGNAL
 // message is theirs to word and is passed on.
 Error MapError(const DbError& e, const std::string& what) {
@@ -65,6 +90,10 @@ Error MapError(const DbError& e, const std::string& what) {
     if (e.sqlstate == "02000") return {Code::kNotFound, Clip(e.text)};
     if (e.sqlstate.starts_with("23")) return {Code::kConflict, Clip(e.text)};
     return {Code::kValidation, Clip(e.text)};
+  }
+  if (IsPassingServerError(e.errnum)) {
+    return {Code::kUnavailable,
+            what + ": the database is overloaded, read-only or going away; try again"};
   }
   switch (e.errnum) {
     case ER_DUP_ENTRY:
@@ -98,17 +127,6 @@ Error MapError(const DbError& e, const std::string& what) {
     case ER_LOCK_DEADLOCK:
     case ER_LOCK_WAIT_TIMEOUT:
       return {Code::kUnavailable, what + ": the database was busy; try again"};
-    case ER_CON_COUNT_ERROR:
-    case ER_TOO_MANY_USER_CONNECTIONS:
-    case ER_OUT_OF_RESOURCES:
-    case ER_OUTOFMEMORY:
-    case ER_DISK_FULL:
-    case ER_RECORD_FILE_FULL:
-    case ER_LOCK_TABLE_FULL:
-    case ER_SERVER_SHUTDOWN:
-    case ER_CONNECTION_KILLED:
-    case ER_QUERY_INTERRUPTED:
-      return {Code::kUnavailable, what + ": the database is overloaded or going away; try again"};
     case ER_MAX_PREPARED_STMT_COUNT_REACHED:
       return {Code::kUnavailable, what + ": the database is out of prepared-statement slots"};
     case CR_NEW_STMT_METADATA:
@@ -132,9 +150,12 @@ Error MapError(const DbError& e, const std::string& what) {
   if (e.sqlstate.starts_with("22"))
     return {Code::kValidation, what + ": a value was refused by the database"};
   // The server answered, and would answer the same request the same way: resending it cannot
-  // help, so the client is told not to (a retryable INTERNAL is retried until parked). Errors of
-  // the client library (2000–2999) may be transient and keep the default.
-  const bool server_said = e.errnum < CR_MIN_ERROR || e.errnum > CR_MAX_ERROR;
+  // help, so the client is told not to (a client honouring `retryable` would resend forever).
+  // Errors of the client library (2000–2999, and MariaDB's own 5000–5999, network reads and
+  // writes among them) may be transient and keep the default.
+  const bool client_library = (e.errnum >= CR_MIN_ERROR && e.errnum <= CR_MAX_ERROR) ||
+                              (e.errnum >= 5000 && e.errnum <= 5999);
+  const bool server_said = !client_library;
   if (server_said) {
     return Error{Code::kInternal, what + ": database error " + std::to_string(e.errnum), false};
   }
@@ -767,6 +788,8 @@ class MariaDbCore : public NamasteCore {
           return std::unexpected(OutcomeUnknown(what, "it waited too long for a lock"));
         if (e.errnum == ER_STATEMENT_TIMEOUT)
           return std::unexpected(OutcomeUnknown(what, "it ran longer than query_timeout_ms"));
+        if (IsPassingServerError(e.errnum))
+          return std::unexpected(OutcomeUnknown(what, "the database stopped it part-way"));
       } else if (e.errnum == ER_LOCK_DEADLOCK && deadlocks++ < kDeadlockRetries) {
         continue;  // a read: safe to run again
       }
