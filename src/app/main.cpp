@@ -164,8 +164,10 @@ int Run(const ConfigSource& source) {
   beds::app::Node node(*config);
   if (auto r = node.Start(); !r) {  // IPL 3–8
     spdlog::critical("IPL failed: {}", r.error().message);
-    std::cerr << "beds: IPL failed: " << r.error().message << "\n";
+    // The log sink's thread may still be logging: stop it first, then write the line operators
+    // and scripts read as one piece, so nothing lands in the middle of it.
     node.Stop();
+    std::cerr << ("beds: IPL failed: " + r.error().message + "\n") << std::flush;
     return r.error().code == beds::Code::kValidation ? 2 : 3;  // invalid templates: like config
   }
   while (!node.stop_requested()) {
