@@ -146,6 +146,9 @@ struct Connection::Impl {
   bool broken = false;  // after any error: skip the polite close
   bool channel_open = false;
   bool confirms = false;
+  // Set by the first PublishReturnable(): only then does Next() hand returned messages to the
+  // caller. Other connections (workers, the control loop) never see one.
+  bool surfaces_returns = false;
   uint64_t next_publish_seq = 1;  // confirm mode: the sequence number of the next publish
 
   ~Impl() {
@@ -349,6 +352,7 @@ Result<void> Connection::PublishBatch(const std::string& exchange,
 
 Result<void> Connection::PublishReturnable(const std::string& exchange,
                                            const std::string& routing_key, const Message& m) {
+  impl_->surfaces_returns = true;
   if (auto r = PublishOne(exchange, routing_key, m, true); !r) return r;
   if (!impl_->confirms) return Ok();
   return impl_->WaitConfirm();
@@ -443,6 +447,7 @@ Result<std::optional<Delivery>> Connection::Next(std::chrono::milliseconds timeo
           }
           d.message = FromProperties(returned.properties, returned.body);
           amqp_destroy_message(&returned);
+          if (!impl_->surfaces_returns) return std::nullopt;
           return d;
         }
         case AMQP_BASIC_CANCEL_METHOD:

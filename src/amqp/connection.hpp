@@ -42,7 +42,8 @@ struct Delivery {
   uint64_t delivery_tag = 0;
   bool redelivered = false;
   // A message of ours that the broker handed back (basic.return): no queue was bound to its
-  // routing key. Only PublishReturnable() asks for these; they carry no delivery tag to ack.
+  // routing key. Next() returns these only on a connection that used PublishReturnable(); they
+  // carry no delivery tag to ack.
   bool returned = false;
   std::string return_reason;  // the broker's reply text, e.g. "NO_ROUTE"
 };

@@ -62,7 +62,7 @@ struct ControlLoop::Impl {
         connected = false;
         continue;
       }
-      if (!*next || (*next)->returned) continue;  // a returned message is not a command
+      if (!*next) continue;
       Handle(*conn, **next);
     }
   }

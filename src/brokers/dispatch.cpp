@@ -118,26 +118,27 @@ std::optional<Error> CheckRoute(const Template& t, const protocol::Request& r,
   const std::string_view route = dot == std::string_view::npos ? key : key.substr(0, dot);
   const std::string_view kind = dot == std::string_view::npos ? "" : key.substr(dot + 1);
   const bool write = IsWrite(t, r);
+  const bool right_route = route == t.route;
+  const bool known_kind = kind == "read" || kind == "write";
+  if (right_route && known_kind && (!write || kind == "write")) return std::nullopt;
+  // Refused: the messages are built only now, off the path every request takes.
   const std::string right = t.route + (write ? ".write" : ".read");
   const std::string what = r.op == "call" ? "call '" + protocol::Excerpt(r.call) + "'" : r.op;
-  if (route != t.route) {
+  if (!right_route) {
     return Error{Code::kBadRequest, "template '" + t.name + "' is served on " + t.route +
                                         ".read and " + t.route + ".write, not " +
                                         protocol::Excerpt(key) + ": send this " + what + " on " +
                                         right};
   }
-  if (kind != "read" && kind != "write") {
+  if (!known_kind) {
     return Error{Code::kBadRequest, "routing key " + protocol::Excerpt(key) +
                                         ": requests go on {route}.read or {route}.write; send "
                                         "this " +
                                         what + " on " + right};
   }
-  if (write && kind != "write") {
-    return Error{Code::kBadRequest, what + " on '" + t.name + "' is a write: send it on " + right +
-                                        ", not " + protocol::Excerpt(key) +
-                                        " (reads and writes are served by separate pools)"};
-  }
-  return std::nullopt;
+  return Error{Code::kBadRequest, what + " on '" + t.name + "' is a write: send it on " + right +
+                                      ", not " + protocol::Excerpt(key) +
+                                      " (reads and writes are served by separate pools)"};
 }
 
 // Wraps a worker's adapter so that every database call is an `adapter` event: a child of the
@@ -224,7 +225,8 @@ std::string_view KnownOpName(const Template* t, const protocol::Request& r) {
     return kUnknownLabel;
   }
   if (r.op == "call") return "call";
-  return t->Op(r.op) ? std::string_view(t->Op(r.op)->name) : kUnknownLabel;
+  const OpSpec* op = t->Op(r.op);
+  return op ? std::string_view(op->name) : kUnknownLabel;
 }
 
 // At most this much of a write's result goes into its audit record.

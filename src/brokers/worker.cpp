@@ -115,9 +115,6 @@ void Worker::Loop(std::stop_token stop) {
       counters_.connected.fetch_sub(1);
       continue;
     }
-    // Workers never publish mandatory without confirms, so nothing comes back; a returned
-    // message has no delivery tag to ack, and must never be handled as a request.
-    if (*next && (*next)->returned) continue;
     if (*next) {
       counters_.in_flight.fetch_add(1, std::memory_order_relaxed);
       struct Done {
@@ -208,7 +205,6 @@ void Worker::ProcessBatch(amqp::Delivery first, std::stop_token stop) {
       return;
     }
     if (!*next) break;
-    if ((*next)->returned) continue;  // no delivery tag: see Run()
     batch.push_back(std::move(**next));
   }
   counters_.consumed.fetch_add(batch.size(), std::memory_order_relaxed);

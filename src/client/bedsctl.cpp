@@ -31,6 +31,14 @@ std::string HeaderText(const beds::amqp::HeaderValue& v) {
   return std::to_string(std::get<int64_t>(v));
 }
 
+// True when a reply body says "ok": true (a body that is not JSON says nothing of the kind).
+bool ReplyOk(const std::string& body) {
+  boost::system::error_code ec;
+  const auto parsed = json::parse(body, ec);
+  const auto* ok = !ec && parsed.is_object() ? parsed.as_object().if_contains("ok") : nullptr;
+  return ok && ok->is_bool() && ok->get_bool();
+}
+
 int Request(const beds::config::AmqpSettings& amqp, const std::string& key, const std::string& body,
             int timeout_ms) {
   auto client = beds::client::Client::Connect(amqp);
@@ -49,11 +57,7 @@ int Request(const beds::config::AmqpSettings& amqp, const std::string& key, cons
               << "' on beds.events: check the key (e.g. rel.read, rel.write, sys.read)\n";
     return 1;
   }
-  boost::system::error_code ec;
-  const auto parsed = json::parse(reply->body, ec);
-  return !ec && parsed.is_object() && parsed.as_object().contains("ok") && parsed.at("ok").as_bool()
-             ? 0
-             : 1;
+  return ReplyOk(reply->body) ? 0 : 1;
 }
 
 // The body as a child of `parent` (when given), or an error line and nullopt.
@@ -86,10 +90,7 @@ int FanOut(const beds::config::AmqpSettings& amqp, const std::string& key, const
   int failed = 0;
   for (const auto& r : *replies) {
     std::cout << r.body << "\n";
-    boost::system::error_code ec;
-    const auto parsed = json::parse(r.body, ec);
-    const auto* ok = !ec && parsed.is_object() ? parsed.as_object().if_contains("ok") : nullptr;
-    if (!ok || !ok->is_bool() || !ok->get_bool()) ++failed;
+    if (!ReplyOk(r.body)) ++failed;
   }
   std::cerr << n << " replies in "
             << std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started)
@@ -132,6 +133,7 @@ int Lineage(const beds::config::AmqpSettings& amqp, const std::string& id, bool 
     std::cerr << "bedsctl: " << reply.error().message << "\n";
     return 4;
   }
+  // Parsed here rather than through ReplyOk: the tree below reads the same document.
   boost::system::error_code ec;
   const auto parsed = json::parse(reply->body, ec);
   const bool ok =

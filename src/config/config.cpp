@@ -212,8 +212,7 @@ Result<Config> Load(const LoadOptions& options) {
     Merge(merged, *t, "", base.string(), origins);
     config.files.push_back(base.string());
   }
-  // A node role (docs/configuration.md "Nodes are configuration"): between the base and the env
-  // file.
+  // A node role (docs/configuration.md "Roles"): between the base and the env file.
   if (options.role && !options.role->empty()) {
     config.role = *options.role;
     const fs::path role = dir / "nodes" / (config.role + ".toml");

@@ -312,13 +312,13 @@ Result<Payload> ValidatePayload(const Template& t, const OpSpec& op, std::string
     auto it = p.values.find(name);
     if (it == p.values.end() || it->second.null) continue;
     const Value& v = it->second;
-    std::string text = v.text;
+    std::string_view text = v.text;
+    char buf[64];
     if (v.type == FieldType::kFloat) {
       // A JSON number (a float field, or a call parameter typed by its value): its shortest
       // exact form says how many places it has.
-      char buf[64];
       const auto r = std::to_chars(buf, buf + sizeof buf, v.f, std::chars_format::fixed);
-      text.assign(buf, r.ec == std::errc() ? r.ptr : buf);
+      text = std::string_view(buf, r.ec == std::errc() ? r.ptr : buf);
     } else if (v.type != FieldType::kDecimal && v.type != FieldType::kString) {
       continue;
     }

@@ -2,7 +2,7 @@
 // id of the request the logging thread is working on (EventScope). Init() once at IPL step 2,
 // before any worker thread starts; the log calls themselves (spdlog::info …) are thread-safe.
 //
-// Structured events (docs/protocol.md "Log event") go to an EventSink when one is installed: the
+// Structured events (docs/protocol.md "Log events") go to an EventSink when one is installed: the
 // AMQP log sink (logs/amqp_sink.hpp) publishes them on beds.logs. With a sink installed, every
 // spdlog line at or above the configured level becomes a `log` event too, a child of the thread's
 // current event. With none installed, Emit() costs one atomic load.
@@ -73,7 +73,7 @@ struct LogEvent {
   boost::json::object fields;  // anything else the event carries
 };
 
-// The wire form (docs/protocol.md "Log event", plus `kind`).
+// The wire form (docs/protocol.md "Log events", plus `kind`).
 std::string EncodeEvent(const LogEvent& event);
 // Parses an event as published by EncodeEvent (or by a client in another language); BAD_REQUEST
 // for anything that is not such an object.

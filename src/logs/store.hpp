@@ -1,4 +1,4 @@
-// The log store (docs/architecture.md "logs"): events kept in the REC template named by
+// The log store (docs/architecture.md, src/logs): events kept in the REC template named by
 // [logging] store_template (templates/mst_logger_rec.toml, collection msLogs), one document per
 // event keyed by its event id. The admin node's `logs` handler writes batches through it; the
 // `lineage/fetch` system op reads an event's tree from it. Both go through NamasteCore, so the

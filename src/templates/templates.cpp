@@ -761,8 +761,6 @@ Result<std::string> Scaffold(std::string_view tla, const std::string& database,
     return nullptr;
   };
 
-  // DBAs often prefix parameters (p_email); the template names them after the fields (email).
-  auto bare = [](const std::string& name) { return FieldOfParameter(name); };
   // Fields: the view's columns, then any write parameter the view does not show.
   std::vector<std::pair<std::string, FieldType>> fields;
   auto add_field = [&](const std::string& name, const std::string& type, bool json) {
@@ -777,13 +775,13 @@ Result<std::string> Scaffold(std::string_view tla, const std::string& database,
   for (const char* op : {"create", "update", "delete"}) {
     if (const auto* p = proc(op)) {
       for (const auto& param : p->params) {
-        if (param.mode == "IN") add_field(bare(param.name), param.data_type, false);
+        if (param.mode == "IN") add_field(FieldOfParameter(param.name), param.data_type, false);
       }
     }
   }
   std::string key;
   if (const auto* del = proc("delete"); del && !del->params.empty())
-    key = bare(del->params[0].name);
+    key = FieldOfParameter(del->params[0].name);
   if (key.empty()) {
     for (const auto& f : fields) {
       if (f.first == "id") key = "id";
@@ -809,7 +807,7 @@ Result<std::string> Scaffold(std::string_view tla, const std::string& database,
     std::string in_list, out_list;
     for (const auto& param : p.params) {
       std::string& list = param.mode == "IN" ? in_list : out_list;
-      list += (list.empty() ? "\"" : ", \"") + bare(param.name) + "\"";
+      list += (list.empty() ? "\"" : ", \"") + FieldOfParameter(param.name) + "\"";
     }
     out << "params    = [" << in_list << "]\n";
     if (!out_list.empty()) out << "out       = [" << out_list << "]\n";

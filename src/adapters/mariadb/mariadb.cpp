@@ -155,8 +155,7 @@ Error MapError(const DbError& e, const std::string& what) {
   // writes among them) may be transient and keep the default.
   const bool client_library = (e.errnum >= CR_MIN_ERROR && e.errnum <= CR_MAX_ERROR) ||
                               (e.errnum >= 5000 && e.errnum <= 5999);
-  const bool server_said = !client_library;
-  if (server_said) {
+  if (!client_library) {
     return Error{Code::kInternal, what + ": database error " + std::to_string(e.errnum), false};
   }
   return {Code::kInternal, what + ": database error " + std::to_string(e.errnum)};
