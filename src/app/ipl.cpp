@@ -163,6 +163,11 @@ Result<TemplateSet> LoadTemplates(const config::Config& c,
       // Collections and indexes are created when missing, through a worker-like session.
       // A store that is unavailable (unreachable server, unusable file) is so for every template
       // on it: asked once, so IPL does not wait out a server-selection timeout per template.
+      if (c.idempotency.enabled && db->second.engine == "mongodb" && t.HasWrites()) {
+        set.warnings.push_back(t.name + " (" + t.file +
+                               "): writes on mongodb apply at least once: exactly-once records "
+                               "are kept on mariadb and sqlite only");
+      }
       NamasteCore* core = ensure ? ensure->For(t) : nullptr;
       if (auto down = unavailable_stores.find(t.database); down != unavailable_stores.end()) {
         unavailable(down->second);
@@ -181,7 +186,27 @@ Result<TemplateSet> LoadTemplates(const config::Config& c,
         set.unchecked.push_back(t.name + " (" + t.file +
                                 "): not checked: " + it->second.error().message);
       } else {
-        const auto problems = templates::BindCheck(t, *it->second);
+        auto problems = templates::BindCheck(t, *it->second);
+        if (c.idempotency.enabled) {
+          const auto once = templates::OnceCheck(t, *it->second);
+          if (!once.missing.empty()) {
+            std::string what;
+            for (const auto& m : once.missing) what += (what.empty() ? "" : ", ") + m;
+            problems.push_back(
+                "its writes apply exactly once ([idempotency] enabled), and "
+                "database \"" +
+                t.database + "\" lacks " + what +
+                ": install schema/mariadb/000_beds_idempotency.sql there");
+          }
+          // A procedure that commits on its own breaks the guarantee without failing a request:
+          // in production that ends IPL, in development the operator is told.
+          for (const auto& e : once.ends_transaction) {
+            if (c.node.production)
+              problems.push_back(e);
+            else
+              set.warnings.push_back(t.name + " (" + t.file + "): " + e);
+          }
+        }
         std::string all;
         for (const auto& p : problems) all += (all.empty() ? "" : "; ") + p;
         if (!problems.empty()) unavailable(all);

@@ -13,6 +13,7 @@
 #include "brokers/control.hpp"
 #include "brokers/dispatch.hpp"
 #include "brokers/log_handlers.hpp"
+#include "brokers/once_sweeper.hpp"
 #include "brokers/pool.hpp"
 #include "build_info.hpp"
 #include "logs/amqp_sink.hpp"
@@ -31,6 +32,7 @@ struct Node::Impl {
   std::vector<std::unique_ptr<brokers::Pool>> pools;
   std::unique_ptr<brokers::ControlLoop> control;
   std::jthread metric_events;  // publishes metric.{node} every [logging] metrics_interval_s
+  std::unique_ptr<brokers::OnceSweeper> sweeper;  // expired exactly-once records
   std::atomic<bool> stop_requested{false};
   std::mutex stop_mutex;
   std::string stop_reason;  // guarded by stop_mutex
@@ -261,6 +263,7 @@ Result<void> Node::Start() {
   n.info->max_body_bytes = c.protocol.max_body_bytes;
   n.info->max_reply_bytes = c.protocol.max_reply_bytes;
   n.info->templates = templates->snapshot;
+  n.info->idempotency = c.idempotency;
   n.info->pools = [this] {
     std::vector<brokers::PoolStats> stats;
     for (const auto& p : impl_->pools) stats.push_back(p->Stats());
@@ -291,6 +294,12 @@ Result<void> Node::Start() {
     n.pools.push_back(std::make_unique<brokers::Pool>(broker, c.amqp, make_handler));
   }
   n.RegisterCollectors(*n.metrics, node_metrics);
+  // The node that serves writes keeps their exactly-once records from growing without bound.
+  if (std::any_of(c.brokers.begin(), c.brokers.end(),
+                  [](const config::BrokerSettings& b) { return b.handler == "dispatch"; })) {
+    n.sweeper = std::make_unique<brokers::OnceSweeper>(c.idempotency, templates->snapshot, factory,
+                                                       n.metrics);
+  }
   for (auto& p : n.pools) p->Start();
   n.control = std::make_unique<brokers::ControlLoop>(
       c.amqp, n.info,
@@ -375,6 +384,7 @@ void Node::Stop() {
     n.metric_events.join();
   }
   n.metrics_http.reset();
+  n.sweeper.reset();
   n.pools.clear();
   n.control.reset();
   spdlog::info("shutdown complete in {} ms", std::chrono::duration_cast<std::chrono::milliseconds>(

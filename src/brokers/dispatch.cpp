@@ -7,6 +7,7 @@
 
 #include "amqp/topology.hpp"
 #include "core/lineage.hpp"
+#include "core/once.hpp"
 #include "core/validate.hpp"
 #include "logs/logs.hpp"
 #include "logs/store.hpp"
@@ -103,6 +104,31 @@ bool IsWrite(const Template& t, const protocol::Request& r) {
   if (r.op != "call") return false;
   const OpSpec* spec = t.Call(r.call);
   return spec && !spec->read;
+}
+
+// The sender's AMQP user: the broker checks user_id against the sender's login. A message our
+// worker republished for a retry cannot carry the original user_id (the broker would refuse it),
+// so it carries it in x-beds-user; that header is believed only on such a message.
+std::string Sender(const amqp::Delivery& delivery) {
+  if (!delivery.message.user_id.empty()) return delivery.message.user_id;
+  if (delivery.exchange == amqp::kEventsExchange) return {};
+  if (auto h = delivery.message.headers.find(kUserHeader); h != delivery.message.headers.end()) {
+    if (const auto* s = std::get_if<std::string>(&h->second)) return *s;
+  }
+  return {};
+}
+
+// The exactly-once scope of a write; none for a message with neither key nor message id (it
+// cannot be told from its redelivery, so it is applied at least once).
+std::optional<OnceScope> ScopeOf(const Template& t, const protocol::Request& r,
+                                 const amqp::Delivery& delivery, const NodeInfo& info) {
+  if (!info.idempotency.enabled || !IsWrite(t, r)) return std::nullopt;
+  if (!r.idempotency_key.empty()) {
+    return OnceScope{OnceIdentityOfKey(t.name, Sender(delivery), r.idempotency_key), true,
+                     info.idempotency.ttl_s};
+  }
+  if (delivery.message.message_id.empty()) return std::nullopt;
+  return OnceScope{delivery.message.message_id, false, info.idempotency.ttl_s};
 }
 
 // A request must come on its template's own routing keys: `{route}.write` for a write, and
@@ -304,7 +330,7 @@ Result<const OpSpec*> FindOp(const Template& t, const protocol::Request& r) {
 }
 
 Result<OpResult> RunOp(const Template& t, const OpSpec& spec, const protocol::Request& r,
-                       NamasteCore& core) {
+                       NamasteCore& core, const OnceScope* once) {
   const std::string& op = r.op;
   const bool query = op == "fetch" || op == "count";
   if (query && !r.data.empty()) {
@@ -329,13 +355,20 @@ Result<OpResult> RunOp(const Template& t, const OpSpec& spec, const protocol::Re
   auto p = ValidatePayload(t, spec, op, r.data, r.id);
   if (!p) return std::unexpected(p.error());
   p->deadline_ms = r.deadline_ms;
+  if (once && !spec.read) {
+    std::string digest = OnceDigest(t, op == "call" ? "call:" + spec.name : op, *p);
+    std::string identity =
+        once->by_key ? once->identity : OnceIdentityOfMessage(once->identity, digest);
+    p->once = WriteOnce{std::move(identity), std::move(digest), once->ttl_s};
+  }
   if (op == "create") return core.Create(t, spec, *p);
   if (op == "update") return core.Update(t, spec, *p);
   if (op == "delete") return core.Delete(t, spec, *p);
   return core.Call(t, spec, *p);
 }
 
-Result<OpResult> DispatchHandler::RunTemplate(const Template& t, const protocol::Request& r) {
+Result<OpResult> DispatchHandler::RunTemplate(const Template& t, const protocol::Request& r,
+                                              const OnceScope* once) {
   auto spec = FindOp(t, r);
   if (!spec) return std::unexpected(spec.error());
   if (auto it = info_->templates->unavailable.find(t.name);
@@ -351,7 +384,7 @@ Result<OpResult> DispatchHandler::RunTemplate(const Template& t, const protocol:
         "template '" + t.name + "': database '" + t.database + "' has no adapter on this node"});
   }
   RecordedCore recorded(*core, t.kind == "rel" ? "mariadb" : "docstore");
-  auto result = RunOp(t, **spec, r, recorded);
+  auto result = RunOp(t, **spec, r, recorded, once);
   if (recorded.last_error && info_->metrics && IsRetryable(recorded.last_error->code)) {
     const std::string key = t.database + "/" + std::string(CodeName(recorded.last_error->code));
     auto it = adapter_errors_.find(key);
@@ -368,6 +401,25 @@ Result<OpResult> DispatchHandler::RunTemplate(const Template& t, const protocol:
     it->second->Inc();
   }
   return result;
+}
+
+void DispatchHandler::CountOnce(const Result<OpResult>& result) {
+  if (!info_->metrics) return;
+  if (!once_recorded_) {
+    auto& m = *info_->metrics;
+    const char* name = "beds_exactly_once_total";
+    const char* help =
+        "Writes with an exactly-once identity, by outcome: recorded (applied now), "
+        "replayed (answered from the record), conflict (key reused)";
+    once_recorded_ = &m.GetCounter(name, help, {{"outcome", "recorded"}});
+    once_replayed_ = &m.GetCounter(name, help, {{"outcome", "replayed"}});
+    once_conflicts_ = &m.GetCounter(name, help, {{"outcome", "conflict"}});
+  }
+  if (result) {
+    (result->replayed ? once_replayed_ : once_recorded_)->Inc();
+  } else if (IsKeyReused(result.error())) {
+    once_conflicts_->Inc();
+  }
 }
 
 Result<json::object> DispatchHandler::LineageTree(const protocol::Request& r) {
@@ -424,7 +476,8 @@ void DispatchHandler::Record(const protocol::Request& r, const amqp::Delivery& d
   }
   if (!logs::HasSink()) return;
   const Lineage& lineage = logs::CurrentLineage();
-  if (t && result && *result && IsWrite(*t, r)) {
+  // A replayed write changed nothing this time: its audit record is the first apply's.
+  if (t && result && *result && !(*result)->replayed && IsWrite(*t, r)) {
     // The audit record: who changed what, and what the write answered (the document or rows after).
     logs::LogEvent a;
     a.kind = "audit";
@@ -473,6 +526,7 @@ void DispatchHandler::Record(const protocol::Request& r, const amqp::Delivery& d
   e.msg = error ? std::string(outcome) + ": " + error->message : "ok";
   e.fields["routing_key"] = delivery.routing_key;
   if (delivery.redelivered) e.fields["redelivered"] = true;
+  if (result && *result && (*result)->replayed) e.fields["replayed"] = true;
   if (!r.id.empty()) e.fields["id"] = protocol::Excerpt(r.id, 160);
   logs::Emit(std::move(e));
 }
@@ -561,10 +615,13 @@ Outcome DispatchHandler::Handle(const amqp::Delivery& delivery, int retries) {
                                               "') is written only by the admin node; read it, "
                                               "or ask for a tree with lineage/fetch"});
   }
-  auto result = RunTemplate(*t, r);
+  const std::optional<OnceScope> once = ScopeOf(*t, r, delivery, info);
+  auto result = RunTemplate(*t, r, once ? &*once : nullptr);
+  if (once) CountOnce(result);
   if (!result) return refuse(result.error());
   Record(r, delivery, t, &result, nullptr, started);
-  std::string reply = protocol::EncodeOk(event_id, std::move(result->data), result->count);
+  std::string reply =
+      protocol::EncodeOk(event_id, std::move(result->data), result->count, result->replayed);
   if (static_cast<int64_t>(reply.size()) > info.max_reply_bytes) {
     // The broker would refuse it, leaving the message unacked and its write to be run again.
     const OpSpec* spec = r.op == "call" ? t->Call(r.call) : t->Op(r.op);

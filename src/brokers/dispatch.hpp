@@ -36,6 +36,7 @@ struct NodeInfo {
   std::string log_store =
       "Logs";  // the REC template lineage/fetch reads ([logging] store_template)
   std::shared_ptr<metrics::Registry> metrics;  // null: no request metrics
+  config::IdempotencySettings idempotency;     // exactly-once writes
 };
 
 // The body of sys/ping's `data` (also the answer to admin.ping).
@@ -47,10 +48,20 @@ boost::json::object DescribeData(const NodeInfo& info);
 // The op (or named call) a request names, or UNKNOWN_OP / VALIDATION.
 Result<const OpSpec*> FindOp(const Template& t, const protocol::Request& request);
 
+// Who a write is, for exactly-once (docs/protocol.md "Exactly once"): its idempotency key scoped
+// by template and sender, or its message id (with the request's digest, so a message id reused
+// for another request is another write).
+struct OnceScope {
+  std::string identity;  // by key: OnceIdentityOfKey; else the message id
+  bool by_key = false;
+  int64_t ttl_s = 86400;
+};
+
 // Validates a request against its template and op, then runs it on `core`. Fetch by id with no
-// result is NOT_FOUND. Used by the dispatcher and by tests that drive an adapter directly.
+// result is NOT_FOUND. A write with `once` is applied exactly once. Used by the dispatcher and by
+// tests that drive an adapter directly.
 Result<OpResult> RunOp(const Template& t, const OpSpec& spec, const protocol::Request& request,
-                       NamasteCore& core);
+                       NamasteCore& core, const OnceScope* once = nullptr);
 
 class DispatchHandler : public Handler {
  public:
@@ -62,7 +73,10 @@ class DispatchHandler : public Handler {
 
  private:
   // A data template's op: validate, then run it on this worker's adapter.
-  Result<OpResult> RunTemplate(const Template& t, const protocol::Request& request);
+  Result<OpResult> RunTemplate(const Template& t, const protocol::Request& request,
+                               const OnceScope* once);
+  // The exactly-once metrics of one write.
+  void CountOnce(const Result<OpResult>& result);
   // lineage/fetch: the event's tree from the log store.
   Result<boost::json::object> LineageTree(const protocol::Request& request);
   // What happened, for the lineage tree and the metrics: the request event, and an audit record
@@ -76,6 +90,10 @@ class DispatchHandler : public Handler {
   // This worker's latency histograms and error counters, by "template/op/outcome".
   std::map<std::string, metrics::Histogram*, std::less<>> latency_;
   std::map<std::string, metrics::Counter*, std::less<>> adapter_errors_;
+  // Exactly-once outcomes: recorded, replayed, conflict.
+  metrics::Counter* once_recorded_ = nullptr;
+  metrics::Counter* once_replayed_ = nullptr;
+  metrics::Counter* once_conflicts_ = nullptr;
 };
 
 }  // namespace beds::brokers

@@ -20,6 +20,7 @@
 #include "brokers/pool.hpp"
 #include "client/client.hpp"
 #include "config/config.hpp"
+#include "protocol/envelope.hpp"
 
 namespace {
 
@@ -40,18 +41,28 @@ bool ReplyOk(const std::string& body) {
 }
 
 int Request(const beds::config::AmqpSettings& amqp, const std::string& key, const std::string& body,
-            int timeout_ms) {
+            int timeout_ms, const std::string& idempotency_key = {}) {
   auto client = beds::client::Client::Connect(amqp);
   if (!client) {
     std::cerr << "bedsctl: " << client.error().message << "\n";
     return 3;
   }
-  auto reply = (*client)->Call(key, body, std::chrono::milliseconds(timeout_ms));
+  beds::client::SendOptions options;
+  options.idempotency_key = idempotency_key;
+  auto reply = (*client)->Call(key, body, std::chrono::milliseconds(timeout_ms), options);
   if (!reply) {
     std::cerr << "bedsctl: " << reply.error().message << "\n";
     return 4;
   }
   std::cout << reply->body << "\n";
+  if (!reply->idempotency_key.empty() && !ReplyOk(reply->body) && !reply->unroutable) {
+    auto decoded = beds::protocol::DecodeReply(reply->body);
+    if (decoded && decoded->error && decoded->error->retryable()) {
+      std::cerr << "bedsctl: this write can be sent again safely: add --idempotency-key "
+                << reply->idempotency_key
+                << " (if it was applied, its recorded reply answers; if not, it is applied)\n";
+    }
+  }
   if (reply->unroutable) {
     std::cerr << "bedsctl: nothing is bound to routing key '" << key
               << "' on beds.events: check the key (e.g. rel.read, rel.write, sys.read)\n";
@@ -261,6 +272,10 @@ int main(int argc, char** argv) {
   request->add_option("body", body, "the JSON envelope")->required();
   std::string parent;
   request->add_option("--parent", parent, "send it as a child of this event id");
+  std::string idempotency_key;
+  request->add_option("--idempotency-key", idempotency_key,
+                      "a write's key (default: a fresh one); re-send an unanswered write with "
+                      "the key it was first sent with");
   int copies = 0;
   auto* fanout = app.add_subcommand("fanout", "send N copies at once as children of an event");
   fanout->add_option("key", key, "routing key, e.g. rel.read")->required();
@@ -301,7 +316,7 @@ int main(int argc, char** argv) {
     return Request(amqp, "sys.read", R"({"template":"sys","op":"describe"})", timeout_ms);
   if (*request) {
     auto child = WithParent(body, parent);
-    return child ? Request(amqp, key, *child, timeout_ms) : 2;
+    return child ? Request(amqp, key, *child, timeout_ms, idempotency_key) : 2;
   }
   if (*fanout) return FanOut(amqp, key, body, copies, parent, timeout_ms);
   if (*lineage) return Lineage(amqp, event_id, as_tree, timeout_ms);

@@ -89,7 +89,7 @@ Result<std::vector<Reply>> Client::FanOut(std::vector<Request> requests,
 }
 
 Client::Client(config::AmqpSettings settings)
-    : settings_(std::move(settings)), prefix_(NewGuid().substr(20)) {}
+    : settings_(std::move(settings)), prefix_(NewGuid()) {}
 
 Result<std::unique_ptr<Client>> Client::Connect(const config::AmqpSettings& settings) {
   std::unique_ptr<Client> client(new Client(settings));
@@ -133,17 +133,36 @@ Result<void> Client::Reconnect(const Error& cause) {
   return Fail(Code::kUnavailable, "lost the broker and could not reconnect: " + last.message);
 }
 
+std::optional<std::string> WithIdempotencyKey(std::string_view body, std::string& key) {
+  std::error_code ec;
+  boost::json::value v = boost::json::parse(body, ec);
+  if (ec || !v.is_object()) return std::nullopt;
+  boost::json::object& o = v.as_object();
+  if (const auto* given = o.if_contains("idempotency_key")) {
+    if (given->is_string()) key = std::string(given->get_string());
+    return std::string(body);
+  }
+  o["idempotency_key"] = key;
+  return boost::json::serialize(o);
+}
+
 Result<std::string> Client::Send(const std::string& routing_key, std::string body,
                                  const SendOptions& options) {
   Pending p;
   p.exchange = options.exchange;
   p.routing_key = routing_key;
+  std::string id = prefix_ + "-" + std::to_string(++next_id_);
+  // Every write carries a key, so that a write whose outcome was unknown can be re-sent safely
+  // (docs/protocol.md "Exactly once"); the message id lets the node tell a redelivery apart.
+  if (routing_key.ends_with(".write") && options.expect_reply && options.add_idempotency_key) {
+    p.idempotency_key = options.idempotency_key.empty() ? NewGuid() : options.idempotency_key;
+    if (auto keyed = WithIdempotencyKey(body, p.idempotency_key)) body = std::move(*keyed);
+  }
   p.message.body = std::move(body);
-  p.message.message_id = options.message_id;
+  p.message.message_id = options.message_id.empty() ? id : options.message_id;
   p.message.delivery_mode = options.delivery_mode;
   // The broker checks user_id against our login, so the node's audit records can name us.
   if (!settings_.user.empty()) p.message.user_id = settings_.user;
-  std::string id = prefix_ + "-" + std::to_string(++next_id_);
   if (options.expect_reply) {
     p.message.reply_to = kDirectReplyTo;
     p.message.correlation_id = id;
@@ -200,12 +219,15 @@ Result<std::optional<Reply>> Client::Receive(std::chrono::milliseconds timeout) 
     if (it == pending_.end())
       continue;  // a duplicate answer to a request re-sent after a reconnect
     if ((*next)->returned) {
-      Reply reply{it->first, UnroutableReply(it->second.exchange, it->second.routing_key), true};
+      Reply reply{it->first, UnroutableReply(it->second.exchange, it->second.routing_key), true,
+                  it->second.idempotency_key};
       pending_.erase(it);
       return reply;
     }
+    Reply reply{(*next)->message.correlation_id, std::move((*next)->message.body), false,
+                std::move(it->second.idempotency_key)};
     pending_.erase(it);
-    return Reply{(*next)->message.correlation_id, std::move((*next)->message.body)};
+    return reply;
   }
 }
 

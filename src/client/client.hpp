@@ -28,9 +28,15 @@ namespace beds::client {
 
 struct SendOptions {
   std::string exchange = "beds.events";
-  std::string message_id;
-  uint8_t delivery_mode = 0;  // 2 for writes
-  bool expect_reply = true;   // false: fire and forget (no reply_to)
+  std::string message_id;  // "": a fresh one (a re-send after a reconnect keeps it)
+  // A write's idempotency key (docs/protocol.md "Exactly once"): "" on a `.write` key whose
+  // body has none = a fresh one. Re-sending a write with the key of its first sending (from
+  // Reply::idempotency_key) is answered from its record if it was applied, else applies it.
+  std::string idempotency_key;
+  bool add_idempotency_key = true;  // false: the body goes as it is (the node then tells a
+                                    // write's redelivery apart by its message id alone)
+  uint8_t delivery_mode = 0;        // 2 for writes
+  bool expect_reply = true;         // false: fire and forget (no reply_to)
 };
 
 struct Reply {
@@ -40,10 +46,17 @@ struct Reply {
   // ever see it. `body` is then an error reply written by the client (UNAVAILABLE, not
   // retryable, naming the key), so callers that only read replies still see what happened.
   bool unroutable = false;
+  // The idempotency key the request was sent with ("" for a read): the key to re-send it with
+  // when its outcome is unknown.
+  std::string idempotency_key;
 };
 
 // The reply the client writes for a request the broker returned as unroutable.
 std::string UnroutableReply(const std::string& exchange, const std::string& routing_key);
+
+// `body` with `"idempotency_key": key` added, unless it has one already; nullopt when it is not
+// a JSON object (sent as it is: the node answers BAD_REQUEST). `key` is set to the body's key.
+std::optional<std::string> WithIdempotencyKey(std::string_view body, std::string& key);
 
 // A request body made a child of `parent` (docs/protocol.md "Lineage"): its `lineage` names the
 // parent's event id and depth + 1, and BEDS gives it an event id of its own. Application code
@@ -88,6 +101,7 @@ class Client {
     std::string exchange;
     std::string routing_key;
     amqp::Message message;
+    std::string idempotency_key;
   };
   explicit Client(config::AmqpSettings settings);
   Result<void> Open();

@@ -87,6 +87,15 @@ struct ProtocolSettings {
   int64_t max_reply_bytes = 16 << 20;  // larger results are answered TOO_LARGE instead
 };
 
+// Exactly-once writes (docs/protocol.md "Exactly once"): each write's identity and reply are
+// recorded with its effect, and a repeat is answered from the record instead of applied again.
+struct IdempotencySettings {
+  bool enabled = true;
+  int64_t ttl_s = 86400;       // how long a record is kept (at least)
+  int64_t sweep_every_s = 60;  // how often a node deletes expired records; 0 = never
+  int64_t sweep_batch = 1000;  // records deleted per statement (a sweep runs until none is left)
+};
+
 struct TemplatesSettings {
   std::string dir = "templates";
 };
@@ -127,6 +136,7 @@ struct Config {
   std::map<std::string, DatabaseSettings> databases;
   std::vector<BrokerSettings> brokers;  // sorted by name
   ProtocolSettings protocol;
+  IdempotencySettings idempotency;
   TemplatesSettings templates;
   GatewaySettings gateway;
   LoggingSettings logging;

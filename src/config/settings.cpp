@@ -321,6 +321,14 @@ void ReadSettings(const toml::table& merged, const Origins& o, Config& c,
     r.Finish();
   }
   {
+    TableReader r(root.Table("idempotency"), "idempotency", o, errors);
+    r.Bool("enabled", c.idempotency.enabled);
+    r.Integer("ttl_s", c.idempotency.ttl_s, 60, int64_t{3650} * 86400);
+    r.Integer("sweep_every_s", c.idempotency.sweep_every_s, 0, 86400);
+    r.Integer("sweep_batch", c.idempotency.sweep_batch, 1, 100000);
+    r.Finish();
+  }
+  {
     TableReader r(root.Table("templates"), "templates", o, errors);
     r.String("dir", c.templates.dir);
     r.Finish();

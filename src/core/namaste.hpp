@@ -32,10 +32,19 @@ struct Value {
   static Value Null(FieldType type) { return Value{type, true, 0, 0, {}}; }
 };
 
+// What makes a write apply exactly once (core/once.hpp): set by the dispatcher on every write
+// when [idempotency] is enabled.
+struct WriteOnce {
+  std::string identity;  // 32 bytes: the key (scoped) or the message id, hashed
+  std::string digest;    // 32 bytes: the validated request, hashed
+  int64_t ttl_s = 86400;
+};
+
 // The values of a write or call, by parameter name (the key field included when the op has it).
 struct Payload {
   std::map<std::string, Value, std::less<>> values;
-  int64_t deadline_ms = 0;  // the request's deadline (absolute Unix ms; 0 = none)
+  int64_t deadline_ms = 0;        // the request's deadline (absolute Unix ms; 0 = none)
+  std::optional<WriteOnce> once;  // a write to apply exactly once
 
   // The value for a parameter, or a NULL of the field's type when the client left it out.
   Value Get(const std::string& name, FieldType type) const;
@@ -62,6 +71,7 @@ struct Query {
 struct OpResult {
   boost::json::array data;
   int64_t count = 0;
+  bool replayed = false;  // answered from the write's record: it was applied before
 };
 
 class NamasteCore {
@@ -87,6 +97,9 @@ class NamasteCore {
   // Called once per template at IPL: a REC engine creates the collection and its indexes when
   // missing (never dropping anything). REL objects belong to the DBA; bind-checking is separate.
   virtual Result<void> Prepare(const Template&) { return Ok(); }
+  // Deletes up to `batch` exactly-once records whose time is up; how many went. Engines without
+  // records answer 0.
+  virtual Result<int64_t> SweepOnce(int64_t /*batch*/) { return int64_t{0}; }
 };
 
 // Maps a template's `database` to the adapter that serves it. The node registers one maker per

@@ -75,3 +75,15 @@ FieldType FieldTypeForSql(std::string_view t, std::string_view column_type) {
 }
 
 }  // namespace beds
+
+namespace beds {
+
+bool Template::HasWrites() const {
+  if (Op("create") || Op("update") || Op("delete")) return true;
+  for (const auto& [name, call] : calls) {
+    if (!call.read) return true;
+  }
+  return false;
+}
+
+}  // namespace beds

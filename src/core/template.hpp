@@ -66,6 +66,7 @@ struct Template {
   const FieldSpec* Key() const;  // nullptr when no field is the key
   const OpSpec* Op(std::string_view op) const;
   const OpSpec* Call(std::string_view call) const;
+  bool HasWrites() const;  // create, update, delete, or a call that is not a read
 };
 
 // What a database holds that templates can bind to, as read from its catalogue (MariaDB:
@@ -89,6 +90,7 @@ struct SchemaRoutine {
   // SQL_DATA_ACCESS as declared: "READS SQL DATA", "MODIFIES SQL DATA", "NO SQL" or
   // "CONTAINS SQL" (the default when the DBA declared nothing).
   std::string data_access;
+  std::string definition;  // the body as the catalogue holds it ("" when not readable)
 };
 struct SchemaView {
   std::string name;
@@ -97,6 +99,7 @@ struct SchemaView {
 struct Schema {
   std::map<std::string, SchemaRoutine, std::less<>> procedures;
   std::map<std::string, SchemaView, std::less<>> views;
+  std::vector<std::string> tables;  // base tables, sorted
 };
 
 // The field type a catalogue data type maps to (scaffold); "" types map to string.

@@ -2,6 +2,8 @@
 
 #include <array>
 
+#include "core/once.hpp"
+
 namespace beds::protocol {
 namespace {
 
@@ -153,9 +155,13 @@ Result<Request> DecodeFields(json::object body) {
       else
         r.deadline_ms = *n;
     } else if (key == "idempotency_key") {
-      step = take_string(r.idempotency_key);
-      if (step && r.idempotency_key.size() > 256) {
-        step = BadRequest("field 'idempotency_key' must be at most 256 characters");
+      // VALIDATION, not BAD_REQUEST: the envelope is sound, the key is not one BEDS can record.
+      if (!value.is_string() || value.get_string().empty() ||
+          value.get_string().size() > kMaxIdempotencyKeyBytes) {
+        step = Fail(Code::kValidation, "field 'idempotency_key' must be a string of 1 to " +
+                                           std::to_string(kMaxIdempotencyKeyBytes) + " bytes");
+      } else {
+        r.idempotency_key = std::string(value.get_string());
       }
     } else {
       // Record fields at the top level are the commonest slip: say where they belong.
@@ -184,12 +190,14 @@ std::string EventIdFor(std::string_view message_id, std::string_view node, std::
   return IsEventId(message_id) ? std::string(message_id) : NewEventId(node, env);
 }
 
-std::string EncodeOk(std::string_view event_id, json::value data, std::optional<int64_t> count) {
+std::string EncodeOk(std::string_view event_id, json::value data, std::optional<int64_t> count,
+                     bool replayed) {
   json::object reply;
   reply["ok"] = true;
   reply["event_id"] = event_id;
   reply["data"] = std::move(data);
   if (count) reply["count"] = *count;
+  if (replayed) reply["replayed"] = true;
   return json::serialize(reply);
 }
 

@@ -52,9 +52,10 @@ Lineage RequestLineage(const Request& request, std::string_view message_id, std:
 // one. Also for messages that cannot be decoded at all.
 std::string EventIdFor(std::string_view message_id, std::string_view node, std::string_view env);
 
-// {"ok": true, "event_id": ..., "data": data, "count": n}; count omitted when not given.
+// {"ok": true, "event_id": ..., "data": data, "count": n}; count omitted when not given;
+// "replayed": true for a write answered from its exactly-once record.
 std::string EncodeOk(std::string_view event_id, boost::json::value data,
-                     std::optional<int64_t> count = std::nullopt);
+                     std::optional<int64_t> count = std::nullopt, bool replayed = false);
 
 // {"ok": true, "event_id": ..., <fields>}: replies that are not rows (tickets, status).
 std::string EncodeOkFields(std::string_view event_id, const boost::json::object& fields);

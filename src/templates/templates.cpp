@@ -3,6 +3,7 @@
 #include <toml++/toml.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -647,6 +648,71 @@ std::vector<std::string> BindWarnings(const Template& t, const Schema& schema) {
     }
   });
   return warnings;
+}
+
+bool EndsTransaction(std::string_view sql) {
+  // The words of the body in order, upper-cased, skipping comments and quoted text.
+  std::vector<std::string> words;
+  for (size_t i = 0; i < sql.size();) {
+    const char c = sql[i];
+    if (c == '-' && i + 1 < sql.size() && sql[i + 1] == '-') {
+      i = sql.find('\n', i);
+    } else if (c == '#') {
+      i = sql.find('\n', i);
+    } else if (c == '/' && i + 1 < sql.size() && sql[i + 1] == '*') {
+      i = sql.find("*/", i + 2);
+      if (i != std::string_view::npos) i += 2;
+    } else if (c == '\'' || c == '"' || c == '`') {
+      size_t j = i + 1;
+      while (j < sql.size() && sql[j] != c) j += sql[j] == '\\' ? 2 : 1;
+      i = j + 1;
+    } else if (std::isalpha(static_cast<unsigned char>(c)) || c == '_') {
+      size_t j = i;
+      while (j < sql.size() &&
+             (std::isalnum(static_cast<unsigned char>(sql[j])) || sql[j] == '_' || sql[j] == '$'))
+        ++j;
+      std::string w(sql.substr(i, j - i));
+      for (char& ch : w) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+      words.push_back(std::move(w));
+      i = j;
+    } else {
+      ++i;
+    }
+    if (i == std::string_view::npos) break;
+  }
+  for (size_t k = 0; k < words.size(); ++k) {
+    const std::string next = k + 1 < words.size() ? words[k + 1] : "";
+    if (words[k] == "COMMIT") return true;
+    if (words[k] == "ROLLBACK" && next != "TO") return true;
+    if (words[k] == "START" && next == "TRANSACTION") return true;
+    if (words[k] == "BEGIN" && next == "WORK") return true;
+  }
+  return false;
+}
+
+OnceProblems OnceCheck(const Template& t, const Schema& schema) {
+  OnceProblems out;
+  if (t.kind != "rel") return out;
+  bool writes = false;
+  ForEachProcedure(t, [&](const OpSpec& op, const std::string& label) {
+    if (op.read) return;
+    writes = true;
+    auto it = schema.procedures.find(op.procedure);
+    if (it != schema.procedures.end() && EndsTransaction(it->second.definition)) {
+      out.ends_transaction.push_back(label + ": procedure " + op.procedure +
+                                     " ends or starts a transaction itself (COMMIT, ROLLBACK or "
+                                     "START TRANSACTION): its effect would not commit with the "
+                                     "write's exactly-once record; remove those statements "
+                                     "(BEDS commits the write)");
+    }
+  });
+  if (!writes) return out;
+  if (!std::binary_search(schema.tables.begin(), schema.tables.end(), "beds_idempotency"))
+    out.missing.push_back("table beds_idempotency");
+  for (const char* proc : {"beds_once_begin", "beds_once_commit", "beds_once_sweep"}) {
+    if (!schema.procedures.contains(proc)) out.missing.push_back(std::string("procedure ") + proc);
+  }
+  return out;
 }
 
 void Annotate(Template& t, const Schema& schema) {

@@ -36,6 +36,22 @@ std::vector<std::string> BindCheck(const Template& t, const Schema& schema);
 // values would land in the wrong columns.
 std::vector<std::string> BindWarnings(const Template& t, const Schema& schema);
 
+// Exactly-once writes on a REL template (docs/templates.md "Writes apply exactly once").
+struct OnceProblems {
+  // The objects of schema/mariadb/000_beds_idempotency.sql the database lacks, when the template
+  // has a write: without them its writes cannot run.
+  std::vector<std::string> missing;
+  // Each write procedure whose body COMMITs, ROLLBACKs or starts a transaction of its own: its
+  // effect would not commit or roll back together with the write's record.
+  std::vector<std::string> ends_transaction;
+};
+OnceProblems OnceCheck(const Template& t, const Schema& schema);
+
+// True when a procedure body (as information_schema holds it) ends or starts a transaction:
+// COMMIT, ROLLBACK (not ROLLBACK TO a savepoint), START TRANSACTION or BEGIN WORK, outside
+// comments and quoted text.
+bool EndsTransaction(std::string_view definition);
+
 // Records in `t` what requests are checked against once it is bound: each DECIMAL parameter's
 // scale (OpSpec::decimal_scale).
 void Annotate(Template& t, const Schema& schema);

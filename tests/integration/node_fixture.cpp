@@ -61,6 +61,13 @@ bool FreshDatabase(const std::string& database, const std::vector<std::string>& 
                    bool secondary) {
   std::string command = std::string("env ") + BEDS_SERVERS_ENV + " " + BEDS_SERVERS_SCRIPT +
                         (secondary ? " database-secondary " : " database ") + database;
+  // Every database BEDS writes to holds the exactly-once records (docs/templates.md).
+  const std::string once =
+      std::string(BEDS_SOURCE_DIR) + "/schema/mariadb/000_beds_idempotency.sql";
+  if (std::none_of(sql_files.begin(), sql_files.end(),
+                   [&](const std::string& f) { return f.ends_with("000_beds_idempotency.sql"); })) {
+    command += " " + once;
+  }
   for (const auto& f : sql_files) command += " " + f;
   auto r = RunCommand(command);
   if (r.exit_code != 0) std::cerr << r.output;

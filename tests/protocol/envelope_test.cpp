@@ -174,3 +174,35 @@ TEST(Envelope, AnUnknownTopLevelFieldSaysWhereRecordFieldsGo) {
 
 }  // namespace
 }  // namespace beds::protocol
+
+namespace beds::protocol {
+namespace {
+
+TEST(Envelope, AnIdempotencyKeyBedsCannotRecordIsValidation) {
+  auto code = [](const std::string& key_json) {
+    auto r = DecodeRequest(
+        R"({"template":"Items","op":"create","idempotency_key":)" + key_json + "}", 1 << 20);
+    return r ? std::optional<Code>() : std::optional<Code>(r.error().code);
+  };
+  EXPECT_EQ(code('"' + std::string(200, 'k') + '"'), std::nullopt);
+  EXPECT_EQ(code('"' + std::string(201, 'k') + '"'), Code::kValidation);
+  EXPECT_EQ(code("17"), Code::kValidation);
+  EXPECT_EQ(code("null"), Code::kValidation);
+  EXPECT_EQ(code(R"("")"), Code::kValidation);
+  // 200 bytes, not characters: 67 three-byte characters are 201 bytes.
+  std::string wide;
+  for (int i = 0; i < 67; ++i) wide += "\u20ac";
+  EXPECT_EQ(code('"' + wide + '"'), Code::kValidation);
+}
+
+TEST(Envelope, AReplayedReplySaysSo) {
+  auto replayed = DecodeReply(EncodeOk("n.dev.1", boost::json::array{}, 0, true));
+  ASSERT_TRUE(replayed);
+  EXPECT_EQ(replayed->body.at("replayed"), boost::json::value(true));
+  auto fresh = DecodeReply(EncodeOk("n.dev.1", boost::json::array{}, 0));
+  ASSERT_TRUE(fresh);
+  EXPECT_FALSE(fresh->body.as_object().contains("replayed"));
+}
+
+}  // namespace
+}  // namespace beds::protocol

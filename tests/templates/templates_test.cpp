@@ -434,3 +434,56 @@ TEST(FieldOfParameter, DropsTheUsualPrefixes) {
 
 }  // namespace
 }  // namespace beds::templates
+
+namespace beds::templates {
+namespace {
+
+TEST(OnceCheck, EndsTransactionSeesStatementsNotCommentsOrText) {
+  EXPECT_TRUE(EndsTransaction("BEGIN INSERT INTO t VALUES (1); COMMIT; END"));
+  EXPECT_TRUE(EndsTransaction("BEGIN\n  rollback;\nEND"));
+  EXPECT_TRUE(EndsTransaction("BEGIN START TRANSACTION; INSERT INTO t VALUES (1); END"));
+  EXPECT_TRUE(EndsTransaction("BEGIN BEGIN WORK; END"));
+  EXPECT_FALSE(EndsTransaction("BEGIN INSERT INTO t VALUES (1); END"));
+  EXPECT_FALSE(EndsTransaction("BEGIN -- we COMMIT nothing\n  SELECT 1; END"));
+  EXPECT_FALSE(EndsTransaction("BEGIN # no ROLLBACK here\n SELECT 1; END"));
+  EXPECT_FALSE(EndsTransaction("BEGIN /* COMMIT */ SELECT 'COMMIT', \"ROLLBACK\"; END"));
+  EXPECT_FALSE(EndsTransaction("BEGIN SELECT `commit` FROM t; END"));
+  EXPECT_FALSE(EndsTransaction("BEGIN SAVEPOINT a; ROLLBACK TO a; END"));
+  EXPECT_FALSE(EndsTransaction("BEGIN SELECT committed, rollback_count FROM t; END"));
+  EXPECT_FALSE(EndsTransaction("BEGIN SELECT 'it''s COMMIT' ; END"));
+}
+
+TEST(OnceCheck, NamesMissingRecordObjectsAndCommittingProcedures) {
+  auto t = Parse(kBooks, "templates/bks_books_rel.toml");
+  ASSERT_TRUE(t);
+  Schema s = BooksCatalogue();
+  auto problems = OnceCheck(*t, s);
+  EXPECT_EQ(problems.missing,
+            (std::vector<std::string>{"table beds_idempotency", "procedure beds_once_begin",
+                                      "procedure beds_once_commit", "procedure beds_once_sweep"}));
+  EXPECT_TRUE(problems.ends_transaction.empty());
+
+  s.tables = {"beds_idempotency", "bks_books"};
+  for (const char* p : {"beds_once_begin", "beds_once_commit", "beds_once_sweep"})
+    s.procedures[p] = {p, {}, "MODIFIES SQL DATA", "BEGIN COMMIT; END"};
+  s.procedures["bks_create"].definition = "BEGIN INSERT INTO bks_books VALUES (1); COMMIT; END";
+  s.procedures["bks_touch"].definition = "BEGIN COMMIT; END";  // a read call: not checked
+  problems = OnceCheck(*t, s);
+  EXPECT_TRUE(problems.missing.empty()) << ::testing::PrintToString(problems.missing);
+  ASSERT_EQ(problems.ends_transaction.size(), 1u);
+  EXPECT_NE(problems.ends_transaction[0].find("Books/create: procedure bks_create"),
+            std::string::npos)
+      << problems.ends_transaction[0];
+
+  // A template without writes needs no records.
+  auto reads = Parse(Replace(kBooks,
+                             "[ops.create]\nprocedure = \"bks_create\"\n"
+                             "params = [\"isbn\", \"title\", \"price\"]\n",
+                             ""),
+                     "templates/bks_books_rel.toml");
+  ASSERT_TRUE(reads) << reads.error().message;
+  EXPECT_TRUE(OnceCheck(*reads, BooksCatalogue()).missing.empty());
+}
+
+}  // namespace
+}  // namespace beds::templates

@@ -35,29 +35,30 @@ Result<void> CheckKeys(const json::value& v, std::string_view field) {
   return Ok();
 }
 
+}  // namespace
+
+Result<OpResult> Engine::ApplyOnce(const WriteOnce&, int64_t,
+                                   const std::function<Result<OpResult>()>& apply) {
+  return apply();
+}
+
+namespace {
+
 class RecCore final : public NamasteCore {
  public:
   RecCore(std::unique_ptr<Engine> engine, Limits limits)
       : engine_(std::move(engine)), limits_(limits) {}
 
   Result<OpResult> Create(const Template& t, const OpSpec&, const Payload& p) override {
-    const FieldSpec* key = t.Key();
-    Document doc = ToDocument(t, p, nullptr);
-    json::value& id = doc[key->name];
-    if (id.is_null()) {
-      if (key->type != FieldType::kString) {
-        return Fail(Code::kValidation,
-                    "field " + Quoted(key->name) + " is required (only string keys are generated)");
-      }
-      id = NewDocumentId();
-    }
-    if (auto r = Check(doc); !r) return std::unexpected(r.error());
-    if (auto r = engine_->Insert(t, id, doc, p.deadline_ms); !r) return std::unexpected(r.error());
-    OpResult out;
-    out.data.push_back(std::move(doc));
-    out.count = 1;
-    return out;
+    return Once(p, [&] { return CreateDocument(t, p); });
   }
+  Result<OpResult> Update(const Template& t, const OpSpec&, const Payload& p) override {
+    return Once(p, [&] { return UpdateDocument(t, p); });
+  }
+  Result<OpResult> Delete(const Template& t, const OpSpec&, const Payload& p) override {
+    return Once(p, [&] { return DeleteDocument(t, p); });
+  }
+  Result<int64_t> SweepOnce(int64_t batch) override { return engine_->SweepOnce(batch); }
 
   Result<OpResult> CreateMany(const Template& t, const OpSpec&,
                               const std::vector<Payload>& payloads) override {
@@ -109,7 +110,40 @@ class RecCore final : public NamasteCore {
     return out;
   }
 
-  Result<OpResult> Update(const Template& t, const OpSpec&, const Payload& p) override {
+  Result<OpResult> Call(const Template& t, const OpSpec& op, const Payload&) override {
+    return Fail(Code::kUnknownOp, "REC template '" + t.name + "' has no call '" + op.name + "'");
+  }
+
+  Result<void> Prepare(const Template& t) override { return engine_->Ensure(t); }
+
+ private:
+  // A write applied exactly once when the dispatcher asked for it (core/once.hpp).
+  template <typename F>
+  Result<OpResult> Once(const Payload& p, F&& apply) {
+    if (!p.once) return apply();
+    return engine_->ApplyOnce(*p.once, p.deadline_ms, apply);
+  }
+
+  Result<OpResult> CreateDocument(const Template& t, const Payload& p) {
+    const FieldSpec* key = t.Key();
+    Document doc = ToDocument(t, p, nullptr);
+    json::value& id = doc[key->name];
+    if (id.is_null()) {
+      if (key->type != FieldType::kString) {
+        return Fail(Code::kValidation,
+                    "field " + Quoted(key->name) + " is required (only string keys are generated)");
+      }
+      id = NewDocumentId();
+    }
+    if (auto r = Check(doc); !r) return std::unexpected(r.error());
+    if (auto r = engine_->Insert(t, id, doc, p.deadline_ms); !r) return std::unexpected(r.error());
+    OpResult out;
+    out.data.push_back(std::move(doc));
+    out.count = 1;
+    return out;
+  }
+
+  Result<OpResult> UpdateDocument(const Template& t, const Payload& p) {
     const FieldSpec* key = t.Key();
     auto it = p.values.find(key->name);
     const json::value id = ClientValue(it->second);  // validation made sure it is there
@@ -125,7 +159,7 @@ class RecCore final : public NamasteCore {
     return out;
   }
 
-  Result<OpResult> Delete(const Template& t, const OpSpec&, const Payload& p) override {
+  Result<OpResult> DeleteDocument(const Template& t, const Payload& p) {
     const FieldSpec* key = t.Key();
     auto it = p.values.find(key->name);
     json::value id = ClientValue(it->second);
@@ -140,13 +174,6 @@ class RecCore final : public NamasteCore {
     return out;
   }
 
-  Result<OpResult> Call(const Template& t, const OpSpec& op, const Payload&) override {
-    return Fail(Code::kUnknownOp, "REC template '" + t.name + "' has no call '" + op.name + "'");
-  }
-
-  Result<void> Prepare(const Template& t) override { return engine_->Ensure(t); }
-
- private:
   // The payload's declared fields in client form, in declaration order, `skip` left out.
   static Document ToDocument(const Template& t, const Payload& p, const FieldSpec* skip) {
     Document doc;

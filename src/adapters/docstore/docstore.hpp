@@ -14,6 +14,7 @@
 
 #include <boost/json.hpp>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -70,6 +71,16 @@ class Engine {
   // NOT_FOUND when no document has this key.
   virtual Result<void> Remove(const Template& t, const boost::json::value& key,
                               int64_t deadline_ms) = 0;
+
+  // Exactly-once (core/once.hpp): the recorded reply of `once` (replayed), CONFLICT when it was
+  // recorded with another digest, else `apply` (one Insert, Update or Remove) with the reply
+  // recorded in the same transaction. The default applies without a record: at least once.
+  virtual Result<OpResult> ApplyOnce(const WriteOnce& once, int64_t deadline_ms,
+                                     const std::function<Result<OpResult>()>& apply);
+  // Deletes up to `batch` expired records; how many went.
+  virtual Result<int64_t> SweepOnce(int64_t /*batch*/) { return int64_t{0}; }
+  // False: ApplyOnce is the default (writes apply at least once on this engine).
+  virtual bool AppliesOnce() const { return false; }
 };
 
 struct Limits {

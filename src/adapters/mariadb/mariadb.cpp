@@ -14,6 +14,7 @@
 #include <unordered_map>
 
 #include "core/lineage.hpp"
+#include "core/once.hpp"
 #include "core/validate.hpp"
 
 namespace beds::adapters::mariadb {
@@ -530,6 +531,68 @@ std::expected<Produced, DbError> Execute(Connection& conn, MYSQL_STMT* stmt,
   return produced;
 }
 
+// What a CALL produced, as the op's result: one result set is its rows; OUT parameters alone are
+// their row; several sets (or sets and OUT parameters) are one array of rows per set, the OUT row
+// last as a set of its own; no set at all is the rows affected.
+OpResult Shape(Produced produced) {
+  OpResult r;
+  auto& sets = produced.sets;
+  if (produced.out) {
+    if (sets.empty()) {
+      r.data.push_back(std::move(*produced.out));
+      r.count = 1;
+      return r;
+    }
+    sets.push_back(json::array{std::move(*produced.out)});
+  }
+  if (sets.size() == 1) {
+    r.data = std::move(sets[0]);
+    r.count = static_cast<int64_t>(r.data.size());
+  } else if (sets.size() > 1) {
+    for (auto& s : sets) r.data.push_back(std::move(s));
+    r.count = static_cast<int64_t>(r.data.size());
+  } else {
+    r.count = produced.affected;
+  }
+  return r;
+}
+
+// A client-library error for an answer that could not be read (out of memory on a huge row).
+constexpr unsigned kUnreadable = CR_UNKNOWN_ERROR;
+
+// One statement on `conn`, without retrying: the exactly-once sequence decides about failures as
+// a whole. After a server-side error the statement is made reusable, or the connection closed.
+std::expected<Produced, DbError> Step(Connection& conn, const std::string& sql,
+                                      std::vector<Value>& params, size_t out_count,
+                                      const Template& t,
+                                      const std::vector<std::string>& out_names) {
+  auto stmt = conn.Prepare(sql);
+  if (!stmt) {
+    if (IsConnectionError(stmt.error().errnum)) conn.Close();
+    if (stmt.error().errnum == ER_MAX_PREPARED_STMT_COUNT_REACHED) conn.Clear();
+    return std::unexpected(stmt.error());
+  }
+  std::expected<Produced, DbError> produced;
+  try {
+    produced = Execute(conn, *stmt, params, out_count, t, out_names);
+  } catch (const std::exception& ex) {
+    conn.Close();  // unread results are left on it
+    return std::unexpected(DbError{kUnreadable, "HY000", ex.what()});
+  }
+  if (!produced) {
+    if (IsConnectionError(produced.error().errnum)) {
+      conn.Close();
+    } else if (mysql_stmt_free_result(*stmt) != 0 || mysql_stmt_reset(*stmt) != 0) {
+      conn.Close();
+    } else if (produced.error().errnum == CR_NEW_STMT_METADATA ||
+               produced.error().errnum == ER_NEED_REPREPARE ||
+               produced.error().errnum == ER_SP_DOES_NOT_EXIST) {
+      conn.Forget(sql);
+    }
+  }
+  return produced;
+}
+
 const char* FilterSql(Filter::Op op) {
   switch (op) {
     case Filter::Op::kEq:
@@ -617,6 +680,17 @@ class MariaDbCore : public NamasteCore {
     return r;
   }
 
+  Result<int64_t> SweepOnce(int64_t batch) override {
+    static const Template kNoFields;
+    std::vector<Value> params{Value{FieldType::kInt, false, batch, 0, {}}};
+    auto produced = Run("CALL `beds_once_sweep`(?)", params, 0, kNoFields, {}, Access::kWrite, 0,
+                        "exactly-once sweep");
+    if (!produced) return std::unexpected(produced.error());
+    if (produced->sets.empty() || produced->sets[0].empty()) return int64_t{0};
+    const json::value* swept = produced->sets[0][0].as_object().if_contains("swept");
+    return swept && swept->is_int64() ? swept->get_int64() : 0;
+  }
+
   Result<OpResult> Count(const Template& t, const OpSpec& op, const Query& q) override {
     std::vector<Value> params;
     const std::string sql =
@@ -644,30 +718,148 @@ class MariaDbCore : public NamasteCore {
     std::string sql = "CALL " + Quote(op.procedure) + "(";
     for (size_t i = 0; i < op.params.size() + op.out.size(); ++i) sql += i ? ", ?" : "?";
     sql += ")";
+    if (access == Access::kWrite && p.once) {
+      return RunOnce(sql, params, t, op, *p.once, p.deadline_ms, what);
+    }
     auto produced = Run(sql, params, op.out.size(), t, op.out, access, p.deadline_ms, what);
     if (!produced) return std::unexpected(produced.error());
-    // One result set: its rows. OUT parameters alone: their row. Several sets (or sets and OUT
-    // parameters): one array of rows per set, the OUT row last as a set of its own.
-    OpResult r;
-    auto& sets = produced->sets;
-    if (produced->out) {
-      if (sets.empty()) {
-        r.data.push_back(std::move(*produced->out));
-        r.count = 1;
-        return r;
+    return Shape(std::move(*produced));
+  }
+
+  // A write applied exactly once: looked up, run and recorded in one transaction on the master
+  // (000_beds_idempotency.sql describes the objects). Whatever breaks before the commit is
+  // answered, rolls back or is resolved by running the sequence again: a connection lost at any
+  // point is reopened and the write looked up afresh, so it is answered from its record if the
+  // commit got through and applied now if it did not. The record's primary key decides between
+  // two runs of one write at the same time: the second fails to record, rolls back its effect,
+  // and answers the first one's reply.
+  Result<OpResult> RunOnce(const std::string& sql, std::vector<Value>& params, const Template& t,
+                           const OpSpec& op, const WriteOnce& once, int64_t deadline_ms,
+                           const std::string& what) {
+    static const Template kNoFields;  // the record's columns are read as they come
+    static const std::vector<std::string> kNoNames;
+    static const std::string kBegin = "CALL `beds_once_begin`(?)";
+    static const std::string kCommit = "CALL `beds_once_commit`(?, ?, ?, ?)";
+    int64_t give_up = NowUnixMs() + settings_.reconnect_wait_ms;
+    const bool deadline_first = deadline_ms > 0 && deadline_ms < give_up;
+    if (deadline_first) give_up = deadline_ms;
+    auto backoff = 50ms;
+    int again = 0;  // runs repeated after a deadlock, a lost race or a changed procedure
+    std::optional<DbError> last;
+    auto nothing_applied = [&](const std::string& why) {
+      return std::unexpected(Error{Code::kUnavailable,
+                                   what + ": " + why +
+                                       "; nothing was applied, and sending it "
+                                       "again (with its idempotency key) is safe",
+                                   true});
+    };
+    while (true) {
+      Connection& conn = *Pick(Access::kWrite);
+      if (!conn.connected()) {
+        if (auto e = conn.Connect()) {
+          last = e;
+          if (NowUnixMs() + backoff.count() > give_up) break;
+          std::this_thread::sleep_for(backoff);
+          backoff = std::min<std::chrono::milliseconds>(backoff * 2, 1s);
+          continue;
+        }
       }
-      sets.push_back(json::array{std::move(*produced->out)});
+      std::vector<Value> id{Value{FieldType::kBytes, false, 0, 0, once.identity}};
+      auto begun = Step(conn, kBegin, id, 0, kNoFields, kNoNames);
+      std::optional<DbError> failed;
+      if (!begun) {
+        failed = begun.error();
+      } else if (!begun->sets.empty() && !begun->sets[0].empty()) {
+        Rollback(conn);
+        const json::object& row = begun->sets[0][0].as_object();
+        const json::value* digest = row.if_contains("digest");
+        const json::value* reply = row.if_contains("reply");
+        if (!digest || !digest->is_string() || digest->get_string() != Hex(once.digest)) {
+          return std::unexpected(KeyReusedError());
+        }
+        if (!reply || !reply->is_string()) {
+          return std::unexpected(Error{Code::kInternal, what + ": its record has no reply"});
+        }
+        return DecodeRecordedReply(reply->get_string());
+      } else {
+        auto produced = Step(conn, sql, params, op.out.size(), t, op.out);
+        if (!produced) {
+          failed = produced.error();
+        } else {
+          OpResult result = Shape(std::move(*produced));
+          std::vector<Value> record{
+              Value{FieldType::kBytes, false, 0, 0, once.identity},
+              Value{FieldType::kBytes, false, 0, 0, once.digest},
+              Value{FieldType::kString, false, 0, 0, EncodeRecordedReply(result)},
+              Value{FieldType::kInt, false, once.ttl_s, 0, {}}};
+          auto committed = Step(conn, kCommit, record, 0, kNoFields, kNoNames);
+          if (committed) return result;
+          failed = committed.error();
+          if (failed->errnum == ER_DUP_ENTRY) {
+            // The same write was applied and recorded meanwhile: undo this run, answer that one.
+            Rollback(conn);
+            if (again++ < kDeadlockRetries) continue;
+          }
+        }
+      }
+      const DbError& e = *failed;
+      if (IsConnectionError(e.errnum) || !conn.connected()) {
+        // The server rolls an open transaction back when its connection goes, and a commit that
+        // got through is found by the next lookup.
+        conn.Close();
+        if (e.errnum == kUnreadable) {
+          spdlog::error("{}: reading the database's answer failed: {}", what, e.text);
+          return std::unexpected(
+              Error{Code::kInternal, what + ": the database's answer could not be read", false});
+        }
+        last = e;
+        if (NowUnixMs() > give_up) break;
+        continue;
+      }
+      Rollback(conn);
+      if ((e.errnum == ER_LOCK_DEADLOCK || e.errnum == CR_NEW_STMT_METADATA ||
+           e.errnum == ER_NEED_REPREPARE) &&
+          again++ < kDeadlockRetries) {
+        continue;  // rolled back: safe to run again
+      }
+      if (e.errnum == ER_LOCK_DEADLOCK) return nothing_applied("it was stopped in a deadlock");
+      if (e.errnum == ER_LOCK_WAIT_TIMEOUT) return nothing_applied("it waited too long for a lock");
+      if (e.errnum == ER_STATEMENT_TIMEOUT) {
+        return nothing_applied("it ran longer than query_timeout_ms");
+      }
+      if (e.errnum == ER_SP_DOES_NOT_EXIST && (e.text.find("beds_once_") != std::string::npos)) {
+        spdlog::error("{}: {}: install schema/mariadb/000_beds_idempotency.sql", what, e.text);
+        return std::unexpected(
+            Error{Code::kUnavailable, what + ": the database has no exactly-once record "
+                                             "(schema/mariadb/000_beds_idempotency.sql); an "
+                                             "operator has been told"});
+      }
+      if (e.errnum == ER_SP_DOES_NOT_EXIST || e.errnum == ER_NO_SUCH_TABLE) conn.Forget(sql);
+      if (e.errnum != ER_SIGNAL_EXCEPTION && e.errnum != ER_SIGNAL_NOT_FOUND &&
+          e.errnum != ER_DUP_ENTRY) {
+        spdlog::warn("{}: {} ({} {})", what, e.text, e.errnum, e.sqlstate);
+      }
+      Error mapped = MapError(e, what);
+      // Rolled back: whatever the code says, nothing of this write remains.
+      if (mapped.code == Code::kUnavailable) mapped.retry = true;
+      return std::unexpected(mapped);
     }
-    if (sets.size() == 1) {
-      r.data = std::move(sets[0]);
-      r.count = static_cast<int64_t>(r.data.size());
-    } else if (sets.size() > 1) {
-      for (auto& s : sets) r.data.push_back(std::move(s));
-      r.count = static_cast<int64_t>(r.data.size());
-    } else {
-      r.count = produced->affected;
+    if (deadline_first) {
+      return std::unexpected(Error{Code::kTimeout, what + ": the request's deadline passed while "
+                                                          "the database was unavailable"});
     }
-    return r;
+    spdlog::warn("{}: database {} unavailable: {}", what, settings_.name, last ? last->text : "?");
+    return std::unexpected(Error{Code::kUnavailable,
+                                 what + ": the database is not reachable; try again later with "
+                                        "the same idempotency key: if this write was applied, "
+                                        "its record answers, else it is applied then",
+                                 true});
+  }
+
+  // Ends the open transaction, undoing it. A connection that cannot even do that is closed, which
+  // rolls the transaction back on the server.
+  static void Rollback(Connection& conn) {
+    if (conn.connected() && mysql_rollback(conn.handle()) != 0) conn.Close();
   }
 
   // The connection a statement runs on: a secondary for reads when one is up, else the master.
@@ -841,13 +1033,20 @@ Result<Schema> ReadSchema(const config::DatabaseSettings& settings) {
     return Ok();
   };
   auto str = [](const char* s) { return std::string(s ? s : ""); };
-  if (auto r = query("SELECT ROUTINE_NAME, SQL_DATA_ACCESS FROM information_schema.ROUTINES "
+  if (auto r = query("SELECT ROUTINE_NAME, SQL_DATA_ACCESS, ROUTINE_DEFINITION "
+                     "FROM information_schema.ROUTINES "
                      "WHERE ROUTINE_SCHEMA = DATABASE() AND ROUTINE_TYPE = 'PROCEDURE'",
                      [&](MYSQL_ROW row) {
                        auto& p = schema.procedures[str(row[0])];
                        p.name = str(row[0]);
                        p.data_access = str(row[1]);
+                       p.definition = str(row[2]);
                      });
+      !r)
+    return std::unexpected(r.error());
+  if (auto r = query("SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = "
+                     "DATABASE() AND TABLE_TYPE = 'BASE TABLE' ORDER BY TABLE_NAME",
+                     [&](MYSQL_ROW row) { schema.tables.push_back(str(row[0])); });
       !r)
     return std::unexpected(r.error());
   if (auto r = query("SELECT SPECIFIC_NAME, PARAMETER_NAME, PARAMETER_MODE, DATA_TYPE, "

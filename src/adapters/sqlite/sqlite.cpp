@@ -14,6 +14,7 @@
 
 #include "adapters/docstore/docstore.hpp"
 #include "core/lineage.hpp"
+#include "core/once.hpp"
 
 namespace beds::adapters::sqlite {
 namespace json = boost::json;
@@ -211,10 +212,14 @@ class SqliteEngine final : public docstore::Engine {
   Result<void> Ensure(const Template& t) override {
     if (auto r = Open(); !r) return r;
     const FieldSpec* key = t.Key();
-    std::string sql = "CREATE TABLE IF NOT EXISTS " + Table(t) + " (id " +
-                      (key->type == FieldType::kInt ? "INTEGER PRIMARY KEY" : "TEXT PRIMARY KEY") +
-                      ", doc TEXT NOT NULL)" +
-                      (key->type == FieldType::kInt ? "" : " WITHOUT ROWID") + ";";
+    // The exactly-once records of every collection in this file (core/once.hpp).
+    std::string sql =
+        "CREATE TABLE IF NOT EXISTS beds_idempotency (identity BLOB PRIMARY KEY, digest BLOB NOT "
+        "NULL, reply TEXT NOT NULL, expires_at INTEGER NOT NULL) WITHOUT ROWID;"
+        "CREATE INDEX IF NOT EXISTS beds_idempotency_expires ON beds_idempotency (expires_at);";
+    sql += "CREATE TABLE IF NOT EXISTS " + Table(t) + " (id " +
+           (key->type == FieldType::kInt ? "INTEGER PRIMARY KEY" : "TEXT PRIMARY KEY") +
+           ", doc TEXT NOT NULL)" + (key->type == FieldType::kInt ? "" : " WITHOUT ROWID") + ";";
     for (const auto& index : t.indexes) {
       std::string cols;
       for (const auto& name : index.fields) {
@@ -362,6 +367,83 @@ class SqliteEngine final : public docstore::Engine {
     return after;
   }
 
+  bool AppliesOnce() const override { return true; }
+
+  // Runs `apply` with Write() joining the transaction already open.
+  Result<OpResult> Nested(const std::function<Result<OpResult>()>& apply) {
+    struct Reset {
+      bool& flag;
+      ~Reset() { flag = false; }
+    } reset{nested_};
+    nested_ = true;
+    return apply();
+  }
+
+  Result<OpResult> ApplyOnce(const WriteOnce& once, int64_t deadline_ms,
+                             const std::function<Result<OpResult>()>& apply) override {
+    std::optional<Result<OpResult>> answer;
+    auto r = Write(deadline_ms, [&]() -> Result<void> {
+      sqlite3_stmt* find = Prepare("SELECT digest, reply FROM beds_idempotency WHERE identity = ?");
+      if (!find) return Failure("exactly-once lookup");
+      sqlite3_bind_blob(find, 1, once.identity.data(), static_cast<int>(once.identity.size()),
+                        SQLITE_STATIC);
+      int rc = sqlite3_step(find);
+      if (rc == SQLITE_ROW) {
+        const auto* digest = static_cast<const char*>(sqlite3_column_blob(find, 0));
+        const std::string_view stored(digest ? digest : "",
+                                      static_cast<size_t>(sqlite3_column_bytes(find, 0)));
+        const auto* reply = reinterpret_cast<const char*>(sqlite3_column_text(find, 1));
+        if (stored != once.digest) {
+          answer = std::unexpected(KeyReusedError());
+        } else {
+          answer = DecodeRecordedReply(reply ? reply : "");
+        }
+        sqlite3_reset(find);
+        return Ok();  // nothing was written: the commit is empty
+      }
+      sqlite3_reset(find);
+      if (rc != SQLITE_DONE) return Failure("exactly-once lookup", rc, deadline_ms);
+      Result<OpResult> applied = Nested(apply);
+      if (!applied) return std::unexpected(applied.error());  // rolled back
+      const std::string reply = EncodeRecordedReply(*applied);
+      sqlite3_stmt* record = Prepare(
+          "INSERT INTO beds_idempotency (identity, digest, reply, expires_at) VALUES (?, ?, ?, ?)");
+      if (!record) return Failure("exactly-once record");
+      sqlite3_bind_blob(record, 1, once.identity.data(), static_cast<int>(once.identity.size()),
+                        SQLITE_STATIC);
+      sqlite3_bind_blob(record, 2, once.digest.data(), static_cast<int>(once.digest.size()),
+                        SQLITE_STATIC);
+      sqlite3_bind_text(record, 3, reply.data(), static_cast<int>(reply.size()), SQLITE_STATIC);
+      sqlite3_bind_int64(record, 4, NowUnixMs() + once.ttl_s * 1000);
+      rc = sqlite3_step(record);
+      sqlite3_reset(record);
+      if (rc != SQLITE_DONE) return Failure("exactly-once record", rc, deadline_ms);
+      answer = std::move(applied);
+      return Ok();
+    });
+    if (!r) return std::unexpected(r.error());
+    return std::move(*answer);
+  }
+
+  Result<int64_t> SweepOnce(int64_t batch) override {
+    int64_t swept = 0;
+    auto r = Write(0, [&]() -> Result<void> {
+      sqlite3_stmt* st = Prepare(
+          "DELETE FROM beds_idempotency WHERE identity IN (SELECT identity FROM beds_idempotency "
+          "WHERE expires_at < ? ORDER BY expires_at LIMIT ?)");
+      if (!st) return Failure("exactly-once sweep");
+      sqlite3_bind_int64(st, 1, NowUnixMs());
+      sqlite3_bind_int64(st, 2, batch);
+      const int rc = sqlite3_step(st);
+      sqlite3_reset(st);
+      if (rc != SQLITE_DONE) return Failure("exactly-once sweep", rc);
+      swept = sqlite3_changes(db_);
+      return Ok();
+    });
+    if (!r) return std::unexpected(r.error());
+    return swept;
+  }
+
   Result<void> Remove(const Template& t, const json::value& key, int64_t deadline_ms) override {
     return Write(deadline_ms, [&]() -> Result<void> {
       sqlite3_stmt* st = Prepare("DELETE FROM " + Table(t) + " WHERE id = ?");
@@ -416,6 +498,7 @@ class SqliteEngine final : public docstore::Engine {
   // timeout) instead of failing later with a stale snapshot, which SQLite would not wait out.
   template <typename F>
   Result<void> Write(int64_t deadline_ms, F&& body) {
+    if (nested_) return body();  // inside ApplyOnce's transaction
     if (auto r = Open(); !r) return r;
     Arm(deadline_ms);
     std::unique_lock lock(store_->write_lock(), std::defer_lock);
@@ -554,6 +637,7 @@ class SqliteEngine final : public docstore::Engine {
   int last_prepare_rc_ = SQLITE_OK;
   int64_t stop_at_ms_ = 0;
   int busy_ms_ = -1;
+  bool nested_ = false;  // a write running inside ApplyOnce's transaction
 };
 
 }  // namespace
