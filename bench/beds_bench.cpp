@@ -43,6 +43,7 @@
 #include "amqp/topology.hpp"
 #include "client/client.hpp"
 #include "config/config.hpp"
+#include "core/lineage.hpp"
 
 namespace {
 
@@ -430,7 +431,8 @@ BodySource Cycle(std::vector<std::string> bodies) {
 // Keeps `inflight` requests outstanding for warmup + duration, each body from next_body; measures
 // only after the warmup.
 Figures Load(const beds::config::AmqpSettings& amqp, const std::string& key, BodySource& next_body,
-             int inflight, std::chrono::seconds warmup, std::chrono::seconds duration) {
+             int inflight, std::chrono::seconds warmup, std::chrono::seconds duration,
+             const beds::client::SendOptions& options = {}) {
   auto client = beds::client::Client::Connect(amqp);
   if (!client) {
     std::cerr << "client: " << client.error().message << "\n";
@@ -448,7 +450,7 @@ Figures Load(const beds::config::AmqpSettings& amqp, const std::string& key, Bod
     const auto now = Clock::now();
     if (now >= end) sending = false;
     while (sending && static_cast<int>(sent.size()) < inflight) {
-      auto id = (*client)->Send(key, next_body());
+      auto id = (*client)->Send(key, next_body(), options);
       if (!id) {
         std::cerr << "send: " << id.error().message << "\n";
         std::exit(3);
@@ -812,7 +814,7 @@ int main(int argc, char** argv) {
                  "ping: sys/ping vs an echo; rel: Users/call get vs CALL usr_get; rec-create: "
                  "Sessions/create vs the same SQLite insert; rec-fetch: Sessions/fetch by key vs "
                  "the same SQLite select")
-      ->check(CLI::IsMember({"ping", "rel", "rec-create", "rec-fetch", "fanout"}));
+      ->check(CLI::IsMember({"ping", "rel", "rel-create", "rec-create", "rec-fetch", "fanout"}));
   int children = 24;
   app.add_option("--children", children, "fanout: child requests issued at once")
       ->check(CLI::Range(1, 10000));
@@ -841,6 +843,8 @@ int main(int argc, char** argv) {
     beds_key = "rel.read";
     echo_key = kRelEchoKey;
     echo_queue = kRelEchoQueue;
+  } else if (mode == "rel-create") {
+    beds_key = "rel.write";
   } else if (mode.starts_with("rec-")) {
     beds_key = mode == "rec-create" ? "rec.write" : "rec.read";
     echo_key = kRecEchoKey;
@@ -874,7 +878,8 @@ int main(int argc, char** argv) {
   // One request on each side before measuring (not for ping), given the side's name and routing
   // key: both must answer with the row or document asked for.
   std::function<void(const std::string& what, const std::string& key)> check;
-  SessionTokens tokens;  // rec-create's
+  SessionTokens tokens;                        // rec-create's
+  beds::client::SendOptions baseline_options;  // rel-create's baseline: writes without identity
   if (mode == "ping") {
     // Both sides get the same body size: a ping envelope padded with data.pad.
     std::string body = R"({"template":"sys","op":"ping","data":{"pad":""}})";
@@ -886,6 +891,22 @@ int main(int argc, char** argv) {
         "beds-bench: mode ping (sys/ping), W=%d, %zu-byte bodies, %d s x %d rounds; baseline = %d "
         "echo consumers, prefetch %d\n",
         inflight, size, duration_s, rounds, pool->instances, pool->prefetch);
+  } else if (mode == "rel-create") {
+    // Both sides are BEDS, on the same node: the baseline's creates carry no identity (no key,
+    // no message id), so they take the plain at-least-once path; BEDS's carry a key (as the C++
+    // client gives every write) and are applied exactly once.
+    next_body = [run = beds::NewGuid().substr(20), n = uint64_t{0}]() mutable {
+      return R"({"template":"Users","op":"create","data":{"email":"c)" + std::to_string(++n) + "." +
+             run + R"(@bench.example","name":"bench"}})";
+    };
+    baseline_options.add_idempotency_key = false;
+    baseline_options.add_message_id = false;
+    std::printf(
+        "beds-bench: mode rel-create (Users/create -> CALL usr_create(?, ?, ?)), W=%d, %d s x %d "
+        "rounds; baseline = the same creates on the same node without an exactly-once identity "
+        "(at least once), beds = with one (an idempotency key: looked up, applied and recorded "
+        "in one transaction)\n",
+        inflight, duration_s, rounds);
   } else if (mode == "rel") {
     std::vector<std::string> bodies = UsrGetBodies(config->amqp, rows);
     check = [&, first = bodies[0]](const std::string& what, const std::string& key) {
@@ -946,15 +967,22 @@ int main(int argc, char** argv) {
 
   std::vector<Figures> base, beds;
   {
-    EchoServer echo(config->amqp, echo_key, echo_queue, pool->instances, pool->prefetch,
-                    make_responder);
+    // rel-create's baseline is BEDS itself (without exactly-once): no echo server.
+    std::unique_ptr<EchoServer> echo;
+    if (mode == "rel-create") {
+      echo_key = beds_key;
+    } else {
+      echo = std::make_unique<EchoServer>(config->amqp, echo_key, echo_queue, pool->instances,
+                                          pool->prefetch, make_responder);
+    }
     if (check) {
       check("baseline", echo_key);
       check("beds", beds_key);
     }
     for (int r = 1; r <= rounds; ++r) {
       base.push_back(Load(config->amqp, echo_key, next_body, inflight,
-                          std::chrono::seconds(warmup_s), std::chrono::seconds(duration_s)));
+                          std::chrono::seconds(warmup_s), std::chrono::seconds(duration_s),
+                          baseline_options));
       Print("baseline", r, base.back());
       beds.push_back(Load(config->amqp, beds_key, next_body, inflight,
                           std::chrono::seconds(warmup_s), std::chrono::seconds(duration_s)));

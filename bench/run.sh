@@ -3,8 +3,9 @@
 # var/bench/), the Release build, the schema/mariadb/ objects loaded into the node's database, one
 # `beds` node from config/ with its SQLite document store in var/bench/docs.sqlite (its rBroker
 # pool serves the pings and the reads, its wBroker pool the creates), then every mode at W=64 and
-# W=1: ping with 256-byte bodies, rel (Users/call get over 1000 rows), rec-create (Sessions/create)
-# and rec-fetch (Sessions/fetch by key over 1000 documents). Everything it started is stopped at
+# W=1: ping with 256-byte bodies, rel (Users/call get over 1000 rows), rel-create (Users/create
+# with an exactly-once key, against the same creates without identity), rec-create
+# (Sessions/create) and rec-fetch (Sessions/fetch by key over 1000 documents). Everything it started is stopped at
 # the end.
 #   bench/run.sh [--duration-s N] [--rounds N]   (extra flags go to beds-bench)
 #   BEDS_BENCH_NO_BUILD=1 bench/run.sh …          (use build/ as it is: someone else builds it)
@@ -29,7 +30,7 @@ rm -f "$BEDS__DATABASES__DOCS__PATH"{,-wal,-shm}
 export BEDS__LOGGING__LEVEL=warn
 local_node_start
 
-read -r -a modes <<<"${BEDS_BENCH_MODES:-ping rel rec-create rec-fetch}"
+read -r -a modes <<<"${BEDS_BENCH_MODES:-ping rel rel-create rec-create rec-fetch}"
 for mode in "${modes[@]}"; do
   mode_flags=()
   [[ $mode == ping ]] && mode_flags=(--body-bytes 256)

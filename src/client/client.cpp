@@ -159,7 +159,9 @@ Result<std::string> Client::Send(const std::string& routing_key, std::string bod
     if (auto keyed = WithIdempotencyKey(body, p.idempotency_key)) body = std::move(*keyed);
   }
   p.message.body = std::move(body);
-  p.message.message_id = options.message_id.empty() ? id : options.message_id;
+  p.message.message_id = !options.message_id.empty() ? options.message_id
+                         : options.add_message_id    ? id
+                                                     : "";
   p.message.delivery_mode = options.delivery_mode;
   // The broker checks user_id against our login, so the node's audit records can name us.
   if (!settings_.user.empty()) p.message.user_id = settings_.user;

@@ -28,7 +28,9 @@ namespace beds::client {
 
 struct SendOptions {
   std::string exchange = "beds.events";
-  std::string message_id;  // "": a fresh one (a re-send after a reconnect keeps it)
+  std::string message_id;      // "": a fresh one (a re-send after a reconnect keeps it)
+  bool add_message_id = true;  // false with message_id "": none (a write without a key is then
+                               // applied at least once: the node cannot tell its redelivery)
   // A write's idempotency key (docs/protocol.md "Exactly once"): "" on a `.write` key whose
   // body has none = a fresh one. Re-sending a write with the key of its first sending (from
   // Reply::idempotency_key) is answered from its record if it was applied, else applies it.
