@@ -304,6 +304,32 @@ def run_checks(ch, suffix):
     r = req(ch, "rel.read", template="Users", op="count")
     check(ok(r) and r.get("count") == 3, "count after the delete -> 3: " + show(r))
 
+    # ---- exactly once (docs/protocol.md "Exactly once") -----------------------------------------
+    key = "pika-%s" % suffix
+    dave = {"email": "dave.%s@example.org" % suffix, "name": "Dave"}
+    first = req(ch, "rel.write", template="Users", op="create", data=dave, idempotency_key=key)
+    check(ok(first) and "replayed" not in first, "create with an idempotency key ok: " + show(first))
+    again = req(ch, "rel.write", template="Users", op="create", data=dave, idempotency_key=key)
+    check(ok(again) and again.get("replayed") is True and again.get("data") == first.get("data"),
+          "the same create with the same key is answered from its record: " + show(again))
+    r = req(ch, "rel.write", template="Users", op="create",
+            data={"email": "erin.%s@example.org" % suffix}, idempotency_key=key)
+    expect_error(r, "CONFLICT", "the key reused for another create")
+    r = req(ch, "rel.write", template="Users", op="create", data=dave, idempotency_key="k" * 201)
+    expect_error(r, "VALIDATION", "an idempotency key over 200 bytes")
+    r = req(ch, "rel.read", template="Users", op="count")
+    check(ok(r) and r.get("count") == 4, "the repeated create stored one user -> 4: " + show(r))
+    # A redelivery as pika sees it: one message id, published twice, no key.
+    props = pika.BasicProperties(delivery_mode=2, message_id="pika-msg-%s" % suffix)
+    frank = json.dumps({"template": "Users", "op": "create",
+                        "data": {"email": "frank.%s@example.org" % suffix}})
+    one = rpc(ch, "rel.write", frank, props=props)
+    two = rpc(ch, "rel.write", frank,
+              props=pika.BasicProperties(delivery_mode=2, message_id="pika-msg-%s" % suffix))
+    check(ok(one) and ok(two) and two.get("replayed") is True and one.get("data") == two.get("data"),
+          "a message published twice with one message id is applied once: %s / %s"
+          % (show(one), show(two)))
+
 
 def main():
     ap = argparse.ArgumentParser()
