@@ -3,14 +3,15 @@
 -- with [idempotency] enabled (the default) a write template on a database without these objects
 -- is unavailable, and a production node does not start.
 --
--- BEDS runs each write as:  CALL beds_once_begin(identity)   -- opens the transaction, answers
---                                                           -- the record if there is one
+-- BEDS runs each write in a transaction:
 --                           CALL {the template's procedure}(…)
 --                           CALL beds_once_commit(identity, digest, reply, ttl_s)
 -- so the write's effect and its record commit together or not at all. A repeat of the write (a
--- redelivery, or a client re-sending with the same idempotency_key) finds the record and is
--- answered from it without calling the procedure. The template's procedures must therefore not
--- COMMIT or ROLLBACK themselves (the bind-check flags one that does).
+-- redelivery, or a client re-sending with the same idempotency_key) cannot record itself again
+-- (the primary key): it is rolled back and answered from the record. A message the broker
+-- redelivers is looked up first (beds_once_begin), so its procedure is not called at all. The
+-- template's procedures must therefore not COMMIT or ROLLBACK themselves (the bind-check flags
+-- one that does).
 -- Idempotent: safe to load again over an existing database.
 
 CREATE TABLE IF NOT EXISTS beds_idempotency (
@@ -24,7 +25,7 @@ CREATE TABLE IF NOT EXISTS beds_idempotency (
 
 DELIMITER //
 
--- Opens the write's transaction and answers the record of an earlier apply (no row: none).
+-- Answers the record of an earlier apply (no row: none), in a transaction BEDS then ends.
 CREATE OR REPLACE PROCEDURE beds_once_begin(IN p_identity BINARY(32))
   MODIFIES SQL DATA
 BEGIN
@@ -32,8 +33,9 @@ BEGIN
   SELECT LOWER(HEX(digest)) AS digest, reply FROM beds_idempotency WHERE identity = p_identity;
 END //
 
--- Records the write and commits it with its effect. A duplicate identity (the same write
--- applied concurrently, and committed first) fails with ER_DUP_ENTRY; BEDS then rolls back.
+-- Records the write and commits it with its effect, then opens the next write's transaction
+-- (it holds nothing until that write's first statement). A recorded identity fails with
+-- ER_DUP_ENTRY; BEDS then rolls back.
 CREATE OR REPLACE PROCEDURE beds_once_commit(IN p_identity BINARY(32), IN p_digest BINARY(32),
                                              IN p_reply LONGTEXT, IN p_ttl_s INT)
   MODIFIES SQL DATA
@@ -41,6 +43,7 @@ BEGIN
   INSERT INTO beds_idempotency (identity, digest, reply, expires_at)
     VALUES (p_identity, p_digest, p_reply, UTC_TIMESTAMP(3) + INTERVAL p_ttl_s SECOND);
   COMMIT;
+  START TRANSACTION;
 END //
 
 -- Deletes up to p_limit expired records, oldest first, and answers how many went.

@@ -123,12 +123,13 @@ std::string Sender(const amqp::Delivery& delivery) {
 std::optional<OnceScope> ScopeOf(const Template& t, const protocol::Request& r,
                                  const amqp::Delivery& delivery, const NodeInfo& info) {
   if (!info.idempotency.enabled || !IsWrite(t, r)) return std::nullopt;
+  const bool maybe_seen = delivery.redelivered || delivery.exchange != amqp::kEventsExchange;
   if (!r.idempotency_key.empty()) {
     return OnceScope{OnceIdentityOfKey(t.name, Sender(delivery), r.idempotency_key), true,
-                     info.idempotency.ttl_s};
+                     info.idempotency.ttl_s, maybe_seen};
   }
   if (delivery.message.message_id.empty()) return std::nullopt;
-  return OnceScope{delivery.message.message_id, false, info.idempotency.ttl_s};
+  return OnceScope{delivery.message.message_id, false, info.idempotency.ttl_s, maybe_seen};
 }
 
 // A request must come on its template's own routing keys: `{route}.write` for a write, and
@@ -359,7 +360,7 @@ Result<OpResult> RunOp(const Template& t, const OpSpec& spec, const protocol::Re
     std::string digest = OnceDigest(t, op == "call" ? "call:" + spec.name : op, *p);
     std::string identity =
         once->by_key ? once->identity : OnceIdentityOfMessage(once->identity, digest);
-    p->once = WriteOnce{std::move(identity), std::move(digest), once->ttl_s};
+    p->once = WriteOnce{std::move(identity), std::move(digest), once->ttl_s, once->maybe_seen};
   }
   if (op == "create") return core.Create(t, spec, *p);
   if (op == "update") return core.Update(t, spec, *p);

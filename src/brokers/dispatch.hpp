@@ -55,6 +55,7 @@ struct OnceScope {
   std::string identity;  // by key: OnceIdentityOfKey; else the message id
   bool by_key = false;
   int64_t ttl_s = 86400;
+  bool maybe_seen = false;  // redelivered or retried: WriteOnce::maybe_seen
 };
 
 // Validates a request against its template and op, then runs it on `core`. Fetch by id with no

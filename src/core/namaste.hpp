@@ -38,6 +38,9 @@ struct WriteOnce {
   std::string identity;  // 32 bytes: the key (scoped) or the message id, hashed
   std::string digest;    // 32 bytes: the validated request, hashed
   int64_t ttl_s = 86400;
+  // The broker says the message may have been handled before (a redelivery or a retry): an
+  // adapter that usually finds repeats by its record's key looks the identity up first.
+  bool maybe_seen = false;
 };
 
 // The values of a write or call, by parameter name (the key field included when the op has it).

@@ -639,7 +639,9 @@ enum class Access { kRead, kWrite };
 class MariaDbCore : public NamasteCore {
  public:
   explicit MariaDbCore(const config::DatabaseSettings& s)
-      : settings_(s), master_(settings_, s.host, s.port, "master") {
+      : settings_(s),
+        master_(settings_, s.host, s.port, "master"),
+        writer_(settings_, s.host, s.port, "master") {
     for (size_t i = 0; i < s.secondaries.size(); ++i) {
       secondaries_.push_back(std::make_unique<Connection>(settings_, s.secondaries[i].host,
                                                           s.secondaries[i].port,
@@ -726,25 +728,33 @@ class MariaDbCore : public NamasteCore {
     return Shape(std::move(*produced));
   }
 
-  // A write applied exactly once: looked up, run and recorded in one transaction on the master
-  // (000_beds_idempotency.sql describes the objects). Whatever breaks before the commit is
-  // answered, rolls back or is resolved by running the sequence again: a connection lost at any
-  // point is reopened and the write looked up afresh, so it is answered from its record if the
-  // commit got through and applied now if it did not. The record's primary key decides between
-  // two runs of one write at the same time: the second fails to record, rolls back its effect,
-  // and answers the first one's reply.
+  // A write applied exactly once: run and recorded in one transaction on the master
+  // (000_beds_idempotency.sql describes the objects), on a connection kept for these writes.
+  //
+  // The record's primary key decides: the write's procedure runs, then beds_once_commit inserts
+  // the record and commits both. If the identity is recorded already (a repeat), that insert fails,
+  // everything is rolled back, and the recorded reply answers (or CONFLICT, for another digest):
+  // the repeat's effect never commits. Looking the identity up first would cost every write a
+  // round trip for the rare repeat, so it is done first only for a message the broker says may
+  // have been handled before (a redelivery or a retry), and after a procedure's error (a repeat of
+  // a create may fail on its own unique key before reaching the record).
+  //
+  // beds_once_commit opens the next write's transaction after its COMMIT, so a write costs two
+  // statements: its procedure and the commit. The server's status flags say whether a transaction
+  // is open; when none is (the first write, or after a rollback) one is started.
+  //
+  // A connection lost at any point is reopened and the write looked up afresh: answered from its
+  // record if the commit got through, applied now if it did not.
   Result<OpResult> RunOnce(const std::string& sql, std::vector<Value>& params, const Template& t,
                            const OpSpec& op, const WriteOnce& once, int64_t deadline_ms,
                            const std::string& what) {
-    static const Template kNoFields;  // the record's columns are read as they come
-    static const std::vector<std::string> kNoNames;
-    static const std::string kBegin = "CALL `beds_once_begin`(?)";
     static const std::string kCommit = "CALL `beds_once_commit`(?, ?, ?, ?)";
     int64_t give_up = NowUnixMs() + settings_.reconnect_wait_ms;
     const bool deadline_first = deadline_ms > 0 && deadline_ms < give_up;
     if (deadline_first) give_up = deadline_ms;
     auto backoff = 50ms;
     int again = 0;  // runs repeated after a deadlock, a lost race or a changed procedure
+    bool look_first = once.maybe_seen;
     std::optional<DbError> last;
     auto nothing_applied = [&](const std::string& why) {
       return std::unexpected(Error{Code::kUnavailable,
@@ -754,7 +764,8 @@ class MariaDbCore : public NamasteCore {
                                    true});
     };
     while (true) {
-      Connection& conn = *Pick(Access::kWrite);
+      Connection& conn = writer_;
+      if (conn.connected() && conn.LooksClosed()) conn.Close();
       if (!conn.connected()) {
         if (auto e = conn.Connect()) {
           last = e;
@@ -764,27 +775,29 @@ class MariaDbCore : public NamasteCore {
           continue;
         }
       }
-      std::vector<Value> id{Value{FieldType::kBytes, false, 0, 0, once.identity}};
-      auto begun = Step(conn, kBegin, id, 0, kNoFields, kNoNames);
       std::optional<DbError> failed;
-      if (!begun) {
-        failed = begun.error();
-      } else if (!begun->sets.empty() && !begun->sets[0].empty()) {
-        Rollback(conn);
-        const json::object& row = begun->sets[0][0].as_object();
-        const json::value* digest = row.if_contains("digest");
-        const json::value* reply = row.if_contains("reply");
-        if (!digest || !digest->is_string() || digest->get_string() != Hex(once.digest)) {
-          return std::unexpected(KeyReusedError());
+      if (look_first) {
+        auto recorded = Lookup(conn, once, what);
+        if (!recorded) {
+          failed = recorded.error();
+        } else if (*recorded) {
+          return std::move(**recorded);
         }
-        if (!reply || !reply->is_string()) {
-          return std::unexpected(Error{Code::kInternal, what + ": its record has no reply"});
-        }
-        return DecodeRecordedReply(reply->get_string());
-      } else {
+      }
+      if (!failed && !InTransaction(conn) && mysql_query(conn.handle(), "START TRANSACTION") != 0) {
+        failed = ConnectionError(conn.handle());
+      }
+      if (!failed) {
         auto produced = Step(conn, sql, params, op.out.size(), t, op.out);
         if (!produced) {
           failed = produced.error();
+          if (!IsConnectionError(failed->errnum) && conn.connected() && !look_first) {
+            // A repeat may fail in its procedure (a create's own unique key) before reaching the
+            // record: the record answers it, not the error.
+            Rollback(conn);
+            auto recorded = Lookup(conn, once, what);
+            if (recorded && *recorded) return std::move(**recorded);
+          }
         } else {
           OpResult result = Shape(std::move(*produced));
           std::vector<Value> record{
@@ -796,8 +809,10 @@ class MariaDbCore : public NamasteCore {
           if (committed) return result;
           failed = committed.error();
           if (failed->errnum == ER_DUP_ENTRY) {
-            // The same write was applied and recorded meanwhile: undo this run, answer that one.
+            // Recorded already (a repeat, or the same write applied meanwhile): undo this run
+            // and answer the record.
             Rollback(conn);
+            look_first = true;
             if (again++ < kDeadlockRetries) continue;
           }
         }
@@ -805,7 +820,7 @@ class MariaDbCore : public NamasteCore {
       const DbError& e = *failed;
       if (IsConnectionError(e.errnum) || !conn.connected()) {
         // The server rolls an open transaction back when its connection goes, and a commit that
-        // got through is found by the next lookup.
+        // got through is found by the lookup on the next connection.
         conn.Close();
         if (e.errnum == kUnreadable) {
           spdlog::error("{}: reading the database's answer failed: {}", what, e.text);
@@ -813,6 +828,7 @@ class MariaDbCore : public NamasteCore {
               Error{Code::kInternal, what + ": the database's answer could not be read", false});
         }
         last = e;
+        look_first = true;
         if (NowUnixMs() > give_up) break;
         continue;
       }
@@ -855,6 +871,40 @@ class MariaDbCore : public NamasteCore {
                                         "its record answers, else it is applied then",
                                  true});
   }
+
+  // The write's record, read in a transaction of its own that is then ended: the reply it
+  // recorded (replayed), CONFLICT for another digest, or nullopt when it has none.
+  std::expected<std::optional<Result<OpResult>>, DbError> Lookup(Connection& conn,
+                                                                 const WriteOnce& once,
+                                                                 const std::string& what) {
+    static const std::string kBegin = "CALL `beds_once_begin`(?)";
+    std::vector<Value> id{Value{FieldType::kBytes, false, 0, 0, once.identity}};
+    auto found = Step(conn, kBegin, id, 0, kNoFields, kNoNames);
+    if (!found) return std::unexpected(found.error());
+    // Ended either way: a transaction left open here would hold this read's snapshot, and the
+    // next write's procedure would read from it.
+    Rollback(conn);
+    if (found->sets.empty() || found->sets[0].empty()) return std::nullopt;
+    const json::object& row = found->sets[0][0].as_object();
+    const json::value* digest = row.if_contains("digest");
+    const json::value* reply = row.if_contains("reply");
+    if (!digest || !digest->is_string() || digest->get_string() != Hex(once.digest)) {
+      return std::optional<Result<OpResult>>(std::unexpected(KeyReusedError()));
+    }
+    if (!reply || !reply->is_string()) {
+      return std::optional<Result<OpResult>>(
+          std::unexpected(Error{Code::kInternal, what + ": its record has no reply"}));
+    }
+    return std::optional<Result<OpResult>>(DecodeRecordedReply(reply->get_string()));
+  }
+
+  // Whether the connection is inside a transaction, as the server's last status said.
+  static bool InTransaction(const Connection& conn) {
+    return (conn.handle()->server_status & SERVER_STATUS_IN_TRANS) != 0;
+  }
+
+  static inline const Template kNoFields{};  // the record's columns are read as they come
+  static inline const std::vector<std::string> kNoNames{};
 
   // Ends the open transaction, undoing it. A connection that cannot even do that is closed, which
   // rolls the transaction back on the server.
@@ -1002,6 +1052,9 @@ class MariaDbCore : public NamasteCore {
 
   const config::DatabaseSettings settings_;  // before the connections, which refer to it
   Connection master_;
+  // Exactly-once writes only: between two of them it holds the next write's open transaction,
+  // which no read may share (a read would pin its snapshot for the next write).
+  Connection writer_;
   std::vector<std::unique_ptr<Connection>> secondaries_;
   std::vector<std::chrono::steady_clock::time_point> secondary_down_until_;
 };
