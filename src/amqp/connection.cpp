@@ -479,10 +479,6 @@ Result<void> Connection::Ack(uint64_t delivery_tag) {
   return impl_->CheckStatus(amqp_basic_ack(impl_->conn, kChannel, delivery_tag, 0), "acking");
 }
 
-Result<void> Connection::AckUpTo(uint64_t delivery_tag) {
-  return impl_->CheckStatus(amqp_basic_ack(impl_->conn, kChannel, delivery_tag, 1), "acking");
-}
-
 Result<void> Connection::Reject(uint64_t delivery_tag, bool requeue) {
   return impl_->CheckStatus(amqp_basic_reject(impl_->conn, kChannel, delivery_tag, requeue),
                             "rejecting");

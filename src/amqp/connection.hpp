@@ -106,8 +106,6 @@ class Connection {
 
   Result<void> Ack(uint64_t delivery_tag);
   Result<void> Reject(uint64_t delivery_tag, bool requeue);
-  // Acks every unacked delivery up to and including `delivery_tag` (basic.ack multiple).
-  Result<void> AckUpTo(uint64_t delivery_tag);
 
   // basic.get: one message from `queue`, or nullopt when it is empty. With auto_ack the broker
   // forgets it at once; otherwise Ack() it, or close the connection to hand it back.

@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "app/ipl.hpp"
+#include "brokers/calgon.hpp"
 #include "brokers/control.hpp"
 #include "brokers/dispatch.hpp"
 #include "brokers/log_handlers.hpp"
@@ -246,6 +247,20 @@ Result<void> Node::Start() {
     n.degraded.push_back(std::to_string(templates->snapshot->unavailable.size()) +
                          " template(s) unavailable");
   }
+  // Async requests need the ticket store wherever requests are taken or jobs run.
+  const bool takes_jobs = std::any_of(c.brokers.begin(), c.brokers.end(), [](const auto& b) {
+    return b.handler == "dispatch" || b.handler == "calgon";
+  });
+  const std::string& tickets = c.calgon.ticket_template;
+  if (takes_jobs &&
+      (!templates->snapshot->Find(tickets) || templates->snapshot->unavailable.contains(tickets))) {
+    spdlog::warn(
+        "IPL: no CALGON ticket store (template '{}', [calgon] ticket_template): async "
+        "requests are answered UNAVAILABLE; templates/cgn_tickets_rec.toml is the one "
+        "BEDS ships",
+        tickets);
+    n.degraded.push_back("no CALGON ticket store");
+  }
   if (!templates->unchecked.empty()) {
     n.degraded.push_back(std::to_string(templates->unchecked.size()) + " template(s) not checked");
   }
@@ -264,6 +279,7 @@ Result<void> Node::Start() {
   n.info->max_reply_bytes = c.protocol.max_reply_bytes;
   n.info->templates = templates->snapshot;
   n.info->idempotency = c.idempotency;
+  n.info->calgon = c.calgon;
   n.info->pools = [this] {
     std::vector<brokers::PoolStats> stats;
     for (const auto& p : impl_->pools) stats.push_back(p->Stats());
@@ -285,6 +301,10 @@ Result<void> Node::Start() {
     } else if (broker.handler == "metrics") {
       make_handler = [node_metrics]() -> std::shared_ptr<brokers::Handler> {
         return std::make_shared<brokers::MetricsHandler>(node_metrics);
+      };
+    } else if (broker.handler == "calgon") {
+      make_handler = [info = n.info, factory]() -> std::shared_ptr<brokers::Handler> {
+        return std::make_shared<brokers::CalgonHandler>(info, factory);
       };
     } else {
       make_handler = [info = n.info, factory]() -> std::shared_ptr<brokers::Handler> {

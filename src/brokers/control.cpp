@@ -21,7 +21,6 @@ struct ControlLoop::Impl {
   config::AmqpSettings amqp;
   std::shared_ptr<const NodeInfo> info;
   std::function<void(const std::string&)> on_shutdown;
-  std::atomic<bool> connected{false};
   std::jthread thread;
 
   // Nothing escapes the thread; after an unexpected failure the loop starts over.
@@ -34,7 +33,6 @@ struct ControlLoop::Impl {
       } catch (...) {
         spdlog::error("control loop failed: unknown exception; restarting");
       }
-      connected = false;
       SleepUnlessStopped(stop, 1s);
     }
   }
@@ -52,14 +50,12 @@ struct ControlLoop::Impl {
           continue;
         }
         conn = std::move(*c);
-        connected = true;
         backoff = 100ms;
       }
       auto next = conn->Next(200ms);
       if (!next) {
         spdlog::warn("control loop: {}", next.error().message);
         conn.reset();
-        connected = false;
         continue;
       }
       if (!*next) continue;
@@ -157,7 +153,5 @@ void ControlLoop::Stop() {
     impl_->thread.join();
   }
 }
-
-bool ControlLoop::connected() const { return impl_->connected; }
 
 }  // namespace beds::brokers

@@ -23,7 +23,6 @@ class ControlLoop {
 
   void Start();
   void Stop();
-  bool connected() const;
 
  private:
   struct Impl;

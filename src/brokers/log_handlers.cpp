@@ -17,8 +17,8 @@ namespace {
 
 using Action = Outcome::Action;
 
-Outcome Park(std::string reason) { return Outcome{Action::kPark, std::nullopt, std::move(reason)}; }
-Outcome Done() { return Outcome{Action::kAck, std::nullopt, ""}; }
+Outcome Park(std::string reason) { return Outcome::Park(std::move(reason)); }
+Outcome Done() { return Outcome::Ack(); }
 
 }  // namespace
 
@@ -34,15 +34,18 @@ Outcome LogStoreHandler::Handle(const amqp::Delivery& delivery, int) {
 }
 
 std::vector<Outcome> LogStoreHandler::HandleBatch(const std::vector<amqp::Delivery>& batch) {
-  // Without a store nothing can be done now; throwing hands the batch back to the queue, where
+  // Without a store nothing can be done now; a retry hands the batch back to the queue, where
   // the events wait for an operator to fix the node (they are not parked: they are fine).
+  auto later = [&](const std::string& why) {
+    return std::vector<Outcome>(batch.size(), Outcome::Retry(why));
+  };
   const Template* store = templates_ ? templates_->Find(store_template_) : nullptr;
-  if (!store) throw std::runtime_error("no log store template '" + store_template_ + "'");
+  if (!store) return later("no log store template '" + store_template_ + "'");
   if (templates_->unavailable.contains(store_template_)) {
-    throw std::runtime_error("log store template '" + store_template_ + "' is unavailable");
+    return later("log store template '" + store_template_ + "' is unavailable");
   }
   NamasteCore* core = session_ ? session_->For(*store) : nullptr;
-  if (!core) throw std::runtime_error("no adapter for database '" + store->database + "'");
+  if (!core) return later("no adapter for database '" + store->database + "'");
 
   std::vector<Outcome> outcomes(batch.size(), Done());
   std::vector<logs::StoreItem> items;
@@ -73,7 +76,7 @@ std::vector<Outcome> LogStoreHandler::HandleBatch(const std::vector<amqp::Delive
   if (items.empty()) return outcomes;
   auto stored = logs::StoreEvents(*core, *store, std::move(items));
   if (stored) return outcomes;
-  if (stored.error().retryable()) throw std::runtime_error(stored.error().message);
+  if (stored.error().retryable()) return later(stored.error().message);
   // One bad event must not hold the batch back: store one by one and park what still fails.
   // (The batch call consumed its items; this rare path makes them again.)
   prepare();
@@ -82,7 +85,7 @@ std::vector<Outcome> LogStoreHandler::HandleBatch(const std::vector<amqp::Delive
     one_item.push_back(std::move(items[k]));
     auto one = logs::StoreEvents(*core, *store, std::move(one_item));
     if (one) continue;
-    if (one.error().retryable()) throw std::runtime_error(one.error().message);
+    if (one.error().retryable()) return later(one.error().message);
     outcomes[index[k]] = Park("cannot be stored: " + one.error().message);
   }
   return outcomes;
@@ -102,14 +105,16 @@ Outcome SyslogHandler::Handle(const amqp::Delivery& delivery, int) {
       outcome = Park("not a log event: " + event.error().message);
       continue;
     }
-    Forward(*event);
+    if (auto failed = Forward(*event)) {
+      return Outcome::Retry(*failed);
+    }
   }
   return outcome;
 }
 
-void SyslogHandler::Forward(const logs::LogEvent& event) {
+std::optional<std::string> SyslogHandler::Forward(const logs::LogEvent& event) {
   const int rank = logs::LevelRank(event.level);
-  if (rank < min_rank_) return;
+  if (rank < min_rank_) return std::nullopt;
   // RFC 3164 over the local datagram socket: <PRI>TAG: MSG. Facility user (1); the severity
   // follows the level (critical 2, error 3, warn 4, info 6, debug and trace 7).
   static constexpr int kSeverity[] = {7, 7, 6, 4, 3, 2};
@@ -121,12 +126,12 @@ void SyslogHandler::Forward(const logs::LogEvent& event) {
   if (line.size() > 8192) line.resize(8192);
   if (fd_ < 0) {
     fd_ = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    if (fd_ < 0) throw std::runtime_error(std::string("syslog socket: ") + std::strerror(errno));
+    if (fd_ < 0) return std::string("syslog socket: ") + std::strerror(errno);
   }
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
   if (socket_path_.size() >= sizeof addr.sun_path) {
-    throw std::runtime_error("syslog_socket path too long: " + socket_path_);
+    return "syslog_socket path too long: " + socket_path_;
   }
   std::memcpy(addr.sun_path, socket_path_.c_str(), socket_path_.size() + 1);
   if (::sendto(fd_, line.data(), line.size(), 0, reinterpret_cast<sockaddr*>(&addr), sizeof addr) <
@@ -141,6 +146,7 @@ void SyslogHandler::Forward(const logs::LogEvent& event) {
                    std::strerror(errno), unsent_);
     }
   }
+  return std::nullopt;
 }
 
 void NodeMetricsTable::Update(const std::string& node, boost::json::object fields) {

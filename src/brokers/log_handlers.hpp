@@ -13,6 +13,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -48,7 +49,8 @@ class SyslogHandler : public Handler {
   std::string ParkedReply(const amqp::Delivery&, const std::string&) override { return ""; }
 
  private:
-  void Forward(const logs::LogEvent& event);
+  // The event to the syslog socket; why not, when the socket cannot be made (ask for a retry).
+  std::optional<std::string> Forward(const logs::LogEvent& event);
 
   std::string socket_path_;
   int min_rank_;

@@ -26,21 +26,55 @@ struct Outcome {
   Action action = Action::kAck;
   std::optional<std::string> reply;  // published to reply_to (when set) before the ack
   std::string reason;                // retry/park: why, for x-beds-error and the log
+  // kAck: messages the handler's work produced (a CALGON job, a completion event), published with
+  // publisher confirms before the reply and the ack. One that must reach a queue and cannot is
+  // answered with `unforwarded_reply`, or else handed back to its queue (unanswered) after a delay.
+  struct Forward {
+    std::string exchange;
+    std::string routing_key;
+    amqp::Message message;
+    bool must_route = true;  // false: no queue taking it is fine (an event nobody subscribed to)
+  };
+  std::vector<Forward> forward;
+  // The reply instead of `reply` when a must_route forward cannot be published: the delivery is
+  // then answered and acked rather than handed back (nothing else would make it succeed later).
+  std::optional<std::string> unforwarded_reply;
+
+  // The three decisions: answer (and ack), retry later, park for an operator.
+  static Outcome Ack(std::optional<std::string> reply = std::nullopt) {
+    Outcome o;
+    o.reply = std::move(reply);
+    return o;
+  }
+  static Outcome Retry(std::string reason) {
+    Outcome o;
+    o.action = Action::kRetry;
+    o.reason = std::move(reason);
+    return o;
+  }
+  static Outcome Park(std::string reason, std::optional<std::string> reply = std::nullopt) {
+    Outcome o;
+    o.action = Action::kPark;
+    o.reason = std::move(reason);
+    o.reply = std::move(reply);
+    return o;
+  }
 };
 
 // The work done for each message. Called concurrently from every worker of a pool.
 class Handler {
  public:
   virtual ~Handler() = default;
-  // `retries` = how often this message was retried already. May throw: a std::exception means
-  // "retry this message later"; WorkerDeath takes the whole worker down (and it is replaced).
+  // `retries` = how often this message was retried already. A handler asks for a retry by
+  // answering kRetry; an exception escaping it is a bug, treated the same (and logged), except
+  // WorkerDeath, which takes the whole worker down (and it is replaced).
   virtual Outcome Handle(const amqp::Delivery& delivery, int retries) = 0;
   // The reply for a message parked after its last retry (an INTERNAL error for the client).
   virtual std::string ParkedReply(const amqp::Delivery& delivery, const std::string& reason) = 0;
 
   // Batched handlers (the log store) get up to `prefetch` deliveries at once, gathered for at most
-  // the broker's batch_ms, and answer one Outcome per delivery (kAck or kPark). A throw means
-  // "none of these is done": every one is handed back to the queue after a backoff.
+  // the broker's batch_ms, and answer one Outcome per delivery (kAck or kPark). kRetry for any of
+  // them means "none of these is done now": every one is handed back to the queue after a backoff.
   virtual bool Batched() const { return false; }
   virtual std::vector<Outcome> HandleBatch(const std::vector<amqp::Delivery>& batch);
 };
@@ -54,7 +88,8 @@ class WorkerDeath : public std::runtime_error {
 // Header names BEDS sets on retried and parked messages.
 inline constexpr const char* kRetriesHeader = "x-beds-retries";
 inline constexpr const char* kErrorHeader = "x-beds-error";
-inline constexpr const char* kUserHeader = "x-beds-user";  // the sender's AMQP user_id
+inline constexpr const char* kUserHeader = "x-beds-user";      // the sender's AMQP user_id
+inline constexpr const char* kTicketHeader = "x-beds-ticket";  // a CALGON job's ticket
 
 struct PoolStats {
   std::string broker;

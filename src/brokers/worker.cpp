@@ -135,7 +135,7 @@ void Worker::Loop(std::stop_token stop) {
 }
 
 Result<void> Worker::PublishConfirmed(const std::string& exchange, const std::string& key,
-                                      const amqp::Message& message) {
+                                      const amqp::Message& message, bool must_route) {
   // Two tries: the second on a fresh connection that first redeclares the broker's queues, so a
   // retry queue or DLQ deleted by hand (the publish comes back unroutable) is put back.
   Result<void> result = Ok();
@@ -150,7 +150,8 @@ Result<void> Worker::PublishConfirmed(const std::string& exchange, const std::st
       if (auto r = (*c)->EnableConfirms(); !r) return r;
       confirmed_ = std::move(*c);
     }
-    result = confirmed_->Publish(exchange, key, message);
+    result = must_route ? confirmed_->Publish(exchange, key, message)
+                        : confirmed_->PublishBatch(exchange, {{key, message}}, false);
     if (result) return result;
     confirmed_.reset();
   }
@@ -178,10 +179,9 @@ void Worker::Process(const amqp::Delivery& delivery, std::stop_token stop) {
   } catch (const WorkerDeath&) {
     throw;
   } catch (const std::exception& e) {
-    outcome =
-        Outcome{Outcome::Action::kRetry, std::nullopt, std::string("handler failed: ") + e.what()};
+    outcome = Outcome::Retry(std::string("handler failed: ") + e.what());
   } catch (...) {
-    outcome = Outcome{Outcome::Action::kRetry, std::nullopt, "handler failed: unknown exception"};
+    outcome = Outcome::Retry("handler failed: unknown exception");
   }
   Apply(delivery, std::move(outcome), retries, stop);
 }
@@ -221,6 +221,9 @@ void Worker::ProcessBatch(amqp::Delivery first, std::stop_token stop) {
   }
   if (failure.empty() && outcomes.size() != batch.size())
     failure = "handler answered a short batch";
+  for (const Outcome& o : outcomes) {
+    if (failure.empty() && o.action == Outcome::Action::kRetry) failure = o.reason;
+  }
   if (!failure.empty()) {
     // Backing off further each time: the warning below is itself an event for this queue.
     const auto& delays = broker_.retry_backoff_ms;
@@ -249,6 +252,25 @@ void Worker::Apply(const amqp::Delivery& delivery, Outcome outcome, int retries,
   const amqp::Message& in = delivery.message;
 
   if (outcome.action == Outcome::Action::kAck) {
+    for (const Outcome::Forward& f : outcome.forward) {
+      auto sent = PublishConfirmed(f.exchange, f.routing_key, f.message, f.must_route);
+      if (sent) continue;
+      if (!f.must_route) {
+        spdlog::warn("broker {} worker {}: {} not published: {}", broker_.name, index_,
+                     f.routing_key, sent.error().message);
+        continue;
+      }
+      spdlog::warn("broker {} worker {}: {} not stored: {}", broker_.name, index_, f.routing_key,
+                   sent.error().message);
+      if (outcome.unforwarded_reply) {
+        outcome.reply = std::move(outcome.unforwarded_reply);
+        break;
+      }
+      // The work is not handed on: answer nothing yet, and let the message come again.
+      SleepUnlessStopped(stop, std::chrono::seconds(1));
+      (void)connection_->Reject(delivery.delivery_tag, true);
+      return;
+    }
     if (outcome.reply) Reply(in, std::move(*outcome.reply));
     if (connection_->Ack(delivery.delivery_tag)) {
       counters_.acked.fetch_add(1, std::memory_order_relaxed);

@@ -40,8 +40,9 @@ class Worker {
   // Carries out a handler's decision: reply and ack, or move to .retry / .dlq first.
   void Apply(const amqp::Delivery& delivery, Outcome outcome, int retries, std::stop_token stop);
   void Reply(const amqp::Message& request, std::string body);
+  // Published on the confirmed connection; `must_route`: a message no queue takes is an error.
   Result<void> PublishConfirmed(const std::string& exchange, const std::string& key,
-                                const amqp::Message& message);
+                                const amqp::Message& message, bool must_route = true);
 
   const int index_;
   const config::BrokerSettings& broker_;

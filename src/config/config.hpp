@@ -96,6 +96,14 @@ struct IdempotencySettings {
   int64_t sweep_batch = 1000;  // records deleted per statement (a sweep runs until none is left)
 };
 
+// CALGON async jobs (docs/protocol.md "CALGON"): where jobs go and how long tickets live.
+struct CalgonSettings {
+  std::string broker = "cBroker";           // the [brokers.*] with handler = "calgon"
+  std::string ticket_template = "Tickets";  // the REC template of the ticket store
+  int64_t result_ttl_s = 86400;             // a finished ticket (and its result) is kept this long
+  int64_t max_wait_ms = 30000;              // calgon/wait's longest timeout_ms
+};
+
 struct TemplatesSettings {
   std::string dir = "templates";
 };
@@ -137,6 +145,7 @@ struct Config {
   std::vector<BrokerSettings> brokers;  // sorted by name
   ProtocolSettings protocol;
   IdempotencySettings idempotency;
+  CalgonSettings calgon;
   TemplatesSettings templates;
   GatewaySettings gateway;
   LoggingSettings logging;

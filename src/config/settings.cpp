@@ -254,7 +254,7 @@ void ReadBroker(const toml::table* table, const std::string& path, const Origins
   r.String("syslog_socket", s.syslog_socket);
   r.Finish();
   if (s.retry_backoff_ms.empty()) r.Error("retry_backoff_ms", "expected at least one delay");
-  if (s.handler == "control" || s.handler == "calgon") {
+  if (s.handler == "control") {
     r.Error("handler", "handler \"" + s.handler + "\" is not available in this build yet");
   }
 }
@@ -326,6 +326,14 @@ void ReadSettings(const toml::table& merged, const Origins& o, Config& c,
     r.Integer("ttl_s", c.idempotency.ttl_s, 60, int64_t{3650} * 86400);
     r.Integer("sweep_every_s", c.idempotency.sweep_every_s, 0, 86400);
     r.Integer("sweep_batch", c.idempotency.sweep_batch, 1, 100000);
+    r.Finish();
+  }
+  {
+    TableReader r(root.Table("calgon"), "calgon", o, errors);
+    r.String("broker", c.calgon.broker);
+    r.String("ticket_template", c.calgon.ticket_template);
+    r.Integer("result_ttl_s", c.calgon.result_ttl_s, 60, int64_t{3650} * 86400);
+    r.Integer("max_wait_ms", c.calgon.max_wait_ms, 100, 600000);
     r.Finish();
   }
   {

@@ -40,10 +40,22 @@ struct Error {
   bool retryable() const { return retry.value_or(IsRetryable(code)); }
 };
 
-inline Error MakeError(Code code, std::string message) { return Error{code, std::move(message)}; }
+// A write that may or may not have been applied (its connection broke while it ran, or it was
+// stopped part-way): UNAVAILABLE, and not retryable, since resending it could apply it twice.
+Error OutcomeUnknownError(const std::string& what, const std::string& why);
 
+// At most `max_bytes` of `text`, cut on a UTF-8 character boundary, with "…" when cut: for
+// quoting client input in error messages without making the reply invalid UTF-8.
+std::string Excerpt(std::string_view text, size_t max_bytes = 64);
+
+// A value or the Error that stopped it. Must be used: a dropped Result is a failure nobody saw
+// (the compiler says so; `(void)` marks the rare result that is ignored on purpose, with a reason).
 template <typename T>
-using Result = std::expected<T, Error>;
+class [[nodiscard]] Result : public std::expected<T, Error> {
+ public:
+  using std::expected<T, Error>::expected;
+  Result(std::expected<T, Error> other) : std::expected<T, Error>(std::move(other)) {}
+};
 
 // Result<void> helpers: `return Ok();` and `return Fail(Code::kX, "...");`
 inline Result<void> Ok() { return {}; }

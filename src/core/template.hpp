@@ -37,6 +37,7 @@ struct OpSpec {
   std::vector<std::string> order;   // fields a client may order by
   int64_t max_limit = 1000;         // fetch: the largest `limit` accepted (also the default)
   bool read = false;                // routing kind: read or write
+  bool job = false;  // a call declared kind = "job": always run as a CALGON job (a write)
   // REL, filled in by the bind-check (templates::Annotate): the scale of each DECIMAL IN
   // parameter, by the name in `params`. A value with more decimal places is VALIDATION: MariaDB
   // would round it without a word.

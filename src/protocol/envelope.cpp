@@ -218,14 +218,6 @@ std::string EncodeError(std::string_view event_id, const Error& error) {
   return json::serialize(reply);
 }
 
-std::string Excerpt(std::string_view text, size_t max_bytes) {
-  if (text.size() <= max_bytes) return std::string(text);
-  size_t end = max_bytes;
-  // Step back over continuation bytes (10xxxxxx) so the cut lands before a lead byte.
-  while (end > 0 && (static_cast<unsigned char>(text[end]) & 0xC0) == 0x80) --end;
-  return std::string(text.substr(0, end)) + "…";
-}
-
 std::optional<Code> CodeFromName(std::string_view name) {
   static constexpr std::array kAll = {Code::kBadRequest,  Code::kUnknownTemplate, Code::kUnknownOp,
                                       Code::kValidation,  Code::kNotFound,        Code::kConflict,

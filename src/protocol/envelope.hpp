@@ -10,24 +10,11 @@
 
 #include "core/error.hpp"
 #include "core/lineage.hpp"
+#include "core/request.hpp"
 
 namespace beds::protocol {
 
-struct Request {
-  std::string template_name;
-  std::string op;
-  std::string call;
-  std::string id;  // a JSON integer id arrives as its decimal text
-  boost::json::object data;
-  boost::json::object where;
-  std::optional<int64_t> limit;
-  std::optional<int64_t> offset;
-  std::string order;
-  bool async = false;
-  std::optional<Lineage> lineage;  // as sent; see RequestLineage()
-  int64_t deadline_ms = 0;         // absolute Unix ms; 0 = none
-  std::string idempotency_key;
-};
+using Request = beds::Request;  // core/request.hpp
 
 // Step 1: size (TOO_LARGE), then JSON that is an object (BAD_REQUEST). A body that fails here
 // cannot be understood at all: the broker parks it in the DLQ.
@@ -72,9 +59,7 @@ struct Reply {
 };
 Result<Reply> DecodeReply(std::string_view body);
 
-// At most `max_bytes` of `text`, cut on a UTF-8 character boundary, with "…" when cut: for
-// quoting client input in error messages without making the reply invalid UTF-8.
-std::string Excerpt(std::string_view text, size_t max_bytes = 64);
+using beds::Excerpt;  // core/error.hpp
 
 // Maps a wire code name ("BAD_REQUEST") back to the enum; nullopt for an unknown name.
 std::optional<Code> CodeFromName(std::string_view name);

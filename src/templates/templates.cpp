@@ -171,10 +171,11 @@ void ReadOp(const toml::table& table, const std::string& path, const std::string
   }
   if (rules.call) {
     std::string kind = "write";
-    if (r.String("kind", kind) && kind != "read" && kind != "write") {
-      r.Error(table.get("kind"), "kind", "expected \"read\" or \"write\"");
+    if (r.String("kind", kind) && kind != "read" && kind != "write" && kind != "job") {
+      r.Error(table.get("kind"), "kind", "expected \"read\", \"write\" or \"job\"");
     }
     op.read = kind == "read";
+    op.job = kind == "job";
   }
   r.Finish();
 

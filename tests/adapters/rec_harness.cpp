@@ -57,9 +57,9 @@ Result<OpResult> RecHarness::Run(const std::string& body) {
   if (!request) return std::unexpected(request.error());
   const Template* t = snapshot_.Find(request->template_name);
   if (!t) return std::unexpected(Error{Code::kUnknownTemplate, "no template"});
-  auto spec = brokers::FindOp(*t, *request);
+  auto spec = FindOp(*t, *request);
   if (!spec) return std::unexpected(spec.error());
-  return brokers::RunOp(*t, **spec, *request, *core_);
+  return RunOp(*t, **spec, *request, *core_);
 }
 
 std::string RecHarness::Handle(const std::string& body) {

@@ -496,7 +496,7 @@ TEST_F(RelTest, TemplateCheckAndScaffoldCommands) {
   EXPECT_NE(check.output.find("ok   Users"), std::string::npos) << check.output;
   // The repository's REL and REC templates and the type-mapping one; REC collections are not
   // touched offline.
-  EXPECT_NE(check.output.find("5 template(s), 0 problem(s)"), std::string::npos) << check.output;
+  EXPECT_NE(check.output.find("6 template(s), 0 problem(s)"), std::string::npos) << check.output;
   EXPECT_NE(check.output.find("collection sesSessions is ensured at IPL"), std::string::npos)
       << check.output;
 

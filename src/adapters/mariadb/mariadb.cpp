@@ -162,13 +162,6 @@ Error MapError(const DbError& e, const std::string& what) {
   return {Code::kInternal, what + ": database error " + std::to_string(e.errnum)};
 }
 
-// A write that may or may not have been applied: the client is told so, and told not to resend
-// it blindly.
-Error OutcomeUnknown(const std::string& what, const std::string& why) {
-  return Error{Code::kUnavailable, what + ": " + why + "; it may or may not have been applied",
-               false};
-}
-
 std::string Quote(std::string_view identifier) { return "`" + std::string(identifier) + "`"; }
 
 // ISO 8601 for a DATE/DATETIME/TIMESTAMP/TIME column. Datetimes are UTC (the session time zone is
@@ -989,7 +982,7 @@ class MariaDbCore : public NamasteCore {
         conn->Close();
         spdlog::error("{}: reading the database's answer failed: {}", what, ex.what());
         if (access == Access::kWrite)
-          return std::unexpected(OutcomeUnknown(what, "its answer could not be read"));
+          return std::unexpected(OutcomeUnknownError(what, "its answer could not be read"));
         return std::unexpected(
             Error{Code::kInternal, what + ": the database's answer could not be read", false});
       }
@@ -1002,7 +995,7 @@ class MariaDbCore : public NamasteCore {
           spdlog::error("{}: connection lost while the write ran ({}): outcome unknown", what,
                         e.text);
           return std::unexpected(
-              OutcomeUnknown(what, "the database connection was lost while the write ran"));
+              OutcomeUnknownError(what, "the database connection was lost while the write ran"));
         }
         last = e;
         if (NowUnixMs() > give_up) break;
@@ -1024,13 +1017,14 @@ class MariaDbCore : public NamasteCore {
         // Statements inside a procedure commit one by one (autocommit): a write stopped half-way
         // may have applied its first part, so none of these is resent or called retryable.
         if (e.errnum == ER_LOCK_DEADLOCK)
-          return std::unexpected(OutcomeUnknown(what, "the database stopped it in a deadlock"));
+          return std::unexpected(
+              OutcomeUnknownError(what, "the database stopped it in a deadlock"));
         if (e.errnum == ER_LOCK_WAIT_TIMEOUT)
-          return std::unexpected(OutcomeUnknown(what, "it waited too long for a lock"));
+          return std::unexpected(OutcomeUnknownError(what, "it waited too long for a lock"));
         if (e.errnum == ER_STATEMENT_TIMEOUT)
-          return std::unexpected(OutcomeUnknown(what, "it ran longer than query_timeout_ms"));
+          return std::unexpected(OutcomeUnknownError(what, "it ran longer than query_timeout_ms"));
         if (IsPassingServerError(e.errnum))
-          return std::unexpected(OutcomeUnknown(what, "the database stopped it part-way"));
+          return std::unexpected(OutcomeUnknownError(what, "the database stopped it part-way"));
       } else if (e.errnum == ER_LOCK_DEADLOCK && deadlocks++ < kDeadlockRetries) {
         continue;  // a read: safe to run again
       }

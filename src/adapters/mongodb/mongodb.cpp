@@ -618,19 +618,12 @@ class MongoEngine final : public docstore::Engine {
       return Error{Code::kUnavailable, db + " is not reachable (no server could be selected)"};
     }
     if (e.domain == MONGOC_ERROR_STREAM || e.domain == MONGOC_ERROR_PROTOCOL) {
-      if (write) {
-        return Error{Code::kUnavailable,
-                     "the connection to " + db + " broke during the " + what +
-                         "; it may or may not have been applied",
-                     false};
-      }
+      if (write) return OutcomeUnknownError("the connection to " + db, "broke during the " + what);
       return Error{Code::kUnavailable, "the connection to " + db + " broke during the " + what};
     }
     if (e.domain == MONGOC_ERROR_WRITE_CONCERN) {
-      return Error{Code::kUnavailable,
-                   "the " + what + " was not confirmed by the write concern (" +
-                       store_->settings().write_concern + "); it may or may not have been applied",
-                   false};
+      return OutcomeUnknownError("the " + what, "not confirmed by the write concern (" +
+                                                    store_->settings().write_concern + ")");
     }
     if (e.domain == MONGOC_ERROR_SERVER || e.domain == MONGOC_ERROR_QUERY ||
         e.domain == MONGOC_ERROR_COMMAND) {

@@ -519,7 +519,9 @@ class SqliteEngine final : public docstore::Engine {
     if (end) sqlite3_reset(end);
     if (end_rc != SQLITE_DONE) {
       Result<void> failed = Failure("commit", end_rc, deadline_ms);
-      if (!sqlite3_get_autocommit(db_)) Exec(db_, "ROLLBACK");
+      // Best effort: the failure above is what the caller hears; a ROLLBACK that fails too leaves
+      // the transaction to the connection's close.
+      if (!sqlite3_get_autocommit(db_)) (void)Exec(db_, "ROLLBACK");
       return r ? failed : r;
     }
     return r;

@@ -12,6 +12,9 @@ DELIMITER //
 CREATE OR REPLACE PROCEDURE onc_create(IN p_name VARCHAR(64), IN p_work_ms INT)
   MODIFIES SQL DATA
 BEGIN
+  IF p_work_ms < 0 THEN
+    SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'work_ms must not be negative';
+  END IF;
   INSERT INTO onc_items (name) VALUES (p_name);
   SELECT * FROM onc_v_items WHERE id = LAST_INSERT_ID() INTO @id, @name;
   IF p_work_ms > 0 THEN

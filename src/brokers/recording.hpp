@@ -1,0 +1,75 @@
+// What a dispatch worker records of its requests (docs/protocol.md "Lineage" and "Log events";
+// docs/operations.md "Metrics"): RecordedCore makes every database call an `adapter` event, and
+// RequestRecorder writes the request's latency and counters, its `request` event and, for a write
+// that was applied, its `audit` record. One of each per worker: not thread-safe.
+#pragma once
+
+#include <chrono>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "amqp/connection.hpp"
+#include "core/namaste.hpp"
+#include "core/request.hpp"
+#include "metrics/metrics.hpp"
+
+namespace beds::brokers {
+
+// Wraps a worker's adapter so that every database call is an `adapter` event: a child of the
+// request, with its duration and outcome.
+class RecordedCore final : public NamasteCore {
+ public:
+  RecordedCore(NamasteCore& inner, const std::string& engine) : inner_(inner), engine_(engine) {}
+
+  Result<OpResult> Create(const Template& t, const OpSpec& op, const Payload& p) override;
+  Result<OpResult> Fetch(const Template& t, const OpSpec& op, const Query& q) override;
+  Result<OpResult> Count(const Template& t, const OpSpec& op, const Query& q) override;
+  Result<OpResult> Update(const Template& t, const OpSpec& op, const Payload& p) override;
+  Result<OpResult> Delete(const Template& t, const OpSpec& op, const Payload& p) override;
+  Result<OpResult> Call(const Template& t, const OpSpec& op, const Payload& p) override;
+  Result<OpResult> CreateMany(const Template& t, const OpSpec& op,
+                              const std::vector<Payload>& p) override;
+  Result<OpResult> CreateDocuments(const Template& t, const OpSpec& op,
+                                   std::vector<boost::json::object> docs) override;
+  Result<void> Prepare(const Template& t) override { return inner_.Prepare(t); }
+
+  std::optional<Error> last_error;  // of the last call, for the adapter error counter
+
+ private:
+  template <typename F>
+  Result<OpResult> Timed(const Template& t, std::string op, F&& call);
+
+  NamasteCore& inner_;
+  std::string engine_;
+};
+
+class RequestRecorder {
+ public:
+  explicit RequestRecorder(std::shared_ptr<metrics::Registry> metrics)
+      : metrics_(std::move(metrics)) {}
+
+  // The audit record of a write that changed something (not a replay): who, what, and what the
+  // write answered. Called before the reply is encoded (it reads the result).
+  void Audit(const Request& r, const amqp::Delivery& delivery, const Template& t,
+             const OpResult& applied);
+  // The request's latency (by template, op and outcome: `error`, or OK) and its `request` event.
+  // `error` is what the client was answered, even for a write that was applied (TOO_LARGE).
+  void Finish(const Request& r, const amqp::Delivery& delivery, const Template* t, bool replayed,
+              const Error* error, std::chrono::steady_clock::time_point started);
+  // A database call that failed on the server side (UNAVAILABLE, TIMEOUT, INTERNAL).
+  void CountAdapterError(const Template& t, const Error& error);
+  // The exactly-once outcome of a write: recorded, replayed or conflict.
+  void CountOnce(const Result<OpResult>& result);
+
+ private:
+  std::shared_ptr<metrics::Registry> metrics_;                       // null: no metrics
+  std::map<std::string, metrics::Histogram*, std::less<>> latency_;  // "template/op/outcome"
+  std::map<std::string, metrics::Counter*, std::less<>> adapter_errors_;
+  metrics::Counter* once_recorded_ = nullptr;
+  metrics::Counter* once_replayed_ = nullptr;
+  metrics::Counter* once_conflicts_ = nullptr;
+};
+
+}  // namespace beds::brokers
