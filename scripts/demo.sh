@@ -83,7 +83,17 @@ rel rel.write '{"template": "Users", "op": "create", "data": {"name": "no email"
 rel rel.read '{"template": "Users", "op": "fetch", "where": {"password": "x"}}' || true
 rel rel.write '{"template": "Orders", "op": "create", "data": {"user_id": 1, "amount": "-3"}}' || true
 rel rel.write '{"template": "Users", "op": "delete", "id": "1"}' || true
-say "12. a malformed message: answered BAD_REQUEST …"
+say "12. exactly once: a write sent again with its idempotency key is answered from its record"
+kim='{"template": "Users", "op": "create", "data": {"email": "kim@example.org", "name": "Kim"}, "idempotency_key": "demo-kim"}'
+rel rel.write "$kim"
+echo "-> the same again (a client that lost the reply re-sends it): \"replayed\": true, nothing applied twice"
+"${bedsctl[@]}" request rel.write "$kim" | pretty
+say "13. CALGON: an async request is answered at once with a ticket; calgon/wait follows it"
+submitted=$("${bedsctl[@]}" request rel.write '{"template": "Orders", "op": "create", "async": true, "data": {"user_id": 2, "amount": "5.00", "note": "async"}}')
+echo "$submitted" | pretty
+ticket=$(echo "$submitted" | /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["ticket"])')
+rel sys.read "{\"template\": \"calgon\", \"op\": \"wait\", \"id\": \"$ticket\", \"data\": {\"timeout_ms\": 10000}}"
+say "14. a malformed message: answered BAD_REQUEST …"
 "${bedsctl[@]}" request sys.read '{"template": "sys", "op": ' | pretty || true
 say "   … and parked in beds.rBroker.dlq with its reason in x-beds-error"
 for _ in $(seq 1 50); do
@@ -92,7 +102,7 @@ for _ in $(seq 1 50); do
   sleep 0.1
 done
 echo "$out" | pretty
-say "13. lineage: what actually happened when a request came in?"
+say "15. lineage: what actually happened when a request came in?"
 echo "-> an order, then 6 child requests issued at once on its behalf (bedsctl fanout --parent)"
 order=$("${bedsctl[@]}" request rel.write '{"template": "Orders", "op": "create", "data": {"user_id": 2, "amount": "19.99", "note": "lineage demo"}}')
 echo "$order" | pretty
@@ -106,9 +116,9 @@ for _ in $(seq 1 50); do
   sleep 0.2
 done
 echo "$tree"
-say "14. metrics: GET http://127.0.0.1:9697/metrics (Prometheus text format), an excerpt"
+say "16. metrics: GET http://127.0.0.1:9697/metrics (Prometheus text format), an excerpt"
 curl -s http://127.0.0.1:9697/metrics | grep -E '^beds_(messages_(consumed|acked)_total|log_events_(emitted|published)_total|log_sink_drops_total)|^beds_request_duration_seconds_count\{template="Users"' || true
-say "15. admin.shutdown.all: both nodes drain and exit"
+say "17. admin.shutdown.all: both nodes drain and exit"
 "${bedsctl[@]}" shutdown all | pretty || true
 code=0
 wait "$node_pid" || code=$?

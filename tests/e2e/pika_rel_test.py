@@ -319,6 +319,21 @@ def run_checks(ch, suffix):
     expect_error(r, "VALIDATION", "an idempotency key over 200 bytes")
     r = req(ch, "rel.read", template="Users", op="count")
     check(ok(r) and r.get("count") == 4, "the repeated create stored one user -> 4: " + show(r))
+    # ---- CALGON (docs/protocol.md "CALGON") ---------------------------------------------------
+    sub = req(ch, "rel.write", template="Users", op="create", data={"email": "gus.%s@example.org" % suffix},
+              **{"async": True})
+    check(ok(sub) and sub.get("status") == "queued" and isinstance(sub.get("ticket"), str),
+          "an async create is answered at once with a ticket: " + show(sub))
+    if ok(sub):
+        done = rpc(ch, "sys.read", json.dumps({"template": "calgon", "op": "wait", "id": sub["ticket"],
+                                                "data": {"timeout_ms": 10000}}), timeout=15)
+        data = (done or {}).get("data") or {}
+        result_rows = (data.get("result") or {}).get("data") or []
+        check(ok(done) and data.get("status") == "done" and len(result_rows) == 1
+              and result_rows[0].get("email") == "gus.%s@example.org" % suffix,
+              "calgon/wait answers the job's result: " + show(done))
+    r = req(ch, "sys.read", template="sys", op="ping", **{"async": True})
+    expect_error(r, "VALIDATION", "async on sys/ping")
     # A redelivery as pika sees it: one message id, published twice, no key.
     props = pika.BasicProperties(delivery_mode=2, message_id="pika-msg-%s" % suffix)
     frank = json.dumps({"template": "Users", "op": "create",
@@ -358,8 +373,18 @@ port = {db_port}
 user = "beds"
 pass = "beds"
 database = "{database}"
+[databases.docs]
+engine = "sqlite"
+path = {json.dumps(os.path.join(conf, "docs.sqlite"))}
 [templates]
 dir = {json.dumps(os.path.join(ROOT, "templates"))}
+[brokers.cBroker]
+handler = "calgon"
+instances = 1
+prefetch = 1
+bindings = []
+max_retries = 1
+retry_backoff_ms = [50]
 [brokers.rBroker]
 instances = 2
 bindings = ["sys.read", "rel.read"]
