@@ -814,7 +814,8 @@ int main(int argc, char** argv) {
                  "ping: sys/ping vs an echo; rel: Users/call get vs CALL usr_get; rec-create: "
                  "Sessions/create vs the same SQLite insert; rec-fetch: Sessions/fetch by key vs "
                  "the same SQLite select")
-      ->check(CLI::IsMember({"ping", "rel", "rel-create", "rec-create", "rec-fetch", "fanout"}));
+      ->check(CLI::IsMember({"ping", "rel", "rel-create", "rec-create", "rec-fetch",
+                             "calgon-submit", "calgon-poll", "fanout"}));
   int children = 24;
   app.add_option("--children", children, "fanout: child requests issued at once")
       ->check(CLI::Range(1, 10000));
@@ -845,6 +846,10 @@ int main(int argc, char** argv) {
     echo_queue = kRelEchoQueue;
   } else if (mode == "rel-create") {
     beds_key = "rel.write";
+  } else if (mode == "calgon-submit") {
+    beds_key = "rec.read";
+  } else if (mode == "calgon-poll") {
+    beds_key = "sys.read";
   } else if (mode.starts_with("rec-")) {
     beds_key = mode == "rec-create" ? "rec.write" : "rec.read";
     echo_key = kRecEchoKey;
@@ -880,6 +885,9 @@ int main(int argc, char** argv) {
   std::function<void(const std::string& what, const std::string& key)> check;
   SessionTokens tokens;                        // rec-create's
   beds::client::SendOptions baseline_options;  // rel-create's baseline: writes without identity
+  // Modes whose baseline is BEDS itself on another request: its key and bodies.
+  std::string baseline_key;
+  BodySource baseline_body;
   if (mode == "ping") {
     // Both sides get the same body size: a ping envelope padded with data.pad.
     std::string body = R"({"template":"sys","op":"ping","data":{"pad":""}})";
@@ -907,6 +915,51 @@ int main(int argc, char** argv) {
         "(at least once), beds = with one (an idempotency key: looked up, applied and recorded "
         "in one transaction)\n",
         inflight, duration_s, rounds);
+  } else if (mode == "calgon-submit" || mode == "calgon-poll") {
+    // Both sides are BEDS. calgon-submit: an async Sessions fetch (answered with a ticket; the
+    // calgon pool runs the jobs meanwhile) against a synchronous sys/ping. calgon-poll: calgon/poll
+    // of finished tickets against a Sessions fetch by key (a REC read of one document).
+    EnsureSessions(config->amqp, rows);
+    std::vector<std::string> fetches;
+    for (int k = 1; k <= rows; ++k) fetches.push_back(SessionFetch(FetchToken(k)));
+    if (mode == "calgon-submit") {
+      std::vector<std::string> submits;
+      for (const std::string& f : fetches) {
+        json::object o = json::parse(f).as_object();
+        o["async"] = true;
+        submits.push_back(json::serialize(o));
+      }
+      next_body = Cycle(std::move(submits));
+      baseline_key = "sys.read";
+      baseline_body = Cycle({R"({"template":"sys","op":"ping"})"});
+    } else {
+      auto client = beds::client::Client::Connect(config->amqp);
+      if (!client) Die("client: " + client.error().message);
+      std::vector<std::string> polls;
+      for (int k = 1; k <= std::min(rows, 100); ++k) {
+        json::object o = json::parse(fetches[static_cast<size_t>(k - 1)]).as_object();
+        o["async"] = true;
+        auto submitted = (*client)->Call("rec.read", json::serialize(o), 10s);
+        if (!submitted) Die("submit: " + submitted.error().message);
+        const json::value reply = json::parse(submitted->body);
+        if (!reply.as_object().contains("ticket")) Die("submit: " + submitted->body);
+        const std::string ticket(reply.at("ticket").as_string());
+        const std::string wait = R"({"template":"calgon","op":"wait","id":")" + ticket +
+                                 R"(","data":{"timeout_ms":10000}})";
+        auto waited = (*client)->Call("sys.read", wait, 15s);
+        if (!waited || waited->body.find(R"("status":"done")") == std::string::npos)
+          Die("a bench job did not finish: " + (waited ? waited->body : waited.error().message));
+        polls.push_back(R"({"template":"calgon","op":"poll","id":")" + ticket + R"("})");
+      }
+      next_body = Cycle(std::move(polls));
+      baseline_key = "rec.read";
+      baseline_body = Cycle(std::move(fetches));
+    }
+    std::printf("beds-bench: mode %s, W=%d, %d s x %d rounds; baseline = %s on the same node\n",
+                mode.c_str(), inflight, duration_s, rounds,
+                mode == "calgon-submit"
+                    ? "sys/ping (synchronous), beds = async Sessions/fetch submits"
+                    : "Sessions/fetch by key, beds = calgon/poll of finished tickets");
   } else if (mode == "rel") {
     std::vector<std::string> bodies = UsrGetBodies(config->amqp, rows);
     check = [&, first = bodies[0]](const std::string& what, const std::string& key) {
@@ -967,10 +1020,12 @@ int main(int argc, char** argv) {
 
   std::vector<Figures> base, beds;
   {
-    // rel-create's baseline is BEDS itself (without exactly-once): no echo server.
+    // rel-create's and calgon's baselines are BEDS itself: no echo server.
     std::unique_ptr<EchoServer> echo;
     if (mode == "rel-create") {
       echo_key = beds_key;
+    } else if (!baseline_key.empty()) {
+      echo_key = baseline_key;
     } else {
       echo = std::make_unique<EchoServer>(config->amqp, echo_key, echo_queue, pool->instances,
                                           pool->prefetch, make_responder);
@@ -980,9 +1035,9 @@ int main(int argc, char** argv) {
       check("beds", beds_key);
     }
     for (int r = 1; r <= rounds; ++r) {
-      base.push_back(Load(config->amqp, echo_key, next_body, inflight,
-                          std::chrono::seconds(warmup_s), std::chrono::seconds(duration_s),
-                          baseline_options));
+      base.push_back(Load(config->amqp, echo_key, baseline_body ? baseline_body : next_body,
+                          inflight, std::chrono::seconds(warmup_s),
+                          std::chrono::seconds(duration_s), baseline_options));
       Print("baseline", r, base.back());
       beds.push_back(Load(config->amqp, beds_key, next_body, inflight,
                           std::chrono::seconds(warmup_s), std::chrono::seconds(duration_s)));

@@ -30,7 +30,7 @@ rm -f "$BEDS__DATABASES__DOCS__PATH"{,-wal,-shm}
 export BEDS__LOGGING__LEVEL=warn
 local_node_start
 
-read -r -a modes <<<"${BEDS_BENCH_MODES:-ping rel rel-create rec-create rec-fetch}"
+read -r -a modes <<<"${BEDS_BENCH_MODES:-ping rel rel-create rec-create rec-fetch calgon-submit calgon-poll}"
 for mode in "${modes[@]}"; do
   mode_flags=()
   [[ $mode == ping ]] && mode_flags=(--body-bytes 256)
