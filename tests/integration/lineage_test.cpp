@@ -370,3 +370,33 @@ TEST_F(LineageTest, AnAdminNodeKilledMidStreamLosesNoEventAndStoresNoneTwice) {
 
 }  // namespace
 }  // namespace beds::testing
+
+namespace beds::testing {
+namespace {
+
+TEST_F(LineageTest, ACalgonJobIsAChildOfItsSubmitInTheTree) {
+  StartNode(Admin());
+  NodeOptions app = App("appserver");
+  app.extra_toml =
+      "[brokers.cBroker]\nhandler = \"calgon\"\ninstances = 1\nprefetch = 1\nbindings = []\n"
+      "max_retries = 1\nretry_backoff_ms = [50]\n";
+  StartNode(app);
+  auto submitted = Request(
+      "rel.write",
+      R"({"template":"Users","op":"create","async":true,"data":{"email":"job@example.org"}})");
+  ASSERT_TRUE(submitted.contains("ticket")) << json::serialize(submitted);
+  const std::string ticket(submitted.at("ticket").as_string());
+  auto done = Request("sys.read", R"({"template":"calgon","op":"wait","id":")" + ticket +
+                                      R"(","data":{"timeout_ms":10000}})");
+  ASSERT_EQ(done.at("data").at("status"), json::value("done")) << json::serialize(done);
+  // The submit (the ticket's own event), the job's request under it, and under that the job's
+  // database call and its audit record.
+  const auto tree = WaitForTree(ticket, 4);
+  EXPECT_GE(tree.at("events").as_int64(), 4) << json::serialize(tree);
+  const std::string text = json::serialize(tree);
+  EXPECT_NE(text.find("\"audit\""), std::string::npos) << text;
+  EXPECT_NE(text.find("\"parent_id\":\"" + ticket + "\""), std::string::npos) << text;
+}
+
+}  // namespace
+}  // namespace beds::testing

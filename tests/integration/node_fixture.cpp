@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -148,6 +149,9 @@ NodeProcess::NodeProcess(const std::string& vhost, const NodeOptions& o) {
   const std::string log = (fs::path(dir_) / "beds.log").string();
   pid_ = fork();
   if (pid_ == 0) {
+    // A test process killed outright (ctest's timeout) takes its nodes with it: no orphan keeps
+    // consuming from the fixture's broker.
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
     std::freopen(log.c_str(), "w", stderr);
     execl(BEDS_BINARY, BEDS_BINARY, "run", "--config-dir", dir_.c_str(),
           static_cast<char*>(nullptr));
