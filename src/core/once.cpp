@@ -76,9 +76,11 @@ Result<OpResult> DecodeRecordedReply(std::string_view text) {
   if (!data || !data->is_array() || !count || !count->is_int64()) {
     return Fail(Code::kInternal, "a recorded reply could not be read");
   }
+  // Read before the move below: json::object::operator[] may rehash, which would free the node
+  // `count` points into.
   OpResult r;
-  r.data = std::move(v.as_object()["data"].as_array());
   r.count = count->get_int64();
+  r.data = std::move(v.as_object().at("data").as_array());
   r.replayed = true;
   return r;
 }
