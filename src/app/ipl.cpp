@@ -163,11 +163,6 @@ Result<TemplateSet> LoadTemplates(const config::Config& c,
       // Collections and indexes are created when missing, through a worker-like session.
       // A store that is unavailable (unreachable server, unusable file) is so for every template
       // on it: asked once, so IPL does not wait out a server-selection timeout per template.
-      if (c.idempotency.enabled && db->second.engine == "mongodb" && t.HasWrites()) {
-        set.warnings.push_back(t.name + " (" + t.file +
-                               "): writes on mongodb apply at least once: exactly-once records "
-                               "are kept on mariadb and sqlite only");
-      }
       NamasteCore* core = ensure ? ensure->For(t) : nullptr;
       if (auto down = unavailable_stores.find(t.database); down != unavailable_stores.end()) {
         unavailable(down->second);

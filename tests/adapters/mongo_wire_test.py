@@ -863,6 +863,208 @@ def _(s):
     s.nothing()
 
 
+# ---- exactly once (an idempotency key on a write) ----
+
+BYTES32 = Any(bytes, lambda v: len(v) == 32, "32 bytes (SHA-256)")
+DATE = Any(datetime.datetime, text="a BSON date")
+RECORDS_INDEX = O(("createIndexes", "beds_idempotency"),
+                  ("indexes", [{"key": O(("expires_at", 1)), "name": "beds_expires",
+                                "expireAfterSeconds": Int64(0)}]),
+                  ("writeConcern", WC))
+INSERT_A = {"insert": "docDocs", "ordered": True, "writeConcern": WC, "documents": [{"_id": "a"}]}
+DUPLICATE = {"ok": 1, "n": 0, "writeErrors": [{"index": 0, "code": 11000,
+                                               "errmsg": "E11000 duplicate key error"}]}
+
+
+def keyed(data, key):
+    return {"template": "Docs", "op": "create", "data": data, "idempotency_key": key}
+
+
+def replayed(data, count):
+    return dict(ok(data, count), replayed=True)
+
+
+def claim(s, reply):
+    """The standalone claim: a pending record inserted before the effect; returns it."""
+    req = s.command({"insert": "beds_idempotency", "ordered": True, "writeConcern": WC,
+                     "documents": [O(("_id", BYTES32), ("digest", BYTES32), ("state", "pending"),
+                                     ("claimed_at", DATE), ("expires_at", DATE))]})
+    s.reply(req, reply)
+    record = req.doc["documents"][0]
+    ttl = (record["expires_at"] - record["claimed_at"]).total_seconds()
+    check(ttl == 86400, f"the record expires {ttl} s after its claim, expected ttl_s 86400")
+    return record
+
+
+def complete(s, record, reply={"ok": 1, "n": 1, "nModified": 1}):
+    """The standalone completion: the claim (as claimed) set done with the recorded reply."""
+    req = s.command({"update": "beds_idempotency", "ordered": True, "writeConcern": WC,
+                     "updates": [{"q": O(("_id", record["_id"]), ("state", "pending"),
+                                         ("claimed_at", record["claimed_at"])),
+                                  "u": {"$set": O(("state", "done"),
+                                                  ("reply", Any(str, text="the reply")))}}]})
+    s.reply(req, reply)
+    return req.doc["updates"][0]["u"]["$set"]["reply"]
+
+
+def find_record(s, record_id, docs):
+    s.reply(s.command(O(("find", "beds_idempotency"), ("filter", {"_id": {"$eq": record_id}}),
+                        ("limit", Int64(1)), ("maxTimeMS", Int64(QUERY_TIMEOUT_MS)))),
+            cursor("beds_idempotency", docs))
+
+
+def ms_now():
+    now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+@case("once.standalone", "a keyed create on a standalone server: the records' TTL index once, "
+      "a pending record claimed before the insert and completed (done, reply) after it; the same "
+      "key again is answered from the record (replayed) without the insert; with another request "
+      "CONFLICT; a failed effect releases its claim")
+def _(s):
+    s.ready()
+    s.send(keyed({"code": "a"}, "k1"))
+    s.reply(s.command(RECORDS_INDEX), {"ok": 1})
+    record = claim(s, {"ok": 1, "n": 1})
+    s.reply(s.command(INSERT_A), {"ok": 1, "n": 1})
+    recorded = complete(s, record)
+    same(s.answer(), ok([{"code": "a"}], 1), "the first reply")
+    same(json.loads(recorded), {"data": [{"code": "a"}], "count": 1}, "the recorded reply")
+    done = dict(record, state="done", reply=recorded)
+    # The same request again: the claim meets the record, which answers; no insert.
+    s.send(keyed({"code": "a"}, "k1"))
+    again = claim(s, DUPLICATE)
+    check(again["_id"] == record["_id"] and again["digest"] == record["digest"],
+          "a repeat has the first one's identity and digest")
+    find_record(s, record["_id"], [done])
+    same(s.answer(), replayed([{"code": "a"}], 1), "the repeat's reply")
+    # The same key with another request: CONFLICT, nothing run.
+    s.send(keyed({"code": "b"}, "k1"))
+    other = claim(s, DUPLICATE)
+    check(other["digest"] != record["digest"], "another request has another digest")
+    find_record(s, record["_id"], [done])
+    same(s.answer(), err("CONFLICT", False, "reused with a different request"), "the reuse")
+    # An effect that fails (its own key exists): the claim is released, the error answered.
+    s.send(keyed({"code": "a"}, "k2"))
+    fresh = claim(s, {"ok": 1, "n": 1})
+    s.reply(s.command(INSERT_A), DUPLICATE)
+    s.reply(s.command({"delete": "beds_idempotency", "ordered": True, "writeConcern": WC,
+                       "deletes": [{"q": O(("_id", fresh["_id"]), ("state", "pending"),
+                                           ("claimed_at", fresh["claimed_at"])), "limit": 1}]}),
+            {"ok": 1, "n": 1})
+    same(s.answer(), err("CONFLICT", False, "exists"), "the failed create")
+    s.nothing()
+
+
+@case("once.standalone_pending", "a repeat that finds its record pending: UNAVAILABLE "
+      "(retryable) while the claim is fresh; a claim older than the lease (an attempt that died) "
+      "is taken over, and the write applied and completed")
+def _(s):
+    s.ready()
+    s.send(keyed({"code": "a"}, "k1"))
+    s.reply(s.command(RECORDS_INDEX), {"ok": 1})
+    mine = claim(s, DUPLICATE)
+    pending = {"_id": mine["_id"], "digest": mine["digest"], "state": "pending",
+               "claimed_at": ms_now(), "expires_at": ms_now()}
+    find_record(s, mine["_id"], [pending])
+    same(s.answer(), err("UNAVAILABLE", True, "being applied"), "the reply while pending")
+    s.send(keyed({"code": "a"}, "k1"))
+    mine = claim(s, DUPLICATE)
+    stale = dict(pending, claimed_at=ms_now() - datetime.timedelta(hours=1))
+    find_record(s, mine["_id"], [stale])
+    take = s.command({"update": "beds_idempotency", "ordered": True, "writeConcern": WC,
+                      "updates": [{"q": O(("_id", mine["_id"]), ("state", "pending"),
+                                          ("claimed_at", stale["claimed_at"])),
+                                   "u": {"$set": O(("claimed_at", mine["claimed_at"]))}}]})
+    s.reply(take, {"ok": 1, "n": 1, "nModified": 1})
+    s.reply(s.command(INSERT_A), {"ok": 1, "n": 1})
+    complete(s, mine)
+    same(s.answer(), ok([{"code": "a"}], 1), "the reply after the takeover")
+    s.nothing()
+
+
+def txn_command(s, name, db="beds", timeout=5.0):
+    """The next command, which must be `name` on `db`, in a transaction (lsid, txnNumber,
+    autocommit false); its document without those."""
+    try:
+        req = s.server._request_q.get(timeout=timeout)
+    except queue.Empty:
+        raise Failure(f"expected {name} within {timeout} s, the server received nothing")
+    doc = OrderedDict(req.doc)
+    check(next(iter(doc)) == name, f"expected the command {name}, got {req!r}")
+    check(doc.pop("$db", None) == db, f"{name} is not for database {db}: {req!r}")
+    check(isinstance(doc.pop("lsid", None), dict), f"{name} has no lsid: {req!r}")
+    check(isinstance(doc.pop("txnNumber", None), Int64), f"{name} has no txnNumber: {req!r}")
+    check(doc.pop("autocommit", None) is False, f"{name} is not in a transaction: {req!r}")
+    return req, doc
+
+
+def txn_begin(s, record_docs):
+    """The transaction's first command: the record looked up; answered with `record_docs`."""
+    req, doc = txn_command(s, "find")
+    same(doc, {"find": "beds_idempotency", "filter": {"_id": {"$eq": BYTES32}},
+               "limit": Int64(1), "maxTimeMS": Int64(QUERY_TIMEOUT_MS),
+               "startTransaction": True}, "the lookup opening the transaction")
+    s.reply(req, cursor("beds_idempotency", record_docs))
+    return req.doc["filter"]["_id"]["$eq"], req.doc["txnNumber"]
+
+
+@case("once.replset", "a keyed create on a replica-set primary: lookup, insert and record in "
+      "one transaction (no per-write concern), committed with writeConcern majority; the same "
+      "key again finds the record and aborts (replayed); a WriteConflict (transient) runs the "
+      "whole transaction again", replset=True)
+def _(s):
+    s.ready(strip=("lsid",))
+    s.send(keyed({"code": "a"}, "k1"))
+    s.reply(s.command(RECORDS_INDEX, strip=("lsid",)), {"ok": 1})
+    record_id, txn = txn_begin(s, [])
+    req, doc = txn_command(s, "insert")
+    same(doc, {"insert": "docDocs", "ordered": True, "documents": [{"_id": "a"}]}, "the insert")
+    check(req.doc["txnNumber"] == txn, "the insert is in the lookup's transaction")
+    s.reply(req, {"ok": 1, "n": 1})
+    req, doc = txn_command(s, "insert")
+    same(doc, {"insert": "beds_idempotency", "ordered": True,
+               "documents": [O(("_id", record_id), ("digest", BYTES32), ("state", "done"),
+                               ("reply", Any(str)), ("claimed_at", DATE),
+                               ("expires_at", DATE))]}, "the record")
+    s.reply(req, {"ok": 1, "n": 1})
+    record = req.doc["documents"][0]
+    req, doc = txn_command(s, "commitTransaction", db="admin")
+    same(doc, {"commitTransaction": 1, "writeConcern": WC}, "the commit")
+    s.reply(req, {"ok": 1})
+    same(s.answer(), ok([{"code": "a"}], 1), "the first reply")
+    # The same request again: the lookup finds the record; the transaction is aborted.
+    s.send(keyed({"code": "a"}, "k1"))
+    again_id, _ = txn_begin(s, [dict(record)])
+    check(again_id == record_id, "a repeat looks up the same identity")
+    req, doc = txn_command(s, "abortTransaction", db="admin")
+    s.reply(req, {"ok": 1})
+    same(s.answer(), replayed([{"code": "a"}], 1), "the repeat's reply")
+    # A write conflict on the insert: the transaction is run again from its lookup.
+    s.send(keyed({"code": "a"}, "k2"))
+    _, first = txn_begin(s, [])
+    req, _ = txn_command(s, "insert")
+    s.reply(req, {"ok": 0, "code": 112, "codeName": "WriteConflict", "errmsg": "WriteConflict",
+                  "errorLabels": ["TransientTransactionError"]})
+    while True:  # the driver may end the failed transaction before the next one starts
+        req = s.server._request_q.get(timeout=5)
+        if next(iter(req.doc)) != "abortTransaction":
+            s.server._request_q.put(req)
+            break
+        s.reply(req, {"ok": 1})
+    _, second = txn_begin(s, [])
+    check(second != first, "the second attempt is a new transaction")
+    req, _ = txn_command(s, "insert")
+    s.reply(req, {"ok": 1, "n": 1})
+    req, _ = txn_command(s, "insert")
+    s.reply(req, {"ok": 1, "n": 1})
+    req, _ = txn_command(s, "commitTransaction", db="admin")
+    s.reply(req, {"ok": 1})
+    same(s.answer(), ok([{"code": "a"}], 1), "the reply after the conflict")
+    s.nothing()
+
+
 # ---------------------------------------------------------------------------------------------
 
 

@@ -193,6 +193,37 @@ TEST_P(RecContract, CreateConflictsUpdateAndDeleteMissingAreNotFound) {
   EXPECT_EQ(Err(R"({"template":"Docs","op":"fetch","id":"k"})").code, Code::kNotFound);
 }
 
+// Exactly once (an idempotency key): a repeat is answered from the record and applies nothing
+// again, even where the effect alone would have applied twice (an update's counter, a create with a
+// generated key); the key with another request is CONFLICT; a failed write records nothing, so
+// its repeat runs. On MongoDB this runs in a transaction (replica set) or on claimed records.
+TEST_P(RecContract, KeyedWritesApplyOnce) {
+  One(R"({"template":"Docs","op":"create","data":{"code":"k","n":1}})");
+  const std::string bump =
+      R"({"template":"Docs","op":"update","id":"k","data":{"n":2},"idempotency_key":"u1"})";
+  OpResult first = Ok(bump);
+  EXPECT_FALSE(first.replayed);
+  ASSERT_EQ(first.data.size(), 1u);
+  One(R"({"template":"Docs","op":"update","id":"k","data":{"n":7}})");  // changed since
+  OpResult again = Ok(bump);
+  EXPECT_TRUE(again.replayed);
+  EXPECT_EQ(json::serialize(again.data), json::serialize(first.data)) << "the first reply";
+  EXPECT_EQ(One(R"({"template":"Docs","op":"fetch","id":"k"})").at("n"), 7) << "not applied again";
+
+  const Error reused =
+      Err(R"({"template":"Docs","op":"update","id":"k","data":{"n":3},"idempotency_key":"u1"})");
+  EXPECT_EQ(reused.code, Code::kConflict) << reused.message;
+  EXPECT_NE(reused.message.find("reused"), std::string::npos) << reused.message;
+
+  const std::string missing =
+      R"({"template":"Docs","op":"update","id":"gone","data":{"n":1},"idempotency_key":"u2"})";
+  EXPECT_EQ(Err(missing).code, Code::kNotFound);
+  One(R"({"template":"Docs","op":"create","data":{"code":"gone","n":0}})");
+  OpResult ran = Ok(missing);
+  EXPECT_FALSE(ran.replayed) << "a failed write is not recorded: its repeat runs";
+  EXPECT_EQ(One(R"({"template":"Docs","op":"fetch","id":"gone"})").at("n"), 1);
+}
+
 // The log store's batch insert: documents whose key is stored already are skipped, not errors,
 // and not overwritten; the count is of the new ones.
 TEST_P(RecContract, ABatchCreateSkipsStoredKeys) {

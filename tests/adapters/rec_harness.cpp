@@ -3,6 +3,8 @@
 #include "adapters/mongodb/mongodb.hpp"
 #include "adapters/sqlite/sqlite.hpp"
 #include "brokers/dispatch.hpp"
+#include "core/once.hpp"
+#include "core/ops.hpp"
 #include "core/validate.hpp"
 #include "protocol/envelope.hpp"
 
@@ -59,13 +61,21 @@ Result<OpResult> RecHarness::Run(const std::string& body) {
   if (!t) return std::unexpected(Error{Code::kUnknownTemplate, "no template"});
   auto spec = FindOp(*t, *request);
   if (!spec) return std::unexpected(spec.error());
+  // A write with an idempotency key applies exactly once, as the dispatcher has it (the sender
+  // is "probe").
+  if (!request->idempotency_key.empty() && IsWrite(*t, *request)) {
+    OnceScope once;
+    once.identity = OnceIdentityOfKey(t->name, "probe", request->idempotency_key);
+    once.by_key = true;
+    return RunOp(*t, **spec, *request, *core_, &once);
+  }
   return RunOp(*t, **spec, *request, *core_);
 }
 
 std::string RecHarness::Handle(const std::string& body) {
   auto r = Run(body);
   if (!r) return protocol::EncodeError("probe", r.error());
-  return protocol::EncodeOk("probe", std::move(r->data), r->count);
+  return protocol::EncodeOk("probe", std::move(r->data), r->count, r->replayed);
 }
 
 }  // namespace beds::testing

@@ -5,10 +5,12 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <atomic>
 #include <map>
 
 #include "adapters/docstore/docstore.hpp"
 #include "core/lineage.hpp"
+#include "core/once.hpp"
 #include "core/validate.hpp"
 
 namespace beds::adapters::mongodb {
@@ -331,6 +333,12 @@ class Store {
   mongoc_client_pool_t* pool() const { return pool_; }
   const mongoc_write_concern_t* write_concern() const { return write_concern_; }
 
+  // The exactly-once records' collection has its expiry index (created by the first write that
+  // needs it, then never asked again).
+  std::atomic<bool> records_indexed{false};
+  // Told once: this deployment has no transactions (see MongoEngine::ApplyClaimed).
+  std::atomic<bool> told_no_transactions{false};
+
  private:
   config::DatabaseSettings settings_;
   std::string problem_;  // non-empty: no pool (bad URI)
@@ -341,17 +349,19 @@ class Store {
 
 namespace {
 
-// A client taken from the pool for one operation, and the template's collection on it.
+// A client for one operation, and a collection on it: taken from the pool and given back, or
+// borrowed (the client of the exactly-once transaction the operation joins).
 class Lease {
  public:
-  Lease(const Store& store, const Template& t)
-      : pool_(store.pool()), client_(mongoc_client_pool_pop(pool_)) {
+  Lease(const Store& store, const std::string& collection, mongoc_client_t* borrowed = nullptr)
+      : pool_(borrowed ? nullptr : store.pool()),
+        client_(borrowed ? borrowed : mongoc_client_pool_pop(pool_)) {
     collection_ =
-        mongoc_client_get_collection(client_, store.database().c_str(), t.collection.c_str());
+        mongoc_client_get_collection(client_, store.database().c_str(), collection.c_str());
   }
   ~Lease() {
     mongoc_collection_destroy(collection_);
-    mongoc_client_pool_push(pool_, client_);
+    if (pool_) mongoc_client_pool_push(pool_, client_);
   }
   Lease(const Lease&) = delete;
   Lease& operator=(const Lease&) = delete;
@@ -385,7 +395,7 @@ class MongoEngine final : public docstore::Engine {
 
   Result<void> Ensure(const Template& t) override {
     if (auto r = Usable(); !r) return r;
-    Lease lease(*store_, t);
+    Lease lease(*store_, t.collection);
     Bson cmd, opts, reply;
     bson_error_t error;
     mongoc_write_concern_append(const_cast<mongoc_write_concern_t*>(store_->write_concern()),
@@ -442,9 +452,8 @@ class MongoEngine final : public docstore::Engine {
     if (auto r = Ready(deadline_ms); !r) return std::unexpected(r.error());
     Bson bdoc, opts, reply;
     AppendDocument(bdoc.get(), t, key, doc);
-    mongoc_write_concern_append(const_cast<mongoc_write_concern_t*>(store_->write_concern()),
-                                opts.get());
-    Lease lease(*store_, t);
+    WriteOptions(opts.get());
+    Lease lease(*store_, t.collection, Borrowed());
     bson_error_t error;
     if (!mongoc_collection_insert_one(lease.collection(), bdoc.get(), opts.get(), reply.get(),
                                       &error)) {
@@ -474,9 +483,8 @@ class MongoEngine final : public docstore::Engine {
     }
     Bson opts, reply;
     BSON_APPEND_BOOL(opts.get(), "ordered", false);
-    mongoc_write_concern_append(const_cast<mongoc_write_concern_t*>(store_->write_concern()),
-                                opts.get());
-    Lease lease(*store_, t);
+    WriteOptions(opts.get());
+    Lease lease(*store_, t.collection, Borrowed());
     bson_error_t error;
     const bool ok = mongoc_collection_insert_many(lease.collection(), ptrs, docs.size(), opts.get(),
                                                   reply.get(), &error);
@@ -505,7 +513,7 @@ class MongoEngine final : public docstore::Engine {
     if (q.limit > 0) BSON_APPEND_INT64(opts.get(), "limit", q.limit);
     if (q.offset > 0) BSON_APPEND_INT64(opts.get(), "skip", q.offset);
     BSON_APPEND_INT64(opts.get(), "maxTimeMS", *max_ms);
-    Lease lease(*store_, t);
+    Lease lease(*store_, t.collection);
     mongoc_cursor_t* cursor =
         mongoc_collection_find_with_opts(lease.collection(), filter.get(), opts.get(), nullptr);
     std::vector<Document> docs;
@@ -524,7 +532,7 @@ class MongoEngine final : public docstore::Engine {
     Bson filter, opts, reply;
     AppendFilter(filter.get(), q);
     BSON_APPEND_INT64(opts.get(), "maxTimeMS", *max_ms);
-    Lease lease(*store_, t);
+    Lease lease(*store_, t.collection);
     bson_error_t error;
     const int64_t n = mongoc_collection_count_documents(lease.collection(), filter.get(),
                                                         opts.get(), nullptr, reply.get(), &error);
@@ -545,14 +553,13 @@ class MongoEngine final : public docstore::Engine {
       AppendField(&fields, n, *t.Field(n), v);
     }
     bson_append_document_end(update.get(), &fields);
-    mongoc_write_concern_append(const_cast<mongoc_write_concern_t*>(store_->write_concern()),
-                                extra.get());
+    WriteOptions(extra.get());
     BSON_APPEND_INT64(extra.get(), "maxTimeMS", *max_ms);
     mongoc_find_and_modify_opts_t* opts = mongoc_find_and_modify_opts_new();
     mongoc_find_and_modify_opts_set_update(opts, update.get());
     mongoc_find_and_modify_opts_set_flags(opts, MONGOC_FIND_AND_MODIFY_RETURN_NEW);
     mongoc_find_and_modify_opts_append(opts, extra.get());
-    Lease lease(*store_, t);
+    Lease lease(*store_, t.collection, Borrowed());
     bson_error_t error;
     const bool ok = mongoc_collection_find_and_modify_with_opts(lease.collection(), query.get(),
                                                                 opts, reply.get(), &error);
@@ -576,9 +583,8 @@ class MongoEngine final : public docstore::Engine {
     if (auto r = Ready(deadline_ms); !r) return std::unexpected(r.error());
     Bson selector, opts, reply;
     AppendKeyMatch(selector.get(), t, key);
-    mongoc_write_concern_append(const_cast<mongoc_write_concern_t*>(store_->write_concern()),
-                                opts.get());
-    Lease lease(*store_, t);
+    WriteOptions(opts.get());
+    Lease lease(*store_, t.collection, Borrowed());
     bson_error_t error;
     if (!mongoc_collection_delete_one(lease.collection(), selector.get(), opts.get(), reply.get(),
                                       &error)) {
@@ -591,7 +597,367 @@ class MongoEngine final : public docstore::Engine {
     return Ok();
   }
 
+  // Exactly-once (docs/templates.md "Writes apply exactly once"). Each write's record is a
+  // document of the store's `beds_idempotency` collection: _id = the identity (binary), digest,
+  // state ("pending" or "done"), the recorded reply, claimed_at, and expires_at, which a TTL
+  // index makes MongoDB delete after [idempotency] ttl_s (so SweepOnce has nothing to do). On a
+  // replica set or mongos the record and the effect commit in one transaction; a standalone
+  // server has none, so the record is claimed before the effect and completed after it.
+  bool AppliesOnce() const override { return true; }
+
+  Result<OpResult> ApplyOnce(const WriteOnce& once, int64_t deadline_ms,
+                             const std::function<Result<OpResult>()>& apply) override {
+    if (auto r = Ready(deadline_ms); !r) return std::unexpected(r.error());
+    if (auto r = IndexRecords(); !r) return std::unexpected(r.error());
+    auto transactions = HasTransactions();
+    if (!transactions) return std::unexpected(transactions.error());
+    if (*transactions) return ApplyInTransaction(once, deadline_ms, apply);
+    if (!store_->told_no_transactions.exchange(true)) {
+      spdlog::warn(
+          "MongoDB database '{}' is a standalone server (no transactions): exactly-once writes "
+          "claim their record before the effect and complete it after, so a node that dies "
+          "between the two leaves the write pending; after {} ms a repeat applies it again",
+          store_->settings().name, ClaimLeaseMs());
+    }
+    return ApplyClaimed(once, deadline_ms, apply);
+  }
+
  private:
+  static constexpr const char* kRecords = "beds_idempotency";
+
+  // The client and session of the transaction a write joins (ApplyInTransaction), and whether
+  // an error inside it was one that a new attempt of the whole transaction may not meet.
+  struct Txn {
+    mongoc_client_t* client = nullptr;
+    mongoc_client_session_t* session = nullptr;
+    bool transient = false;
+  };
+  Txn* txn_ = nullptr;
+
+  mongoc_client_t* Borrowed() const { return txn_ ? txn_->client : nullptr; }
+
+  // A write's options: its session inside the exactly-once transaction (whose commit carries
+  // the write concern), else the write concern.
+  void WriteOptions(bson_t* opts) const {
+    if (txn_) {
+      bson_error_t error;
+      if (mongoc_client_session_append(txn_->session, opts, &error)) return;
+      spdlog::error("MongoDB: a write could not join its transaction: {}", error.message);
+    }
+    mongoc_write_concern_append(const_cast<mongoc_write_concern_t*>(store_->write_concern()), opts);
+  }
+
+  // How long a standalone server's pending record belongs to the attempt that claimed it: the
+  // longest an attempt can take (a server selection and a write, twice over).
+  int64_t ClaimLeaseMs() const {
+    const auto& s = store_->settings();
+    return 2 * (s.reconnect_wait_ms + s.query_timeout_ms);
+  }
+
+  Result<void> IndexRecords() {
+    if (store_->records_indexed.load()) return Ok();
+    Lease lease(*store_, kRecords);
+    Bson cmd, opts, reply;
+    BSON_APPEND_UTF8(cmd.get(), "createIndexes", kRecords);
+    bson_t list, spec, keys;
+    BSON_APPEND_ARRAY_BEGIN(cmd.get(), "indexes", &list);
+    BSON_APPEND_DOCUMENT_BEGIN(&list, "0", &spec);
+    BSON_APPEND_DOCUMENT_BEGIN(&spec, "key", &keys);
+    BSON_APPEND_INT32(&keys, "expires_at", 1);
+    bson_append_document_end(&spec, &keys);
+    BSON_APPEND_UTF8(&spec, "name", "beds_expires");
+    BSON_APPEND_INT64(&spec, "expireAfterSeconds", 0);
+    bson_append_document_end(&list, &spec);
+    bson_append_array_end(cmd.get(), &list);
+    mongoc_write_concern_append(const_cast<mongoc_write_concern_t*>(store_->write_concern()),
+                                opts.get());
+    mongoc_database_t* db = mongoc_client_get_database(lease.client(), store_->database().c_str());
+    bson_error_t error;
+    const bool ok =
+        mongoc_database_write_command_with_opts(db, cmd.get(), opts.get(), reply.get(), &error);
+    mongoc_database_destroy(db);
+    if (!ok) return std::unexpected(Classify(error, "exactly-once record's index", false, 0));
+    store_->records_indexed = true;
+    return Ok();
+  }
+
+  // Transactions need sessions (logicalSessionTimeoutMinutes in the server's hello) and a
+  // replica-set primary of wire version 7 (MongoDB 4.0) or a mongos of 8 (4.2). Read from the
+  // driver's view of the topology: no command is sent for it.
+  Result<bool> HasTransactions() {
+    Lease lease(*store_, kRecords);
+    bson_error_t error;
+    mongoc_server_description_t* sd =
+        mongoc_client_select_server(lease.client(), true, nullptr, &error);
+    if (!sd) return std::unexpected(Classify(error, "exactly-once write", false, 0));
+    const std::string type = mongoc_server_description_type(sd);
+    const bson_t* hello = mongoc_server_description_hello_response(sd);
+    bson_iter_t it;
+    const int64_t wire =
+        bson_iter_init_find(&it, hello, "maxWireVersion") ? bson_iter_as_int64(&it) : 0;
+    const bool sessions = bson_iter_init_find(&it, hello, "logicalSessionTimeoutMinutes");
+    mongoc_server_description_destroy(sd);
+    return sessions && ((type == "RSPrimary" && wire >= 7) || (type == "Mongos" && wire >= 8));
+  }
+
+  struct Record {
+    std::string digest;
+    std::string state;
+    std::string reply;
+    int64_t claimed_at = 0;  // Unix ms
+  };
+
+  static void AppendIdentity(bson_t* b, const char* key, const std::string& bytes) {
+    bson_append_binary(b, key, -1, BSON_SUBTYPE_BINARY,
+                       reinterpret_cast<const uint8_t*>(bytes.data()),
+                       static_cast<uint32_t>(bytes.size()));
+  }
+
+  static std::string BinaryOf(bson_iter_t* it) {
+    if (!BSON_ITER_HOLDS_BINARY(it)) return {};
+    bson_subtype_t subtype;
+    uint32_t len = 0;
+    const uint8_t* data = nullptr;
+    bson_iter_binary(it, &subtype, &len, &data);
+    return std::string(reinterpret_cast<const char*>(data), len);
+  }
+
+  // The record of `once`, read in `session` when given.
+  Result<std::optional<Record>> FindRecord(mongoc_client_t* client, const WriteOnce& once,
+                                           mongoc_client_session_t* session, int64_t deadline_ms) {
+    auto max_ms = Ready(deadline_ms);
+    if (!max_ms) return std::unexpected(max_ms.error());
+    Bson filter, opts;
+    bson_t eq;
+    BSON_APPEND_DOCUMENT_BEGIN(filter.get(), "_id", &eq);
+    AppendIdentity(&eq, "$eq", once.identity);
+    bson_append_document_end(filter.get(), &eq);
+    BSON_APPEND_INT64(opts.get(), "limit", 1);
+    BSON_APPEND_INT64(opts.get(), "maxTimeMS", *max_ms);
+    bson_error_t error;
+    if (session && !mongoc_client_session_append(session, opts.get(), &error)) {
+      return std::unexpected(Classify(error, "exactly-once lookup", false, deadline_ms));
+    }
+    Lease lease(*store_, kRecords, client);
+    mongoc_cursor_t* cursor =
+        mongoc_collection_find_with_opts(lease.collection(), filter.get(), opts.get(), nullptr);
+    std::optional<Record> found;
+    const bson_t* doc = nullptr;
+    if (mongoc_cursor_next(cursor, &doc)) {
+      Record r;
+      bson_iter_t it;
+      if (bson_iter_init_find(&it, doc, "digest")) r.digest = BinaryOf(&it);
+      if (bson_iter_init_find(&it, doc, "state") && BSON_ITER_HOLDS_UTF8(&it)) {
+        r.state = bson_iter_utf8(&it, nullptr);
+      }
+      if (bson_iter_init_find(&it, doc, "reply") && BSON_ITER_HOLDS_UTF8(&it)) {
+        r.reply = bson_iter_utf8(&it, nullptr);
+      }
+      if (bson_iter_init_find(&it, doc, "claimed_at") && BSON_ITER_HOLDS_DATE_TIME(&it)) {
+        r.claimed_at = bson_iter_date_time(&it);
+      }
+      found = std::move(r);
+    }
+    const bool failed = mongoc_cursor_error(cursor, &error);
+    mongoc_cursor_destroy(cursor);
+    if (failed) return std::unexpected(Classify(error, "exactly-once lookup", false, deadline_ms));
+    return found;
+  }
+
+  // A recorded write's answer: its reply (replayed), or CONFLICT for another request.
+  static Result<OpResult> Answer(const Record& r, const WriteOnce& once) {
+    if (r.digest != once.digest) return std::unexpected(KeyReusedError());
+    return DecodeRecordedReply(r.reply);
+  }
+
+  static Error NothingApplied(const std::string& why) {
+    return Error{Code::kUnavailable,
+                 "the write " + why +
+                     "; nothing was applied, and sending it again (with its idempotency key) is "
+                     "safe",
+                 true};
+  }
+
+  // Lookup, effect and record in one transaction on one session. A transaction that meets a
+  // write conflict (another attempt of the same write, or of another touching the same
+  // document) is run again whole, a few times.
+  Result<OpResult> ApplyInTransaction(const WriteOnce& once, int64_t deadline_ms,
+                                      const std::function<Result<OpResult>()>& apply) {
+    Lease lease(*store_, kRecords);
+    for (int attempt = 0;; ++attempt) {
+      bson_error_t error;
+      std::unique_ptr<mongoc_client_session_t, decltype(&mongoc_client_session_destroy)> session(
+          mongoc_client_start_session(lease.client(), nullptr, &error),
+          &mongoc_client_session_destroy);  // aborts a transaction still open
+      if (!session) return std::unexpected(Classify(error, "exactly-once write", false, 0));
+      mongoc_transaction_opt_t* topts = mongoc_transaction_opts_new();
+      mongoc_transaction_opts_set_write_concern(topts, store_->write_concern());
+      const bool started = mongoc_client_session_start_transaction(session.get(), topts, &error);
+      mongoc_transaction_opts_destroy(topts);
+      if (!started) return std::unexpected(Classify(error, "exactly-once write", false, 0));
+
+      Txn txn{lease.client(), session.get(), false};
+      txn_ = &txn;
+      struct Leave {
+        Txn*& txn;
+        ~Leave() { txn = nullptr; }
+      } leave{txn_};
+      std::optional<Result<OpResult>> answer;
+      auto found = FindRecord(lease.client(), once, session.get(), deadline_ms);
+      if (!found) {
+        answer = std::unexpected(found.error());
+      } else if (*found) {
+        answer = Answer(**found, once);
+      } else if (Result<OpResult> applied = apply(); !applied) {
+        answer = std::move(applied);
+      } else {
+        Bson doc, opts, reply;
+        AppendIdentity(doc.get(), "_id", once.identity);
+        AppendIdentity(doc.get(), "digest", once.digest);
+        BSON_APPEND_UTF8(doc.get(), "state", "done");
+        const std::string recorded = EncodeRecordedReply(*applied);
+        bson_append_utf8(doc.get(), "reply", 5, recorded.data(), static_cast<int>(recorded.size()));
+        const int64_t now = NowUnixMs();
+        BSON_APPEND_DATE_TIME(doc.get(), "claimed_at", now);
+        BSON_APPEND_DATE_TIME(doc.get(), "expires_at", now + once.ttl_s * 1000);
+        WriteOptions(opts.get());
+        Lease records(*store_, kRecords, lease.client());
+        if (!mongoc_collection_insert_one(records.collection(), doc.get(), opts.get(), reply.get(),
+                                          &error)) {
+          answer = std::unexpected(Classify(error, "exactly-once record", true, deadline_ms));
+        } else {
+          Bson committed;
+          if (mongoc_client_session_commit_transaction(session.get(), committed.get(), &error)) {
+            return std::move(*applied);
+          }
+          if (mongoc_error_has_label(committed.get(), "TransientTransactionError")) {
+            txn.transient = true;
+            answer = std::unexpected(NothingApplied("met a conflicting write at its commit"));
+          } else {
+            // The commit's outcome is unknown (the driver has already tried it twice); the
+            // record commits with the effect, so a repeat of this write finds out which.
+            spdlog::warn("MongoDB database '{}': commit of an exactly-once write: {}",
+                         store_->settings().name, error.message);
+            return std::unexpected(
+                Error{Code::kUnavailable,
+                      "the write's commit was not confirmed (" + std::string(error.message) +
+                          "); send it again with its idempotency key: its record answers if it "
+                          "was applied, else it is applied then",
+                      true});
+          }
+        }
+      }
+      if (txn.transient && attempt < 3) continue;  // the session's end aborts this one
+      return std::move(*answer);
+    }
+  }
+
+  // No transactions: claim the record ("pending"), apply, complete it ("done" with the reply).
+  // A repeat finds the record: done answers it; pending is another attempt under way (UNAVAILABLE,
+  // retryable) until the claim is older than ClaimLeaseMs, when the attempt that claimed it is
+  // taken to have died and the write is applied again. That is the window docs/templates.md
+  // names: a node dying between its effect and completing the record.
+  Result<OpResult> ApplyClaimed(const WriteOnce& once, int64_t deadline_ms,
+                                const std::function<Result<OpResult>()>& apply) {
+    const int64_t claimed_at = NowUnixMs();
+    Bson claim, opts, reply;
+    AppendIdentity(claim.get(), "_id", once.identity);
+    AppendIdentity(claim.get(), "digest", once.digest);
+    BSON_APPEND_UTF8(claim.get(), "state", "pending");
+    BSON_APPEND_DATE_TIME(claim.get(), "claimed_at", claimed_at);
+    BSON_APPEND_DATE_TIME(claim.get(), "expires_at", claimed_at + once.ttl_s * 1000);
+    WriteOptions(opts.get());
+    bson_error_t error;
+    bool claimed = false;
+    {
+      // Given back before the effect: the pool may have no second client for it.
+      Lease lease(*store_, kRecords);
+      claimed = mongoc_collection_insert_one(lease.collection(), claim.get(), opts.get(),
+                                             reply.get(), &error);
+    }
+    if (!claimed) {
+      if (error.code != 11000) {
+        return std::unexpected(Classify(error, "exactly-once record", true, deadline_ms));
+      }
+      auto found = FindRecord(nullptr, once, nullptr, deadline_ms);
+      if (!found) return std::unexpected(found.error());
+      if (!*found) return std::unexpected(NothingApplied("met its record being removed"));
+      const Record& r = **found;
+      if (r.digest != once.digest || r.state == "done") return Answer(r, once);
+      if (claimed_at - r.claimed_at < ClaimLeaseMs()) {
+        return std::unexpected(Error{Code::kUnavailable,
+                                     "this write is being applied by an earlier delivery of it; "
+                                     "ask again (with its idempotency key) for its reply",
+                                     true});
+      }
+      // Take the stale claim over, unless another repeat did so first.
+      if (auto took = SetRecord(once, r.claimed_at, claimed_at, nullptr, deadline_ms);
+          !took || !*took) {
+        return std::unexpected(NothingApplied("was taken over by another repeat of it"));
+      }
+      spdlog::warn(
+          "MongoDB database '{}': an exactly-once write's record ({}) was left pending "
+          "by an attempt that did not finish; applying it again",
+          store_->settings().name, Hex(once.identity).substr(0, 16));
+    }
+    Result<OpResult> applied = apply();
+    if (!applied) {
+      // Nothing was applied (unless the outcome is unknown): let a repeat apply it.
+      if (applied.error().retryable() || applied.error().code != Code::kUnavailable) {
+        Bson selector, dopts, dreply;
+        AppendClaimMatch(selector.get(), once, claimed_at);
+        WriteOptions(dopts.get());
+        Lease lease(*store_, kRecords);
+        if (!mongoc_collection_delete_one(lease.collection(), selector.get(), dopts.get(),
+                                          dreply.get(), &error)) {
+          spdlog::warn("MongoDB database '{}': an exactly-once claim was not released: {}",
+                       store_->settings().name, error.message);
+        }
+      }
+      return applied;
+    }
+    const std::string recorded = EncodeRecordedReply(*applied);
+    if (auto done = SetRecord(once, claimed_at, claimed_at, &recorded, deadline_ms);
+        !done || !*done) {
+      // Applied, but a repeat within the lease is told to wait and one after it applies again.
+      spdlog::warn("MongoDB database '{}': an applied write's record was not completed: {}",
+                   store_->settings().name, done ? "it was taken over" : done.error().message);
+    }
+    return applied;
+  }
+
+  static void AppendClaimMatch(bson_t* b, const WriteOnce& once, int64_t claimed_at) {
+    AppendIdentity(b, "_id", once.identity);
+    BSON_APPEND_UTF8(b, "state", "pending");
+    BSON_APPEND_DATE_TIME(b, "claimed_at", claimed_at);
+  }
+
+  // The pending record claimed at `was`: claimed again at `now`, or completed with `reply`.
+  // False when it is no longer so (another attempt took it).
+  Result<bool> SetRecord(const WriteOnce& once, int64_t was, int64_t now, const std::string* reply,
+                         int64_t deadline_ms) {
+    Bson selector, update, opts, result;
+    AppendClaimMatch(selector.get(), once, was);
+    bson_t set;
+    BSON_APPEND_DOCUMENT_BEGIN(update.get(), "$set", &set);
+    if (reply) {
+      BSON_APPEND_UTF8(&set, "state", "done");
+      bson_append_utf8(&set, "reply", 5, reply->data(), static_cast<int>(reply->size()));
+    } else {
+      BSON_APPEND_DATE_TIME(&set, "claimed_at", now);
+    }
+    bson_append_document_end(update.get(), &set);
+    WriteOptions(opts.get());
+    bson_error_t error;
+    Lease lease(*store_, kRecords);
+    if (!mongoc_collection_update_one(lease.collection(), selector.get(), update.get(), opts.get(),
+                                      result.get(), &error)) {
+      return std::unexpected(Classify(error, "exactly-once record", true, deadline_ms));
+    }
+    bson_iter_t it;
+    return bson_iter_init_find(&it, result.get(), "matchedCount") && bson_iter_as_int64(&it) == 1;
+  }
+
   Result<void> Usable() const {
     if (!store_->problem().empty()) return Fail(Code::kUnavailable, store_->problem());
     return Ok();
@@ -613,6 +979,18 @@ class MongoEngine final : public docstore::Engine {
   // A driver or server error as the client's error. Messages hold no URI or credentials.
   Error Classify(const bson_error_t& e, const std::string& what, bool write, int64_t deadline_ms,
                  const Template* t = nullptr) const {
+    if (txn_) {
+      // In the exactly-once transaction nothing is applied until the commit, so a conflict, a
+      // lost connection or a stepped-down primary only ends this attempt: ApplyInTransaction
+      // runs the whole again.
+      constexpr uint32_t kWriteConflict = 112, kNoSuchTransaction = 251;
+      if (e.code == kWriteConflict || e.code == kNoSuchTransaction ||
+          e.domain == MONGOC_ERROR_STREAM || IsNotPrimary(e.code)) {
+        txn_->transient = true;
+        return NothingApplied("met a conflicting write or a lost connection (" +
+                              std::string(e.message) + ")");
+      }
+    }
     const std::string db = "MongoDB database '" + store_->settings().name + "'";
     if (e.domain == MONGOC_ERROR_SERVER_SELECTION) {
       return Error{Code::kUnavailable, db + " is not reachable (no server could be selected)"};
