@@ -913,6 +913,13 @@ def find_record(s, record_id, docs):
             cursor("beds_idempotency", docs))
 
 
+def first_keyed(s):
+    """IPL, then the session's first keyed write (create a, key k1): the records' index first."""
+    s.ready()
+    s.send(keyed({"code": "a"}, "k1"))
+    s.reply(s.command(RECORDS_INDEX), {"ok": 1})
+
+
 def ms_now():
     now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
     return now.replace(microsecond=now.microsecond // 1000 * 1000)
@@ -923,9 +930,7 @@ def ms_now():
       "key again is answered from the record (replayed) without the insert; with another request "
       "CONFLICT; a failed effect releases its claim")
 def _(s):
-    s.ready()
-    s.send(keyed({"code": "a"}, "k1"))
-    s.reply(s.command(RECORDS_INDEX), {"ok": 1})
+    first_keyed(s)
     record = claim(s, {"ok": 1, "n": 1})
     s.reply(s.command(INSERT_A), {"ok": 1, "n": 1})
     recorded = complete(s, record)
@@ -961,9 +966,7 @@ def _(s):
       "(retryable) while the claim is fresh; a claim older than the lease (an attempt that died) "
       "is taken over, and the write applied and completed")
 def _(s):
-    s.ready()
-    s.send(keyed({"code": "a"}, "k1"))
-    s.reply(s.command(RECORDS_INDEX), {"ok": 1})
+    first_keyed(s)
     mine = claim(s, DUPLICATE)
     pending = {"_id": mine["_id"], "digest": mine["digest"], "state": "pending",
                "claimed_at": ms_now(), "expires_at": ms_now()}
