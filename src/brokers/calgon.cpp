@@ -19,7 +19,7 @@ std::string TicketOf(const amqp::Delivery& delivery) {
   return s ? *s : std::string();
 }
 
-std::string Now() { return IsoTime(NowUnixMs()); }
+std::string Now() { return IsoTimeMs(NowUnixMs()); }
 
 int64_t IntOf(const json::object& o, std::string_view key) {
   const json::value* v = o.if_contains(key);

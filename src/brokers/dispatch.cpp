@@ -21,26 +21,15 @@ using Action = Outcome::Action;
 
 Outcome Answer(std::string reply) { return Outcome::Ack(std::move(reply)); }
 
-// The sender's AMQP user: the broker checks user_id against the sender's login. A message our
-// worker republished for a retry cannot carry the original user_id (the broker would refuse it),
-// so it carries it in x-beds-user; that header is believed only on such a message.
-std::string Sender(const amqp::Delivery& delivery) {
-  if (!delivery.message.user_id.empty()) return delivery.message.user_id;
-  if (delivery.exchange == amqp::kEventsExchange) return {};
-  if (auto h = delivery.message.headers.find(kUserHeader); h != delivery.message.headers.end()) {
-    if (const auto* s = std::get_if<std::string>(&h->second)) return *s;
-  }
-  return {};
-}
-
 // The exactly-once scope of a write; none for a message with neither key nor message id (it
-// cannot be told from its redelivery, so it is applied at least once).
+// cannot be told from its redelivery, so it is applied at least once). A key is scoped by its
+// sender (SenderOf): a retried copy keeps its original sender's scope.
 std::optional<OnceScope> ScopeOf(const Template& t, const Request& r,
                                  const amqp::Delivery& delivery, const NodeInfo& info) {
   if (!info.idempotency.enabled || !IsWrite(t, r)) return std::nullopt;
   const bool maybe_seen = delivery.redelivered || delivery.exchange != amqp::kEventsExchange;
   if (!r.idempotency_key.empty()) {
-    return OnceScope{OnceIdentityOfKey(t.name, Sender(delivery), r.idempotency_key), true,
+    return OnceScope{OnceIdentityOfKey(t.name, SenderOf(delivery).user, r.idempotency_key), true,
                      info.idempotency.ttl_s, maybe_seen};
   }
   if (delivery.message.message_id.empty()) return std::nullopt;

@@ -7,9 +7,19 @@
 #include <thread>
 #include <utility>
 
+#include "amqp/topology.hpp"
 #include "brokers/worker.hpp"
 
 namespace beds::brokers {
+
+Sender SenderOf(const amqp::Delivery& delivery) {
+  if (!delivery.message.user_id.empty()) return Sender{delivery.message.user_id, true};
+  if (delivery.exchange == amqp::kEventsExchange) return {};
+  auto h = delivery.message.headers.find(kUserHeader);
+  if (h == delivery.message.headers.end()) return {};
+  const auto* s = std::get_if<std::string>(&h->second);
+  return s ? Sender{*s, false} : Sender{};
+}
 
 std::vector<Outcome> Handler::HandleBatch(const std::vector<amqp::Delivery>& batch) {
   std::vector<Outcome> out;

@@ -91,6 +91,16 @@ inline constexpr const char* kErrorHeader = "x-beds-error";
 inline constexpr const char* kUserHeader = "x-beds-user";      // the sender's AMQP user_id
 inline constexpr const char* kTicketHeader = "x-beds-ticket";  // a CALGON job's ticket
 
+// Who sent a message: its AMQP user_id, which the broker checked against the sender's login
+// (verified); else, on a message that did not come through beds.events (a retried copy a worker
+// republished, or a CALGON job), the x-beds-user header the worker put there, which anyone
+// publishing straight to a queue could also set (not verified); else nobody.
+struct Sender {
+  std::string user;
+  bool verified = false;
+};
+Sender SenderOf(const amqp::Delivery& delivery);
+
 struct PoolStats {
   std::string broker;
   std::string handler;

@@ -100,14 +100,10 @@ void RequestRecorder::Audit(const Request& r, const amqp::Delivery& delivery, co
     a.template_name = t.name;
     a.op = r.op == "call" ? "call:" + r.call : r.op;
     a.msg = a.op + " applied";
-    // The AMQP user_id is checked by the broker against the sender's login: the actor. A retried
-    // message carries it in a header instead (our worker republished it), which any sender could
-    // also set, so that one is recorded as unverified.
-    a.fields["actor"] = delivery.message.user_id;
-    if (auto h = delivery.message.headers.find(kUserHeader);
-        delivery.message.user_id.empty() && h != delivery.message.headers.end()) {
-      if (const auto* s = std::get_if<std::string>(&h->second)) a.fields["actor_unverified"] = *s;
-    }
+    // A sender the broker did not verify is recorded as such (see SenderOf).
+    const Sender sender = SenderOf(delivery);
+    a.fields["actor"] = sender.verified ? sender.user : std::string();
+    if (!sender.verified && !sender.user.empty()) a.fields["actor_unverified"] = sender.user;
     // The key: the request's id, or (a create) the one the write answered with.
     std::string key = r.id;
     const FieldSpec* key_field = t.Key();

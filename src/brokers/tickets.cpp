@@ -27,24 +27,13 @@ std::string_view StatusOf(const json::object& ticket) {
 json::object Shown(json::object ticket) {
   const json::value* expires = ticket.if_contains("expires");
   if (expires && expires->is_string() &&
-      std::string_view(expires->get_string()) < IsoTime(NowUnixMs())) {
+      std::string_view(expires->get_string()) < IsoTimeMs(NowUnixMs())) {
     ticket["status"] = kExpired;
   }
   return ticket;
 }
 
 }  // namespace
-
-std::string IsoTime(int64_t unix_ms) {
-  const std::time_t seconds = static_cast<std::time_t>(unix_ms / 1000);
-  std::tm tm{};
-  gmtime_r(&seconds, &tm);
-  char out[64];  // room for any int the compiler cannot rule out
-  std::snprintf(out, sizeof out, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
-                tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-                static_cast<int>(unix_ms % 1000));
-  return out;
-}
 
 TicketStore::TicketStore(std::shared_ptr<const NodeInfo> info,
                          std::shared_ptr<const CoreFactory> factory)
@@ -73,9 +62,9 @@ Result<void> TicketStore::Create(const std::string& ticket, const std::string& t
                    {"status", kQueued},
                    {"template", template_name},
                    {"op", op},
-                   {"created", IsoTime(now)},
+                   {"created", IsoTimeMs(now)},
                    {"attempts", 0},
-                   {"expires", IsoTime(now + info_->calgon.result_ttl_s * 1000)}};
+                   {"expires", IsoTimeMs(now + info_->calgon.result_ttl_s * 1000)}};
   std::vector<json::object> docs;
   docs.push_back(std::move(doc));
   auto created = core->CreateDocuments(*t, *t->Op("create"), std::move(docs));
@@ -111,7 +100,7 @@ Result<json::object> TicketStore::Update(const std::string& ticket, json::object
   auto store = Store();
   if (!store) return std::unexpected(store.error());
   const auto [t, core] = *store;
-  fields["expires"] = IsoTime(NowUnixMs() + info_->calgon.result_ttl_s * 1000);
+  fields["expires"] = IsoTimeMs(NowUnixMs() + info_->calgon.result_ttl_s * 1000);
   Request r;
   r.template_name = t->name;
   r.op = "update";
@@ -160,11 +149,9 @@ Result<Outcome> SubmitJob(const NodeInfo& info, TicketStore& tickets, const Temp
   forward.message.message_id =
       "job." + (delivery.message.message_id.empty() ? ticket : delivery.message.message_id);
   forward.message.headers[kTicketHeader] = ticket;
-  if (!delivery.message.user_id.empty()) {
-    forward.message.headers[kUserHeader] = delivery.message.user_id;
-  } else if (auto h = delivery.message.headers.find(kUserHeader);
-             h != delivery.message.headers.end() && delivery.exchange != amqp::kEventsExchange) {
-    forward.message.headers[kUserHeader] = h->second;
+  // The job is published by this worker, so the sender goes with it as a header.
+  if (const Sender sender = SenderOf(delivery); !sender.user.empty()) {
+    forward.message.headers[kUserHeader] = sender.user;
   }
   Outcome out;
   out.reply = protocol::EncodeOkFields(lineage.event_id,
@@ -215,8 +202,8 @@ Result<json::object> TicketOp(const NodeInfo& info, TicketStore& tickets, const 
     }
     // A queued job is skipped when its turn comes; a running one finishes, and its result is
     // discarded (what it wrote stays written).
-    return tickets.Update(r.id,
-                          json::object{{"status", kCancelled}, {"finished", IsoTime(NowUnixMs())}});
+    return tickets.Update(
+        r.id, json::object{{"status", kCancelled}, {"finished", IsoTimeMs(NowUnixMs())}});
   }
   // wait
   int64_t timeout_ms = 0;

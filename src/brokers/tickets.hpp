@@ -26,8 +26,6 @@ inline constexpr const char* kFailed = "failed";
 inline constexpr const char* kCancelled = "cancelled";
 inline constexpr const char* kExpired = "expired";
 
-// "2026-12-03T09:45:01.123Z": a ticket's datetimes (UTC, milliseconds, as REC stores them).
-std::string IsoTime(int64_t unix_ms);
 
 // One worker's view of the ticket store, through its own adapter session.
 class TicketStore {

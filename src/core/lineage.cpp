@@ -17,11 +17,6 @@ uint64_t RandomBits() {
 
 }  // namespace
 
-int64_t NowUnixMs() {
-  using namespace std::chrono;
-  return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
-}
-
 std::string NewGuid() {
   // RFC 9562 method 1: a 12-bit counter in rand_a keeps ids from one process monotonic within a
   // millisecond; the counter starts at a random value each millisecond.

@@ -7,6 +7,8 @@
 #include <string>
 #include <string_view>
 
+#include "core/clock.hpp"  // NowUnixMs, which most users of lineage want too
+
 namespace beds {
 
 struct Lineage {
@@ -31,8 +33,5 @@ Lineage RootLineage(std::string_view node, std::string_view env);
 
 // The lineage of an event caused by `parent`: a fresh id, parent_id = parent's id, depth + 1.
 Lineage ChildLineage(const Lineage& parent, std::string_view node, std::string_view env);
-
-// Unix time in milliseconds (system clock); the unit of deadline_ms.
-int64_t NowUnixMs();
 
 }  // namespace beds

@@ -154,36 +154,6 @@ Lineage ChildOfCurrent() {
   return ChildLineage(current_lineage, identity_node, identity_env);
 }
 
-int64_t NowUnixUs() {
-  using namespace std::chrono;
-  return duration_cast<microseconds>(system_clock::now().time_since_epoch()).count();
-}
-
-std::string IsoTimestamp(int64_t unix_us) {
-  // Every event is stamped: the date and time of day are formatted once a second per thread.
-  thread_local int64_t cached_secs = -1;
-  thread_local char cached[24];
-  thread_local size_t cached_len = 0;
-  int64_t secs = unix_us / 1000000;
-  int64_t micros = unix_us % 1000000;
-  if (micros < 0) {
-    micros += 1000000;
-    --secs;
-  }
-  if (secs != cached_secs) {
-    const auto t = static_cast<std::time_t>(secs);
-    std::tm tm{};
-    gmtime_r(&t, &tm);
-    cached_len = std::strftime(cached, sizeof cached, "%Y-%m-%dT%H:%M:%S", &tm);
-    cached_secs = secs;
-  }
-  char buf[40];
-  std::memcpy(buf, cached, cached_len);
-  std::snprintf(buf + cached_len, sizeof buf - cached_len, ".%06lldZ",
-                static_cast<long long>(micros));
-  return buf;
-}
-
 int LevelRank(std::string_view level) {
   static constexpr std::array<std::string_view, 7> kLevels = {"trace", "debug",    "info", "warn",
                                                               "error", "critical", "off"};
@@ -265,7 +235,7 @@ std::string EncodeEvent(const LogEvent& e) {
   std::string out;
   out.reserve(256 + e.msg.size());
   out += "{\"ts\":";
-  AppendQuoted(out, IsoTimestamp(e.ts_us));
+  AppendQuoted(out, IsoTimeUs(e.ts_us));
   AppendField(out, "kind", e.kind);
   AppendField(out, "level", e.level);
   AppendField(out, "node", e.node);

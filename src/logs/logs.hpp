@@ -87,9 +87,6 @@ inline constexpr std::string_view kBatchCountHeader = "x-beds-events";
 std::vector<Result<LogEvent>> DecodeEvents(std::string_view body, std::string_view content_type);
 // Its routing key on beds.logs: log.{level}.{node}, audit.{template}.{op} or metric.{node}.
 std::string RoutingKey(const LogEvent& event);
-// "2026-11-23T17:07:20.123456Z"
-std::string IsoTimestamp(int64_t unix_us);
-int64_t NowUnixUs();
 
 // Severity order of level names: trace 0 … critical 5, off 6; unknown names are -1.
 int LevelRank(std::string_view level);

@@ -53,7 +53,7 @@ constexpr StoreField kStoreFields[] = {
 
 // "2026-11-23T17:07:20.123Z": a datetime in client form (docstore.hpp), millisecond precision.
 std::string ClientTs(int64_t unix_us) {
-  std::string iso = IsoTimestamp(unix_us);  // 2026-11-23T17:07:20.123456Z
+  std::string iso = IsoTimeUs(unix_us);  // 2026-11-23T17:07:20.123456Z
   if (iso.size() == 27) iso.erase(23, 3);
   return iso;
 }
@@ -122,7 +122,7 @@ Result<StoreItem> ToStoreItem(const Template& store, const LogEvent& e) {
     json::object doc = EventDocument(store, e, ClientTs(e.ts_us));
     if (FitsWithoutValidation(store, doc)) return StoreItem{std::move(doc), std::nullopt};
   }
-  const json::object doc = EventDocument(store, e, IsoTimestamp(e.ts_us));
+  const json::object doc = EventDocument(store, e, IsoTimeUs(e.ts_us));
   auto payload = ValidatePayload(store, *create, "create", doc, "");
   if (!payload) return std::unexpected(payload.error());
   return StoreItem{{}, std::move(*payload)};

@@ -127,7 +127,7 @@ logs::LogEvent Event(const std::string& level, const std::string& node, const st
   e.node = node;
   e.env = "dev";
   e.lineage = Lineage{NewEventId(node, "dev"), "", 0};
-  e.ts_us = logs::NowUnixUs();
+  e.ts_us = NowUnixUs();
   e.msg = msg;
   return e;
 }

@@ -55,7 +55,7 @@ TEST(LogEventTest, EncodeDecodeRoundTrip) {
   EXPECT_EQ(d->duration_us, 412);
   EXPECT_EQ(d->ts_us, e.ts_us);
   EXPECT_EQ(d->fields.at("rows").as_int64(), 1);
-  EXPECT_EQ(IsoTimestamp(e.ts_us), "2026-11-18T11:06:40.123456Z");
+  EXPECT_EQ(IsoTimeUs(e.ts_us), "2026-11-18T11:06:40.123456Z");
 }
 
 // The encoder writes JSON by hand: what it escapes must come back byte for byte.
@@ -77,7 +77,7 @@ TEST(LogEventTest, EveryCharacterSurvivesEncoding) {
   EXPECT_EQ(d->msg, e.msg);
   EXPECT_EQ(d->template_name, e.template_name);
   EXPECT_EQ(d->fields.at("text").as_string(), all);
-  EXPECT_EQ(IsoTimestamp(-1), "1969-12-31T23:59:59.999999Z");
+  EXPECT_EQ(IsoTimeUs(-1), "1969-12-31T23:59:59.999999Z");
 }
 
 TEST(LogEventTest, DecodeRefusesWhatIsNotAnEvent) {

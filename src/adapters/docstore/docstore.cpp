@@ -330,21 +330,6 @@ std::optional<int64_t> DatetimeToUnixMs(std::string_view s) {
   return duration_cast<milliseconds>(t.time_since_epoch()).count();
 }
 
-std::string UnixMsToDatetime(int64_t ms) {
-  using namespace std::chrono;
-  const sys_time<milliseconds> t{milliseconds{ms}};
-  const auto day_start = floor<days>(t);
-  const year_month_day ymd{day_start};
-  const hh_mm_ss hms{t - day_start};
-  char buf[40];
-  std::snprintf(buf, sizeof buf, "%04d-%02u-%02uT%02d:%02d:%02d.%03dZ",
-                static_cast<int>(ymd.year()), static_cast<unsigned>(ymd.month()),
-                static_cast<unsigned>(ymd.day()), static_cast<int>(hms.hours().count()),
-                static_cast<int>(hms.minutes().count()), static_cast<int>(hms.seconds().count()),
-                static_cast<int>(hms.subseconds().count()));
-  return buf;
-}
-
 std::string NewDocumentId() {
   const std::string g = NewGuid();
   return g.substr(0, 8) + "-" + g.substr(8, 4) + "-" + g.substr(12, 4) + "-" + g.substr(16, 4) +

@@ -96,9 +96,9 @@ boost::json::value ClientValue(const Value& v);
 // "2026-11-24 17:07:20.123456" (NormalizeDatetime's form) → "2026-11-24T17:07:20.123Z".
 std::string CanonicalDatetime(std::string_view normalized);
 
-// Canonical datetime ↔ Unix milliseconds (for engines with a native date type).
+// Canonical datetime → Unix milliseconds (for engines with a native date type); back with
+// IsoTimeMs (core/clock.hpp).
 std::optional<int64_t> DatetimeToUnixMs(std::string_view canonical);
-std::string UnixMsToDatetime(int64_t ms);
 
 // A new UUIDv7 in its 36-character form, e.g. "0192f0c4-e1b8-7a3c-9d2e-4f60718293a4".
 std::string NewDocumentId();

@@ -188,7 +188,7 @@ json::value ToJson(bson_iter_t* it) {
     case BSON_TYPE_BOOL:
       return bson_iter_bool(it);
     case BSON_TYPE_DATE_TIME:
-      return json::string(docstore::UnixMsToDatetime(bson_iter_date_time(it)));
+      return json::string(IsoTimeMs(bson_iter_date_time(it)));
     case BSON_TYPE_INT32:
       return static_cast<int64_t>(bson_iter_int32(it));
     case BSON_TYPE_INT64:

@@ -182,7 +182,7 @@ void Store::SweepOnce(sqlite3* db) {
     expiries = expiries_;
   }
   for (const auto& e : expiries) {
-    const std::string cutoff = docstore::UnixMsToDatetime(NowUnixMs() - e.expire_after_s * 1000);
+    const std::string cutoff = IsoTimeMs(NowUnixMs() - e.expire_after_s * 1000);
     const std::string sql =
         "DELETE FROM \"" + e.collection + "\" WHERE json_extract(doc,'$." + e.field + "') <= ?";
     sqlite3_stmt* st = nullptr;
