@@ -10,7 +10,8 @@
 
 namespace beds::testing {
 
-RecHarness::RecHarness(config::DatabaseSettings settings, const std::string& templates_dir)
+RecHarness::RecHarness(config::DatabaseSettings settings, const std::string& templates_dir,
+                       std::shared_ptr<adapters::sqlite::Store> shared)
     : settings_(std::move(settings)) {
   auto loaded = templates::LoadDir(templates_dir);
   if (!loaded) {
@@ -21,7 +22,7 @@ RecHarness::RecHarness(config::DatabaseSettings settings, const std::string& tem
     if (t.database == settings_.name) snapshot_.by_name.emplace(t.name, std::move(t));
   }
   if (settings_.engine == "sqlite") {
-    core_ = adapters::sqlite::MakeCore(adapters::sqlite::OpenStore(settings_));
+    core_ = adapters::sqlite::MakeCore(shared ? shared : adapters::sqlite::OpenStore(settings_));
   } else {
     core_ = adapters::mongodb::MakeCore(adapters::mongodb::OpenStore(settings_, 2));
   }

@@ -7,6 +7,7 @@
 #include <memory>
 #include <string>
 
+#include "adapters/sqlite/sqlite.hpp"
 #include "config/config.hpp"
 #include "core/namaste.hpp"
 #include "templates/templates.hpp"
@@ -15,8 +16,10 @@ namespace beds::testing {
 
 class RecHarness {
  public:
-  // Loads every template of `templates_dir` whose database is settings.name.
-  RecHarness(config::DatabaseSettings settings, const std::string& templates_dir);
+  // Loads every template of `templates_dir` whose database is settings.name. A SQLite harness
+  // opens its own store unless given one to share (several workers' cores on one store).
+  RecHarness(config::DatabaseSettings settings, const std::string& templates_dir,
+             std::shared_ptr<adapters::sqlite::Store> shared = nullptr);
 
   // Prepare (ensure) each template: name → "" on success, else the error message.
   std::map<std::string, std::string> PrepareAll();

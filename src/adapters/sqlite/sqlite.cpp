@@ -7,6 +7,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <set>
@@ -35,6 +36,17 @@ struct Expiry {
 };
 
 std::string Table(const Template& t) { return "\"" + t.collection + "\""; }
+
+class SqliteEngine;
+
+// A write waiting for its group commit (Store::Commit).
+struct PendingWrite {
+  SqliteEngine* engine = nullptr;  // whose statements the body runs (on the leader's connection)
+  const std::function<Result<void>()>* body = nullptr;
+  int64_t deadline_ms = 0;
+  Result<void> result = Ok();  // set by the group's leader
+  bool done = false;           // guarded by the store's group mutex
+};
 
 // The SQL expression for a field. Field names are validated identifiers, so they can be spelled
 // into the JSON path; the same text is used in indexes and queries so the indexes match.
@@ -86,10 +98,34 @@ class Store {
     return "sqlite database '" + settings_.name + "' (" + settings_.path + ")";
   }
 
-  // SQLite has one writer at a time per file. This process's workers queue for it here, and the
-  // next one starts the moment the lock is free; SQLite's own busy handler, which sleeps in steps
-  // of up to 100 ms, is then left to arbitrate only between processes.
-  std::timed_mutex& write_lock() { return write_lock_; }
+  // SQLite has one writer at a time per file, and with synchronous = full each commit waits for
+  // the disk (an fsync: about 0.2 ms here), so writes committed one by one cap a store at a few
+  // thousand a second however many workers share it. This process's writes are committed in
+  // groups instead: a writer that finds no group running leads one, taking every write queued
+  // meanwhile into one transaction on its own connection, each write in a savepoint of its own
+  // (a failed write is rolled back alone), and one commit makes them all durable. The others wait
+  // here for their result. SQLite's own busy handler is left to arbitrate between processes.
+  // `lead` runs a batch and sets each write's result; Commit returns once `w` has one.
+  template <typename Lead>
+  void Commit(PendingWrite& w, Lead&& lead) {
+    std::unique_lock lock(group_mutex_);
+    group_queue_.push_back(&w);
+    while (!w.done) {
+      if (group_leading_) {
+        group_cv_.wait(lock);
+        continue;
+      }
+      group_leading_ = true;
+      std::vector<PendingWrite*> batch;
+      batch.swap(group_queue_);
+      lock.unlock();
+      lead(batch);
+      lock.lock();
+      for (PendingWrite* p : batch) p->done = true;
+      group_leading_ = false;
+      group_cv_.notify_all();
+    }
+  }
 
   void AddExpiry(Expiry e) {
     std::lock_guard lock(mutex_);
@@ -108,8 +144,11 @@ class Store {
 
   config::DatabaseSettings settings_;
   std::mutex mutex_;
-  std::timed_mutex write_lock_;
   std::condition_variable_any cv_;
+  std::mutex group_mutex_;
+  std::condition_variable group_cv_;
+  std::vector<PendingWrite*> group_queue_;
+  bool group_leading_ = false;
   std::vector<Expiry> expiries_;
   std::jthread sweeper_;  // last: stopped and joined before the members it reads go
 };
@@ -494,37 +533,97 @@ class SqliteEngine final : public docstore::Engine {
     return NowUnixMs() > static_cast<SqliteEngine*>(self)->stop_at_ms_ ? 1 : 0;
   }
 
-  // A write in its own transaction that takes the write lock first: BEGIN IMMEDIATE waits (busy
-  // timeout) instead of failing later with a stale snapshot, which SQLite would not wait out.
-  template <typename F>
-  Result<void> Write(int64_t deadline_ms, F&& body) {
+  // A write, committed with whatever others this process's workers have queued meanwhile (see
+  // Store::Commit). BEGIN IMMEDIATE takes the write lock first: it waits (busy timeout) instead of
+  // failing later with a stale snapshot, which SQLite would not wait out.
+  Result<void> Write(int64_t deadline_ms, const std::function<Result<void>()>& body) {
     if (nested_) return body();  // inside ApplyOnce's transaction
     if (auto r = Open(); !r) return r;
-    Arm(deadline_ms);
-    std::unique_lock lock(store_->write_lock(), std::defer_lock);
-    if (!lock.try_lock_until(std::chrono::steady_clock::now() +
-                             std::chrono::milliseconds(std::max<int64_t>(busy_ms_, 1)))) {
-      return Failure("write", SQLITE_BUSY);
+    PendingWrite w{this, &body, deadline_ms};
+    store_->Commit(w, [this](std::vector<PendingWrite*>& batch) { LeadGroup(batch); });
+    return std::move(w.result);
+  }
+
+  // One group: BEGIN IMMEDIATE; each write between SAVEPOINT and RELEASE (ROLLBACK TO when it
+  // failed); COMMIT. A commit that fails fails every write of the group: none was applied.
+  void LeadGroup(std::vector<PendingWrite*>& batch) {
+    auto fail_all = [&](const Result<void>& why) {
+      for (PendingWrite* w : batch) {
+        if (w->result) w->result = why;
+      }
+    };
+    Arm(0);
+    if (auto begun = Step("BEGIN IMMEDIATE", "write", 0); !begun) return fail_all(begun);
+    bool open = true;
+    for (PendingWrite* w : batch) {
+      if (!open || !db_) {
+        w->result = Fail(Code::kUnavailable, store_->Describe() +
+                                                 ": the write's group failed before it ran; "
+                                                 "nothing was applied, try again");
+        continue;
+      }
+      Arm(w->deadline_ms);
+      if (auto saved = Step("SAVEPOINT w", "write", w->deadline_ms); !saved) {
+        w->result = saved;
+        continue;
+      }
+      w->result = RunFor(*w);
+      if (!db_ || sqlite3_get_autocommit(db_)) {
+        // The file failed under the write (its connection closed, or SQLite rolled the whole
+        // transaction back): the writes before it in this group are gone too.
+        open = false;
+        Result<void> lost =
+            w->result ? Fail(Code::kUnavailable, store_->Describe() + ": the transaction was lost")
+                      : w->result;
+        for (PendingWrite* before : batch) {
+          if (before == w) break;
+          if (before->result) before->result = lost;
+        }
+        w->result = lost;
+        continue;
+      }
+      if (!w->result) (void)Step("ROLLBACK TO w", "write", 0);
+      (void)Step("RELEASE w", "write", 0);
     }
-    Arm(deadline_ms);  // what is left for SQLite's own wait (other processes) and the statements
-    sqlite3_stmt* begin = Prepare("BEGIN IMMEDIATE");
-    if (!begin) return Failure("write");
-    const int rc = sqlite3_step(begin);
-    sqlite3_reset(begin);
-    if (rc != SQLITE_DONE) return Failure("write", rc, deadline_ms);
-    Result<void> r = body();
-    if (!db_) return r;  // the file failed under us: the connection is gone, and the transaction
-    sqlite3_stmt* end = Prepare(r ? "COMMIT" : "ROLLBACK");
-    const int end_rc = end ? sqlite3_step(end) : kPrepareFailed;
-    if (end) sqlite3_reset(end);
-    if (end_rc != SQLITE_DONE) {
-      Result<void> failed = Failure("commit", end_rc, deadline_ms);
-      // Best effort: the failure above is what the caller hears; a ROLLBACK that fails too leaves
-      // the transaction to the connection's close.
+    if (!db_) return;
+    if (!open) {
       if (!sqlite3_get_autocommit(db_)) (void)Exec(db_, "ROLLBACK");
-      return r ? failed : r;
+      return;
     }
+    Arm(0);
+    if (auto committed = Step("COMMIT", "commit", 0); !committed) {
+      fail_all(committed);
+      // Best effort: the failure above is what the writers hear; a ROLLBACK that fails too leaves
+      // the transaction to the connection's close.
+      if (db_ && !sqlite3_get_autocommit(db_)) (void)Exec(db_, "ROLLBACK");
+    }
+  }
+
+  // Runs another worker's write on this (the leader's) connection: its engine borrows this
+  // connection and its prepared statements while its thread waits in Store::Commit.
+  Result<void> RunFor(PendingWrite& w) {
+    if (w.engine == this) return (*w.body)();
+    SqliteEngine& other = *w.engine;
+    Swap(other);
+    Result<void> r = (*w.body)();
+    Swap(other);
     return r;
+  }
+
+  void Swap(SqliteEngine& other) {
+    std::swap(db_, other.db_);
+    std::swap(statements_, other.statements_);
+    std::swap(busy_ms_, other.busy_ms_);
+  }
+
+  // One statement that returns no rows, prepared once.
+  Result<void> Step(const std::string& sql, const std::string& what, int64_t deadline_ms) {
+    sqlite3_stmt* st = Prepare(sql);
+    if (!st) return Failure(what);
+    const int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE) return Failure(what, rc, deadline_ms);
+    return Ok();
   }
 
   std::string Where(const DocQuery& q, std::vector<const json::value*>& binds) {

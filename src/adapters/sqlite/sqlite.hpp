@@ -6,7 +6,9 @@
 // The file is in WAL mode and shared safely by every worker of every `beds` process on the
 // machine: each worker has its own connection; writes take the write lock up front
 // (BEGIN IMMEDIATE) and wait for it up to the request's deadline or query_timeout_ms, so a
-// client never sees "database is locked" — at worst UNAVAILABLE, retryable.
+// client never sees "database is locked" — at worst UNAVAILABLE, retryable. One process's
+// concurrent writes share a transaction and its commit (group commit, each write in a savepoint
+// of its own), so a durable commit's fsync is paid once per group, not once per write.
 // TTL indexes are honoured by a sweep every sweep_interval_s (a document may outlive its expiry
 // by up to that long, as with MongoDB's own TTL monitor).
 #pragma once
