@@ -18,29 +18,17 @@ using namespace std::chrono_literals;
 const std::string kSource = BEDS_SOURCE_DIR;
 const std::string kDomain = kSource + "/tests/integration/once";
 
-class CalgonTest : public NodeTest {
+class CalgonTest : public DomainTest {
  protected:
   void SetUp() override {
     NodeTest::SetUp();
     if (HasFatalFailure()) return;
-    db_ = TestDatabaseName();
-    ASSERT_TRUE(FreshDatabase(db_, {kDomain + "/onc_items.sql"}));
-    dir_ = fs::temp_directory_path() / ("beds-it-calgon-" + NewGuid());
-    fs::create_directories(dir_ / "templates");
-    fs::copy_file(kDomain + "/onc_items_rel.toml", dir_ / "templates" / "onc_items_rel.toml");
-    fs::copy_file(kSource + "/templates/cgn_tickets_rec.toml",
-                  dir_ / "templates" / "cgn_tickets_rec.toml");
-  }
-  void TearDown() override {
-    NodeTest::TearDown();
-    if (!HasFailure()) fs::remove_all(dir_);
+    SetUpDomain({kDomain + "/onc_items.sql"},
+                {kDomain + "/onc_items_rel.toml", kSource + "/templates/cgn_tickets_rec.toml"});
   }
 
   NodeOptions Options(int jobs = 2) const {
-    NodeOptions o;
-    o.database = db_;
-    o.templates_dir = (dir_ / "templates").string();
-    o.docs_path = (dir_ / "docs.sqlite").string();  // kept when a node is replaced
+    NodeOptions o = DomainOptions();
     o.extra_toml = "[brokers.cBroker]\nhandler = \"calgon\"\ninstances = " + std::to_string(jobs) +
                    "\nprefetch = 1\nbindings = []\nmax_retries = 2\nretry_backoff_ms = [50]\n";
     return o;
@@ -68,13 +56,8 @@ class CalgonTest : public NodeTest {
     return std::string(reply.at("data").at("status").as_string());
   }
   std::string Count(const std::string& name) {
-    auto r = Sql(db_, "SELECT COUNT(*) FROM onc_items WHERE name = '" + name + "'");
-    while (!r.output.empty() && r.output.back() == '\n') r.output.pop_back();
-    return r.output;
+    return Scalar("SELECT COUNT(*) FROM onc_items WHERE name = '" + name + "'");
   }
-
-  std::string db_;
-  fs::path dir_;
 };
 
 std::string CodeOf(const json::object& reply) {

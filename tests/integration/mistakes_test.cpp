@@ -31,21 +31,13 @@ std::string Replace(std::string text, const std::string& from, const std::string
   return text;
 }
 
-class MistakesTest : public NodeTest {
+class MistakesTest : public DomainTest {
  protected:
   void SetUp() override {
     NodeTest::SetUp();
     if (HasFatalFailure()) return;
-    db_ = TestDatabaseName();
-    ASSERT_TRUE(FreshDatabase(db_, {kDomain + "/bks_books.sql"}));
-    templates_ = fs::temp_directory_path() / ("beds-mistakes-" + NewGuid());
-    fs::create_directories(templates_);
+    SetUpDomain({kDomain + "/bks_books.sql"}, {kSource + "/templates/example_rec.toml"});
     WriteTemplate(ReadFile(kDomain + "/bks_books_rel.toml"));
-    fs::copy_file(kSource + "/templates/example_rec.toml", templates_ / "example_rec.toml");
-  }
-  void TearDown() override {
-    NodeTest::TearDown();
-    fs::remove_all(templates_);
   }
 
   void WriteTemplate(const std::string& text) {
@@ -53,27 +45,15 @@ class MistakesTest : public NodeTest {
   }
 
   NodeOptions Options(const std::string& name = "appserver") const {
-    NodeOptions o;
+    NodeOptions o = DomainOptions();
     o.name = name;
-    o.database = db_;
-    o.templates_dir = templates_.string();
     return o;
-  }
-
-  std::string Scalar(const std::string& sql) {
-    auto r = Sql(db_, sql);
-    std::string out = r.output;
-    while (!out.empty() && (out.back() == '\n' || out.back() == '\r')) out.pop_back();
-    return out;
   }
 
   static std::string Code(const protocol::Reply& r) {
     return r.error ? std::string(CodeName(r.error->code)) : "OK";
   }
   static std::string Message(const protocol::Reply& r) { return r.error ? r.error->message : ""; }
-
-  std::string db_;
-  fs::path templates_;
 };
 
 // Before: `template check` said ok, and the node stored each book's title in the isbn column.

@@ -75,6 +75,40 @@ bool FreshDatabase(const std::string& database, const std::vector<std::string>& 
   return r.exit_code == 0;
 }
 
+void DomainTest::SetUpDomain(const std::vector<std::string>& sql_files,
+                             const std::vector<std::string>& template_files) {
+  db_ = TestDatabaseName();
+  ASSERT_TRUE(FreshDatabase(db_, sql_files));
+  dir_ = std::filesystem::temp_directory_path() / ("beds-it-" + db_ + "-" + NewGuid().substr(24));
+  templates_ = dir_ / "templates";
+  std::filesystem::create_directories(templates_);
+  for (const auto& f : template_files) {
+    std::filesystem::copy_file(f, templates_ / std::filesystem::path(f).filename());
+  }
+}
+
+void DomainTest::TearDown() {
+  NodeTest::TearDown();
+  if (!HasFailure() && !dir_.empty()) std::filesystem::remove_all(dir_);
+}
+
+NodeOptions DomainTest::DomainOptions() const {
+  NodeOptions o;
+  o.database = db_;
+  o.templates_dir = templates_.string();
+  o.docs_path = (dir_ / "docs.sqlite").string();
+  return o;
+}
+
+std::string DomainTest::Scalar(const std::string& sql) {
+  CommandResult r = Sql(db_, sql);
+  EXPECT_EQ(r.exit_code, 0) << sql << ": " << r.output;
+  while (!r.output.empty() && (r.output.back() == '\n' || r.output.back() == '\r')) {
+    r.output.pop_back();
+  }
+  return r.output;
+}
+
 std::string TestDatabaseName() {
   std::string name = ::testing::UnitTest::GetInstance()->current_test_info()->name();
   std::transform(name.begin(), name.end(), name.begin(), ::tolower);

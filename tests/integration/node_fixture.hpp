@@ -7,6 +7,7 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <filesystem>
 #include <memory>
 #include <optional>
 #include <string>
@@ -87,6 +88,27 @@ class NodeTest : public ::testing::Test {
   std::string vhost_;
   std::unique_ptr<client::Client> client_;
   std::vector<std::unique_ptr<NodeProcess>> nodes_;
+};
+
+// A test with a domain of its own, as a user adds one (docs/templates.md): a fresh database
+// loaded with SQL files, and a scratch directory whose templates/ holds copies of template files
+// (the test may write more there). The directory goes after a test that passed; a failed test's
+// is kept to look at.
+class DomainTest : public NodeTest {
+ protected:
+  void SetUpDomain(const std::vector<std::string>& sql_files,
+                   const std::vector<std::string>& template_files);
+  void TearDown() override;
+  // A node on this domain: its database, its templates, and a SQLite document store in the
+  // scratch directory, kept when a node is replaced.
+  NodeOptions DomainOptions() const;
+  // The output of `sql` on the domain's database (one value: the first column of the first row),
+  // without the trailing newline; the statement must succeed.
+  std::string Scalar(const std::string& sql);
+
+  std::string db_;
+  std::filesystem::path dir_;
+  std::filesystem::path templates_;  // dir_ / "templates"
 };
 
 // A shell command's exit code and its stdout + stderr.

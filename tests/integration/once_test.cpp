@@ -20,29 +20,17 @@ using namespace std::chrono_literals;
 const std::string kSource = BEDS_SOURCE_DIR;
 const std::string kDomain = kSource + "/tests/integration/once";
 
-class OnceTest : public NodeTest {
+class OnceTest : public DomainTest {
  protected:
   void SetUp() override {
     NodeTest::SetUp();
     if (HasFatalFailure()) return;
-    db_ = TestDatabaseName();
-    ASSERT_TRUE(FreshDatabase(db_, {kDomain + "/onc_items.sql"}));
-    dir_ = fs::temp_directory_path() / ("beds-it-once-" + NewGuid());
-    fs::create_directories(dir_ / "templates");
-    for (const char* f : {"onc_items_rel.toml", "onc_notes_rec.toml"}) {
-      fs::copy_file(kDomain + "/" + f, dir_ / "templates" / f);
-    }
-  }
-  void TearDown() override {
-    NodeTest::TearDown();
-    if (!HasFailure()) fs::remove_all(dir_);
+    SetUpDomain({kDomain + "/onc_items.sql"},
+                {kDomain + "/onc_items_rel.toml", kDomain + "/onc_notes_rec.toml"});
   }
 
   NodeOptions Options() const {
-    NodeOptions o;
-    o.database = db_;
-    o.templates_dir = (dir_ / "templates").string();
-    o.docs_path = (dir_ / "docs.sqlite").string();  // kept when a node is replaced
+    NodeOptions o = DomainOptions();
     o.instances = 4;
     return o;
   }
@@ -53,13 +41,6 @@ class OnceTest : public NodeTest {
     if (!reply) return {};
     auto decoded = json::parse(reply->body);
     return decoded.is_object() ? decoded.as_object() : json::object{};
-  }
-
-  std::string Scalar(const std::string& sql) {
-    auto r = Sql(db_, sql);
-    EXPECT_EQ(r.exit_code, 0) << r.output;
-    while (!r.output.empty() && r.output.back() == '\n') r.output.pop_back();
-    return r.output;
   }
 
   // Sends `n` creates at once (each named "{prefix}{i}"), killing the node with SIGKILL and
@@ -103,9 +84,6 @@ class OnceTest : public NodeTest {
     EXPECT_EQ(killed, kills);
     return replies;
   }
-
-  std::string db_;
-  fs::path dir_;
 };
 
 bool Ok(const json::object& reply) { return reply.contains("ok") && reply.at("ok").as_bool(); }

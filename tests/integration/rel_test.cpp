@@ -38,33 +38,21 @@ std::vector<std::string> SchemaFiles() {
   return files;
 }
 
-class RelTest : public NodeTest {
+class RelTest : public DomainTest {
  protected:
   void SetUp() override {
     NodeTest::SetUp();
     if (HasFatalFailure()) return;
-    db_ = TestDatabaseName();
-    ASSERT_TRUE(FreshDatabase(db_, SchemaFiles()));
-    templates_ = fs::temp_directory_path() / ("beds-it-templates-" + NewGuid());
-    fs::create_directories(templates_);
+    std::vector<std::string> templates;
     for (const auto& dir : {kSource + "/templates", kSource + "/tests/integration/templates"}) {
       for (const auto& e : fs::directory_iterator(dir)) {
-        if (e.path().extension() == ".toml")
-          fs::copy_file(e.path(), templates_ / e.path().filename());
+        if (e.path().extension() == ".toml") templates.push_back(e.path().string());
       }
     }
-  }
-  void TearDown() override {
-    NodeTest::TearDown();
-    fs::remove_all(templates_);
+    SetUpDomain(SchemaFiles(), templates);
   }
 
-  NodeOptions Options() const {
-    NodeOptions o;
-    o.database = db_;
-    o.templates_dir = templates_.string();
-    return o;
-  }
+  NodeOptions Options() const { return DomainOptions(); }
 
   // A request through the node; the reply's body.
   json::object Rel(const std::string& key, const std::string& body) {
@@ -73,17 +61,6 @@ class RelTest : public NodeTest {
   }
   json::object Read(const std::string& body) { return Rel("rel.read", body); }
   json::object Write(const std::string& body) { return Rel("rel.write", body); }
-
-  std::string Scalar(const std::string& sql) {
-    auto r = Sql(db_, sql);
-    EXPECT_EQ(r.exit_code, 0) << r.output;
-    while (!r.output.empty() && (r.output.back() == '\n' || r.output.back() == '\r'))
-      r.output.pop_back();
-    return r.output;
-  }
-
-  std::string db_;
-  fs::path templates_;
 };
 
 bool Ok(const json::object& reply) { return reply.contains("ok") && reply.at("ok").as_bool(); }

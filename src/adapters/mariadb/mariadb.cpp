@@ -57,6 +57,44 @@ bool IsConnectionError(unsigned e) {
 
 std::string Clip(const std::string& s, size_t n = 200) { return s.size() > n ? s.substr(0, n) : s; }
 
+// How long one operation keeps trying to reach the server: until reconnect_wait_ms has passed or
+// the request's deadline, whichever comes first, waiting 50 ms, 100 ms, … 1 s between connection
+// attempts.
+class Patience {
+ public:
+  Patience(int64_t reconnect_wait_ms, int64_t deadline_ms)
+      : give_up_(NowUnixMs() + reconnect_wait_ms),
+        deadline_first_(deadline_ms > 0 && deadline_ms < give_up_) {
+    if (deadline_first_) give_up_ = deadline_ms;
+  }
+  bool Expired() const { return NowUnixMs() > give_up_; }
+  // After a failed connection attempt: waits the next step and says to try again, or says to give
+  // up when that wait would run past the end.
+  bool WaitToRetry() {
+    if (NowUnixMs() + backoff_.count() > give_up_) return false;
+    std::this_thread::sleep_for(backoff_);
+    backoff_ = std::min<std::chrono::milliseconds>(backoff_ * 2, 1s);
+    return true;
+  }
+  // The answer once it has run out: TIMEOUT when the deadline came first, else UNAVAILABLE with
+  // `advice` (retryable as `retry` says), the server's last words logged.
+  Error GaveUp(const std::string& what, const std::string& database,
+               const std::optional<DbError>& last, const std::string& advice,
+               std::optional<bool> retry = std::nullopt) const {
+    if (deadline_first_) {
+      return Error{Code::kTimeout,
+                   what + ": the request's deadline passed while the database was unavailable"};
+    }
+    spdlog::warn("{}: database {} unavailable: {}", what, database, last ? last->text : "?");
+    return Error{Code::kUnavailable, what + ": the database is not reachable; " + advice, retry};
+  }
+
+ private:
+  int64_t give_up_;
+  bool deadline_first_;
+  std::chrono::milliseconds backoff_{50};
+};
+
 // Server errors that pass with time: out of connections or resources, a full disk or lock
 // table, a server shutting down, read-only during a switchover, a cluster node not ready yet.
 bool IsPassingServerError(unsigned e) {
@@ -742,10 +780,7 @@ class MariaDbCore : public NamasteCore {
                            const OpSpec& op, const WriteOnce& once, int64_t deadline_ms,
                            const std::string& what) {
     static const std::string kCommit = "CALL `beds_once_commit`(?, ?, ?, ?)";
-    int64_t give_up = NowUnixMs() + settings_.reconnect_wait_ms;
-    const bool deadline_first = deadline_ms > 0 && deadline_ms < give_up;
-    if (deadline_first) give_up = deadline_ms;
-    auto backoff = 50ms;
+    Patience patience(settings_.reconnect_wait_ms, deadline_ms);
     int again = 0;  // runs repeated after a deadlock, a lost race or a changed procedure
     bool look_first = once.maybe_seen;
     std::optional<DbError> last;
@@ -762,9 +797,7 @@ class MariaDbCore : public NamasteCore {
       if (!conn.connected()) {
         if (auto e = conn.Connect()) {
           last = e;
-          if (NowUnixMs() + backoff.count() > give_up) break;
-          std::this_thread::sleep_for(backoff);
-          backoff = std::min<std::chrono::milliseconds>(backoff * 2, 1s);
+          if (!patience.WaitToRetry()) break;
           continue;
         }
       }
@@ -822,7 +855,7 @@ class MariaDbCore : public NamasteCore {
         }
         last = e;
         look_first = true;
-        if (NowUnixMs() > give_up) break;
+        if (patience.Expired()) break;
         continue;
       }
       Rollback(conn);
@@ -853,16 +886,11 @@ class MariaDbCore : public NamasteCore {
       if (mapped.code == Code::kUnavailable) mapped.retry = true;
       return std::unexpected(mapped);
     }
-    if (deadline_first) {
-      return std::unexpected(Error{Code::kTimeout, what + ": the request's deadline passed while "
-                                                          "the database was unavailable"});
-    }
-    spdlog::warn("{}: database {} unavailable: {}", what, settings_.name, last ? last->text : "?");
-    return std::unexpected(Error{Code::kUnavailable,
-                                 what + ": the database is not reachable; try again later with "
-                                        "the same idempotency key: if this write was applied, "
-                                        "its record answers, else it is applied then",
-                                 true});
+    return std::unexpected(patience.GaveUp(what, settings_.name, last,
+                                           "try again later with the same idempotency key: if "
+                                           "this write was applied, its record answers, else it "
+                                           "is applied then",
+                                           true));
   }
 
   // The write's record, read in a transaction of its own that is then ended: the reply it
@@ -941,10 +969,7 @@ class MariaDbCore : public NamasteCore {
                                      size_t out_count, const Template& t,
                                      const std::vector<std::string>& out_names, Access access,
                                      int64_t deadline_ms, const std::string& what) {
-    int64_t give_up = NowUnixMs() + settings_.reconnect_wait_ms;
-    const bool deadline_first = deadline_ms > 0 && deadline_ms < give_up;
-    if (deadline_first) give_up = deadline_ms;
-    auto backoff = 50ms;
+    Patience patience(settings_.reconnect_wait_ms, deadline_ms);
     int deadlocks = 0;
     bool reprepared = false;
     std::optional<DbError> last;
@@ -953,9 +978,7 @@ class MariaDbCore : public NamasteCore {
       if (!conn->connected()) {
         if (auto e = conn->Connect()) {
           last = e;
-          if (NowUnixMs() + backoff.count() > give_up) break;
-          std::this_thread::sleep_for(backoff);
-          backoff = std::min<std::chrono::milliseconds>(backoff * 2, 1s);
+          if (!patience.WaitToRetry()) break;
           continue;
         }
       }
@@ -966,7 +989,7 @@ class MariaDbCore : public NamasteCore {
           last = stmt.error();
           conn->Close();
           if (conn != &master_) MarkSecondaryDown(conn);
-          if (NowUnixMs() > give_up) break;
+          if (patience.Expired()) break;
           continue;
         }
         if (stmt.error().errnum == ER_MAX_PREPARED_STMT_COUNT_REACHED) conn->Clear();
@@ -998,7 +1021,7 @@ class MariaDbCore : public NamasteCore {
               OutcomeUnknownError(what, "the database connection was lost while the write ran"));
         }
         last = e;
-        if (NowUnixMs() > give_up) break;
+        if (patience.Expired()) break;
         continue;
       }
       // The statement stays usable after a server-side error once whatever it holds is dropped;
@@ -1035,13 +1058,7 @@ class MariaDbCore : public NamasteCore {
       }
       return std::unexpected(MapError(e, what));
     }
-    if (deadline_first) {
-      return std::unexpected(Error{Code::kTimeout, what + ": the request's deadline passed while "
-                                                          "the database was unavailable"});
-    }
-    spdlog::warn("{}: database {} unavailable: {}", what, settings_.name, last ? last->text : "?");
-    return std::unexpected(
-        Error{Code::kUnavailable, what + ": the database is not reachable; try again later"});
+    return std::unexpected(patience.GaveUp(what, settings_.name, last, "try again later"));
   }
 
   const config::DatabaseSettings settings_;  // before the connections, which refer to it
