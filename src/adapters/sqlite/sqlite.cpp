@@ -554,6 +554,8 @@ class SqliteEngine final : public docstore::Engine {
     };
     Arm(0);
     if (auto begun = Step("BEGIN IMMEDIATE", "write", 0); !begun) return fail_all(begun);
+    // A write alone in its group needs no savepoint: the transaction is its own.
+    const bool alone = batch.size() == 1;
     bool open = true;
     for (PendingWrite* w : batch) {
       if (!open || !db_) {
@@ -563,7 +565,7 @@ class SqliteEngine final : public docstore::Engine {
         continue;
       }
       Arm(w->deadline_ms);
-      if (auto saved = Step("SAVEPOINT w", "write", w->deadline_ms); !saved) {
+      if (auto saved = alone ? Ok() : Step("SAVEPOINT w", "write", w->deadline_ms); !saved) {
         w->result = saved;
         continue;
       }
@@ -582,6 +584,7 @@ class SqliteEngine final : public docstore::Engine {
         w->result = lost;
         continue;
       }
+      if (alone) break;
       if (!w->result) (void)Step("ROLLBACK TO w", "write", 0);
       (void)Step("RELEASE w", "write", 0);
     }
@@ -591,6 +594,10 @@ class SqliteEngine final : public docstore::Engine {
       return;
     }
     Arm(0);
+    if (alone && !batch[0]->result) {
+      (void)Step("ROLLBACK", "write", 0);
+      return;
+    }
     if (auto committed = Step("COMMIT", "commit", 0); !committed) {
       fail_all(committed);
       // Best effort: the failure above is what the writers hear; a ROLLBACK that fails too leaves
