@@ -1068,6 +1068,48 @@ def _(s):
     s.nothing()
 
 
+@case("once.replset_pending", "on a replica set, a record left pending by a claim made without "
+      "transactions: fresh, the transaction is aborted and UNAVAILABLE (retryable) answered; "
+      "stale, it is deleted in the transaction and the write applied and recorded",
+      replset=True)
+def _(s):
+    s.ready(strip=("lsid",))
+    s.send(keyed({"code": "a"}, "k1"))
+    s.reply(s.command(RECORDS_INDEX, strip=("lsid",)), {"ok": 1})
+    req, _ = txn_command(s, "find")
+    record_id = req.doc["filter"]["_id"]["$eq"]
+    s.reply(req, cursor("beds_idempotency", []))
+    req, _ = txn_command(s, "insert")
+    s.reply(req, {"ok": 1, "n": 1})
+    req, _ = txn_command(s, "insert")
+    digest = req.doc["documents"][0]["digest"]
+    s.reply(req, {"ok": 1, "n": 1})
+    req, _ = txn_command(s, "commitTransaction", db="admin")
+    s.reply(req, {"ok": 1})
+    same(s.answer(), ok([{"code": "a"}], 1), "the first reply")
+    pending = {"_id": record_id, "digest": digest, "state": "pending",
+               "claimed_at": ms_now(), "expires_at": ms_now()}
+    s.send(keyed({"code": "a"}, "k1"))
+    txn_begin(s, [pending])
+    req, _ = txn_command(s, "abortTransaction", db="admin")
+    s.reply(req, {"ok": 1})
+    same(s.answer(), err("UNAVAILABLE", True, "being applied"), "the reply while pending")
+    s.send(keyed({"code": "a"}, "k1"))
+    txn_begin(s, [dict(pending, claimed_at=ms_now() - datetime.timedelta(hours=1))])
+    req, doc = txn_command(s, "delete")
+    same(doc, {"delete": "beds_idempotency", "ordered": True,
+               "deletes": [{"q": O(("_id", record_id), ("state", "pending")), "limit": 1}]},
+         "the stale claim's removal")
+    s.reply(req, {"ok": 1, "n": 1})
+    for name in ("insert", "insert"):
+        req, _ = txn_command(s, name)
+        s.reply(req, {"ok": 1, "n": 1})
+    req, _ = txn_command(s, "commitTransaction", db="admin")
+    s.reply(req, {"ok": 1})
+    same(s.answer(), ok([{"code": "a"}], 1), "the reply after the takeover")
+    s.nothing()
+
+
 # ---------------------------------------------------------------------------------------------
 
 

@@ -452,7 +452,7 @@ class MongoEngine final : public docstore::Engine {
     if (auto r = Ready(deadline_ms); !r) return std::unexpected(r.error());
     Bson bdoc, opts, reply;
     AppendDocument(bdoc.get(), t, key, doc);
-    WriteOptions(opts.get());
+    if (auto joined = WriteOptions(opts.get()); !joined) return std::unexpected(joined.error());
     Lease lease(*store_, t.collection, Borrowed());
     bson_error_t error;
     if (!mongoc_collection_insert_one(lease.collection(), bdoc.get(), opts.get(), reply.get(),
@@ -483,7 +483,7 @@ class MongoEngine final : public docstore::Engine {
     }
     Bson opts, reply;
     BSON_APPEND_BOOL(opts.get(), "ordered", false);
-    WriteOptions(opts.get());
+    if (auto joined = WriteOptions(opts.get()); !joined) return std::unexpected(joined.error());
     Lease lease(*store_, t.collection, Borrowed());
     bson_error_t error;
     const bool ok = mongoc_collection_insert_many(lease.collection(), ptrs, docs.size(), opts.get(),
@@ -553,7 +553,7 @@ class MongoEngine final : public docstore::Engine {
       AppendField(&fields, n, *t.Field(n), v);
     }
     bson_append_document_end(update.get(), &fields);
-    WriteOptions(extra.get());
+    if (auto joined = WriteOptions(extra.get()); !joined) return std::unexpected(joined.error());
     BSON_APPEND_INT64(extra.get(), "maxTimeMS", *max_ms);
     mongoc_find_and_modify_opts_t* opts = mongoc_find_and_modify_opts_new();
     mongoc_find_and_modify_opts_set_update(opts, update.get());
@@ -583,7 +583,7 @@ class MongoEngine final : public docstore::Engine {
     if (auto r = Ready(deadline_ms); !r) return std::unexpected(r.error());
     Bson selector, opts, reply;
     AppendKeyMatch(selector.get(), t, key);
-    WriteOptions(opts.get());
+    if (auto joined = WriteOptions(opts.get()); !joined) return std::unexpected(joined.error());
     Lease lease(*store_, t.collection, Borrowed());
     bson_error_t error;
     if (!mongoc_collection_delete_one(lease.collection(), selector.get(), opts.get(), reply.get(),
@@ -637,14 +637,17 @@ class MongoEngine final : public docstore::Engine {
   mongoc_client_t* Borrowed() const { return txn_ ? txn_->client : nullptr; }
 
   // A write's options: its session inside the exactly-once transaction (whose commit carries
-  // the write concern), else the write concern.
-  void WriteOptions(bson_t* opts) const {
+  // the write concern), else the write concern. A write that cannot join its transaction is not
+  // sent at all (outside it, it would apply whatever became of the transaction).
+  Result<void> WriteOptions(bson_t* opts) const {
     if (txn_) {
       bson_error_t error;
-      if (mongoc_client_session_append(txn_->session, opts, &error)) return;
+      if (mongoc_client_session_append(txn_->session, opts, &error)) return Ok();
       spdlog::error("MongoDB: a write could not join its transaction: {}", error.message);
+      return Fail(Code::kInternal, "the write could not join its transaction; nothing was applied");
     }
     mongoc_write_concern_append(const_cast<mongoc_write_concern_t*>(store_->write_concern()), opts);
+    return Ok();
   }
 
   // How long a standalone server's pending record belongs to the attempt that claimed it: the
@@ -770,6 +773,31 @@ class MongoEngine final : public docstore::Engine {
     return DecodeRecordedReply(r.reply);
   }
 
+  static Error BeingApplied() {
+    return Error{Code::kUnavailable,
+                 "this write is being applied by an earlier delivery of it; ask again (with its "
+                 "idempotency key) for its reply",
+                 true};
+  }
+
+  // Deletes the pending record of `once` inside the transaction of `session`.
+  Result<void> RemoveClaim(mongoc_client_t* client, const WriteOnce& once,
+                           mongoc_client_session_t* session, int64_t deadline_ms) {
+    Bson selector, opts, reply;
+    AppendIdentity(selector.get(), "_id", once.identity);
+    BSON_APPEND_UTF8(selector.get(), "state", "pending");
+    bson_error_t error;
+    if (!mongoc_client_session_append(session, opts.get(), &error)) {
+      return Fail(Code::kInternal, "the exactly-once record could not join its transaction");
+    }
+    Lease lease(*store_, kRecords, client);
+    if (!mongoc_collection_delete_one(lease.collection(), selector.get(), opts.get(), reply.get(),
+                                      &error)) {
+      return std::unexpected(Classify(error, "exactly-once record", true, deadline_ms));
+    }
+    return Ok();
+  }
+
   static Error NothingApplied(const std::string& why) {
     return Error{Code::kUnavailable,
                  "the write " + why +
@@ -804,7 +832,24 @@ class MongoEngine final : public docstore::Engine {
       } leave{txn_};
       std::optional<Result<OpResult>> answer;
       auto found = FindRecord(lease.client(), once, session.get(), deadline_ms);
-      if (!found) {
+      if (found && *found && (*found)->state == "pending") {
+        // Claimed while this store had no transactions (it has become a replica set since): the
+        // standalone rules hold for it, and a stale claim is removed here and the write applied.
+        const Record& r = **found;
+        if (r.digest != once.digest) {
+          answer = std::unexpected(KeyReusedError());
+        } else if (NowUnixMs() - r.claimed_at < ClaimLeaseMs()) {
+          answer = std::unexpected(BeingApplied());
+        } else if (auto removed = RemoveClaim(lease.client(), once, session.get(), deadline_ms);
+                   !removed) {
+          answer = std::unexpected(removed.error());
+        } else {
+          found = std::optional<Record>{};
+        }
+      }
+      if (answer) {
+        // decided above
+      } else if (!found) {
         answer = std::unexpected(found.error());
       } else if (*found) {
         answer = Answer(**found, once);
@@ -820,10 +865,11 @@ class MongoEngine final : public docstore::Engine {
         const int64_t now = NowUnixMs();
         BSON_APPEND_DATE_TIME(doc.get(), "claimed_at", now);
         BSON_APPEND_DATE_TIME(doc.get(), "expires_at", now + once.ttl_s * 1000);
-        WriteOptions(opts.get());
         Lease records(*store_, kRecords, lease.client());
-        if (!mongoc_collection_insert_one(records.collection(), doc.get(), opts.get(), reply.get(),
-                                          &error)) {
+        if (auto joined = WriteOptions(opts.get()); !joined) {
+          answer = std::unexpected(joined.error());
+        } else if (!mongoc_collection_insert_one(records.collection(), doc.get(), opts.get(),
+                                                 reply.get(), &error)) {
           answer = std::unexpected(Classify(error, "exactly-once record", true, deadline_ms));
         } else {
           Bson committed;
@@ -866,7 +912,7 @@ class MongoEngine final : public docstore::Engine {
     BSON_APPEND_UTF8(claim.get(), "state", "pending");
     BSON_APPEND_DATE_TIME(claim.get(), "claimed_at", claimed_at);
     BSON_APPEND_DATE_TIME(claim.get(), "expires_at", claimed_at + once.ttl_s * 1000);
-    WriteOptions(opts.get());
+    (void)WriteOptions(opts.get());  // no transaction here: the write concern
     bson_error_t error;
     bool claimed = false;
     {
@@ -884,12 +930,7 @@ class MongoEngine final : public docstore::Engine {
       if (!*found) return std::unexpected(NothingApplied("met its record being removed"));
       const Record& r = **found;
       if (r.digest != once.digest || r.state == "done") return Answer(r, once);
-      if (claimed_at - r.claimed_at < ClaimLeaseMs()) {
-        return std::unexpected(Error{Code::kUnavailable,
-                                     "this write is being applied by an earlier delivery of it; "
-                                     "ask again (with its idempotency key) for its reply",
-                                     true});
-      }
+      if (claimed_at - r.claimed_at < ClaimLeaseMs()) return std::unexpected(BeingApplied());
       // Take the stale claim over, unless another repeat did so first.
       if (auto took = SetRecord(once, r.claimed_at, claimed_at, nullptr, deadline_ms);
           !took || !*took) {
@@ -906,7 +947,7 @@ class MongoEngine final : public docstore::Engine {
       if (applied.error().retryable() || applied.error().code != Code::kUnavailable) {
         Bson selector, dopts, dreply;
         AppendClaimMatch(selector.get(), once, claimed_at);
-        WriteOptions(dopts.get());
+        (void)WriteOptions(dopts.get());  // no transaction here: the write concern
         Lease lease(*store_, kRecords);
         if (!mongoc_collection_delete_one(lease.collection(), selector.get(), dopts.get(),
                                           dreply.get(), &error)) {
@@ -947,7 +988,7 @@ class MongoEngine final : public docstore::Engine {
       BSON_APPEND_DATE_TIME(&set, "claimed_at", now);
     }
     bson_append_document_end(update.get(), &set);
-    WriteOptions(opts.get());
+    (void)WriteOptions(opts.get());  // no transaction here: the write concern
     bson_error_t error;
     Lease lease(*store_, kRecords);
     if (!mongoc_collection_update_one(lease.collection(), selector.get(), update.get(), opts.get(),

@@ -119,7 +119,14 @@ class Store {
       std::vector<PendingWrite*> batch;
       batch.swap(group_queue_);
       lock.unlock();
-      lead(batch);
+      try {
+        lead(batch);
+      } catch (...) {
+        // Never leave the store without a leader: every write of this batch fails.
+        for (PendingWrite* p : batch) {
+          p->result = Fail(Code::kInternal, "the write failed in the document store");
+        }
+      }
       lock.lock();
       for (PendingWrite* p : batch) p->done = true;
       group_leading_ = false;
@@ -545,76 +552,113 @@ class SqliteEngine final : public docstore::Engine {
   }
 
   // One group: BEGIN IMMEDIATE; each write between SAVEPOINT and RELEASE (ROLLBACK TO when it
-  // failed); COMMIT. A commit that fails fails every write of the group: none was applied.
+  // failed); COMMIT. A write alone in its group needs no savepoint: the transaction is its own.
   void LeadGroup(std::vector<PendingWrite*>& batch) {
-    auto fail_all = [&](const Result<void>& why) {
-      for (PendingWrite* w : batch) {
-        if (w->result) w->result = why;
-      }
-    };
     Arm(0);
-    if (auto begun = Step("BEGIN IMMEDIATE", "write", 0); !begun) return fail_all(begun);
-    // A write alone in its group needs no savepoint: the transaction is its own.
+    if (auto begun = Step("BEGIN IMMEDIATE", "write", 0); !begun) {
+      for (PendingWrite* w : batch) w->result = begun;
+      return;
+    }
     const bool alone = batch.size() == 1;
-    bool open = true;
-    for (PendingWrite* w : batch) {
-      if (!open || !db_) {
-        w->result = Fail(Code::kUnavailable, store_->Describe() +
-                                                 ": the write's group failed before it ran; "
-                                                 "nothing was applied, try again");
+    // The transaction is gone when the connection closed (a file in trouble) or SQLite rolled it
+    // back whole (an I/O error, a full disk, out of memory, an interrupted statement): every write
+    // of the group up to here is lost with it, and none after it may run in a transaction of its
+    // own by accident.
+    std::optional<Error> lost;
+    auto lose = [&](size_t upto, const Result<void>& why) {
+      lost = why ? Error{Code::kUnavailable, store_->Describe() +
+                                                 ": the write's transaction was lost; nothing "
+                                                 "was applied, try again"}
+                 : why.error();
+      for (size_t i = 0; i <= upto; ++i) batch[i]->result = std::unexpected(*lost);
+    };
+    auto gone = [&] { return !db_ || sqlite3_get_autocommit(db_); };
+    for (size_t i = 0; i < batch.size(); ++i) {
+      PendingWrite* w = batch[i];
+      if (lost) {
+        w->result = std::unexpected(*lost);
+        continue;
+      }
+      if (w->deadline_ms > 0 && NowUnixMs() >= w->deadline_ms) {
+        // Not run at all: an interrupted statement would roll the whole group back.
+        w->result = Fail(Code::kTimeout, "the request's deadline passed before the write ran");
         continue;
       }
       Arm(w->deadline_ms);
-      if (auto saved = alone ? Ok() : Step("SAVEPOINT w", "write", w->deadline_ms); !saved) {
-        w->result = saved;
-        continue;
+      if (!alone) {
+        if (auto saved = Step("SAVEPOINT w", "write", w->deadline_ms); !saved || gone()) {
+          if (gone()) {
+            lose(i, saved);
+          } else {
+            w->result = saved;
+          }
+          continue;
+        }
       }
       w->result = RunFor(*w);
-      if (!db_ || sqlite3_get_autocommit(db_)) {
-        // The file failed under the write (its connection closed, or SQLite rolled the whole
-        // transaction back): the writes before it in this group are gone too.
-        open = false;
-        Result<void> lost =
-            w->result ? Fail(Code::kUnavailable, store_->Describe() + ": the transaction was lost")
-                      : w->result;
-        for (PendingWrite* before : batch) {
-          if (before == w) break;
-          if (before->result) before->result = lost;
-        }
-        w->result = lost;
+      if (gone()) {
+        lose(i, w->result);
         continue;
       }
       if (alone) break;
-      if (!w->result) (void)Step("ROLLBACK TO w", "write", 0);
-      (void)Step("RELEASE w", "write", 0);
+      Arm(0);
+      // A failed write's partial effect must not reach the commit: when it cannot be rolled back
+      // to its savepoint, the whole group is.
+      Result<void> back = w->result ? Ok() : Step("ROLLBACK TO w", "write", 0);
+      if (back) back = Step("RELEASE w", "write", 0);
+      if (!back || gone()) lose(i, back);
     }
     if (!db_) return;
-    if (!open) {
-      if (!sqlite3_get_autocommit(db_)) (void)Exec(db_, "ROLLBACK");
-      return;
-    }
+    if (lost || (alone && !batch[0]->result)) return RollbackOrClose();
     Arm(0);
-    if (alone && !batch[0]->result) {
-      (void)Step("ROLLBACK", "write", 0);
-      return;
-    }
-    if (auto committed = Step("COMMIT", "commit", 0); !committed) {
-      fail_all(committed);
-      // Best effort: the failure above is what the writers hear; a ROLLBACK that fails too leaves
-      // the transaction to the connection's close.
-      if (db_ && !sqlite3_get_autocommit(db_)) (void)Exec(db_, "ROLLBACK");
+    sqlite3_stmt* commit = Prepare("COMMIT");
+    const int rc = commit ? sqlite3_step(commit) : kPrepareFailed;
+    if (commit) sqlite3_reset(commit);
+    if (rc != SQLITE_DONE) {
+      // A commit that failed on I/O may still have reached the disk: say so, unless it was
+      // refused before it started (busy), when nothing was applied.
+      const bool busy = (rc & 0xff) == SQLITE_BUSY || (rc & 0xff) == SQLITE_LOCKED;
+      const Result<void> committed = Failure("commit", rc);
+      for (PendingWrite* w : batch) {
+        if (!w->result) continue;
+        w->result =
+            busy
+                ? committed
+                : std::unexpected(OutcomeUnknownError(
+                      store_->Describe(), "its commit failed (" + committed.error().message + ")"));
+      }
+      RollbackOrClose();
     }
   }
 
+  // Ends a transaction that must not commit. A connection that cannot roll back would keep the
+  // write lock: it is closed instead (SQLite rolls back on close).
+  void RollbackOrClose() {
+    if (!db_ || sqlite3_get_autocommit(db_)) return;
+    if (!Exec(db_, "ROLLBACK") || !sqlite3_get_autocommit(db_)) Close();
+  }
+
   // Runs another worker's write on this (the leader's) connection: its engine borrows this
-  // connection and its prepared statements while its thread waits in Store::Commit.
+  // connection and its prepared statements while its thread waits in Store::Commit. An exception
+  // from the write (out of memory, say) becomes its error, so the engines are swapped back and
+  // the group goes on.
   Result<void> RunFor(PendingWrite& w) {
-    if (w.engine == this) return (*w.body)();
-    SqliteEngine& other = *w.engine;
-    Swap(other);
-    Result<void> r = (*w.body)();
-    Swap(other);
-    return r;
+    struct Borrow {
+      SqliteEngine* self;
+      SqliteEngine* other;
+      Borrow(SqliteEngine* s, SqliteEngine* o) : self(s), other(o) {
+        if (other != self) self->Swap(*other);
+      }
+      ~Borrow() {
+        if (other != self) self->Swap(*other);
+      }
+    } borrow(this, w.engine);
+    try {
+      return (*w.body)();
+    } catch (const std::exception& e) {
+      spdlog::error("{}: a write failed: {}", store_->Describe(), e.what());
+      return Fail(Code::kInternal, "the write failed in the document store");
+    }
   }
 
   void Swap(SqliteEngine& other) {
