@@ -6,7 +6,9 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <map>
+#include <thread>
 
 #include "adapters/docstore/docstore.hpp"
 #include "core/lineage.hpp"
@@ -457,6 +459,8 @@ class MongoEngine final : public docstore::Engine {
     bson_error_t error;
     if (!mongoc_collection_insert_one(lease.collection(), bdoc.get(), opts.get(), reply.get(),
                                       &error)) {
+      NoteTransient(reply.get());
+      NoteTransient(reply.get());
       return std::unexpected(Classify(error, "create", true, deadline_ms, &t));
     }
     return Ok();
@@ -564,7 +568,10 @@ class MongoEngine final : public docstore::Engine {
     const bool ok = mongoc_collection_find_and_modify_with_opts(lease.collection(), query.get(),
                                                                 opts, reply.get(), &error);
     mongoc_find_and_modify_opts_destroy(opts);
-    if (!ok) return std::unexpected(Classify(error, "update", true, deadline_ms));
+    if (!ok) {
+      NoteTransient(reply.get());
+      return std::unexpected(Classify(error, "update", true, deadline_ms));
+    }
     bson_iter_t it;
     if (!bson_iter_init_find(&it, reply.get(), "value") || !BSON_ITER_HOLDS_DOCUMENT(&it)) {
       return Fail(Code::kNotFound, "no " + t.name + " document has this " + t.Key()->name);
@@ -588,6 +595,7 @@ class MongoEngine final : public docstore::Engine {
     bson_error_t error;
     if (!mongoc_collection_delete_one(lease.collection(), selector.get(), opts.get(), reply.get(),
                                       &error)) {
+      NoteTransient(reply.get());
       return std::unexpected(Classify(error, "delete", true, deadline_ms));
     }
     bson_iter_t it;
@@ -636,6 +644,14 @@ class MongoEngine final : public docstore::Engine {
 
   mongoc_client_t* Borrowed() const { return txn_ ? txn_->client : nullptr; }
 
+  // Inside the exactly-once transaction, an error the server labels TransientTransactionError
+  // ends only this attempt (Classify then says nothing was applied).
+  void NoteTransient(const bson_t* reply) const {
+    if (txn_ && reply && mongoc_error_has_label(reply, "TransientTransactionError")) {
+      txn_->transient = true;
+    }
+  }
+
   // A write's options: its session inside the exactly-once transaction (whose commit carries
   // the write concern), else the write concern. A write that cannot join its transaction is not
   // sent at all (outside it, it would apply whatever became of the transaction).
@@ -654,7 +670,8 @@ class MongoEngine final : public docstore::Engine {
   // longest an attempt can take (a server selection and a write, twice over).
   int64_t ClaimLeaseMs() const {
     const auto& s = store_->settings();
-    return 2 * (s.reconnect_wait_ms + s.query_timeout_ms);
+    // (The driver's socket timeout is query_timeout_ms + 1 s, and it retries a write once.)
+    return 2 * (s.reconnect_wait_ms + s.query_timeout_ms + 1000);
   }
 
   Result<void> IndexRecords() {
@@ -893,7 +910,12 @@ class MongoEngine final : public docstore::Engine {
           }
         }
       }
-      if (txn.transient && attempt < 3) continue;  // the session's end aborts this one
+      if (txn.transient && attempt < 3) {
+        // The session's end aborts this attempt; the next waits a little longer each time, so
+        // repeats of one write racing each other do not meet again at once.
+        std::this_thread::sleep_for(std::chrono::milliseconds(5 << attempt));
+        continue;
+      }
       return std::move(*answer);
     }
   }
@@ -958,8 +980,14 @@ class MongoEngine final : public docstore::Engine {
       return applied;
     }
     const std::string recorded = EncodeRecordedReply(*applied);
-    if (auto done = SetRecord(once, claimed_at, claimed_at, &recorded, deadline_ms);
-        !done || !*done) {
+    // The effect is applied: completing its record is worth a few tries (without the request's
+    // deadline, which must not leave the record pending).
+    Result<bool> done = false;
+    for (int attempt = 0; attempt < 3; ++attempt) {
+      done = SetRecord(once, claimed_at, claimed_at, &recorded, 0);
+      if (done) break;
+    }
+    if (!done || !*done) {
       // Applied, but a repeat within the lease is told to wait and one after it applies again.
       spdlog::warn("MongoDB database '{}': an applied write's record was not completed: {}",
                    store_->settings().name, done ? "it was taken over" : done.error().message);
@@ -1025,7 +1053,7 @@ class MongoEngine final : public docstore::Engine {
       // lost connection or a stepped-down primary only ends this attempt: ApplyInTransaction
       // runs the whole again.
       constexpr uint32_t kWriteConflict = 112, kNoSuchTransaction = 251;
-      if (e.code == kWriteConflict || e.code == kNoSuchTransaction ||
+      if (txn_->transient || e.code == kWriteConflict || e.code == kNoSuchTransaction ||
           e.domain == MONGOC_ERROR_STREAM || IsNotPrimary(e.code)) {
         txn_->transient = true;
         return NothingApplied("met a conflicting write or a lost connection (" +
