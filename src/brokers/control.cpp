@@ -8,6 +8,7 @@
 #include "amqp/connection.hpp"
 #include "amqp/topology.hpp"
 #include "brokers/worker.hpp"
+#include "core/backoff.hpp"
 #include "core/lineage.hpp"
 #include "protocol/envelope.hpp"
 
@@ -39,18 +40,17 @@ struct ControlLoop::Impl {
 
   void Loop(std::stop_token stop) {
     std::unique_ptr<amqp::Connection> conn;
-    auto backoff = 100ms;
+    Backoff backoff(100ms, 5s);
     while (!stop.stop_requested()) {
       if (!conn) {
         auto c = Connect();
         if (!c) {
           spdlog::debug("control loop: {}", c.error().message);
-          SleepUnlessStopped(stop, backoff);
-          backoff = std::min<std::chrono::milliseconds>(backoff * 2, 5s);
+          SleepUnlessStopped(stop, backoff.Next());
           continue;
         }
         conn = std::move(*c);
-        backoff = 100ms;
+        backoff.Reset();
       }
       auto next = conn->Next(200ms);
       if (!next) {

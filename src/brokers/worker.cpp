@@ -7,6 +7,7 @@
 #include <mutex>
 
 #include "amqp/topology.hpp"
+#include "core/backoff.hpp"
 
 namespace beds::brokers {
 namespace {
@@ -84,7 +85,7 @@ Result<void> Worker::Connect() {
 }
 
 void Worker::Loop(std::stop_token stop) {
-  auto backoff = 100ms;
+  Backoff backoff(100ms, 5s);
   int failures = 0;
   while (!stop.stop_requested()) {
     if (!connection_) {
@@ -92,10 +93,9 @@ void Worker::Loop(std::stop_token stop) {
         // First failure and then every tenth: a long outage should not flood the log.
         if (failures++ % 10 == 0) {
           spdlog::warn("broker {} worker {}: {} (retrying in {} ms)", broker_.name, index_,
-                       r.error().message, backoff.count());
+                       r.error().message, backoff.Peek().count());
         }
-        SleepUnlessStopped(stop, backoff);
-        backoff = std::min<std::chrono::milliseconds>(backoff * 2, 5s);
+        SleepUnlessStopped(stop, backoff.Next());
         continue;
       }
       if (failures > 0 || lost_) {
@@ -104,7 +104,7 @@ void Worker::Loop(std::stop_token stop) {
       }
       lost_ = false;
       failures = 0;
-      backoff = 100ms;
+      backoff.Reset();
     }
     auto next = connection_->Next(200ms);
     if (!next) {

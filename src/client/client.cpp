@@ -4,6 +4,7 @@
 #include <map>
 #include <thread>
 
+#include "core/backoff.hpp"
 #include "core/lineage.hpp"
 
 namespace beds::client {
@@ -109,11 +110,10 @@ Result<void> Client::Open() {
 Result<void> Client::Reconnect(const Error& cause) {
   connection_.reset();
   const auto give_up = std::chrono::steady_clock::now() + reconnect_window_;
-  auto backoff = 100ms;
+  Backoff backoff(100ms, 2s);
   Error last = cause;
   while (std::chrono::steady_clock::now() < give_up) {
-    std::this_thread::sleep_for(backoff);
-    backoff = std::min<std::chrono::milliseconds>(backoff * 2, 2s);
+    std::this_thread::sleep_for(backoff.Next());
     if (auto r = Open(); !r) {
       last = r.error();
       continue;

@@ -17,6 +17,7 @@
 
 #include "amqp/connection.hpp"
 #include "amqp/topology.hpp"
+#include "core/backoff.hpp"
 
 namespace beds::logs {
 namespace {
@@ -329,7 +330,7 @@ struct AmqpSink::Impl {
 
   void Run(std::stop_token stop) {
     MuteEventsOnThisThread();
-    auto backoff = 100ms;
+    Backoff backoff(100ms, 5s);
     bool ever_connected = false;
     int failures = 0;
     while (true) {
@@ -339,7 +340,7 @@ struct AmqpSink::Impl {
         if (auto r = Connect(); !r) {
           if (failures++ % 10 == 0) {
             spdlog::warn("log sink: {} (spilling; retrying in {} ms)", r.error().message,
-                         backoff.count());
+                         backoff.Peek().count());
           }
           std::deque<Line> pending;
           {
@@ -348,15 +349,14 @@ struct AmqpSink::Impl {
           }
           SpillLines(pending);
           std::unique_lock lock(mutex);
-          wake.wait_for(lock, stop, backoff, [] { return false; });
-          backoff = std::min<std::chrono::milliseconds>(backoff * 2, 5s);
+          wake.wait_for(lock, stop, backoff.Next(), [] { return false; });
           continue;
         }
         if (ever_connected) reconnects.fetch_add(1, std::memory_order_relaxed);
         if (failures > 0) spdlog::info("log sink: connected again");
         ever_connected = true;
         failures = 0;
-        backoff = 100ms;
+        backoff.Reset();
       }
       if (!Replay()) continue;
       if (!unconfirmed.empty()) {

@@ -13,6 +13,7 @@
 #include <thread>
 #include <unordered_map>
 
+#include "core/backoff.hpp"
 #include "core/lineage.hpp"
 #include "core/once.hpp"
 #include "core/validate.hpp"
@@ -71,9 +72,8 @@ class Patience {
   // After a failed connection attempt: waits the next step and says to try again, or says to give
   // up when that wait would run past the end.
   bool WaitToRetry() {
-    if (NowUnixMs() + backoff_.count() > give_up_) return false;
-    std::this_thread::sleep_for(backoff_);
-    backoff_ = std::min<std::chrono::milliseconds>(backoff_ * 2, 1s);
+    if (NowUnixMs() + backoff_.Peek().count() > give_up_) return false;
+    std::this_thread::sleep_for(backoff_.Next());
     return true;
   }
   // The answer once it has run out: TIMEOUT when the deadline came first, else UNAVAILABLE with
@@ -92,7 +92,7 @@ class Patience {
  private:
   int64_t give_up_;
   bool deadline_first_;
-  std::chrono::milliseconds backoff_{50};
+  Backoff backoff_{50ms, 1s};
 };
 
 // Server errors that pass with time: out of connections or resources, a full disk or lock
