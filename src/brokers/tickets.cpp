@@ -6,6 +6,7 @@
 #include <thread>
 
 #include "amqp/topology.hpp"
+#include "core/backoff.hpp"
 #include "core/ops.hpp"
 #include "protocol/envelope.hpp"
 
@@ -16,6 +17,15 @@ namespace json = boost::json;
 
 bool Finished(std::string_view status) {
   return status == kDone || status == kFailed || status == kCancelled || status == kExpired;
+}
+
+// The ticket a fetch or update of the store answered with.
+Result<json::object> StoredTicket(Result<OpResult> answered) {
+  if (!answered) return std::unexpected(answered.error());
+  if (answered->data.empty() || !answered->data[0].is_object()) {
+    return Fail(Code::kInternal, "a stored ticket is not a document");
+  }
+  return std::move(answered->data[0].as_object());
 }
 
 std::string_view StatusOf(const json::object& ticket) {
@@ -82,18 +92,12 @@ Result<json::object> TicketStore::Get(const std::string& ticket, int64_t deadlin
   r.id = ticket;
   r.deadline_ms = deadline_ms;
   auto found = RunOp(*t, *t->Op("fetch"), r, *core);
-  if (!found) {
-    if (found.error().code == Code::kNotFound) {
-      return Fail(Code::kNotFound, "no ticket '" + Excerpt(ticket, 160) +
-                                       "' (unknown, or expired: tickets are kept [calgon] "
-                                       "result_ttl_s after their job's last change)");
-    }
-    return std::unexpected(found.error());
+  if (!found && found.error().code == Code::kNotFound) {
+    return Fail(Code::kNotFound, "no ticket '" + Excerpt(ticket, 160) +
+                                     "' (unknown, or expired: tickets are kept [calgon] "
+                                     "result_ttl_s after their job's last change)");
   }
-  if (found->data.empty() || !found->data[0].is_object()) {
-    return Fail(Code::kInternal, "a stored ticket is not a document");
-  }
-  return std::move(found->data[0].as_object());
+  return StoredTicket(std::move(found));
 }
 
 Result<json::object> TicketStore::Update(const std::string& ticket, json::object fields) {
@@ -106,12 +110,7 @@ Result<json::object> TicketStore::Update(const std::string& ticket, json::object
   r.op = "update";
   r.id = ticket;
   r.data = std::move(fields);
-  auto updated = RunOp(*t, *t->Op("update"), r, *core);
-  if (!updated) return std::unexpected(updated.error());
-  if (updated->data.empty() || !updated->data[0].is_object()) {
-    return Fail(Code::kInternal, "a stored ticket is not a document");
-  }
-  return std::move(updated->data[0].as_object());
+  return StoredTicket(RunOp(*t, *t->Op("update"), r, *core));
 }
 
 bool IsJob(const amqp::Delivery& delivery) {
@@ -218,15 +217,14 @@ Result<json::object> TicketOp(const NodeInfo& info, TicketStore& tickets, const 
   int64_t until = NowUnixMs() + timeout_ms;
   if (r.deadline_ms > 0) until = std::min(until, r.deadline_ms);
   // Polled on the store: quickly at first (short jobs), then every 100 ms.
-  auto pause = std::chrono::milliseconds(5);
+  Backoff pause(std::chrono::milliseconds(5), std::chrono::milliseconds(100));
   while (true) {
     auto ticket = tickets.Get(r.id, r.deadline_ms);
     if (!ticket) return ticket;
     json::object shown = Shown(std::move(*ticket));
     const int64_t now = NowUnixMs();
     if (Finished(StatusOf(shown)) || now >= until) return shown;
-    std::this_thread::sleep_for(std::min(pause, std::chrono::milliseconds(until - now)));
-    pause = std::min(pause * 2, std::chrono::milliseconds(100));
+    std::this_thread::sleep_for(std::min(pause.Next(), std::chrono::milliseconds(until - now)));
   }
 }
 

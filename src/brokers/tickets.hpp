@@ -26,7 +26,6 @@ inline constexpr const char* kFailed = "failed";
 inline constexpr const char* kCancelled = "cancelled";
 inline constexpr const char* kExpired = "expired";
 
-
 // One worker's view of the ticket store, through its own adapter session.
 class TicketStore {
  public:
