@@ -33,8 +33,6 @@ namespace fs = std::filesystem;
 namespace json = boost::json;
 using namespace std::chrono_literals;
 
-const std::string kSource = BEDS_SOURCE_DIR;
-
 // Prints one JSON line per family ({family, type}) and per sample ({family, type, name, labels,
 // value}) of the scrape at argv[1], as Debian's prometheus_client parses it.
 constexpr const char* kScrapeScript = R"(import json, sys, urllib.request

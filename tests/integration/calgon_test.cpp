@@ -15,14 +15,11 @@ namespace fs = std::filesystem;
 namespace json = boost::json;
 using namespace std::chrono_literals;
 
-const std::string kSource = BEDS_SOURCE_DIR;
 const std::string kDomain = kSource + "/tests/integration/once";
 
 class CalgonTest : public DomainTest {
  protected:
   void SetUp() override {
-    NodeTest::SetUp();
-    if (HasFatalFailure()) return;
     SetUpDomain({kDomain + "/onc_items.sql"},
                 {kDomain + "/onc_items_rel.toml", kSource + "/templates/cgn_tickets_rec.toml"});
   }

@@ -27,8 +27,6 @@ namespace fs = std::filesystem;
 namespace json = boost::json;
 using namespace std::chrono_literals;
 
-const std::string kSource = BEDS_SOURCE_DIR;
-
 // One unlabelled sample of a Prometheus text scrape (the exact-line parser is enough for our own
 // plain counters; the admin tests parse whole scrapes with python3-prometheus-client).
 std::optional<double> Sample(const std::string& scrape, const std::string& name) {

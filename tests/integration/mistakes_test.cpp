@@ -16,7 +16,6 @@ namespace fs = std::filesystem;
 namespace json = boost::json;
 using namespace std::chrono_literals;
 
-const std::string kSource = BEDS_SOURCE_DIR;
 const std::string kDomain = kSource + "/tests/integration/mistakes";
 
 std::string ReadFile(const fs::path& path) {
@@ -34,9 +33,8 @@ std::string Replace(std::string text, const std::string& from, const std::string
 class MistakesTest : public DomainTest {
  protected:
   void SetUp() override {
-    NodeTest::SetUp();
-    if (HasFatalFailure()) return;
     SetUpDomain({kDomain + "/bks_books.sql"}, {kSource + "/templates/example_rec.toml"});
+    if (HasFatalFailure()) return;
     WriteTemplate(ReadFile(kDomain + "/bks_books_rel.toml"));
   }
 

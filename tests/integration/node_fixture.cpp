@@ -77,6 +77,8 @@ bool FreshDatabase(const std::string& database, const std::vector<std::string>& 
 
 void DomainTest::SetUpDomain(const std::vector<std::string>& sql_files,
                              const std::vector<std::string>& template_files) {
+  NodeTest::SetUp();
+  if (HasFatalFailure()) return;
   db_ = TestDatabaseName();
   ASSERT_TRUE(FreshDatabase(db_, sql_files));
   dir_ = std::filesystem::temp_directory_path() / ("beds-it-" + db_ + "-" + NewGuid().substr(24));

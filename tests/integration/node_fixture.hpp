@@ -20,6 +20,9 @@
 
 namespace beds::testing {
 
+// The repository: schema files, templates and test domains are read from here.
+inline const std::string kSource = BEDS_SOURCE_DIR;
+
 struct NodeOptions {
   std::string name = "appserver";
   int instances = 2;
@@ -96,6 +99,7 @@ class NodeTest : public ::testing::Test {
 // is kept to look at.
 class DomainTest : public NodeTest {
  protected:
+  // NodeTest::SetUp, then the domain: call it from SetUp.
   void SetUpDomain(const std::vector<std::string>& sql_files,
                    const std::vector<std::string>& template_files);
   void TearDown() override;

@@ -17,14 +17,11 @@ namespace fs = std::filesystem;
 namespace json = boost::json;
 using namespace std::chrono_literals;
 
-const std::string kSource = BEDS_SOURCE_DIR;
 const std::string kDomain = kSource + "/tests/integration/once";
 
 class OnceTest : public DomainTest {
  protected:
   void SetUp() override {
-    NodeTest::SetUp();
-    if (HasFatalFailure()) return;
     SetUpDomain({kDomain + "/onc_items.sql"},
                 {kDomain + "/onc_items_rel.toml", kDomain + "/onc_notes_rec.toml"});
   }

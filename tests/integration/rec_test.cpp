@@ -21,8 +21,6 @@ namespace fs = std::filesystem;
 namespace json = boost::json;
 using namespace std::chrono_literals;
 
-const std::string kSource = BEDS_SOURCE_DIR;
-
 class RecTest : public NodeTest {
  protected:
   void SetUp() override {

@@ -23,8 +23,6 @@ namespace fs = std::filesystem;
 namespace json = boost::json;
 using namespace std::chrono_literals;
 
-const std::string kSource = BEDS_SOURCE_DIR;
-
 std::vector<std::string> SchemaFiles() {
   std::vector<std::string> files;
   for (const auto& dir : {kSource + "/schema/mariadb", kSource + "/tests/integration/schema"}) {
@@ -41,8 +39,6 @@ std::vector<std::string> SchemaFiles() {
 class RelTest : public DomainTest {
  protected:
   void SetUp() override {
-    NodeTest::SetUp();
-    if (HasFatalFailure()) return;
     std::vector<std::string> templates;
     for (const auto& dir : {kSource + "/templates", kSource + "/tests/integration/templates"}) {
       for (const auto& e : fs::directory_iterator(dir)) {
