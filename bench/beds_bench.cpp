@@ -23,6 +23,7 @@
 //   beds-bench --config-dir config --mode rec-fetch --rows 1000 --inflight 64
 #include <mysql.h>
 #include <sqlite3.h>
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
@@ -31,10 +32,12 @@
 #include <charconv>
 #include <chrono>
 #include <cstdio>
+#include <fstream>
 #include <functional>
 #include <iostream>
 #include <map>
 #include <memory>
+#include <sstream>
 #include <string_view>
 #include <thread>
 #include <vector>
@@ -78,7 +81,25 @@ struct Figures {
   double p50_us = 0, p99_us = 0, p999_us = 0;
   uint64_t replies = 0;
   uint64_t errors = 0;
+  double node_cpu_us = -1;  // the node's CPU time per reply (--node-pid), -1 when not measured
 };
+
+// CPU time (user + system, every thread) the process `pid` has used so far, in microseconds, from
+// /proc/{pid}/stat; -1 when it cannot be read. Clock ticks are 10 ms: over a round of thousands
+// of requests the figure per request is still exact to a fraction of a microsecond.
+double ProcessCpuUs(int pid) {
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  if (!std::getline(stat, line)) return -1;
+  const size_t name_end = line.rfind(')');  // the command name may hold spaces and parentheses
+  if (name_end == std::string::npos) return -1;
+  std::istringstream fields(line.substr(name_end + 1));
+  std::string skip;
+  for (int i = 3; i <= 13; ++i) fields >> skip;  // state … cmajflt: fields 3 to 13
+  long long utime = 0, stime = 0;
+  if (!(fields >> utime >> stime)) return -1;
+  return static_cast<double>(utime + stime) * 1e6 / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
 
 [[noreturn]] void Die(const std::string& why) {
   std::cerr << "beds-bench: " << why << "\n";
@@ -432,7 +453,7 @@ BodySource Cycle(std::vector<std::string> bodies) {
 // only after the warmup.
 Figures Load(const beds::config::AmqpSettings& amqp, const std::string& key, BodySource& next_body,
              int inflight, std::chrono::seconds warmup, std::chrono::seconds duration,
-             const beds::client::SendOptions& options = {}) {
+             const beds::client::SendOptions& options = {}, int node_pid = 0) {
   auto client = beds::client::Client::Connect(amqp);
   if (!client) {
     std::cerr << "client: " << client.error().message << "\n";
@@ -446,8 +467,11 @@ Figures Load(const beds::config::AmqpSettings& amqp, const std::string& key, Bod
   const auto measure_from = start + warmup;
   const auto end = measure_from + duration;
   bool sending = true;
+  double cpu_from = -1, cpu_to = -1;
   while (sending || !sent.empty()) {
     const auto now = Clock::now();
+    if (node_pid > 0 && cpu_from < 0 && now >= measure_from) cpu_from = ProcessCpuUs(node_pid);
+    if (node_pid > 0 && cpu_to < 0 && now >= end) cpu_to = ProcessCpuUs(node_pid);
     if (now >= end) sending = false;
     while (sending && static_cast<int>(sent.size()) < inflight) {
       auto id = (*client)->Send(key, next_body(), options);
@@ -474,6 +498,9 @@ Figures Load(const beds::config::AmqpSettings& amqp, const std::string& key, Bod
   }
   f.replies = latencies.size();
   f.throughput = static_cast<double>(f.replies) / std::chrono::duration<double>(duration).count();
+  if (cpu_from >= 0 && cpu_to >= cpu_from && f.replies > 0) {
+    f.node_cpu_us = (cpu_to - cpu_from) / static_cast<double>(f.replies);
+  }
   f.p50_us = Percentile(latencies, 0.50);
   f.p99_us = Percentile(latencies, 0.99);
   f.p999_us = Percentile(latencies, 0.999);
@@ -766,9 +793,11 @@ int FanOutMode(const beds::config::AmqpSettings& amqp, const beds::config::Datab
 void Print(const char* what, int round, const Figures& f) {
   std::printf(
       "%-8s round %d: %9.0f req/s  p50 %7.0f us  p99 %7.0f us  p99.9 %7.0f us  (%lu replies, %lu "
-      "errors)\n",
+      "errors)",
       what, round, f.throughput, f.p50_us, f.p99_us, f.p999_us,
       static_cast<unsigned long>(f.replies), static_cast<unsigned long>(f.errors));
+  if (f.node_cpu_us >= 0) std::printf("  node CPU %.1f us/req", f.node_cpu_us);
+  std::printf("\n");
   std::fflush(stdout);
 }
 
@@ -784,6 +813,7 @@ Figures Median(std::vector<Figures> v) {
   m.p50_us = mid(&Figures::p50_us);
   m.p99_us = mid(&Figures::p99_us);
   m.p999_us = mid(&Figures::p999_us);
+  m.node_cpu_us = mid(&Figures::node_cpu_us);
   for (const auto& f : v) m.errors += f.errors;
   return m;
 }
@@ -827,6 +857,9 @@ int main(int argc, char** argv) {
   app.add_option("--duration-s", duration_s, "measured seconds per round");
   app.add_option("--warmup-s", warmup_s, "unmeasured seconds before each round");
   app.add_option("--rounds", rounds, "alternating baseline/BEDS rounds");
+  int node_pid = 0;
+  app.add_option("--node-pid", node_pid,
+                 "the beds node's pid: each round also reports its CPU time per reply (/proc)");
   CLI11_PARSE(app, argc, argv);
 
   auto config = beds::config::Load(
@@ -1037,10 +1070,11 @@ int main(int argc, char** argv) {
     for (int r = 1; r <= rounds; ++r) {
       base.push_back(Load(config->amqp, echo_key, baseline_body ? baseline_body : next_body,
                           inflight, std::chrono::seconds(warmup_s),
-                          std::chrono::seconds(duration_s), baseline_options));
+                          std::chrono::seconds(duration_s), baseline_options, node_pid));
       Print("baseline", r, base.back());
       beds.push_back(Load(config->amqp, beds_key, next_body, inflight,
-                          std::chrono::seconds(warmup_s), std::chrono::seconds(duration_s)));
+                          std::chrono::seconds(warmup_s), std::chrono::seconds(duration_s), {},
+                          node_pid));
       Print("beds", r, beds.back());
     }
   }
@@ -1052,6 +1086,11 @@ int main(int argc, char** argv) {
               m.throughput, m.p50_us, m.p99_us, m.p999_us);
   std::printf("ratio    beds/baseline throughput %.3f; p50 difference %+.0f us\n",
               b.throughput > 0 ? m.throughput / b.throughput : 0.0, m.p50_us - b.p50_us);
+  if (m.node_cpu_us >= 0) {
+    // On an echo baseline the node idles: its figure there is the node's own background cost.
+    std::printf("node CPU per reply (median): baseline rounds %.1f us, beds rounds %.1f us\n",
+                b.node_cpu_us, m.node_cpu_us);
+  }
   if (b.errors > 0) {
     std::printf("the baseline answered %lu requests with an error\n",
                 static_cast<unsigned long>(b.errors));

@@ -36,6 +36,7 @@ for mode in "${modes[@]}"; do
   [[ $mode == ping ]] && mode_flags=(--body-bytes 256)
   for w in 64 1; do
     echo
-    build/beds-bench --config-dir config --mode "$mode" --inflight "$w" "${mode_flags[@]}" "$@"
+    build/beds-bench --config-dir config --mode "$mode" --inflight "$w" --node-pid "$node_pid" \
+      "${mode_flags[@]}" "$@"
   done
 done

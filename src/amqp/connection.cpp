@@ -7,6 +7,7 @@
 #include <netinet/tcp.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <vector>
 
 namespace beds::amqp {
@@ -176,11 +177,24 @@ struct Connection::Impl {
     return Unavailable(std::string(what) + ": " + amqp_error_string2(status));
   }
 
-  // Confirm mode: waits for the broker's ack of everything published so far. Confirmed publishes
-  // are mandatory, so a message no queue took comes back as basic.return before its ack: that
-  // is a failure too (a confirm alone would say "handled", not "stored").
-  Result<void> WaitConfirm(std::vector<std::string>* unroutable = nullptr) {
-    const uint64_t want = next_publish_seq - 1;
+  // Confirm mode: waits for the broker's ack of everything published since `first` (the sequence
+  // number of the batch's first publish). Confirmed publishes are mandatory, so a message no
+  // queue took comes back as basic.return before its ack: that is a failure too (a confirm alone
+  // would say "handled", not "stored"). The broker may ack out of order (a message for a queue
+  // that syncs to disk after one that needs nothing), so each sequence number is ticked off.
+  Result<void> WaitConfirm(uint64_t first, std::vector<std::string>* unroutable = nullptr) {
+    const uint64_t last = next_publish_seq - 1;
+    if (last < first) return Ok();
+    std::vector<bool> acked(last - first + 1, false);
+    size_t missing = acked.size();
+    auto tick = [&](uint64_t from, uint64_t to) {
+      for (uint64_t seq = std::max(from, first); seq <= std::min(to, last); ++seq) {
+        if (!acked[seq - first]) {
+          acked[seq - first] = true;
+          --missing;
+        }
+      }
+    };
     bool returned = false;
     while (true) {
       amqp_maybe_release_buffers(conn);
@@ -196,7 +210,8 @@ struct Connection::Impl {
       switch (frame.payload.method.id) {
         case AMQP_BASIC_ACK_METHOD: {
           const auto* ack = static_cast<amqp_basic_ack_t*>(frame.payload.method.decoded);
-          if (ack->delivery_tag < want) break;
+          tick(ack->multiple ? first : ack->delivery_tag, ack->delivery_tag);
+          if (missing > 0) break;
           if (returned && !unroutable)
             return Fail(Code::kUnavailable, "no queue is bound to take the message");
           return Ok();
@@ -335,27 +350,40 @@ Result<void> Connection::EnableConfirms() {
 
 Result<void> Connection::Publish(const std::string& exchange, const std::string& routing_key,
                                  const Message& m) {
+  const uint64_t first = impl_->next_publish_seq;
   if (auto r = PublishOne(exchange, routing_key, m, impl_->confirms); !r) return r;
   if (!impl_->confirms) return Ok();
-  return impl_->WaitConfirm();
+  return impl_->WaitConfirm(first);
+}
+
+Result<void> Connection::PublishMany(const std::vector<Publication>& batch,
+                                     std::vector<std::string>* unroutable) {
+  const uint64_t first = impl_->next_publish_seq;
+  for (const Publication& p : batch) {
+    if (auto r = PublishOne(p.exchange, p.routing_key, p.message, p.mandatory); !r) return r;
+  }
+  if (!impl_->confirms) return Ok();
+  return impl_->WaitConfirm(first, unroutable);
 }
 
 Result<void> Connection::PublishBatch(const std::string& exchange,
                                       const std::vector<Outgoing>& batch, bool mandatory,
                                       std::vector<std::string>* unroutable) {
+  const uint64_t first = impl_->next_publish_seq;
   for (const Outgoing& out : batch) {
     if (auto r = PublishOne(exchange, out.routing_key, out.message, mandatory); !r) return r;
   }
-  if (!impl_->confirms || batch.empty()) return Ok();
-  return impl_->WaitConfirm(mandatory ? unroutable : nullptr);
+  if (!impl_->confirms) return Ok();
+  return impl_->WaitConfirm(first, mandatory ? unroutable : nullptr);
 }
 
 Result<void> Connection::PublishReturnable(const std::string& exchange,
                                            const std::string& routing_key, const Message& m) {
   impl_->surfaces_returns = true;
+  const uint64_t first = impl_->next_publish_seq;
   if (auto r = PublishOne(exchange, routing_key, m, true); !r) return r;
   if (!impl_->confirms) return Ok();
-  return impl_->WaitConfirm();
+  return impl_->WaitConfirm(first);
 }
 
 Result<void> Connection::PublishOne(const std::string& exchange, const std::string& routing_key,
@@ -475,8 +503,9 @@ Result<std::optional<Delivery>> Connection::Next(std::chrono::milliseconds timeo
   return Unavailable("consuming: " + ReplyText(r));
 }
 
-Result<void> Connection::Ack(uint64_t delivery_tag) {
-  return impl_->CheckStatus(amqp_basic_ack(impl_->conn, kChannel, delivery_tag, 0), "acking");
+Result<void> Connection::Ack(uint64_t delivery_tag, bool multiple) {
+  return impl_->CheckStatus(amqp_basic_ack(impl_->conn, kChannel, delivery_tag, multiple ? 1 : 0),
+                            "acking");
 }
 
 Result<void> Connection::Reject(uint64_t delivery_tag, bool requeue) {

@@ -13,40 +13,11 @@
 #include <variant>
 #include <vector>
 
+#include "amqp/channel.hpp"
 #include "config/config.hpp"
 #include "core/error.hpp"
 
 namespace beds::amqp {
-
-using HeaderValue = std::variant<std::string, int64_t>;
-using Headers = std::map<std::string, HeaderValue>;
-
-// What is published, and what a delivery carries.
-struct Message {
-  std::string body;
-  std::string content_type = "application/json";
-  std::string correlation_id;
-  std::string reply_to;
-  std::string message_id;
-  // RabbitMQ refuses a user_id other than the publisher's login, so it names who sent a request.
-  std::string user_id;
-  uint8_t delivery_mode = 0;  // 0 = unset, 1 transient, 2 persistent
-  std::string expiration;     // per-message TTL in ms, as the decimal text AMQP wants
-  Headers headers;
-};
-
-struct Delivery {
-  Message message;
-  std::string exchange;
-  std::string routing_key;
-  uint64_t delivery_tag = 0;
-  bool redelivered = false;
-  // A message of ours that the broker handed back (basic.return): no queue was bound to its
-  // routing key. Next() returns these only on a connection that used PublishReturnable(); they
-  // carry no delivery tag to ack.
-  bool returned = false;
-  std::string return_reason;  // the broker's reply text, e.g. "NO_ROUTE"
-};
 
 struct QueueOptions {
   bool durable = true;
@@ -58,11 +29,11 @@ struct QueueOptions {
 // rabbitmq-c's version string, for `beds version`.
 std::string LibraryVersion();
 
-class Connection {
+class Connection : public Channel {
  public:
   // Connects, logs in and opens channel 1. Errors are UNAVAILABLE with the broker's reason.
   static Result<std::unique_ptr<Connection>> Open(const config::AmqpSettings& settings);
-  ~Connection();
+  ~Connection() override;
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
 
@@ -75,14 +46,14 @@ class Connection {
   Result<void> Qos(uint16_t prefetch);
   // Starts a consumer; returns its tag.
   Result<std::string> Consume(const std::string& queue, bool no_ack);
-  Result<void> Cancel(const std::string& consumer_tag);
+  Result<void> Cancel(const std::string& consumer_tag) override;
   // Puts the channel in confirm mode: every later Publish waits for the broker's ack.
   Result<void> EnableConfirms();
 
-  // Publishes; in confirm mode returns only once a queue has taken the message (mandatory +
-  // confirm: an unroutable message is an error, not a silent drop).
   Result<void> Publish(const std::string& exchange, const std::string& routing_key,
-                       const Message& message);
+                       const Message& message) override;
+  Result<void> PublishMany(const std::vector<Publication>& batch,
+                           std::vector<std::string>* unroutable = nullptr) override;
 
   // Publishes with the mandatory flag and does not wait: a message no queue takes comes back
   // later from Next() as a Delivery with `returned` set, so a client can report an unbound
@@ -101,11 +72,10 @@ class Connection {
   Result<void> PublishBatch(const std::string& exchange, const std::vector<Outgoing>& batch,
                             bool mandatory, std::vector<std::string>* unroutable = nullptr);
 
-  // The next delivery, or nullopt when `timeout` passes first. Heartbeats are served meanwhile.
-  Result<std::optional<Delivery>> Next(std::chrono::milliseconds timeout);
-
-  Result<void> Ack(uint64_t delivery_tag);
-  Result<void> Reject(uint64_t delivery_tag, bool requeue);
+  // Heartbeats are served while Next() waits.
+  Result<std::optional<Delivery>> Next(std::chrono::milliseconds timeout) override;
+  Result<void> Ack(uint64_t delivery_tag, bool multiple = false) override;
+  Result<void> Reject(uint64_t delivery_tag, bool requeue) override;
 
   // basic.get: one message from `queue`, or nullopt when it is empty. With auto_ack the broker
   // forgets it at once; otherwise Ack() it, or close the connection to hand it back.

@@ -7,7 +7,6 @@
 
 #include <CLI/CLI.hpp>
 #include <boost/version.hpp>
-#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -24,6 +23,7 @@
 #include "app/node.hpp"
 #include "build_info.hpp"
 #include "config/config.hpp"
+#include "core/clock.hpp"
 #include "logs/logs.hpp"
 
 namespace {
@@ -178,11 +178,9 @@ int Run(const ConfigSource& source) {
   // A drain that outlives [node] shutdown_grace_ms ends the process anyway, exit status 1: the
   // unfinished messages are unacked, so RabbitMQ redelivers them to another worker.
   std::jthread watchdog([grace = config->node.shutdown_grace_ms](std::stop_token stop) {
-    std::mutex m;
-    std::condition_variable_any cv;
-    std::unique_lock lock(m);
-    cv.wait_for(lock, stop, std::chrono::milliseconds(grace), [] { return false; });
-    if (stop.stop_requested()) return;  // the drain finished in time
+    if (!beds::SleepUnlessStopped(stop, std::chrono::milliseconds(grace))) {
+      return;  // the drain finished in time
+    }
     spdlog::error(
         "shutdown took longer than {} ms; exiting with work unfinished (it will be redelivered)",
         grace);

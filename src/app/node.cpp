@@ -4,7 +4,6 @@
 
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <filesystem>
 #include <mutex>
 #include <thread>
@@ -17,6 +16,7 @@
 #include "brokers/once_sweeper.hpp"
 #include "brokers/pool.hpp"
 #include "build_info.hpp"
+#include "core/clock.hpp"
 #include "logs/amqp_sink.hpp"
 #include "logs/logs.hpp"
 #include "metrics/http_server.hpp"
@@ -149,12 +149,7 @@ void Node::Impl::RegisterCollectors(metrics::Registry& registry,
 void Node::Impl::PublishMetrics(std::stop_token stop) {
   const auto interval = std::chrono::seconds(config.logging.metrics_interval_s);
   while (!stop.stop_requested()) {
-    {
-      std::mutex m;
-      std::condition_variable_any cv;
-      std::unique_lock lock(m);
-      if (cv.wait_for(lock, stop, interval, [] { return false; }) || stop.stop_requested()) break;
-    }
+    if (!SleepUnlessStopped(stop, interval)) break;
     logs::LogEvent e;
     e.kind = "metric";
     e.lineage = RootLineage(config.node.name, config.env);

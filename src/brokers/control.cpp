@@ -7,8 +7,8 @@
 
 #include "amqp/connection.hpp"
 #include "amqp/topology.hpp"
-#include "brokers/worker.hpp"
 #include "core/backoff.hpp"
+#include "core/clock.hpp"
 #include "core/lineage.hpp"
 #include "protocol/envelope.hpp"
 

@@ -5,7 +5,7 @@
 #include <chrono>
 #include <map>
 
-#include "brokers/worker.hpp"
+#include "core/clock.hpp"
 
 namespace beds::brokers {
 

@@ -30,7 +30,7 @@ std::vector<Outcome> Handler::HandleBatch(const std::vector<amqp::Delivery>& bat
 
 struct Pool::Impl {
   config::BrokerSettings broker;
-  config::AmqpSettings amqp;
+  std::unique_ptr<Links> links;
   HandlerMaker make_handler;
   PoolCounters counters;
 
@@ -44,11 +44,12 @@ struct Pool::Impl {
   std::jthread supervisor;
 
   std::unique_ptr<Worker> MakeWorker(int index) {
-    return std::make_unique<Worker>(index, broker, amqp, make_handler(), counters, [this] {
-      std::lock_guard lock(mutex);
-      exit_pending = true;
-      changed.notify_all();
-    });
+    return std::make_unique<Worker>(index, broker, *links, SteadyClock(), make_handler(), counters,
+                                    [this] {
+                                      std::lock_guard lock(mutex);
+                                      exit_pending = true;
+                                      changed.notify_all();
+                                    });
   }
 
   // Replaces every worker that died; runs until Stop(). Joins outside the lock: a dying worker
@@ -86,7 +87,7 @@ struct Pool::Impl {
 Pool::Pool(config::BrokerSettings broker, config::AmqpSettings amqp, HandlerMaker make_handler)
     : impl_(std::make_unique<Impl>()) {
   impl_->broker = std::move(broker);
-  impl_->amqp = std::move(amqp);
+  impl_->links = std::make_unique<AmqpLinks>(std::move(amqp));
   impl_->make_handler = std::move(make_handler);
 }
 

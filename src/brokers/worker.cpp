@@ -3,8 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
-#include <condition_variable>
-#include <mutex>
+#include <set>
 
 #include "amqp/topology.hpp"
 #include "core/backoff.hpp"
@@ -23,21 +22,19 @@ int RetriesOf(const amqp::Message& m) {
   return 0;
 }
 
-}  // namespace
-
-void SleepUnlessStopped(std::stop_token stop, std::chrono::milliseconds delay) {
-  std::mutex m;
-  std::condition_variable_any cv;
-  std::unique_lock lock(m);
-  cv.wait_for(lock, stop, delay, [] { return false; });
+amqp::Publication PublicationOf(const Outcome::Forward& f) {
+  return amqp::Publication{f.exchange, f.routing_key, f.message, f.must_route};
 }
 
-Worker::Worker(int index, const config::BrokerSettings& broker, const config::AmqpSettings& amqp,
+}  // namespace
+
+Worker::Worker(int index, const config::BrokerSettings& broker, Links& links, Clock& clock,
                std::shared_ptr<Handler> handler, PoolCounters& counters,
                std::function<void()> on_exit)
     : index_(index),
       broker_(broker),
-      amqp_(amqp),
+      links_(links),
+      clock_(clock),
       handler_(std::move(handler)),
       counters_(counters),
       on_exit_(std::move(on_exit)),
@@ -70,18 +67,24 @@ void Worker::Main(std::stop_token stop) {
 }
 
 Result<void> Worker::Connect() {
-  auto c = amqp::Connection::Open(amqp_);
-  if (!c) return std::unexpected(c.error());
-  auto& conn = **c;
-  if (auto r = amqp::DeclareExchanges(conn); !r) return r;
-  if (auto r = amqp::DeclareBrokerQueues(conn, broker_); !r) return r;
-  if (auto r = conn.Qos(static_cast<uint16_t>(broker_.prefetch)); !r) return r;
-  auto tag = conn.Consume(amqp::QueueName(broker_.name), false);
-  if (!tag) return std::unexpected(tag.error());
-  consumer_tag_ = *tag;
-  connection_ = std::move(*c);
+  auto consumer = links_.OpenConsumer(broker_);
+  if (!consumer) return std::unexpected(consumer.error());
+  connection_ = std::move(consumer->channel);
+  consumer_tag_ = std::move(consumer->tag);
   counters_.connected.fetch_add(1);
   return Ok();
+}
+
+void Worker::Lost(const Error& error) {
+  spdlog::warn("broker {} worker {}: {}", broker_.name, index_, error.message);
+  lost_ = true;
+  connection_.reset();
+  confirmed_.reset();
+  counters_.connected.fetch_sub(1);
+  // Whatever the cycle had not acked goes back to the queue with the connection.
+  waiting_.clear();
+  ack_upto_ = 0;
+  to_ack_ = 0;
 }
 
 void Worker::Loop(std::stop_token stop) {
@@ -95,7 +98,7 @@ void Worker::Loop(std::stop_token stop) {
           spdlog::warn("broker {} worker {}: {} (retrying in {} ms)", broker_.name, index_,
                        r.error().message, backoff.Peek().count());
         }
-        SleepUnlessStopped(stop, backoff.Next());
+        clock_.Sleep(stop, backoff.Next());
         continue;
       }
       if (failures > 0 || lost_) {
@@ -108,23 +111,14 @@ void Worker::Loop(std::stop_token stop) {
     }
     auto next = connection_->Next(200ms);
     if (!next) {
-      lost_ = true;
-      spdlog::warn("broker {} worker {}: {}", broker_.name, index_, next.error().message);
-      connection_.reset();
-      confirmed_.reset();
-      counters_.connected.fetch_sub(1);
+      Lost(next.error());
       continue;
     }
     if (*next) {
-      counters_.in_flight.fetch_add(1, std::memory_order_relaxed);
-      struct Done {
-        std::atomic<int>& n;
-        ~Done() { n.fetch_sub(1, std::memory_order_relaxed); }
-      } done{counters_.in_flight};
       if (handler_->Batched()) {
         ProcessBatch(std::move(**next), stop);
       } else {
-        Process(**next, stop);
+        Cycle(std::move(**next), stop);
       }
     }
   }
@@ -134,74 +128,62 @@ void Worker::Loop(std::stop_token stop) {
   }
 }
 
-Result<void> Worker::PublishConfirmed(const std::string& exchange, const std::string& key,
-                                      const amqp::Message& message, bool must_route) {
-  // Two tries: the second on a fresh connection that first redeclares the broker's queues, so a
-  // retry queue or DLQ deleted by hand (the publish comes back unroutable) is put back.
-  Result<void> result = Ok();
-  for (int attempt = 0; attempt < 2; ++attempt) {
-    if (!confirmed_) {
-      auto c = amqp::Connection::Open(amqp_);
-      if (!c) return std::unexpected(c.error());
-      if (attempt > 0) {
-        if (auto r = amqp::DeclareExchanges(**c); !r) return r;
-        if (auto r = amqp::DeclareBrokerQueues(**c, broker_); !r) return r;
-      }
-      if (auto r = (*c)->EnableConfirms(); !r) return r;
-      confirmed_ = std::move(*c);
-    }
-    result = must_route ? confirmed_->Publish(exchange, key, message)
-                        : confirmed_->PublishBatch(exchange, {{key, message}}, false);
-    if (result) return result;
-    confirmed_.reset();
-  }
-  return result;
-}
-
-void Worker::Reply(const amqp::Message& request, std::string body) {
-  if (request.reply_to.empty()) return;
-  amqp::Message reply;
-  reply.body = std::move(body);
-  reply.correlation_id = request.correlation_id;
-  if (auto r = connection_->Publish("", request.reply_to, reply); !r) {
-    // The connection is gone, so is our chance to ack: the broker redelivers the request.
-    spdlog::warn("broker {} worker {}: reply not sent: {}", broker_.name, index_,
-                 r.error().message);
-  }
-}
-
-void Worker::Process(const amqp::Delivery& delivery, std::stop_token stop) {
+Outcome Worker::Handle(const amqp::Delivery& delivery, int retries) {
   counters_.consumed.fetch_add(1, std::memory_order_relaxed);
-  const int retries = RetriesOf(delivery.message);
-  Outcome outcome;
+  counters_.in_flight.fetch_add(1, std::memory_order_relaxed);
+  struct Done {
+    std::atomic<int>& n;
+    ~Done() { n.fetch_sub(1, std::memory_order_relaxed); }
+  } done{counters_.in_flight};
   try {
-    outcome = handler_->Handle(delivery, retries);
+    return handler_->Handle(delivery, retries);
   } catch (const WorkerDeath&) {
     throw;
   } catch (const std::exception& e) {
-    outcome = Outcome::Retry(std::string("handler failed: ") + e.what());
+    return Outcome::Retry(std::string("handler failed: ") + e.what());
   } catch (...) {
-    outcome = Outcome::Retry("handler failed: unknown exception");
+    return Outcome::Retry("handler failed: unknown exception");
   }
-  Apply(delivery, std::move(outcome), retries, stop);
+}
+
+void Worker::Cycle(amqp::Delivery first, std::stop_token stop) {
+  std::optional<amqp::Delivery> next = std::move(first);
+  int taken = 0;
+  while (next) {
+    const int retries = RetriesOf(next->message);
+    Outcome outcome;
+    try {
+      outcome = Handle(*next, retries);
+    } catch (const WorkerDeath&) {
+      // Settle what this cycle answered already; the dying message itself goes back.
+      Flush(stop);
+      throw;
+    }
+    Apply(std::move(*next), std::move(outcome), retries, stop);
+    next.reset();
+    if (!connection_ || ++taken >= broker_.prefetch || stop.stop_requested()) break;
+    // Only what has arrived already: a cycle never waits for more.
+    auto more = connection_->Next(0ms);
+    if (!more) {
+      Lost(more.error());
+      return;
+    }
+    next = std::move(*more);
+  }
+  if (connection_) Flush(stop);
 }
 
 void Worker::ProcessBatch(amqp::Delivery first, std::stop_token stop) {
   std::vector<amqp::Delivery> batch;
   batch.push_back(std::move(first));
-  const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(broker_.batch_ms);
+  const auto until = clock_.Now() + std::chrono::milliseconds(broker_.batch_ms);
   while (static_cast<int>(batch.size()) < broker_.prefetch && !stop.stop_requested()) {
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-        until - std::chrono::steady_clock::now());
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - clock_.Now());
     if (left.count() <= 0) break;
     auto next = connection_->Next(left);
     if (!next) {
       // The connection is gone and with it every unacked delivery: the broker redelivers them.
-      spdlog::warn("broker {} worker {}: {}", broker_.name, index_, next.error().message);
-      lost_ = true;
-      connection_.reset();
-      confirmed_.reset();
-      counters_.connected.fetch_sub(1);
+      Lost(next.error());
       return;
     }
     if (!*next) break;
@@ -230,7 +212,7 @@ void Worker::ProcessBatch(amqp::Delivery first, std::stop_token stop) {
     const int64_t delay = delays[std::min<size_t>(batch_failures_++, delays.size() - 1)];
     spdlog::warn("broker {}: batch of {} not handled ({}); handing it back in {} ms", broker_.name,
                  batch.size(), failure, delay);
-    SleepUnlessStopped(stop, std::chrono::milliseconds(delay));
+    clock_.Sleep(stop, std::chrono::milliseconds(delay));
     for (const auto& d : batch) {
       if (!connection_->Reject(d.delivery_tag, true)) break;
     }
@@ -238,12 +220,47 @@ void Worker::ProcessBatch(amqp::Delivery first, std::stop_token stop) {
   }
   batch_failures_ = 0;
   for (size_t i = 0; i < batch.size() && connection_; ++i) {
-    Apply(batch[i], std::move(outcomes[i]), RetriesOf(batch[i].message), stop);
+    const int retries = RetriesOf(batch[i].message);
+    Apply(std::move(batch[i]), std::move(outcomes[i]), retries, stop);
+  }
+  if (connection_) Flush(stop);
+}
+
+Result<void> Worker::PublishConfirmed(const amqp::Publication& publication) {
+  // Two tries: the second on a fresh channel that first redeclares the broker's queues, so a
+  // retry queue or DLQ deleted by hand (the publish comes back unroutable) is put back.
+  Result<void> result = Ok();
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    if (!confirmed_) {
+      auto c = links_.OpenConfirmed(broker_, attempt > 0);
+      if (!c) return std::unexpected(c.error());
+      confirmed_ = std::move(*c);
+    }
+    result = confirmed_->PublishMany({publication});
+    if (result) return result;
+    confirmed_.reset();
+  }
+  return result;
+}
+
+void Worker::Reply(const amqp::Message& request, std::string body) {
+  if (request.reply_to.empty()) return;
+  amqp::Message reply;
+  reply.body = std::move(body);
+  reply.correlation_id = request.correlation_id;
+  if (auto r = connection_->Publish("", request.reply_to, reply); !r) {
+    // The connection is gone, so is our chance to ack: the broker redelivers the request.
+    spdlog::warn("broker {} worker {}: reply not sent: {}", broker_.name, index_,
+                 r.error().message);
   }
 }
 
-void Worker::Apply(const amqp::Delivery& delivery, Outcome outcome, int retries,
-                   std::stop_token stop) {
+void Worker::Settle(uint64_t delivery_tag) {
+  ack_upto_ = std::max(ack_upto_, delivery_tag);
+  ++to_ack_;
+}
+
+void Worker::Apply(amqp::Delivery delivery, Outcome outcome, int retries, std::stop_token stop) {
   if (outcome.action == Outcome::Action::kRetry && retries >= broker_.max_retries) {
     outcome.action = Outcome::Action::kPark;
     outcome.reason = "gave up after " + std::to_string(retries) + " retries: " + outcome.reason;
@@ -252,80 +269,132 @@ void Worker::Apply(const amqp::Delivery& delivery, Outcome outcome, int retries,
   const amqp::Message& in = delivery.message;
 
   if (outcome.action == Outcome::Action::kAck) {
-    for (const Outcome::Forward& f : outcome.forward) {
-      auto sent = PublishConfirmed(f.exchange, f.routing_key, f.message, f.must_route);
-      if (sent) continue;
-      if (!f.must_route) {
-        spdlog::warn("broker {} worker {}: {} not published: {}", broker_.name, index_,
-                     f.routing_key, sent.error().message);
-        continue;
-      }
-      spdlog::warn("broker {} worker {}: {} not stored: {}", broker_.name, index_, f.routing_key,
-                   sent.error().message);
-      if (outcome.unforwarded_reply) {
-        outcome.reply = std::move(outcome.unforwarded_reply);
-        break;
-      }
-      // The work is not handed on: answer nothing yet, and let the message come again.
-      SleepUnlessStopped(stop, std::chrono::seconds(1));
-      (void)connection_->Reject(delivery.delivery_tag, true);
+    if (!outcome.forward.empty()) {
+      waiting_.push_back(Waiting{std::move(delivery), std::move(outcome)});
       return;
     }
     if (outcome.reply) Reply(in, std::move(*outcome.reply));
-    if (connection_->Ack(delivery.delivery_tag)) {
-      counters_.acked.fetch_add(1, std::memory_order_relaxed);
-    }
+    Settle(delivery.delivery_tag);
     return;
   }
 
   // Retry or park: the copy must be safely stored (confirmed) before the original is acked.
-  amqp::Message copy = in;
+  amqp::Publication copy{"", "", in, true};
+  amqp::Message& m = copy.message;
   // The broker refuses a user_id other than the publisher's login (ours, now); the sender's is
   // kept in a header so the audit record still names it after a retry.
-  if (!copy.user_id.empty()) copy.headers[kUserHeader] = copy.user_id;
-  copy.user_id.clear();
-  copy.delivery_mode = 2;
-  copy.expiration.clear();
-  copy.headers[kErrorHeader] = outcome.reason.substr(0, 1024);
+  if (!m.user_id.empty()) m.headers[kUserHeader] = m.user_id;
+  m.user_id.clear();
+  m.delivery_mode = 2;
+  m.expiration.clear();
+  m.headers[kErrorHeader] = outcome.reason.substr(0, 1024);
   if (outcome.action == Outcome::Action::kRetry) {
     const auto& delays = broker_.retry_backoff_ms;
     const int64_t delay = delays[std::min<size_t>(retries, delays.size() - 1)];
-    copy.headers[kRetriesHeader] = int64_t{retries + 1};
-    copy.expiration = std::to_string(delay);
+    m.headers[kRetriesHeader] = int64_t{retries + 1};
+    m.expiration = std::to_string(delay);
+    copy.routing_key = amqp::RetryQueueName(broker_.name);
     spdlog::warn("broker {}: retry {} in {} ms: {}", broker_.name, retries + 1, delay,
                  outcome.reason);
-    if (auto moved = PublishConfirmed("", amqp::RetryQueueName(broker_.name), copy); !moved) {
+    if (auto moved = PublishConfirmed(copy); !moved) {
       // Wait before handing it back, or a broker that refuses the move would have us spin.
       spdlog::warn("broker {} worker {}: retry not stored ({}); requeueing in {} ms", broker_.name,
                    index_, moved.error().message, delay);
-      SleepUnlessStopped(stop, std::chrono::milliseconds(delay));
+      clock_.Sleep(stop, std::chrono::milliseconds(delay));
       (void)connection_->Reject(delivery.delivery_tag, true);
       return;
     }
     counters_.retried.fetch_add(1, std::memory_order_relaxed);
-    if (connection_->Ack(delivery.delivery_tag)) {
-      counters_.acked.fetch_add(1, std::memory_order_relaxed);
-    }
+    Settle(delivery.delivery_tag);
     return;
   }
 
-  copy.headers[kRetriesHeader] = int64_t{retries};
+  m.headers[kRetriesHeader] = int64_t{retries};
+  copy.exchange = amqp::kDeadLetterExchange;
+  copy.routing_key = amqp::QueueName(broker_.name);
   spdlog::error("broker {}: parking in {}: {}", broker_.name, amqp::DlqName(broker_.name),
                 outcome.reason);
-  if (auto moved = PublishConfirmed(amqp::kDeadLetterExchange, amqp::QueueName(broker_.name), copy);
-      !moved) {
+  if (auto moved = PublishConfirmed(copy); !moved) {
     // Unlike a retry there is no later: keep the message in its queue until it can be parked.
     spdlog::warn("broker {} worker {}: park not stored ({}); requeueing in 1 s", broker_.name,
                  index_, moved.error().message);
-    SleepUnlessStopped(stop, std::chrono::seconds(1));
+    clock_.Sleep(stop, 1s);
     (void)connection_->Reject(delivery.delivery_tag, true);
     return;
   }
   counters_.parked.fetch_add(1, std::memory_order_relaxed);
   if (outcome.reply) Reply(in, std::move(*outcome.reply));
-  if (connection_->Ack(delivery.delivery_tag)) {
-    counters_.acked.fetch_add(1, std::memory_order_relaxed);
+  Settle(delivery.delivery_tag);
+}
+
+void Worker::Flush(std::stop_token stop) {
+  if (!waiting_.empty()) {
+    std::vector<amqp::Publication> batch;
+    for (const Waiting& w : waiting_) {
+      for (const Outcome::Forward& f : w.outcome.forward) batch.push_back(PublicationOf(f));
+    }
+    // One confirm for the whole cycle. A message no queue took comes back by routing key: the
+    // deliveries that sent one to that key are tried again one by one, the others are done.
+    std::vector<std::string> unroutable;
+    Result<void> sent = Ok();
+    if (!confirmed_) {
+      auto c = links_.OpenConfirmed(broker_, false);
+      if (c) {
+        confirmed_ = std::move(*c);
+      } else {
+        sent = std::unexpected(c.error());
+      }
+    }
+    if (sent) sent = confirmed_->PublishMany(batch, &unroutable);
+    if (!sent) confirmed_.reset();
+    const std::set<std::string> returned(unroutable.begin(), unroutable.end());
+    for (Waiting& w : waiting_) {
+      const bool stored =
+          sent && std::none_of(w.outcome.forward.begin(), w.outcome.forward.end(),
+                               [&](const Outcome::Forward& f) {
+                                 return f.must_route && returned.contains(f.routing_key);
+                               });
+      if (!stored) {
+        Resolve(w, stop);
+        continue;
+      }
+      if (w.outcome.reply) Reply(w.delivery.message, std::move(*w.outcome.reply));
+      Settle(w.delivery.delivery_tag);
+    }
+    waiting_.clear();
   }
+  if (to_ack_ > 0) {
+    if (connection_->Ack(ack_upto_, true)) {
+      counters_.acked.fetch_add(to_ack_, std::memory_order_relaxed);
+    }
+    ack_upto_ = 0;
+    to_ack_ = 0;
+  }
+}
+
+void Worker::Resolve(Waiting& w, std::stop_token stop) {
+  Outcome& outcome = w.outcome;
+  for (const Outcome::Forward& f : outcome.forward) {
+    auto sent = PublishConfirmed(PublicationOf(f));
+    if (sent) continue;
+    if (!f.must_route) {
+      spdlog::warn("broker {} worker {}: {} not published: {}", broker_.name, index_, f.routing_key,
+                   sent.error().message);
+      continue;
+    }
+    spdlog::warn("broker {} worker {}: {} not stored: {}", broker_.name, index_, f.routing_key,
+                 sent.error().message);
+    if (outcome.unforwarded_reply) {
+      outcome.reply = std::move(outcome.unforwarded_reply);
+      break;
+    }
+    // The work is not handed on: answer nothing yet, and let the message come again.
+    clock_.Sleep(stop, 1s);
+    (void)connection_->Reject(w.delivery.delivery_tag, true);
+    return;
+  }
+  if (outcome.reply) Reply(w.delivery.message, std::move(*outcome.reply));
+  Settle(w.delivery.delivery_tag);
 }
 
 }  // namespace beds::brokers

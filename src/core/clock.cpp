@@ -1,9 +1,11 @@
 #include "core/clock.hpp"
 
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <cstring>
 #include <ctime>
+#include <mutex>
 
 namespace beds {
 namespace {
@@ -55,5 +57,27 @@ int64_t NowUnixUs() {
 std::string IsoTimeMs(int64_t unix_ms) { return Split(unix_ms, 1000, 3); }
 
 std::string IsoTimeUs(int64_t unix_us) { return Split(unix_us, 1000000, 6); }
+
+bool SleepUnlessStopped(std::stop_token stop, std::chrono::milliseconds delay) {
+  std::mutex m;
+  std::condition_variable_any cv;
+  std::unique_lock lock(m);
+  cv.wait_for(lock, stop, delay, [] { return false; });
+  return !stop.stop_requested();
+}
+
+Clock& SteadyClock() {
+  class Steady final : public Clock {
+   public:
+    std::chrono::steady_clock::time_point Now() const override {
+      return std::chrono::steady_clock::now();
+    }
+    bool Sleep(std::stop_token stop, std::chrono::milliseconds delay) override {
+      return SleepUnlessStopped(stop, delay);
+    }
+  };
+  static Steady clock;
+  return clock;
+}
 
 }  // namespace beds

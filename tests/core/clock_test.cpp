@@ -2,6 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
+#include <thread>
+
 namespace beds {
 namespace {
 
@@ -22,6 +25,27 @@ TEST(Clock, NowAgreesWithItself) {
   const int64_t us = NowUnixUs();
   EXPECT_GE(us / 1000, ms);
   EXPECT_LT(us / 1000 - ms, 1000);
+}
+
+TEST(Clock, SleepUnlessStoppedSleepsOutItsDelay) {
+  std::stop_source source;
+  const auto start = std::chrono::steady_clock::now();
+  EXPECT_TRUE(SleepUnlessStopped(source.get_token(), std::chrono::milliseconds(20)));
+  EXPECT_GE(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(20));
+}
+
+TEST(Clock, SleepUnlessStoppedEndsWhenStopped) {
+  std::stop_source source;
+  std::jthread stopper([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    source.request_stop();
+  });
+  const auto start = std::chrono::steady_clock::now();
+  // An hour, cut short by the stop: a node must not wait out a backoff to shut down.
+  EXPECT_FALSE(SleepUnlessStopped(source.get_token(), std::chrono::hours(1)));
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(30));
+  // Already stopped: no wait at all.
+  EXPECT_FALSE(SleepUnlessStopped(source.get_token(), std::chrono::hours(1)));
 }
 
 }  // namespace
