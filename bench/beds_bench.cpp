@@ -858,6 +858,10 @@ int main(int argc, char** argv) {
   app.add_option("--warmup-s", warmup_s, "unmeasured seconds before each round");
   app.add_option("--rounds", rounds, "alternating baseline/BEDS rounds");
   int node_pid = 0;
+  bool best_shape = false;
+  app.add_flag("--best-shape", best_shape,
+               "ping, rel and rec modes: also run the raw baseline with 1 and 2 consumers (each "
+               "with prefetch >= W) and compare with the faster");
   app.add_option("--node-pid", node_pid,
                  "the beds node's pid: each round also reports its CPU time per reply (/proc)");
   CLI11_PARSE(app, argc, argv);
@@ -1051,27 +1055,48 @@ int main(int argc, char** argv) {
   }
   std::fflush(stdout);
 
-  std::vector<Figures> base, beds;
+  std::vector<Figures> base, beds, best;
   {
     // rel-create's and calgon's baselines are BEDS itself: no echo server.
-    std::unique_ptr<EchoServer> echo;
+    const bool echoes = mode != "rel-create" && baseline_key.empty();
     if (mode == "rel-create") {
       echo_key = beds_key;
     } else if (!baseline_key.empty()) {
       echo_key = baseline_key;
-    } else {
-      echo = std::make_unique<EchoServer>(config->amqp, echo_key, echo_queue, pool->instances,
-                                          pool->prefetch, make_responder);
     }
+    // An echo server runs only while its own rounds do: every shape consumes the same queue.
+    auto serve = [&](int consumers, int prefetch) {
+      return echoes ? std::make_unique<EchoServer>(config->amqp, echo_key, echo_queue, consumers,
+                                                   prefetch, make_responder)
+                    : nullptr;
+    };
     if (check) {
+      auto echo = serve(pool->instances, pool->prefetch);
       check("baseline", echo_key);
       check("beds", beds_key);
     }
     for (int r = 1; r <= rounds; ++r) {
-      base.push_back(Load(config->amqp, echo_key, baseline_body ? baseline_body : next_body,
-                          inflight, std::chrono::seconds(warmup_s),
-                          std::chrono::seconds(duration_s), baseline_options, node_pid));
+      {
+        auto echo = serve(pool->instances, pool->prefetch);
+        base.push_back(Load(config->amqp, echo_key, baseline_body ? baseline_body : next_body,
+                            inflight, std::chrono::seconds(warmup_s),
+                            std::chrono::seconds(duration_s), baseline_options, node_pid));
+      }
       Print("baseline", r, base.back());
+      if (best_shape && echoes) {
+        // The raw library at the shape that makes it fastest on this machine: one or two
+        // consumers, each allowed every request in flight.
+        Figures top;
+        for (int consumers : {1, 2}) {
+          auto echo = serve(consumers, std::max(pool->prefetch, inflight));
+          Figures f =
+              Load(config->amqp, echo_key, next_body, inflight, std::chrono::seconds(warmup_s),
+                   std::chrono::seconds(duration_s), {}, node_pid);
+          Print(consumers == 1 ? "raw x1" : "raw x2", r, f);
+          if (f.throughput > top.throughput) top = f;
+        }
+        best.push_back(top);
+      }
       beds.push_back(Load(config->amqp, beds_key, next_body, inflight,
                           std::chrono::seconds(warmup_s), std::chrono::seconds(duration_s), {},
                           node_pid));
@@ -1086,6 +1111,13 @@ int main(int argc, char** argv) {
               m.throughput, m.p50_us, m.p99_us, m.p999_us);
   std::printf("ratio    beds/baseline throughput %.3f; p50 difference %+.0f us\n",
               b.throughput > 0 ? m.throughput / b.throughput : 0.0, m.p50_us - b.p50_us);
+  if (!best.empty()) {
+    const Figures top = Median(best);
+    std::printf("median   best-shape raw (1 or 2 consumers): %9.0f req/s  p50 %7.0f us\n",
+                top.throughput, top.p50_us);
+    std::printf("ratio    beds/best-shape raw throughput %.3f; p50 difference %+.0f us\n",
+                top.throughput > 0 ? m.throughput / top.throughput : 0.0, m.p50_us - top.p50_us);
+  }
   if (m.node_cpu_us >= 0) {
     // On an echo baseline the node idles: its figure there is the node's own background cost.
     std::printf("node CPU per reply (median): baseline rounds %.1f us, beds rounds %.1f us\n",

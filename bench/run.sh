@@ -6,7 +6,8 @@
 # W=1: ping with 256-byte bodies, rel (Users/call get over 1000 rows), rel-create (Users/create
 # with an exactly-once key, against the same creates without identity), rec-create
 # (Sessions/create) and rec-fetch (Sessions/fetch by key over 1000 documents). Everything it started is stopped at
-# the end.
+# the end. ping and rel are also compared with the raw baseline at its best shape (1 or 2
+# consumers), and every round prints the node's CPU time per reply (from /proc).
 #   bench/run.sh [--duration-s N] [--rounds N]   (extra flags go to beds-bench)
 #   BEDS_BENCH_NO_BUILD=1 bench/run.sh …          (use build/ as it is: someone else builds it)
 #   BEDS_BENCH_MODES="rec-create rec-fetch" bench/run.sh …   (only these modes)
@@ -34,6 +35,8 @@ read -r -a modes <<<"${BEDS_BENCH_MODES:-ping rel rel-create rec-create rec-fetc
 for mode in "${modes[@]}"; do
   mode_flags=()
   [[ $mode == ping ]] && mode_flags=(--body-bytes 256)
+  # The raw library at its fastest shape too (1 or 2 consumers), where the baseline is an echo.
+  [[ $mode == ping || $mode == rel ]] && mode_flags+=(--best-shape)
   for w in 64 1; do
     echo
     build/beds-bench --config-dir config --mode "$mode" --inflight "$w" --node-pid "$node_pid" \

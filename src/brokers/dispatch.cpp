@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <any>
 #include <chrono>
 #include <thread>
 
@@ -20,6 +21,16 @@ namespace json = boost::json;
 using Action = Outcome::Action;
 
 Outcome Answer(std::string reply) { return Outcome::Ack(std::move(reply)); }
+
+// A CALGON submit answered but not yet ticketed: what StoreStaged needs to create its ticket and
+// record the request.
+struct StagedSubmit {
+  NewTicket ticket;
+  Request request;  // the names only
+  const Template* t;
+  Lineage lineage;
+  std::chrono::steady_clock::time_point started;
+};
 
 // The exactly-once scope of a write; none for a message with neither key nor message id (it
 // cannot be told from its redelivery, so it is applied at least once). A key is scoped by its
@@ -199,10 +210,16 @@ Outcome DispatchHandler::Handle(const amqp::Delivery& delivery, int retries) {
                                                 "operator has been told why"});
   }
   if ((r.async || (*spec)->job) && !IsJob(delivery)) {
-    // CALGON: checked, ticketed and answered now; run by the calgon pool.
-    auto submitted = SubmitJob(info, tickets_, *t, **spec, r, delivery, lineage);
+    // CALGON: checked and answered now, run by the calgon pool. The ticket is created with the
+    // rest of the worker's cycle (StoreStaged), before the job is published.
+    auto submitted = SubmitJob(info, *t, **spec, r, delivery, lineage);
     if (!submitted) return refuse(submitted.error());
-    recorder_.Finish(r, delivery, t, false, nullptr, started);
+    Request brief;  // what the request's record names; `r` lives in this call's arena
+    brief.template_name = r.template_name;
+    brief.op = r.op;
+    brief.call = r.call;
+    submitted->staged =
+        StagedSubmit{NewTicketOf(*t, r, lineage), std::move(brief), t, lineage, started};
     return std::move(*submitted);
   }
   const std::optional<OnceScope> once = ScopeOf(*t, r, delivery, info);
@@ -225,6 +242,32 @@ Outcome DispatchHandler::Handle(const amqp::Delivery& delivery, int retries) {
   }
   recorder_.Finish(r, delivery, t, result->replayed, nullptr, started);
   return Answer(std::move(reply));
+}
+
+void DispatchHandler::StoreStaged(const std::vector<Staged>& cycle) {
+  std::vector<NewTicket> tickets;
+  for (const Staged& s : cycle) {
+    if (const auto* submit = std::any_cast<StagedSubmit>(&s.outcome.staged)) {
+      tickets.push_back(submit->ticket);
+    }
+  }
+  if (tickets.empty()) return;
+  const Result<void> created = tickets_.Create(tickets);
+  for (const Staged& s : cycle) {
+    const auto* submit = std::any_cast<StagedSubmit>(&s.outcome.staged);
+    if (!submit) continue;
+    logs::EventScope scope(submit->lineage);
+    if (created) {
+      recorder_.Finish(submit->request, s.delivery, submit->t, false, nullptr, submit->started);
+      continue;
+    }
+    // No ticket, no job: the submit is answered the store's error, and nothing is queued.
+    recorder_.Finish(submit->request, s.delivery, submit->t, false, &created.error(),
+                     submit->started);
+    s.outcome.forward.clear();
+    s.outcome.unforwarded_reply.reset();
+    s.outcome.reply = protocol::EncodeError(submit->lineage.event_id, created.error());
+  }
 }
 
 }  // namespace beds::brokers

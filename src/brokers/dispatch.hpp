@@ -28,6 +28,8 @@ class DispatchHandler : public Handler {
                            std::shared_ptr<const CoreFactory> factory = nullptr);
   Outcome Handle(const amqp::Delivery& delivery, int retries) override;
   std::string ParkedReply(const amqp::Delivery& delivery, const std::string& reason) override;
+  // The cycle's CALGON tickets, created in one transaction before their jobs are published.
+  void StoreStaged(const std::vector<Staged>& cycle) override;
 
  private:
   // A data template's op, run on this worker's adapter.

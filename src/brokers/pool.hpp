@@ -6,6 +6,7 @@
 // the pool never shrinks. Start()/Stop() from one controlling thread; Stats() from any thread.
 #pragma once
 
+#include <any>
 #include <atomic>
 #include <cstdint>
 #include <functional>
@@ -39,6 +40,9 @@ struct Outcome {
   // The reply instead of `reply` when a must_route forward cannot be published: the delivery is
   // then answered and acked rather than handed back (nothing else would make it succeed later).
   std::optional<std::string> unforwarded_reply;
+  // kAck with forwards: what the forwards depend on (a CALGON ticket), stored by the handler's
+  // StoreStaged for a worker's whole cycle at once. Only the handler that set it reads it.
+  std::any staged;
 
   // The three decisions: answer (and ack), retry later, park for an operator.
   static Outcome Ack(std::optional<std::string> reply = std::nullopt) {
@@ -77,6 +81,17 @@ class Handler {
   // them means "none of these is done now": every one is handed back to the queue after a backoff.
   virtual bool Batched() const { return false; }
   virtual std::vector<Outcome> HandleBatch(const std::vector<amqp::Delivery>& batch);
+
+  // A delivery of the worker's cycle whose outcome has something staged.
+  struct Staged {
+    const amqp::Delivery& delivery;
+    Outcome& outcome;
+  };
+  // Called at the end of a worker's cycle, before the forwards are published: stores what the
+  // cycle's outcomes staged, all at once (one transaction for a cycle's CALGON tickets). An
+  // outcome whose part could not be stored is changed here: its forwards dropped, its reply the
+  // error.
+  virtual void StoreStaged(const std::vector<Staged>& /*cycle*/) {}
 };
 
 // Escapes the per-message catch on purpose: models a worker that crashes (fault injection).

@@ -62,21 +62,22 @@ Result<std::pair<const Template*, NamasteCore*>> TicketStore::Store() {
   return std::make_pair(t, core);
 }
 
-Result<void> TicketStore::Create(const std::string& ticket, const std::string& template_name,
-                                 const std::string& op) {
+Result<void> TicketStore::Create(const std::vector<NewTicket>& tickets) {
   auto store = Store();
   if (!store) return std::unexpected(store.error());
   const auto [t, core] = *store;
   const int64_t now = NowUnixMs();
-  json::object doc{{"ticket", ticket},
-                   {"status", kQueued},
-                   {"template", template_name},
-                   {"op", op},
-                   {"created", IsoTimeMs(now)},
-                   {"attempts", 0},
-                   {"expires", IsoTimeMs(now + info_->calgon.result_ttl_s * 1000)}};
   std::vector<json::object> docs;
-  docs.push_back(std::move(doc));
+  docs.reserve(tickets.size());
+  for (const NewTicket& n : tickets) {
+    docs.push_back(json::object{{"ticket", n.ticket},
+                                {"status", kQueued},
+                                {"template", n.template_name},
+                                {"op", n.op},
+                                {"created", IsoTimeMs(now)},
+                                {"attempts", 0},
+                                {"expires", IsoTimeMs(now + info_->calgon.result_ttl_s * 1000)}});
+  }
   auto created = core->CreateDocuments(*t, *t->Op("create"), std::move(docs));
   if (!created) return std::unexpected(created.error());
   return Ok();
@@ -113,6 +114,10 @@ Result<json::object> TicketStore::Update(const std::string& ticket, json::object
   return StoredTicket(RunOp(*t, *t->Op("update"), r, *core));
 }
 
+NewTicket NewTicketOf(const Template& t, const Request& r, const Lineage& lineage) {
+  return NewTicket{lineage.event_id, t.name, r.op == "call" ? "call:" + r.call : r.op};
+}
+
 bool IsJob(const amqp::Delivery& delivery) {
   // Only our workers publish straight to a queue with this header; a client publishing on
   // beds.events cannot make its request skip the ticket.
@@ -120,8 +125,8 @@ bool IsJob(const amqp::Delivery& delivery) {
          delivery.message.headers.contains(kTicketHeader);
 }
 
-Result<Outcome> SubmitJob(const NodeInfo& info, TicketStore& tickets, const Template& t,
-                          const OpSpec& spec, const Request& r, const amqp::Delivery& delivery,
+Result<Outcome> SubmitJob(const NodeInfo& info, const Template& t, const OpSpec& spec,
+                          const Request& r, const amqp::Delivery& delivery,
                           const Lineage& lineage) {
   // What can be refused now is refused now, not in a ticket the client must poll to learn it.
   if (auto checked = CheckOp(t, spec, r); !checked) return std::unexpected(checked.error());
@@ -134,10 +139,6 @@ Result<Outcome> SubmitJob(const NodeInfo& info, TicketStore& tickets, const Temp
   job["lineage"] =
       json::object{{"event_id", ""}, {"parent_id", lineage.event_id}, {"depth", lineage.depth + 1}};
   const std::string& ticket = lineage.event_id;
-  const std::string op = r.op == "call" ? "call:" + r.call : r.op;
-  if (auto created = tickets.Create(ticket, t.name, op); !created) {
-    return std::unexpected(created.error());
-  }
   Outcome::Forward forward;
   forward.exchange = "";  // straight to the job queue
   forward.routing_key = amqp::QueueName(info.calgon.broker);

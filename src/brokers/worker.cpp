@@ -329,6 +329,26 @@ void Worker::Apply(amqp::Delivery delivery, Outcome outcome, int retries, std::s
 
 void Worker::Flush(std::stop_token stop) {
   if (!waiting_.empty()) {
+    std::vector<Handler::Staged> staged;
+    for (Waiting& w : waiting_) {
+      if (w.outcome.staged.has_value()) staged.push_back(Handler::Staged{w.delivery, w.outcome});
+    }
+    if (!staged.empty()) {
+      try {
+        handler_->StoreStaged(staged);
+      } catch (const std::exception& e) {
+        // Which parts were stored is unknown: hand those deliveries back (a redelivered one finds
+        // what was stored for it), after a pause so a persistent fault does not spin.
+        spdlog::error("broker {} worker {}: storing the cycle's staged work failed: {}",
+                      broker_.name, index_, e.what());
+        clock_.Sleep(stop, 1s);
+        std::erase_if(waiting_, [&](const Waiting& w) {
+          if (!w.outcome.staged.has_value()) return false;
+          (void)connection_->Reject(w.delivery.delivery_tag, true);
+          return true;
+        });
+      }
+    }
     std::vector<amqp::Publication> batch;
     for (const Waiting& w : waiting_) {
       for (const Outcome::Forward& f : w.outcome.forward) batch.push_back(PublicationOf(f));
