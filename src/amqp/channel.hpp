@@ -75,6 +75,10 @@ class Channel {
   virtual Result<void> Ack(uint64_t delivery_tag, bool multiple = false) = 0;
   virtual Result<void> Reject(uint64_t delivery_tag, bool requeue) = 0;
   virtual Result<void> Cancel(const std::string& consumer_tag) = 0;
+
+  // On: what is published or acked from now on waits in the socket until it is turned off, then
+  // leaves together, so the broker wakes once for a worker's cycle instead of once per message.
+  virtual void Coalesce(bool /*on*/) {}
 };
 
 }  // namespace beds::amqp

@@ -508,6 +508,12 @@ Result<void> Connection::Ack(uint64_t delivery_tag, bool multiple) {
                             "acking");
 }
 
+void Connection::Coalesce(bool on) {
+  // Best effort: a socket that refuses it just sends as before.
+  const int flag = on ? 1 : 0;
+  setsockopt(amqp_get_sockfd(impl_->conn), IPPROTO_TCP, TCP_CORK, &flag, sizeof(flag));
+}
+
 Result<void> Connection::Reject(uint64_t delivery_tag, bool requeue) {
   return impl_->CheckStatus(amqp_basic_reject(impl_->conn, kChannel, delivery_tag, requeue),
                             "rejecting");

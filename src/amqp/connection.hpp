@@ -76,6 +76,7 @@ class Connection : public Channel {
   Result<std::optional<Delivery>> Next(std::chrono::milliseconds timeout) override;
   Result<void> Ack(uint64_t delivery_tag, bool multiple = false) override;
   Result<void> Reject(uint64_t delivery_tag, bool requeue) override;
+  void Coalesce(bool on) override;  // TCP_CORK
 
   // basic.get: one message from `queue`, or nullopt when it is empty. With auto_ack the broker
   // forgets it at once; otherwise Ack() it, or close the connection to hand it back.

@@ -85,6 +85,7 @@ void Worker::Lost(const Error& error) {
   waiting_.clear();
   ack_upto_ = 0;
   to_ack_ = 0;
+  coalescing_ = false;
 }
 
 void Worker::Loop(std::stop_token stop) {
@@ -169,6 +170,10 @@ void Worker::Cycle(amqp::Delivery first, std::stop_token stop) {
       return;
     }
     next = std::move(*more);
+    if (next && !coalescing_) {
+      connection_->Coalesce(true);
+      coalescing_ = true;
+    }
   }
   if (connection_) Flush(stop);
 }
@@ -389,6 +394,10 @@ void Worker::Flush(std::stop_token stop) {
     }
     ack_upto_ = 0;
     to_ack_ = 0;
+  }
+  if (coalescing_) {
+    connection_->Coalesce(false);
+    coalescing_ = false;
   }
 }
 

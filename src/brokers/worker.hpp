@@ -81,8 +81,9 @@ class Worker {
   bool lost_ = false;          // the connection broke (the next one counts as a reconnect)
   size_t batch_failures_ = 0;  // batches handed back in a row (their backoff grows)
   std::vector<Waiting> waiting_;
-  uint64_t ack_upto_ = 0;  // the cycle's highest answered delivery tag
-  size_t to_ack_ = 0;      // how many deliveries the cycle's ack settles
+  uint64_t ack_upto_ = 0;    // the cycle's highest answered delivery tag
+  size_t to_ack_ = 0;        // how many deliveries the cycle's ack settles
+  bool coalescing_ = false;  // the cycle's replies wait in the socket until its end
   std::atomic<bool> died_{false};
   std::atomic<bool> exited_{false};
   std::jthread thread_;  // last: starts after every member above is ready

@@ -89,6 +89,11 @@ class FakeBroker::ConsumerChannel final : public amqp::Channel {
 
   Result<void> Cancel(const std::string&) override { return Ok(); }
 
+  void Coalesce(bool on) override {
+    std::lock_guard lock(broker_.mutex_);
+    broker_.steps_.push_back(Step{Step::Kind::kCoalesce, "", "", {}, 0, on});
+  }
+
  private:
   FakeBroker& broker_;
   const int id_;

@@ -21,13 +21,13 @@ namespace beds::brokers::testing {
 
 // One thing the worker did, in the order it did it.
 struct Step {
-  enum class Kind { kReply, kStore, kAck, kReject };
+  enum class Kind { kReply, kStore, kAck, kReject, kCoalesce };
   Kind kind;
   std::string exchange;     // kStore
   std::string routing_key;  // kReply: the reply_to; kStore: the key
   amqp::Message message;    // kReply, kStore
   uint64_t tag = 0;         // kAck, kReject
-  bool flag = false;        // kAck: multiple; kReject: requeue
+  bool flag = false;        // kAck: multiple; kReject: requeue; kCoalesce: on
 };
 
 class FakeBroker final : public Links {
