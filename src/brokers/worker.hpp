@@ -6,7 +6,9 @@
 // first. Messages the handlers produced (CALGON jobs, completion events) are published together
 // at the end of the cycle and confirmed by the broker in one round trip, and only then are their
 // deliveries answered. The cycle ends with one multiple-ack for every delivery it answered: a
-// message is still acked only after its reply is published, at a fraction of the frames.
+// message is still acked only after its reply is published, at a fraction of the frames. The
+// cycle's replies and its ack wait in the socket (TCP_CORK) and leave together at its end, or
+// once they have waited a millisecond, so the broker wakes once per cycle, not once per message.
 #pragma once
 
 #include <atomic>
@@ -63,6 +65,10 @@ class Worker {
   // A waiting delivery whose forwards did not all get stored with the cycle's: tried one by one.
   void Resolve(Waiting& waiting, std::stop_token stop);
   void Reply(const amqp::Message& request, std::string body);
+  // Replies and acks wait in the socket from Hold() to Release() and leave together: the end of
+  // the cycle, or sooner once they have waited kHoldAtMost.
+  void Hold();
+  void Release();
   // Acked by the cycle's multiple-ack.
   void Settle(uint64_t delivery_tag);
   // Published on the confirmed channel, one attempt on a fresh channel after a failure.
@@ -83,7 +89,8 @@ class Worker {
   std::vector<Waiting> waiting_;
   uint64_t ack_upto_ = 0;    // the cycle's highest answered delivery tag
   size_t to_ack_ = 0;        // how many deliveries the cycle's ack settles
-  bool coalescing_ = false;  // the cycle's replies wait in the socket until its end
+  bool coalescing_ = false;  // Hold() is in force
+  std::chrono::steady_clock::time_point held_since_;
   std::atomic<bool> died_{false};
   std::atomic<bool> exited_{false};
   std::jthread thread_;  // last: starts after every member above is ready

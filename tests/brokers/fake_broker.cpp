@@ -221,6 +221,11 @@ bool FakeClock::Sleep(std::stop_token stop, std::chrono::milliseconds delay) {
   return !stop.stop_requested();
 }
 
+void FakeClock::Advance(std::chrono::microseconds by) {
+  std::lock_guard lock(mutex_);
+  now_ += by;
+}
+
 std::vector<std::chrono::milliseconds> FakeClock::sleeps() const {
   std::lock_guard lock(mutex_);
   return sleeps_;

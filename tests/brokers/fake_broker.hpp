@@ -85,6 +85,8 @@ class FakeClock final : public Clock {
   // Records the wait and moves the clock on; returns at once.
   bool Sleep(std::stop_token stop, std::chrono::milliseconds delay) override;
   std::vector<std::chrono::milliseconds> sleeps() const;
+  // Moves the clock on without a wait (work that takes time).
+  void Advance(std::chrono::microseconds by);
 
  private:
   mutable std::mutex mutex_;
