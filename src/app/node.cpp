@@ -5,6 +5,8 @@
 #include <atomic>
 #include <chrono>
 #include <filesystem>
+#include <functional>
+#include <map>
 #include <mutex>
 #include <thread>
 
@@ -57,6 +59,16 @@ struct Node::Impl {
                  st.unrouted, st.spilled, st.dropped);
     sink.reset();
   }
+
+  // The IPL steps Node::Start runs, in order.
+  void StartLogSink();
+  Result<void> CheckServers();
+  Result<TemplateSet> BindTemplates(const std::shared_ptr<CoreFactory>& factory);
+  Result<void> StartWork(const TemplateSet& templates, const std::shared_ptr<CoreFactory>& factory,
+                         std::function<std::vector<brokers::PoolStats>()> pool_stats,
+                         std::function<void(const std::string&)> on_shutdown);
+  void RecordIpl(const Lineage& lineage, const templates::Snapshot& snapshot);
+  void ReportReady() const;
 
   // In production a failed step ends IPL; in development it is logged and IPL goes on.
   Result<void> Step(const char* name, const Result<void>& result) {
@@ -182,35 +194,92 @@ Node::Node(config::Config config) : impl_(std::make_unique<Impl>()) {
 
 Node::~Node() { Stop(); }
 
-Result<void> Node::Start() {
-  Impl& n = *impl_;
-  const config::Config& c = n.config;
-  const auto lineage = RootLineage(c.node.name, c.env);
-  logs::EventScope scope(lineage);
-  // The log sink first, so that IPL's own lines reach the log store; it connects (and spills
-  // until it can) on its own thread.
+namespace {
+
+// The handler each `handler =` names ([brokers.*]; config refuses any other), made per worker so
+// each holds its own database connections.
+struct HandlerParts {
+  std::shared_ptr<const brokers::NodeInfo> info;
+  std::shared_ptr<templates::Snapshot> templates;
+  std::shared_ptr<CoreFactory> factory;
+  std::shared_ptr<brokers::NodeMetricsTable> node_metrics;
+  std::string log_store;
+};
+using MakerOf = brokers::HandlerMaker (*)(const config::BrokerSettings&, const HandlerParts&);
+const std::map<std::string, MakerOf, std::less<>>& HandlerKinds() {
+  static const std::map<std::string, MakerOf, std::less<>> kinds = {
+      {"dispatch",
+       [](const config::BrokerSettings&, const HandlerParts& p) -> brokers::HandlerMaker {
+         return [info = p.info, factory = p.factory]() -> std::shared_ptr<brokers::Handler> {
+           return std::make_shared<brokers::DispatchHandler>(info, factory);
+         };
+       }},
+      {"calgon",
+       [](const config::BrokerSettings&, const HandlerParts& p) -> brokers::HandlerMaker {
+         return [info = p.info, factory = p.factory]() -> std::shared_ptr<brokers::Handler> {
+           return std::make_shared<brokers::CalgonHandler>(info, factory);
+         };
+       }},
+      {"logs",
+       [](const config::BrokerSettings&, const HandlerParts& p) -> brokers::HandlerMaker {
+         return [snapshot = p.templates, factory = p.factory,
+                 store = p.log_store]() -> std::shared_ptr<brokers::Handler> {
+           return std::make_shared<brokers::LogStoreHandler>(snapshot, factory, store);
+         };
+       }},
+      {"syslog",
+       [](const config::BrokerSettings& broker, const HandlerParts&) -> brokers::HandlerMaker {
+         return [broker]() -> std::shared_ptr<brokers::Handler> {
+           return std::make_shared<brokers::SyslogHandler>(broker.syslog_socket, broker.level);
+         };
+       }},
+      {"metrics",
+       [](const config::BrokerSettings&, const HandlerParts& p) -> brokers::HandlerMaker {
+         return [tables = p.node_metrics]() -> std::shared_ptr<brokers::Handler> {
+           return std::make_shared<brokers::MetricsHandler>(tables);
+         };
+       }},
+  };
+  return kinds;
+}
+
+bool RunsHandler(const config::Config& c, std::string_view handler) {
+  return std::any_of(c.brokers.begin(), c.brokers.end(),
+                     [&](const config::BrokerSettings& b) { return b.handler == handler; });
+}
+
+}  // namespace
+
+// IPL step 2: the log sink first, so that IPL's own lines reach the log store; it connects (and
+// spills until it can) on its own thread.
+void Node::Impl::StartLogSink() {
+  const config::Config& c = config;
   if (c.logging.amqp) {
-    logs::AmqpSinkSettings sink;
-    sink.amqp = c.log_amqp;
-    sink.buffer_events = static_cast<size_t>(c.logging.buffer_events);
-    sink.flush_interval = std::chrono::milliseconds(c.logging.flush_ms);
-    sink.spill_path = c.logging.spill_path;
-    sink.spill_max_bytes = c.logging.spill_max_bytes;
-    n.sink = std::make_shared<logs::AmqpSink>(sink);
-    logs::SetEventSink(n.sink);
+    logs::AmqpSinkSettings settings;
+    settings.amqp = c.log_amqp;
+    settings.buffer_events = static_cast<size_t>(c.logging.buffer_events);
+    settings.flush_interval = std::chrono::milliseconds(c.logging.flush_ms);
+    settings.spill_path = c.logging.spill_path;
+    settings.spill_max_bytes = c.logging.spill_max_bytes;
+    sink = std::make_shared<logs::AmqpSink>(settings);
+    logs::SetEventSink(sink);
   }
   spdlog::info("IPL: node {} env {} ({}), config {} from {}", c.node.name, c.env,
                c.node.production ? "production" : "development", c.digest,
                fmt::join(c.files, " + "));
+}
 
-  // 3. Pre-flight reachability of every configured server.
-  for (const auto& endpoint : ConfiguredEndpoints(c)) {
-    if (auto r = n.Step("pre-flight", Preflight(endpoint, 2000)); !r) return r;
+// IPL step 3: every configured server answers.
+Result<void> Node::Impl::CheckServers() {
+  for (const auto& endpoint : ConfiguredEndpoints(config)) {
+    if (auto r = Step("pre-flight", Preflight(endpoint, 2000)); !r) return r;
   }
-  // 4. AMQP login and topology.
-  if (auto r = n.Step("AMQP topology", DeclareTopology(c)); !r) return r;
-  // 5. Templates, bound to the DBA's objects; the adapters each worker will use.
-  auto factory = MakeCoreFactory(c);
+  return Ok();
+}
+
+// IPL step 5: the templates, bound to the DBA's objects through the adapters' `factory`.
+Result<TemplateSet> Node::Impl::BindTemplates(const std::shared_ptr<CoreFactory>& factory) {
+  const config::Config& c = config;
   Result<TemplateSet> templates = TemplateSet{std::make_shared<templates::Snapshot>(), {}, {}, {}};
   if (std::error_code ec; !std::filesystem::is_directory(c.templates.dir, ec)) {
     // A node without data templates (an admin node, say) is legitimate in development; in
@@ -231,110 +300,92 @@ Result<void> Node::Start() {
     }
     return Ok();
   };
-  if (auto r = report(templates->problems, "it answers UNAVAILABLE"); !r) return r;
-  if (auto r = report(templates->unchecked, "serving it unchecked"); !r) return r;
+  if (auto r = report(templates->problems, "it answers UNAVAILABLE"); !r) {
+    return std::unexpected(r.error());
+  }
+  if (auto r = report(templates->unchecked, "serving it unchecked"); !r) {
+    return std::unexpected(r.error());
+  }
   for (const auto& w : templates->warnings) spdlog::warn("IPL template {}", w);
+  const templates::Snapshot& snapshot = *templates->snapshot;
   spdlog::info("IPL templates: {} loaded from {}, {} unavailable, {} not checked, {} warning(s)",
-               templates->snapshot->by_name.size(), c.templates.dir,
-               templates->snapshot->unavailable.size(), templates->unchecked.size(),
-               templates->warnings.size());
-  if (!templates->snapshot->unavailable.empty()) {
-    n.degraded.push_back(std::to_string(templates->snapshot->unavailable.size()) +
-                         " template(s) unavailable");
+               snapshot.by_name.size(), c.templates.dir, snapshot.unavailable.size(),
+               templates->unchecked.size(), templates->warnings.size());
+  if (!snapshot.unavailable.empty()) {
+    degraded.push_back(std::to_string(snapshot.unavailable.size()) + " template(s) unavailable");
   }
   // Async requests need the ticket store wherever requests are taken or jobs run.
-  const bool takes_jobs = std::any_of(c.brokers.begin(), c.brokers.end(), [](const auto& b) {
-    return b.handler == "dispatch" || b.handler == "calgon";
-  });
   const std::string& tickets = c.calgon.ticket_template;
-  if (takes_jobs &&
-      (!templates->snapshot->Find(tickets) || templates->snapshot->unavailable.contains(tickets))) {
+  if ((RunsHandler(c, "dispatch") || RunsHandler(c, "calgon")) &&
+      (!snapshot.Find(tickets) || snapshot.unavailable.contains(tickets))) {
     spdlog::warn(
         "IPL: no CALGON ticket store (template '{}', [calgon] ticket_template): async "
         "requests are answered UNAVAILABLE; templates/cgn_tickets_rec.toml is the one "
         "BEDS ships",
         tickets);
-    n.degraded.push_back("no CALGON ticket store");
+    degraded.push_back("no CALGON ticket store");
   }
   if (!templates->unchecked.empty()) {
-    n.degraded.push_back(std::to_string(templates->unchecked.size()) + " template(s) not checked");
+    degraded.push_back(std::to_string(templates->unchecked.size()) + " template(s) not checked");
   }
+  return templates;
+}
 
-  // 6. Metrics, broker pools and the control loop.
-  n.metrics = std::make_shared<metrics::Registry>();
-  n.info = std::make_shared<brokers::NodeInfo>();
-  n.info->metrics = n.metrics;
-  n.info->log_store = c.logging.store_template;
-  n.info->node = c.node.name;
-  n.info->env = c.env;
-  n.info->version = build::kVersion;
-  n.info->started = std::chrono::steady_clock::now();
-  n.info->fault_injection = c.node.fault_injection;
-  n.info->max_body_bytes = c.protocol.max_body_bytes;
-  n.info->max_reply_bytes = c.protocol.max_reply_bytes;
-  n.info->templates = templates->snapshot;
-  n.info->idempotency = c.idempotency;
-  n.info->calgon = c.calgon;
-  n.info->pools = [this] {
-    std::vector<brokers::PoolStats> stats;
-    for (const auto& p : impl_->pools) stats.push_back(p->Stats());
-    return stats;
-  };
-  // A handler per worker: each holds its own database connections.
-  auto node_metrics = std::make_shared<brokers::NodeMetricsTable>();
+// IPL step 6: what the workers see of the node, then one pool per broker, the exactly-once
+// sweeper on a node that serves writes, the control loop, /metrics and the metric events.
+Result<void> Node::Impl::StartWork(const TemplateSet& templates,
+                                   const std::shared_ptr<CoreFactory>& factory,
+                                   std::function<std::vector<brokers::PoolStats>()> pool_stats,
+                                   std::function<void(const std::string&)> on_shutdown) {
+  const config::Config& c = config;
+  metrics = std::make_shared<metrics::Registry>();
+  info = std::make_shared<brokers::NodeInfo>();
+  info->metrics = metrics;
+  info->log_store = c.logging.store_template;
+  info->node = c.node.name;
+  info->env = c.env;
+  info->version = build::kVersion;
+  info->started = std::chrono::steady_clock::now();
+  info->fault_injection = c.node.fault_injection;
+  info->max_body_bytes = c.protocol.max_body_bytes;
+  info->max_reply_bytes = c.protocol.max_reply_bytes;
+  info->templates = templates.snapshot;
+  info->idempotency = c.idempotency;
+  info->calgon = c.calgon;
+  info->pools = std::move(pool_stats);
+  const HandlerParts parts{info, templates.snapshot, factory,
+                           std::make_shared<brokers::NodeMetricsTable>(), c.logging.store_template};
   for (const auto& broker : c.brokers) {
-    brokers::HandlerMaker make_handler;
-    if (broker.handler == "logs") {
-      make_handler = [snapshot = templates->snapshot, factory,
-                      store = c.logging.store_template]() -> std::shared_ptr<brokers::Handler> {
-        return std::make_shared<brokers::LogStoreHandler>(snapshot, factory, store);
-      };
-    } else if (broker.handler == "syslog") {
-      make_handler = [broker]() -> std::shared_ptr<brokers::Handler> {
-        return std::make_shared<brokers::SyslogHandler>(broker.syslog_socket, broker.level);
-      };
-    } else if (broker.handler == "metrics") {
-      make_handler = [node_metrics]() -> std::shared_ptr<brokers::Handler> {
-        return std::make_shared<brokers::MetricsHandler>(node_metrics);
-      };
-    } else if (broker.handler == "calgon") {
-      make_handler = [info = n.info, factory]() -> std::shared_ptr<brokers::Handler> {
-        return std::make_shared<brokers::CalgonHandler>(info, factory);
-      };
-    } else {
-      make_handler = [info = n.info, factory]() -> std::shared_ptr<brokers::Handler> {
-        return std::make_shared<brokers::DispatchHandler>(info, factory);
-      };
-    }
-    n.pools.push_back(std::make_unique<brokers::Pool>(broker, c.amqp, make_handler));
+    const MakerOf make = HandlerKinds().at(broker.handler);
+    pools.push_back(std::make_unique<brokers::Pool>(broker, c.amqp, make(broker, parts)));
   }
-  n.RegisterCollectors(*n.metrics, node_metrics);
+  RegisterCollectors(*metrics, parts.node_metrics);
   // The node that serves writes keeps their exactly-once records from growing without bound.
-  if (std::any_of(c.brokers.begin(), c.brokers.end(),
-                  [](const config::BrokerSettings& b) { return b.handler == "dispatch"; })) {
-    n.sweeper = std::make_unique<brokers::OnceSweeper>(c.idempotency, templates->snapshot, factory,
-                                                       n.metrics);
+  if (RunsHandler(c, "dispatch")) {
+    sweeper =
+        std::make_unique<brokers::OnceSweeper>(c.idempotency, templates.snapshot, factory, metrics);
   }
-  for (auto& p : n.pools) p->Start();
-  n.control = std::make_unique<brokers::ControlLoop>(
-      c.amqp, n.info,
-      [this](const std::string& mode) { RequestStop("admin shutdown (" + mode + ")"); });
-  n.control->Start();
+  for (auto& p : pools) p->Start();
+  control = std::make_unique<brokers::ControlLoop>(c.amqp, info, std::move(on_shutdown));
+  control->Start();
 
   if (!c.metrics.listen.empty()) {
-    auto server = metrics::HttpServer::Start(c.metrics.listen, *n.metrics);
+    auto server = metrics::HttpServer::Start(c.metrics.listen, *metrics);
     if (!server) {
-      if (auto r = n.Step("metrics endpoint", std::unexpected(server.error())); !r) return r;
+      if (auto r = Step("metrics endpoint", std::unexpected(server.error())); !r) return r;
     } else {
-      n.metrics_http = std::move(*server);
+      metrics_http = std::move(*server);
     }
   }
-  if (n.sink && c.logging.metrics_interval_s > 0) {
-    n.metric_events =
-        std::jthread([impl = impl_.get()](std::stop_token stop) { impl->PublishMetrics(stop); });
+  if (sink && c.logging.metrics_interval_s > 0) {
+    metric_events = std::jthread([this](std::stop_token stop) { PublishMetrics(stop); });
   }
+  return Ok();
+}
 
-  // 7. The IPL record: which node, which build, which configuration and templates.
+// IPL step 7: the IPL record: which node, which build, which configuration and templates.
+void Node::Impl::RecordIpl(const Lineage& lineage, const templates::Snapshot& snapshot) {
+  const config::Config& c = config;
   logs::LogEvent ipl;
   ipl.kind = "ipl";
   ipl.lineage = lineage;
@@ -345,8 +396,7 @@ Result<void> Node::Start() {
   ipl.fields["config_digest"] = c.digest;
   ipl.fields["production"] = c.node.production;
   boost::json::array names;
-  for (const auto& [name, t] : templates->snapshot->by_name)
-    names.push_back(boost::json::string(name));
+  for (const auto& [name, t] : snapshot.by_name) names.push_back(boost::json::string(name));
   ipl.fields["templates"] = std::move(names);
   boost::json::array brokers;
   for (const auto& b : c.brokers) {
@@ -355,17 +405,45 @@ Result<void> Node::Start() {
   }
   ipl.fields["brokers"] = std::move(brokers);
   logs::Emit(std::move(ipl));
-  // 8. Ready.
+}
+
+// IPL step 8: ready, and what it went on without.
+void Node::Impl::ReportReady() const {
+  const config::Config& c = config;
   int workers = 0;
   for (const auto& b : c.brokers) workers += b.instances;
-  if (n.degraded.empty()) {
+  if (degraded.empty()) {
     spdlog::info("ready: {} broker pool(s), {} worker(s)", c.brokers.size(), workers);
   } else {
     // Workers connect on their own threads; here "ready" only says IPL is over, and what it
     // went on without.
     spdlog::warn("ready, degraded: {} broker pool(s), {} worker(s) connecting with backoff; {}",
-                 c.brokers.size(), workers, fmt::join(n.degraded, "; "));
+                 c.brokers.size(), workers, fmt::join(degraded, "; "));
   }
+}
+
+// IPL (docs/operations.md "IPL"): step 1, the configuration, was loaded by main.
+Result<void> Node::Start() {
+  Impl& n = *impl_;
+  const auto lineage = RootLineage(n.config.node.name, n.config.env);
+  logs::EventScope scope(lineage);
+  n.StartLogSink();
+  if (auto r = n.CheckServers(); !r) return r;
+  if (auto r = n.Step("AMQP topology", DeclareTopology(n.config)); !r) return r;
+  const std::shared_ptr<CoreFactory> factory = MakeCoreFactory(n.config);
+  auto templates = n.BindTemplates(factory);
+  if (!templates) return std::unexpected(templates.error());
+  auto pool_stats = [this] {
+    std::vector<brokers::PoolStats> stats;
+    for (const auto& p : impl_->pools) stats.push_back(p->Stats());
+    return stats;
+  };
+  auto on_shutdown = [this](const std::string& mode) {
+    RequestStop("admin shutdown (" + mode + ")");
+  };
+  if (auto r = n.StartWork(*templates, factory, pool_stats, on_shutdown); !r) return r;
+  n.RecordIpl(lineage, *templates->snapshot);
+  n.ReportReady();
   return Ok();
 }
 
