@@ -366,17 +366,6 @@ Result<void> Connection::PublishMany(const std::vector<Publication>& batch,
   return impl_->WaitConfirm(first, unroutable);
 }
 
-Result<void> Connection::PublishBatch(const std::string& exchange,
-                                      const std::vector<Outgoing>& batch, bool mandatory,
-                                      std::vector<std::string>* unroutable) {
-  const uint64_t first = impl_->next_publish_seq;
-  for (const Outgoing& out : batch) {
-    if (auto r = PublishOne(exchange, out.routing_key, out.message, mandatory); !r) return r;
-  }
-  if (!impl_->confirms) return Ok();
-  return impl_->WaitConfirm(first, mandatory ? unroutable : nullptr);
-}
-
 Result<void> Connection::PublishReturnable(const std::string& exchange,
                                            const std::string& routing_key, const Message& m) {
   impl_->surfaces_returns = true;

@@ -61,17 +61,6 @@ class Connection : public Channel {
   Result<void> PublishReturnable(const std::string& exchange, const std::string& routing_key,
                                  const Message& message);
 
-  struct Outgoing {
-    std::string routing_key;
-    Message message;
-  };
-  // Publishes every message, then in confirm mode waits once for the broker's acks of all of
-  // them (one round trip for the batch). `mandatory`: an unroutable message is an error, unless
-  // `unroutable` is given: then the batch succeeds and it receives the routing keys of the
-  // messages no queue took (confirm mode only).
-  Result<void> PublishBatch(const std::string& exchange, const std::vector<Outgoing>& batch,
-                            bool mandatory, std::vector<std::string>* unroutable = nullptr);
-
   // Heartbeats are served while Next() waits.
   Result<std::optional<Delivery>> Next(std::chrono::milliseconds timeout) override;
   Result<void> Ack(uint64_t delivery_tag, bool multiple = false) override;

@@ -166,7 +166,6 @@ void Worker::Release() {
 void Worker::Cycle(amqp::Delivery first, std::stop_token stop) {
   std::optional<amqp::Delivery> next = std::move(first);
   int taken = 0;
-  Hold();
   while (next) {
     const int retries = RetriesOf(next->message);
     Outcome outcome;
@@ -180,7 +179,7 @@ void Worker::Cycle(amqp::Delivery first, std::stop_token stop) {
     Apply(std::move(*next), std::move(outcome), retries, stop);
     next.reset();
     // Slow work (a long query) must not keep the answers given so far waiting.
-    if (clock_.Now() - held_since_ >= kHoldAtMost) Release();
+    if (coalescing_ && clock_.Now() - held_since_ >= kHoldAtMost) Release();
     if (!connection_ || ++taken >= broker_.prefetch || stop.stop_requested()) break;
     // Only what has arrived already: a cycle never waits for more.
     auto more = connection_->Next(0ms);
@@ -189,6 +188,7 @@ void Worker::Cycle(amqp::Delivery first, std::stop_token stop) {
       return;
     }
     next = std::move(*more);
+    // A lone message (W=1) is answered as before; once there are several, their answers wait.
     if (next) Hold();
   }
   if (connection_) Flush(stop);

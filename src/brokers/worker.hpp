@@ -6,9 +6,10 @@
 // first. Messages the handlers produced (CALGON jobs, completion events) are published together
 // at the end of the cycle and confirmed by the broker in one round trip, and only then are their
 // deliveries answered. The cycle ends with one multiple-ack for every delivery it answered: a
-// message is still acked only after its reply is published, at a fraction of the frames. The
-// cycle's replies and its ack wait in the socket (TCP_CORK) and leave together at its end, or
-// once they have waited a millisecond, so the broker wakes once per cycle, not once per message.
+// message is still acked only after its reply is published, at a fraction of the frames. Once a
+// cycle has a second message, the answers from then on and the ack wait in the socket (TCP_CORK)
+// and leave together at its end, or once they have waited a millisecond, so the broker wakes
+// about once per cycle rather than once per message; a lone message is answered at once.
 #pragma once
 
 #include <atomic>

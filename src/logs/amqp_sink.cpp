@@ -50,8 +50,9 @@ std::string EventIdOf(std::string_view body) {
 
 // Log lines and metrics are cheaper transient messages (a broker restart may lose the ones not
 // yet stored).
-amqp::Connection::Outgoing Lone(const Line& line) {
-  amqp::Connection::Outgoing out;
+amqp::Publication Lone(const Line& line) {
+  amqp::Publication out;
+  out.exchange = amqp::kLogsExchange;
   out.message.message_id = EventIdOf(line.body);
   out.routing_key = line.routing_key;
   out.message.body = line.body;
@@ -66,8 +67,8 @@ amqp::Connection::Outgoing Lone(const Line& line) {
 constexpr size_t kMaxPackedBytes = 512 * 1024;
 
 // Copies the bodies: a batch whose publish fails is kept as it was, to be sent again.
-std::vector<amqp::Connection::Outgoing> Pack(const std::vector<Line>& events) {
-  std::vector<amqp::Connection::Outgoing> out;
+std::vector<amqp::Publication> Pack(const std::vector<Line>& events) {
+  std::vector<amqp::Publication> out;
   std::map<std::string, std::vector<size_t>> by_key;  // routing key → events, in order
   std::vector<std::string> keys;                      // first-seen order
   for (size_t i = 0; i < events.size(); ++i) {
@@ -86,7 +87,8 @@ std::vector<amqp::Connection::Outgoing> Pack(const std::vector<Line>& events) {
         ++i;
         continue;
       }
-      amqp::Connection::Outgoing packed;
+      amqp::Publication packed;
+      packed.exchange = amqp::kLogsExchange;
       packed.routing_key = key;
       packed.message.content_type = std::string(kBatchContentType);
       packed.message.delivery_mode = 1;
@@ -110,6 +112,17 @@ std::vector<amqp::Connection::Outgoing> Pack(const std::vector<Line>& events) {
 // How soon events that no queue took are offered again, doubling up to the last.
 constexpr std::chrono::milliseconds kFirstUnroutedRetry{500};
 constexpr std::chrono::milliseconds kLastUnroutedRetry{8000};
+
+Result<std::unique_ptr<amqp::Channel>> OpenLogChannel(const config::AmqpSettings& settings) {
+  auto c = amqp::Connection::Open(settings);
+  if (!c) return std::unexpected(c.error());
+  // Only its own exchange: beds.events is the node's IPL to declare, with its queues.
+  if (auto r = (*c)->DeclareExchange(amqp::kLogsExchange, "topic"); !r) {
+    return std::unexpected(r.error());
+  }
+  if (auto r = (*c)->EnableConfirms(); !r) return std::unexpected(r.error());
+  return std::unique_ptr<amqp::Channel>(std::move(*c));
+}
 
 int64_t FileSize(const std::string& path) {
   std::error_code ec;
@@ -143,9 +156,9 @@ struct AmqpSink::Impl {
   // Publisher thread only: after events came back unrouted, the spill file is offered again no
   // sooner than this (with backoff), not on every turn of the loop.
   std::chrono::steady_clock::time_point next_replay{};
-  std::chrono::milliseconds unrouted_backoff{kFirstUnroutedRetry};
+  Backoff unrouted_backoff{kFirstUnroutedRetry, kLastUnroutedRetry};
   std::atomic<bool> connected{false};
-  std::unique_ptr<amqp::Connection> connection;  // publisher thread only
+  std::unique_ptr<amqp::Channel> connection;  // publisher thread only
   std::jthread thread;
 
   ~Impl() {
@@ -183,11 +196,8 @@ struct AmqpSink::Impl {
   }
 
   Result<void> Connect() {
-    auto c = amqp::Connection::Open(settings.amqp);
+    auto c = settings.open ? settings.open() : OpenLogChannel(settings.amqp);
     if (!c) return std::unexpected(c.error());
-    // Only its own exchange: beds.events is the node's IPL to declare, with its queues.
-    if (auto r = (*c)->DeclareExchange(amqp::kLogsExchange, "topic"); !r) return r;
-    if (auto r = (*c)->EnableConfirms(); !r) return r;
     connection = std::move(*c);
     connected = true;
     return Ok();
@@ -204,8 +214,9 @@ struct AmqpSink::Impl {
   // With `keep_returned` false (a replay's probe), what came back is left where it was.
   Result<size_t> PublishLines(const std::vector<Line>& lines, bool keep_returned = true) {
     std::vector<std::string> returned;
-    if (auto r = connection->PublishBatch(amqp::kLogsExchange, Pack(lines), true, &returned); !r)
+    if (auto r = connection->PublishMany(Pack(lines), &returned); !r) {
       return std::unexpected(r.error());
+    }
     if (returned.empty()) return lines.size();
     std::vector<Line> keep;
     size_t routed = 0;
@@ -222,7 +233,7 @@ struct AmqpSink::Impl {
     }
     unrouted.fetch_add(lines.size() - routed, std::memory_order_relaxed);
     if (!keep.empty()) {
-      if (unrouted_backoff == kFirstUnroutedRetry) {
+      if (unrouted_backoff.Peek() == kFirstUnroutedRetry) {
         spdlog::warn(
             "log sink: no queue takes {} (has an admin node started on this vhost?); "
             "keeping such events in the spill file until one does",
@@ -239,8 +250,7 @@ struct AmqpSink::Impl {
   void DeferReplay() {
     const auto now = std::chrono::steady_clock::now();
     if (now < next_replay) return;
-    next_replay = now + unrouted_backoff;
-    unrouted_backoff = std::min(unrouted_backoff * 2, kLastUnroutedRetry);
+    next_replay = now + unrouted_backoff.Next();
   }
 
   // Publishes the spill file, oldest first. False when the connection failed (it is dropped).
@@ -315,9 +325,9 @@ struct AmqpSink::Impl {
     spill_bytes.fetch_sub(size - replay_released);
     replay_offset = 0;
     replay_released = 0;
-    if (next_replay == before && unrouted_backoff != kFirstUnroutedRetry) {
+    if (next_replay == before && unrouted_backoff.Peek() != kFirstUnroutedRetry) {
       spdlog::info("log sink: a queue takes the kept events now; the spill file is replayed");
-      unrouted_backoff = kFirstUnroutedRetry;  // everything was taken
+      unrouted_backoff.Reset();  // everything was taken
     }
     return true;
   }

@@ -14,9 +14,11 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
+#include "amqp/channel.hpp"
 #include "config/config.hpp"
 #include "logs/logs.hpp"
 
@@ -32,6 +34,9 @@ struct AmqpSinkSettings {
   // is per message, not per event: lingering turns a busy node's thousands of events a second
   // into a few dozen messages. A batch goes as soon as it is full (or half the buffer is used).
   std::chrono::milliseconds flush_interval{50};
+  // Opens the channel the sink publishes on (beds.logs declared, publisher confirms on). Unset: a
+  // connection to `amqp`; the sink's unit tests give an in-memory broker.
+  std::function<Result<std::unique_ptr<amqp::Channel>>()> open;
 };
 
 struct SinkStats {
