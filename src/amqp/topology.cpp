@@ -40,8 +40,7 @@ Result<void> DeclareBrokerQueues(Connection& c, const config::BrokerSettings& br
   if (auto r = c.DeclareQueue(queue, main); !r) return std::unexpected(r.error());
   // Requests come from beds.events; the admin handlers of log, audit and metric events consume
   // beds.logs.
-  const bool logs =
-      broker.handler == "logs" || broker.handler == "syslog" || broker.handler == "metrics";
+  const bool logs = config::ConsumesLogs(broker.handler);
   for (const auto& key : broker.bindings) {
     if (auto r = c.BindQueue(queue, logs ? kLogsExchange : kEventsExchange, key); !r) return r;
   }

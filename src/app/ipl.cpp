@@ -220,7 +220,9 @@ std::shared_ptr<CoreFactory> MakeCoreFactory(const config::Config& c) {
   auto factory = std::make_shared<CoreFactory>();
   // A MongoDB pool holds one client per worker that may use it at once.
   int workers = 0;
-  for (const auto& b : c.brokers) workers += b.handler == "dispatch" ? b.instances : 0;
+  for (const auto& b : c.brokers) {
+    workers += b.handler == config::HandlerKind::kDispatch ? b.instances : 0;
+  }
   for (const auto& [name, db] : c.databases) {
     if (db.engine == "mariadb") {
       factory->Register(name, [settings = db] { return adapters::mariadb::MakeCore(settings); });

@@ -206,34 +206,34 @@ struct HandlerParts {
   std::string log_store;
 };
 using MakerOf = brokers::HandlerMaker (*)(const config::BrokerSettings&, const HandlerParts&);
-const std::map<std::string, MakerOf, std::less<>>& HandlerKinds() {
-  static const std::map<std::string, MakerOf, std::less<>> kinds = {
-      {"dispatch",
+const std::map<config::HandlerKind, MakerOf>& HandlerKinds() {
+  static const std::map<config::HandlerKind, MakerOf> kinds = {
+      {config::HandlerKind::kDispatch,
        [](const config::BrokerSettings&, const HandlerParts& p) -> brokers::HandlerMaker {
          return [info = p.info, factory = p.factory]() -> std::shared_ptr<brokers::Handler> {
            return std::make_shared<brokers::DispatchHandler>(info, factory);
          };
        }},
-      {"calgon",
+      {config::HandlerKind::kCalgon,
        [](const config::BrokerSettings&, const HandlerParts& p) -> brokers::HandlerMaker {
          return [info = p.info, factory = p.factory]() -> std::shared_ptr<brokers::Handler> {
            return std::make_shared<brokers::CalgonHandler>(info, factory);
          };
        }},
-      {"logs",
+      {config::HandlerKind::kLogs,
        [](const config::BrokerSettings&, const HandlerParts& p) -> brokers::HandlerMaker {
          return [snapshot = p.templates, factory = p.factory,
                  store = p.log_store]() -> std::shared_ptr<brokers::Handler> {
            return std::make_shared<brokers::LogStoreHandler>(snapshot, factory, store);
          };
        }},
-      {"syslog",
+      {config::HandlerKind::kSyslog,
        [](const config::BrokerSettings& broker, const HandlerParts&) -> brokers::HandlerMaker {
          return [broker]() -> std::shared_ptr<brokers::Handler> {
            return std::make_shared<brokers::SyslogHandler>(broker.syslog_socket, broker.level);
          };
        }},
-      {"metrics",
+      {config::HandlerKind::kMetrics,
        [](const config::BrokerSettings&, const HandlerParts& p) -> brokers::HandlerMaker {
          return [tables = p.node_metrics]() -> std::shared_ptr<brokers::Handler> {
            return std::make_shared<brokers::MetricsHandler>(tables);
@@ -243,7 +243,7 @@ const std::map<std::string, MakerOf, std::less<>>& HandlerKinds() {
   return kinds;
 }
 
-bool RunsHandler(const config::Config& c, std::string_view handler) {
+bool RunsHandler(const config::Config& c, config::HandlerKind handler) {
   return std::any_of(c.brokers.begin(), c.brokers.end(),
                      [&](const config::BrokerSettings& b) { return b.handler == handler; });
 }
@@ -316,7 +316,8 @@ Result<TemplateSet> Node::Impl::BindTemplates(const std::shared_ptr<CoreFactory>
   }
   // Async requests need the ticket store wherever requests are taken or jobs run.
   const std::string& tickets = c.calgon.ticket_template;
-  if ((RunsHandler(c, "dispatch") || RunsHandler(c, "calgon")) &&
+  if ((RunsHandler(c, config::HandlerKind::kDispatch) ||
+       RunsHandler(c, config::HandlerKind::kCalgon)) &&
       (!snapshot.Find(tickets) || snapshot.unavailable.contains(tickets))) {
     spdlog::warn(
         "IPL: no CALGON ticket store (template '{}', [calgon] ticket_template): async "
@@ -361,7 +362,7 @@ Result<void> Node::Impl::StartWork(const TemplateSet& templates,
   }
   RegisterCollectors(*metrics, parts.node_metrics);
   // The node that serves writes keeps their exactly-once records from growing without bound.
-  if (RunsHandler(c, "dispatch")) {
+  if (RunsHandler(c, config::HandlerKind::kDispatch)) {
     sweeper =
         std::make_unique<brokers::OnceSweeper>(c.idempotency, templates.snapshot, factory, metrics);
   }
@@ -400,8 +401,9 @@ void Node::Impl::RecordIpl(const Lineage& lineage, const templates::Snapshot& sn
   ipl.fields["templates"] = std::move(names);
   boost::json::array brokers;
   for (const auto& b : c.brokers) {
-    brokers.push_back(boost::json::object{
-        {"broker", b.name}, {"handler", b.handler}, {"instances", b.instances}});
+    brokers.push_back(boost::json::object{{"broker", b.name},
+                                          {"handler", config::HandlerName(b.handler)},
+                                          {"instances", b.instances}});
   }
   ipl.fields["brokers"] = std::move(brokers);
   logs::Emit(std::move(ipl));

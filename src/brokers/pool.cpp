@@ -125,7 +125,7 @@ PoolStats Pool::Stats() const {
   const PoolCounters& c = impl_->counters;
   PoolStats s;
   s.broker = impl_->broker.name;
-  s.handler = impl_->broker.handler;
+  s.handler = config::HandlerName(impl_->broker.handler);
   s.instances = impl_->broker.instances;
   s.alive = c.alive.load();
   s.connected = c.connected.load();

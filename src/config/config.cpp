@@ -190,6 +190,35 @@ LoadOptions FromEnvironment(std::string config_dir, std::optional<std::string> e
   return options;
 }
 
+namespace {
+
+constexpr std::pair<HandlerKind, std::string_view> kHandlerNames[] = {
+    {HandlerKind::kDispatch, "dispatch"}, {HandlerKind::kLogs, "logs"},
+    {HandlerKind::kSyslog, "syslog"},     {HandlerKind::kMetrics, "metrics"},
+    {HandlerKind::kCalgon, "calgon"},
+};
+
+}  // namespace
+
+std::string_view HandlerName(HandlerKind kind) {
+  for (const auto& [k, name] : kHandlerNames) {
+    if (k == kind) return name;
+  }
+  return "unknown";
+}
+
+std::optional<HandlerKind> HandlerNamed(std::string_view name) {
+  for (const auto& [k, n] : kHandlerNames) {
+    if (n == name) return k;
+  }
+  return std::nullopt;
+}
+
+bool ConsumesLogs(HandlerKind kind) {
+  return kind == HandlerKind::kLogs || kind == HandlerKind::kSyslog ||
+         kind == HandlerKind::kMetrics;
+}
+
 Result<Config> Load(const LoadOptions& options) {
   std::vector<std::string> errors;
   Config config;

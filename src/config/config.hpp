@@ -9,6 +9,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -65,10 +66,19 @@ struct DatabaseSettings {
   std::string write_concern = "majority";         // mongodb: "majority" or a number of nodes
 };
 
+// What a broker pool's workers do with its messages ([brokers.*] handler).
+enum class HandlerKind { kDispatch, kLogs, kSyslog, kMetrics, kCalgon };
+// Its name in the configuration: "dispatch", "logs", "syslog", "metrics", "calgon".
+std::string_view HandlerName(HandlerKind kind);
+// The kind a configuration name stands for; nullopt for any other name.
+std::optional<HandlerKind> HandlerNamed(std::string_view name);
+// The admin handlers consume beds.logs (log, audit and metric events); the others beds.events.
+bool ConsumesLogs(HandlerKind kind);
+
 struct BrokerSettings {
   std::string name;     // the table name under [brokers]; the queue is beds.{name}
   bool enabled = true;  // false: this node does not run it (a role file turns off the base's)
-  std::string handler = "dispatch";
+  HandlerKind handler = HandlerKind::kDispatch;
   int instances = 8;
   int prefetch = 16;
   std::string queue_type = "classic";  // classic | quorum

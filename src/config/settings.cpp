@@ -242,7 +242,8 @@ void ReadBroker(const toml::table* table, const std::string& path, const Origins
                 std::vector<std::string>& errors, BrokerSettings& s) {
   TableReader r(table, path, o, errors);
   r.Bool("enabled", s.enabled);
-  r.String("handler", s.handler, {"dispatch", "logs", "syslog", "metrics", "control", "calgon"});
+  std::string handler(HandlerName(s.handler));
+  r.String("handler", handler, {"dispatch", "logs", "syslog", "metrics", "control", "calgon"});
   r.Integer("instances", s.instances, 1, 1024);
   r.Integer("prefetch", s.prefetch, 1, 65535);
   r.String("queue_type", s.queue_type, {"classic", "quorum"});
@@ -254,8 +255,10 @@ void ReadBroker(const toml::table* table, const std::string& path, const Origins
   r.String("syslog_socket", s.syslog_socket);
   r.Finish();
   if (s.retry_backoff_ms.empty()) r.Error("retry_backoff_ms", "expected at least one delay");
-  if (s.handler == "control") {
-    r.Error("handler", "handler \"" + s.handler + "\" is not available in this build yet");
+  if (const auto kind = HandlerNamed(handler)) {
+    s.handler = *kind;
+  } else if (handler == "control") {
+    r.Error("handler", "handler \"" + handler + "\" is not available in this build yet");
   }
 }
 

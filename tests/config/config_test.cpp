@@ -236,7 +236,7 @@ batch_ms = 50
   EXPECT_EQ(c->node.name, "admin2") << "the env file is the later layer";
   ASSERT_EQ(c->brokers.size(), 1u) << "rBroker is turned off";
   EXPECT_EQ(c->brokers[0].name, "adminLogsBroker");
-  EXPECT_EQ(c->brokers[0].handler, "logs");
+  EXPECT_EQ(c->brokers[0].handler, config::HandlerKind::kLogs);
   EXPECT_EQ(c->brokers[0].batch_ms, 50);
   EXPECT_EQ(c->files.size(), 3u);
 
@@ -305,7 +305,7 @@ TEST_F(ConfigTest, ShippedRoleConfigsAreValid) {
   auto admin = config::Load(o);
   ASSERT_TRUE(admin);
   std::set<std::string> handlers;
-  for (const auto& b : admin->brokers) handlers.insert(b.handler);
+  for (const auto& b : admin->brokers) handlers.insert(std::string(config::HandlerName(b.handler)));
   EXPECT_EQ(handlers, (std::set<std::string>{"logs", "syslog", "metrics"}));
 }
 
