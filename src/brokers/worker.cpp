@@ -247,16 +247,20 @@ void Worker::ProcessBatch(amqp::Delivery first, std::stop_token stop) {
   if (connection_) Flush(stop);
 }
 
+Result<void> Worker::OpenConfirmed(bool redeclare) {
+  if (confirmed_) return Ok();
+  auto c = links_.OpenConfirmed(broker_, redeclare);
+  if (!c) return std::unexpected(c.error());
+  confirmed_ = std::move(*c);
+  return Ok();
+}
+
 Result<void> Worker::PublishConfirmed(const amqp::Publication& publication) {
   // Two tries: the second on a fresh channel that first redeclares the broker's queues, so a
   // retry queue or DLQ deleted by hand (the publish comes back unroutable) is put back.
   Result<void> result = Ok();
   for (int attempt = 0; attempt < 2; ++attempt) {
-    if (!confirmed_) {
-      auto c = links_.OpenConfirmed(broker_, attempt > 0);
-      if (!c) return std::unexpected(c.error());
-      confirmed_ = std::move(*c);
-    }
+    if (auto opened = OpenConfirmed(attempt > 0); !opened) return opened;
     result = confirmed_->PublishMany({publication});
     if (result) return result;
     confirmed_.reset();
@@ -377,15 +381,7 @@ void Worker::Flush(std::stop_token stop) {
     // One confirm for the whole cycle. A message no queue took comes back by routing key: the
     // deliveries that sent one to that key are tried again one by one, the others are done.
     std::vector<std::string> unroutable;
-    Result<void> sent = Ok();
-    if (!confirmed_) {
-      auto c = links_.OpenConfirmed(broker_, false);
-      if (c) {
-        confirmed_ = std::move(*c);
-      } else {
-        sent = std::unexpected(c.error());
-      }
-    }
+    Result<void> sent = OpenConfirmed(false);
     if (sent) sent = confirmed_->PublishMany(batch, &unroutable);
     if (!sent) confirmed_.reset();
     const std::set<std::string> returned(unroutable.begin(), unroutable.end());

@@ -72,6 +72,8 @@ class Worker {
   void Release();
   // Acked by the cycle's multiple-ack.
   void Settle(uint64_t delivery_tag);
+  // Opens the confirmed channel unless it is open; `redeclare` as Links::OpenConfirmed.
+  Result<void> OpenConfirmed(bool redeclare);
   // Published on the confirmed channel, one attempt on a fresh channel after a failure.
   Result<void> PublishConfirmed(const amqp::Publication& publication);
 
