@@ -6,6 +6,8 @@
 -- BEDS runs each write in a transaction:
 --                           CALL {the template's procedure}(…)
 --                           CALL beds_once_commit(identity, digest, reply, ttl_s)
+-- or, for several writes a worker took together, their procedures one after another and then
+-- CALL beds_once_commit_many(records) for all of them,
 -- so the write's effect and its record commit together or not at all. A repeat of the write (a
 -- redelivery, or a client re-sending with the same idempotency_key) cannot record itself again
 -- (the primary key): it is rolled back and answered from the record. A message the broker
@@ -42,6 +44,25 @@ CREATE OR REPLACE PROCEDURE beds_once_commit(IN p_identity BINARY(32), IN p_dige
 BEGIN
   INSERT INTO beds_idempotency (identity, digest, reply, expires_at)
     VALUES (p_identity, p_digest, p_reply, UTC_TIMESTAMP(3) + INTERVAL p_ttl_s SECOND);
+  COMMIT;
+  START TRANSACTION;
+END //
+
+-- beds_once_commit for several writes that ran in one transaction (a worker's cycle): p_records
+-- is a JSON array of [identity hex, digest hex, reply, ttl_s], one per write. Any identity
+-- recorded already fails the whole insert with ER_DUP_ENTRY; BEDS then rolls back and runs each
+-- write alone.
+CREATE OR REPLACE PROCEDURE beds_once_commit_many(IN p_records LONGTEXT)
+  MODIFIES SQL DATA
+BEGIN
+  INSERT INTO beds_idempotency (identity, digest, reply, expires_at)
+    SELECT UNHEX(r.identity), UNHEX(r.digest), r.reply,
+           UTC_TIMESTAMP(3) + INTERVAL r.ttl_s SECOND
+    FROM JSON_TABLE(p_records, '$[*]' COLUMNS (
+           identity CHAR(64) CHARACTER SET ascii PATH '$[0]',
+           digest   CHAR(64) CHARACTER SET ascii PATH '$[1]',
+           reply    LONGTEXT CHARACTER SET utf8mb4 PATH '$[2]',
+           ttl_s    INT PATH '$[3]')) AS r;
   COMMIT;
   START TRANSACTION;
 END //

@@ -63,6 +63,12 @@ Outcome CalgonHandler::Handle(const amqp::Delivery& delivery, int retries) {
 
   // The job's request, run now (IsJob keeps it from being handed on again).
   Outcome ran = dispatch_.Handle(delivery, retries);
+  if (ran.staged.has_value()) {
+    // A job is a cycle of its own: what the dispatcher staged for the cycle's end (an
+    // exactly-once write) is done now, and gives the reply.
+    const std::vector<Handler::Staged> cycle{Handler::Staged{delivery, ran}};
+    dispatch_.StoreStaged(cycle);
+  }
   if (ran.action != Outcome::Action::kAck) {
     // A retry comes back to this handler; a park is the job's end.
     if (ran.action == Outcome::Action::kPark) {

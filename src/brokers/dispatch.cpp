@@ -4,6 +4,7 @@
 
 #include <any>
 #include <chrono>
+#include <map>
 #include <thread>
 
 #include "amqp/topology.hpp"
@@ -31,6 +32,26 @@ struct StagedSubmit {
   Lineage lineage;
   std::chrono::steady_clock::time_point started;
 };
+
+// An exactly-once REL write answered at the end of the worker's cycle, applied there with the
+// cycle's other writes (DispatchHandler::ApplyWrites).
+struct StagedWrite {
+  Write write;
+  Request request;  // the names, id and key only (recording)
+  Lineage lineage;
+  std::chrono::steady_clock::time_point started;
+};
+
+// What a staged request's records name; the request itself lives in Handle's arena.
+Request BriefOf(const Request& r) {
+  Request brief;
+  brief.template_name = r.template_name;
+  brief.op = r.op;
+  brief.call = r.call;
+  brief.id = r.id;
+  brief.idempotency_key = r.idempotency_key;
+  return brief;
+}
 
 // The exactly-once scope of a write; none for a message with neither key nor message id (it
 // cannot be told from its redelivery, so it is applied at least once). A key is scoped by its
@@ -214,37 +235,97 @@ Outcome DispatchHandler::Handle(const amqp::Delivery& delivery, int retries) {
     // rest of the worker's cycle (StoreStaged), before the job is published.
     auto submitted = SubmitJob(info, *t, **spec, r, delivery, lineage);
     if (!submitted) return refuse(submitted.error());
-    Request brief;  // what the request's record names; `r` lives in this call's arena
-    brief.template_name = r.template_name;
-    brief.op = r.op;
-    brief.call = r.call;
-    submitted->staged =
-        StagedSubmit{NewTicketOf(*t, r, lineage), std::move(brief), t, lineage, started};
+    submitted->staged = StagedSubmit{NewTicketOf(*t, r, lineage), BriefOf(r), t, lineage, started};
     return std::move(*submitted);
   }
   const std::optional<OnceScope> once = ScopeOf(*t, r, delivery, info);
+  if (once && t->kind == "rel" && session_ && session_->For(*t)) {
+    // Checked now, applied at the end of the cycle with the cycle's other writes (one
+    // transaction, one record round trip), and answered once it has committed.
+    auto write = PrepareWrite(*t, **spec, r, &*once);
+    if (!write) return refuse(write.error());
+    Outcome staged;
+    staged.staged = StagedWrite{std::move(*write), BriefOf(r), lineage, started};
+    return staged;
+  }
   auto result = RunTemplate(*t, **spec, r, once ? &*once : nullptr);
   if (once) recorder_.CountOnce(result);
-  if (!result) return refuse(result.error());
-  recorder_.Audit(r, delivery, *t, *result);
-  std::string reply =
-      protocol::EncodeOk(event_id, std::move(result->data), result->count, result->replayed);
-  if (static_cast<int64_t>(reply.size()) > info.max_reply_bytes) {
-    // The broker would refuse it, leaving the message unacked and its write to be run again.
-    const OpSpec* spec = r.op == "call" ? t->Call(r.call) : t->Op(r.op);
-    const bool read = spec && spec->read;
-    return refuse(Error{Code::kTooLarge,
-                        "the result is " + std::to_string(reply.size()) +
-                            " bytes, over this node's max_reply_bytes (" +
-                            std::to_string(info.max_reply_bytes) + "); " +
-                            (read ? "narrow the filter or lower the limit"
-                                  : "the write was applied, but its result cannot be sent")});
+  return Answer(ReplyTo(r, delivery, *t, std::move(result), event_id, started));
+}
+
+std::string DispatchHandler::ReplyTo(const Request& r, const amqp::Delivery& delivery,
+                                     const Template& t, Result<OpResult> result,
+                                     const std::string& event_id,
+                                     std::chrono::steady_clock::time_point started) {
+  if (!result) {
+    recorder_.Finish(r, delivery, &t, false, &result.error(), started);
+    return protocol::EncodeError(event_id, result.error());
   }
-  recorder_.Finish(r, delivery, t, result->replayed, nullptr, started);
-  return Answer(std::move(reply));
+  recorder_.Audit(r, delivery, t, *result);
+  const bool replayed = result->replayed;
+  std::string reply =
+      protocol::EncodeOk(event_id, std::move(result->data), result->count, replayed);
+  if (static_cast<int64_t>(reply.size()) > info_->max_reply_bytes) {
+    // The broker would refuse it, leaving the message unacked and its write to be run again.
+    const OpSpec* spec = r.op == "call" ? t.Call(r.call) : t.Op(r.op);
+    const bool read = spec && spec->read;
+    const Error too_large{Code::kTooLarge,
+                          "the result is " + std::to_string(reply.size()) +
+                              " bytes, over this node's max_reply_bytes (" +
+                              std::to_string(info_->max_reply_bytes) + "); " +
+                              (read ? "narrow the filter or lower the limit"
+                                    : "the write was applied, but its result cannot be sent")};
+    recorder_.Finish(r, delivery, &t, false, &too_large, started);
+    return protocol::EncodeError(event_id, too_large);
+  }
+  recorder_.Finish(r, delivery, &t, replayed, nullptr, started);
+  return reply;
 }
 
 void DispatchHandler::StoreStaged(const std::vector<Staged>& cycle) {
+  CreateTickets(cycle);
+  ApplyWrites(cycle);
+}
+
+void DispatchHandler::ApplyWrites(const std::vector<Staged>& cycle) {
+  // By database (each adapter applies its own), each in the order the writes came.
+  std::map<NamasteCore*, std::vector<const Staged*>> by_core;
+  for (const Staged& s : cycle) {
+    if (const auto* w = std::any_cast<StagedWrite>(&s.outcome.staged)) {
+      by_core[session_->For(*w->write.t)].push_back(&s);
+    }
+  }
+  for (auto& [core, staged] : by_core) {
+    std::vector<Write> writes;
+    writes.reserve(staged.size());
+    for (const Staged* s : staged) {
+      writes.push_back(std::move(std::any_cast<StagedWrite>(&s->outcome.staged)->write));
+    }
+    const auto began = std::chrono::steady_clock::now();
+    std::vector<Result<OpResult>> results = core->ApplyWrites(writes);
+    const auto took = std::chrono::duration_cast<std::chrono::microseconds>(
+        std::chrono::steady_clock::now() - began);
+    RecordedCore recorded(*core, "mariadb");
+    for (size_t i = 0; i < staged.size(); ++i) {
+      const Staged& s = *staged[i];
+      const auto& w = *std::any_cast<StagedWrite>(&s.outcome.staged);
+      const Template& t = *writes[i].t;
+      logs::EventScope scope(w.lineage);
+      Result<OpResult> result =
+          i < results.size()
+              ? std::move(results[i])
+              : std::unexpected(Error{Code::kInternal, "the adapter gave no result"});
+      recorded.Record(t, w.request.op == "call" ? "call:" + w.request.call : w.request.op, result,
+                      took);
+      if (!result) recorder_.CountAdapterError(t, result.error());
+      recorder_.CountOnce(result);
+      s.outcome.reply =
+          ReplyTo(w.request, s.delivery, t, std::move(result), w.lineage.event_id, w.started);
+    }
+  }
+}
+
+void DispatchHandler::CreateTickets(const std::vector<Staged>& cycle) {
   std::vector<NewTicket> tickets;
   for (const Staged& s : cycle) {
     if (const auto* submit = std::any_cast<StagedSubmit>(&s.outcome.staged)) {

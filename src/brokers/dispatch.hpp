@@ -7,6 +7,7 @@
 // connections), so it is used from one thread only.
 #pragma once
 
+#include <chrono>
 #include <memory>
 #include <optional>
 #include <string>
@@ -28,10 +29,18 @@ class DispatchHandler : public Handler {
                            std::shared_ptr<const CoreFactory> factory = nullptr);
   Outcome Handle(const amqp::Delivery& delivery, int retries) override;
   std::string ParkedReply(const amqp::Delivery& delivery, const std::string& reason) override;
-  // The cycle's CALGON tickets, created in one transaction before their jobs are published.
+  // The end of a worker's cycle: its CALGON tickets, created in one transaction before their jobs
+  // are published, and its exactly-once REL writes, applied together (NamasteCore::ApplyWrites).
   void StoreStaged(const std::vector<Staged>& cycle) override;
 
  private:
+  void CreateTickets(const std::vector<Staged>& cycle);
+  void ApplyWrites(const std::vector<Staged>& cycle);
+  // The reply to a data op that ran (or failed), with its records: the audit record of a write
+  // that applied, the request event and latency. A result over max_reply_bytes is TOO_LARGE.
+  std::string ReplyTo(const Request& r, const amqp::Delivery& delivery, const Template& t,
+                      Result<OpResult> result, const std::string& event_id,
+                      std::chrono::steady_clock::time_point started);
   // A data template's op, run on this worker's adapter.
   Result<OpResult> RunTemplate(const Template& t, const OpSpec& spec, const Request& request,
                                const OnceScope* once);

@@ -40,8 +40,10 @@ struct Outcome {
   // The reply instead of `reply` when a must_route forward cannot be published: the delivery is
   // then answered and acked rather than handed back (nothing else would make it succeed later).
   std::optional<std::string> unforwarded_reply;
-  // kAck with forwards: what the forwards depend on (a CALGON ticket), stored by the handler's
-  // StoreStaged for a worker's whole cycle at once. Only the handler that set it reads it.
+  // kAck: work done for a worker's whole cycle at once, at its end, by the handler's StoreStaged:
+  // what the forwards depend on (a CALGON ticket), or the write itself, whose reply StoreStaged
+  // sets (a cycle's exactly-once writes share a transaction). The delivery is answered after
+  // that. Only the handler that set it reads it.
   std::any staged;
 
   // The three decisions: answer (and ack), retry later, park for an operator.
@@ -88,9 +90,9 @@ class Handler {
     Outcome& outcome;
   };
   // Called at the end of a worker's cycle, before the forwards are published: stores what the
-  // cycle's outcomes staged, all at once (one transaction for a cycle's CALGON tickets). An
-  // outcome whose part could not be stored is changed here: its forwards dropped, its reply the
-  // error.
+  // cycle's outcomes staged, all at once (one transaction for a cycle's CALGON tickets, one for
+  // its exactly-once writes), and sets the replies that depend on it. An outcome whose part could
+  // not be stored is changed here: its forwards dropped, its reply the error.
   virtual void StoreStaged(const std::vector<Staged>& /*cycle*/) {}
 };
 

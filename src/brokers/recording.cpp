@@ -43,22 +43,27 @@ Result<OpResult> RecordedCore::Timed(const Template& t, std::string op, F&& call
   const auto started = std::chrono::steady_clock::now();
   Result<OpResult> r = call();
   last_error = r ? std::nullopt : std::optional<Error>(r.error());
-  if (!logs::HasSink() || !logs::Enabled("info")) return r;
+  Record(t, std::move(op), r,
+         std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() -
+                                                               started));
+  return r;
+}
+
+void RecordedCore::Record(const Template& t, std::string op, const Result<OpResult>& r,
+                          std::chrono::microseconds took) {
+  if (!logs::HasSink() || !logs::Enabled("info")) return;
   logs::LogEvent e;
   e.kind = "adapter";
   e.level = r || !IsRetryable(r.error().code) ? "info" : "warn";
   e.lineage = logs::ChildOfCurrent();
   e.template_name = t.name;
   e.op = std::move(op);
-  e.duration_us = std::chrono::duration_cast<std::chrono::microseconds>(
-                      std::chrono::steady_clock::now() - started)
-                      .count();
+  e.duration_us = took.count();
   e.msg = engine_ + " " + t.database + (r ? ": ok" : ": " + std::string(CodeName(r.error().code)));
   e.fields["database"] = t.database;
   e.fields["engine"] = engine_;
   if (r) e.fields["rows"] = r->count;
   logs::Emit(std::move(e));
-  return r;
 }
 
 Result<OpResult> RecordedCore::Create(const Template& t, const OpSpec& op, const Payload& p) {

@@ -37,6 +37,11 @@ class RecordedCore final : public NamasteCore {
 
   std::optional<Error> last_error;  // of the last call, for the adapter error counter
 
+  // The `adapter` event of a call made without this wrapper (a cycle's writes, applied together
+  // and each recorded with their shared time), a child of the current event scope.
+  void Record(const Template& t, std::string op, const Result<OpResult>& r,
+              std::chrono::microseconds took);
+
  private:
   template <typename F>
   Result<OpResult> Timed(const Template& t, std::string op, F&& call);

@@ -294,7 +294,7 @@ void Worker::Apply(amqp::Delivery delivery, Outcome outcome, int retries, std::s
   const amqp::Message& in = delivery.message;
 
   if (outcome.action == Outcome::Action::kAck) {
-    if (!outcome.forward.empty()) {
+    if (!outcome.forward.empty() || outcome.staged.has_value()) {
       waiting_.push_back(Waiting{std::move(delivery), std::move(outcome)});
       return;
     }
@@ -381,9 +381,12 @@ void Worker::Flush(std::stop_token stop) {
     // One confirm for the whole cycle. A message no queue took comes back by routing key: the
     // deliveries that sent one to that key are tried again one by one, the others are done.
     std::vector<std::string> unroutable;
-    Result<void> sent = OpenConfirmed(false);
-    if (sent) sent = confirmed_->PublishMany(batch, &unroutable);
-    if (!sent) confirmed_.reset();
+    Result<void> sent = Ok();
+    if (!batch.empty()) {
+      sent = OpenConfirmed(false);
+      if (sent) sent = confirmed_->PublishMany(batch, &unroutable);
+      if (!sent) confirmed_.reset();
+    }
     const std::set<std::string> returned(unroutable.begin(), unroutable.end());
     for (Waiting& w : waiting_) {
       const bool stored =

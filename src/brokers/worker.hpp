@@ -3,13 +3,15 @@
 //
 // A worker works in cycles: it takes a delivery, then whatever else has already arrived (at most
 // `prefetch`), and handles each as it comes, answering at once those that need nothing stored
-// first. Messages the handlers produced (CALGON jobs, completion events) are published together
-// at the end of the cycle and confirmed by the broker in one round trip, and only then are their
-// deliveries answered. The cycle ends with one multiple-ack for every delivery it answered: a
-// message is still acked only after its reply is published, at a fraction of the frames. Once a
-// cycle has a second message, the answers from then on and the ack wait in the socket (TCP_CORK)
-// and leave together at its end, or once they have waited a millisecond, so the broker wakes
-// about once per cycle rather than once per message; a lone message is answered at once.
+// first. Work a handler staged for the cycle (its exactly-once writes, CALGON tickets) is done
+// together at its end (Handler::StoreStaged); messages the handlers produced (CALGON jobs,
+// completion events) are then published together and confirmed by the broker in one round trip,
+// and only then are their deliveries answered. The cycle ends with one multiple-ack for every
+// delivery it answered: a message is still acked only after its reply is published, at a fraction
+// of the frames. Once a cycle has a second message, the answers from then on and the ack wait in
+// the socket (TCP_CORK) and leave together at its end, or once they have waited a millisecond, so
+// the broker wakes about once per cycle rather than once per message; a lone message is answered at
+// once.
 #pragma once
 
 #include <atomic>
@@ -43,7 +45,8 @@ class Worker {
   bool exited() const { return exited_.load(); }
 
  private:
-  // A delivery answered once its forwards are confirmed, at the end of the cycle.
+  // A delivery answered at the end of the cycle: once its staged work is done and its forwards
+  // are confirmed.
   struct Waiting {
     amqp::Delivery delivery;
     Outcome outcome;
@@ -61,7 +64,8 @@ class Worker {
   // Carries out a handler's decision: reply (now or after the cycle's forwards), or move the
   // message to .retry / .dlq first.
   void Apply(amqp::Delivery delivery, Outcome outcome, int retries, std::stop_token stop);
-  // Ends the cycle: publishes the waiting forwards, answers their deliveries, acks the cycle.
+  // Ends the cycle: has the staged work done, publishes the waiting forwards, answers their
+  // deliveries, acks the cycle.
   void Flush(std::stop_token stop);
   // A waiting delivery whose forwards did not all get stored with the cycle's: tried one by one.
   void Resolve(Waiting& waiting, std::stop_token stop);

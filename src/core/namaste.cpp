@@ -35,6 +35,27 @@ Result<OpResult> NamasteCore::CreateDocuments(const Template& t, const OpSpec& o
   return CreateMany(t, op, payloads);
 }
 
+Result<OpResult> ApplyWrite(NamasteCore& core, const Write& w) {
+  switch (w.kind) {
+    case Write::Kind::kCreate:
+      return core.Create(*w.t, *w.spec, w.payload);
+    case Write::Kind::kUpdate:
+      return core.Update(*w.t, *w.spec, w.payload);
+    case Write::Kind::kDelete:
+      return core.Delete(*w.t, *w.spec, w.payload);
+    case Write::Kind::kCall:
+      return core.Call(*w.t, *w.spec, w.payload);
+  }
+  return core.Call(*w.t, *w.spec, w.payload);
+}
+
+std::vector<Result<OpResult>> NamasteCore::ApplyWrites(std::vector<Write>& writes) {
+  std::vector<Result<OpResult>> results;
+  results.reserve(writes.size());
+  for (const Write& w : writes) results.push_back(ApplyWrite(*this, w));
+  return results;
+}
+
 void CoreFactory::Register(std::string database, Maker maker) {
   makers_[std::move(database)] = std::move(maker);
 }

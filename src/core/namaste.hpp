@@ -77,6 +77,17 @@ struct OpResult {
   bool replayed = false;  // answered from the write's record: it was applied before
 };
 
+// A validated create, update, delete or call, ready to run: the op of a template and its values
+// (with the WriteOnce that makes a write apply exactly once). A dispatch worker collects its
+// cycle's exactly-once writes as these and applies them together (NamasteCore::ApplyWrites).
+struct Write {
+  enum class Kind { kCreate, kUpdate, kDelete, kCall };
+  const Template* t = nullptr;
+  const OpSpec* spec = nullptr;
+  Kind kind = Kind::kCreate;
+  Payload payload;
+};
+
 class NamasteCore {
  public:
   virtual ~NamasteCore() = default;
@@ -97,6 +108,11 @@ class NamasteCore {
   // and oversized documents. The default validates each as a create payload, then CreateMany.
   virtual Result<OpResult> CreateDocuments(const Template& t, const OpSpec& op,
                                            std::vector<boost::json::object> documents);
+  // Applies `writes` in order with one result each, every one as if it ran alone (its own answer,
+  // its own exactly-once record), but committed together where the engine can: MariaDB runs
+  // consecutive exactly-once writes in one transaction and records them all in one round trip.
+  // The default runs each alone (ApplyWrite).
+  virtual std::vector<Result<OpResult>> ApplyWrites(std::vector<Write>& writes);
   // Called once per template at IPL: a REC engine creates the collection and its indexes when
   // missing (never dropping anything). REL objects belong to the DBA; bind-checking is separate.
   virtual Result<void> Prepare(const Template&) { return Ok(); }
@@ -104,6 +120,9 @@ class NamasteCore {
   // records answer 0.
   virtual Result<int64_t> SweepOnce(int64_t /*batch*/) { return int64_t{0}; }
 };
+
+// Runs one write alone: Create, Update, Delete or Call, as its kind says.
+Result<OpResult> ApplyWrite(NamasteCore& core, const Write& write);
 
 // Maps a template's `database` to the adapter that serves it. The node registers one maker per
 // configured database (the engine is chosen there, from config); each worker then holds a

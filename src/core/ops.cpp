@@ -83,12 +83,38 @@ Result<void> CheckOp(const Template& t, const OpSpec& spec, const Request& r) {
   return Ok();
 }
 
-Result<OpResult> RunOp(const Template& t, const OpSpec& spec, const Request& r, NamasteCore& core,
-                       const OnceScope* once) {
+Result<Write> PrepareWrite(const Template& t, const OpSpec& spec, const Request& r,
+                           const OnceScope* once) {
+  const std::string& op = r.op;
+  if (op == "fetch" || op == "count") {
+    return std::unexpected(Error{Code::kInternal, op + " is not a write"});
+  }
   auto checked = Check(t, spec, r);
   if (!checked) return std::unexpected(checked.error());
+  Write w;
+  w.t = &t;
+  w.spec = &spec;
+  w.kind = op == "create"   ? Write::Kind::kCreate
+           : op == "update" ? Write::Kind::kUpdate
+           : op == "delete" ? Write::Kind::kDelete
+                            : Write::Kind::kCall;
+  w.payload = std::move(*checked->payload);
+  Payload& p = w.payload;
+  if (once && !spec.read) {
+    std::string digest = OnceDigest(t, op == "call" ? "call:" + spec.name : op, p);
+    std::string identity =
+        once->by_key ? once->identity : OnceIdentityOfMessage(once->identity, digest);
+    p.once = WriteOnce{std::move(identity), std::move(digest), once->ttl_s, once->maybe_seen};
+  }
+  return w;
+}
+
+Result<OpResult> RunOp(const Template& t, const OpSpec& spec, const Request& r, NamasteCore& core,
+                       const OnceScope* once) {
   const std::string& op = r.op;
-  if (checked->query) {
+  if (op == "fetch" || op == "count") {
+    auto checked = Check(t, spec, r);
+    if (!checked) return std::unexpected(checked.error());
     if (op == "count") return core.Count(t, spec, *checked->query);
     auto result = core.Fetch(t, spec, *checked->query);
     if (result && !r.id.empty() && result->data.empty()) {
@@ -97,17 +123,9 @@ Result<OpResult> RunOp(const Template& t, const OpSpec& spec, const Request& r, 
     }
     return result;
   }
-  Payload& p = *checked->payload;
-  if (once && !spec.read) {
-    std::string digest = OnceDigest(t, op == "call" ? "call:" + spec.name : op, p);
-    std::string identity =
-        once->by_key ? once->identity : OnceIdentityOfMessage(once->identity, digest);
-    p.once = WriteOnce{std::move(identity), std::move(digest), once->ttl_s, once->maybe_seen};
-  }
-  if (op == "create") return core.Create(t, spec, p);
-  if (op == "update") return core.Update(t, spec, p);
-  if (op == "delete") return core.Delete(t, spec, p);
-  return core.Call(t, spec, p);
+  auto write = PrepareWrite(t, spec, r, once);
+  if (!write) return std::unexpected(write.error());
+  return ApplyWrite(core, *write);
 }
 
 }  // namespace beds

@@ -33,6 +33,11 @@ struct OnceScope {
 // what it can before answering with a ticket).
 Result<void> CheckOp(const Template& t, const OpSpec& spec, const Request& request);
 
+// Validates a create, update, delete or call (a read call too) into the Write that runs it; a
+// write with `once` gets the WriteOnce that applies it exactly once.
+Result<Write> PrepareWrite(const Template& t, const OpSpec& spec, const Request& request,
+                           const OnceScope* once = nullptr);
+
 // Validates a request against its template and op, then runs it on `core`. Fetch by id with no
 // result is NOT_FOUND. A write with `once` is applied exactly once.
 Result<OpResult> RunOp(const Template& t, const OpSpec& spec, const Request& request,

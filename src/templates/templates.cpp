@@ -710,7 +710,8 @@ OnceProblems OnceCheck(const Template& t, const Schema& schema) {
   if (!writes) return out;
   if (!std::binary_search(schema.tables.begin(), schema.tables.end(), "beds_idempotency"))
     out.missing.push_back("table beds_idempotency");
-  for (const char* proc : {"beds_once_begin", "beds_once_commit", "beds_once_sweep"}) {
+  for (const char* proc : {"beds_once_begin", "beds_once_commit", "beds_once_commit_many",
+                           "beds_once_sweep"}) {
     if (!schema.procedures.contains(proc)) out.missing.push_back(std::string("procedure ") + proc);
   }
   return out;

@@ -32,11 +32,13 @@ class ScriptedHandler final : public Handler {
   std::string ParkedReply(const amqp::Delivery&, const std::string& reason) override {
     return "parked: " + reason;
   }
-  // Stores what outcomes staged (a string each): one whose value is "fail" is answered an error.
+  // Stores what outcomes staged (a string each): one whose value is "fail" is answered an error,
+  // one without a reply yet (staged work that is the answer) gets "done {value}".
   void StoreStaged(const std::vector<Staged>& cycle) override {
     store_calls.fetch_add(1);
     for (const Staged& s : cycle) {
       stored_together.push_back(std::any_cast<std::string>(s.outcome.staged));
+      if (!s.outcome.reply) s.outcome.reply = "done " + stored_together.back();
       if (std::any_cast<std::string>(s.outcome.staged) == "fail") {
         s.outcome.forward.clear();
         s.outcome.reply = "not stored";
@@ -300,6 +302,28 @@ TEST_F(WorkerTest, StagedWorkIsStoredOnceForTheCycleBeforeTheForwards) {
   EXPECT_EQ(stored, 2) << "the job whose ticket failed is not published";
   EXPECT_EQ(steps[static_cast<size_t>(ReplyTo(steps, "fail"))].message.body, "not stored");
   EXPECT_EQ(steps[static_cast<size_t>(ReplyTo(steps, "a"))].message.body, "ticket a");
+  EXPECT_EQ(counters.acked.load(), 3u);
+}
+
+TEST_F(WorkerTest, StagedWorkWithoutForwardsIsDoneAtTheCycleEndThenAnswered) {
+  for (const char* id : {"w1", "ping", "w2"}) broker.Enqueue(Request(id));
+  Start([](const amqp::Delivery& d, int) {
+    if (d.message.body == "ping") return Outcome::Ack("pong");
+    Outcome o;  // answered by StoreStaged (a cycle's exactly-once writes)
+    o.staged = d.message.body;
+    return o;
+  });
+  ASSERT_TRUE(broker.WaitUntil(Drained));
+  const auto steps = Stop();
+  EXPECT_EQ(handler->store_calls.load(), 1);
+  EXPECT_EQ(handler->stored_together, (std::vector<std::string>{"w1", "w2"}));
+  EXPECT_EQ(Find(steps, [](const Step& s) { return s.kind == Step::Kind::kStore; }), -1)
+      << "nothing to publish, so no confirmed channel";
+  ASSERT_GE(ReplyTo(steps, "w1"), 0);
+  EXPECT_EQ(steps[static_cast<size_t>(ReplyTo(steps, "w1"))].message.body, "done w1");
+  EXPECT_EQ(steps[static_cast<size_t>(ReplyTo(steps, "w2"))].message.body, "done w2");
+  EXPECT_LT(ReplyTo(steps, "ping"), ReplyTo(steps, "w1")) << "the ping did not wait";
+  EXPECT_LT(ReplyTo(steps, "w2"), AckOf(steps, 3));
   EXPECT_EQ(counters.acked.load(), 3u);
 }
 

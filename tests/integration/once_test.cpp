@@ -1,14 +1,21 @@
 // Exactly-once writes (docs/protocol.md "Exactly once") end to end: the real `beds` binary, the
 // fixture's RabbitMQ and MariaDB, the test domain of tests/integration/once/ (a create that works
 // on after its INSERT, so a node killed mid-request has a real window to lose or double a write).
+#include "core/once.hpp"
+
 #include <signal.h>
 
 #include <filesystem>
+#include <fstream>
 #include <set>
+#include <sstream>
 #include <thread>
 
+#include "adapters/mariadb/mariadb.hpp"
 #include "core/lineage.hpp"
+#include "core/ops.hpp"
 #include "integration/node_fixture.hpp"
+#include "templates/templates.hpp"
 
 namespace beds::testing {
 namespace {
@@ -132,6 +139,119 @@ TEST_F(OnceTest, ARepeatedWriteIsAnsweredFromItsRecord) {
       Write(R"({"template":"Items","op":"create","data":{"name":"x"},"idempotency_key":17})");
   EXPECT_EQ(CodeOf(not_string), "VALIDATION") << json::serialize(not_string);
   EXPECT_EQ(Scalar("SELECT COUNT(*) FROM onc_items"), "2");
+}
+
+// The REL adapter straight, as a dispatch worker drives it at the end of a cycle: a cycle's
+// exactly-once writes run in one transaction and are recorded in one round trip, yet each is
+// answered as if it ran alone.
+class WriteCycleTest : public OnceTest {
+ protected:
+  void SetUp() override {
+    OnceTest::SetUp();
+    std::ifstream in(kDomain + "/onc_items_rel.toml");
+    std::stringstream text;
+    text << in.rdbuf();
+    auto t = templates::Parse(text.str(), "onc_items_rel.toml");
+    ASSERT_TRUE(t) << t.error().message;
+    items_ = std::move(*t);
+    config::DatabaseSettings db;
+    db.name = "main";
+    db.port = BEDS_TEST_MARIADB_PORT;
+    db.pass = "beds";
+    db.database = db_;
+    core_ = adapters::mariadb::MakeCore(db);
+  }
+
+  // A create of `name` under idempotency key `key`.
+  beds::Write Create(const std::string& name, const std::string& key, int work_ms = 0) {
+    Request r;
+    r.template_name = "Items";
+    r.op = "create";
+    r.data = json::object{{"name", name}, {"work_ms", work_ms}};
+    const OnceScope once{OnceIdentityOfKey("Items", "tester", key), true, 600, false};
+    auto w = PrepareWrite(items_, *items_.Op("create"), r, &once);
+    EXPECT_TRUE(w) << w.error().message;
+    return std::move(*w);
+  }
+
+  std::vector<Result<OpResult>> Apply(std::vector<beds::Write> writes) {
+    auto results = core_->ApplyWrites(writes);
+    EXPECT_EQ(results.size(), writes.size());
+    return results;
+  }
+
+  static std::string NameOf(const Result<OpResult>& r) {
+    if (!r || r->data.empty()) return r ? "(no rows)" : std::string(CodeName(r.error().code));
+    return std::string(r->data[0].at("name").as_string());
+  }
+
+  Template items_;
+  std::unique_ptr<NamasteCore> core_;
+};
+
+TEST_F(WriteCycleTest, ACycleOfWritesCommitsTogetherAndEachAnswersAsAlone) {
+  // Without the one-write record procedure, only the cycle's shared one can record these.
+  Scalar("DROP PROCEDURE beds_once_commit");
+  auto first = Apply({Create("a", "k-a"), Create("b", "k-b"), Create("çé✓", "k-c")});
+  for (size_t i = 0; i < first.size(); ++i) {
+    ASSERT_TRUE(first[i]) << i << ": " << first[i].error().message;
+    EXPECT_FALSE(first[i]->replayed);
+  }
+  EXPECT_EQ(NameOf(first[0]) + NameOf(first[1]) + NameOf(first[2]), "abçé✓");
+  EXPECT_EQ(Scalar("SELECT COUNT(*) FROM onc_items"), "3");
+  EXPECT_EQ(Scalar("SELECT COUNT(*) FROM beds_idempotency"), "3");
+  EXPECT_EQ(Scalar("SELECT GROUP_CONCAT(name ORDER BY id SEPARATOR '') FROM onc_items"), "abçé✓");
+
+  std::ifstream schema(kSource + "/schema/mariadb/000_beds_idempotency.sql");
+  std::stringstream objects;
+  objects << schema.rdbuf();
+  ASSERT_EQ(Sql(db_, objects.str()).exit_code, 0);
+
+  // The same cycle again (a client re-sending all three): each answered from its record.
+  auto again = Apply({Create("a", "k-a"), Create("b", "k-b"), Create("çé✓", "k-c")});
+  for (size_t i = 0; i < again.size(); ++i) {
+    ASSERT_TRUE(again[i]) << i << ": " << again[i].error().message;
+    EXPECT_TRUE(again[i]->replayed) << i;
+    EXPECT_EQ(again[i]->data, first[i]->data) << i;
+  }
+  EXPECT_EQ(Scalar("SELECT COUNT(*) FROM onc_items"), "3");
+}
+
+TEST_F(WriteCycleTest, AFailingWriteInACycleFailsAloneAndTheOthersApplyOnceInOrder) {
+  auto results =
+      Apply({Create("d", "k-d"), Create("bad", "k-bad", -1),  // the procedure SIGNALs
+             Create("e", "k-e"), Create("d", "k-d"),          // a repeat of the first, same cycle
+             Create("other", "k-e"),                          // k-e reused for another request
+             Create("f", "k-f")});
+  ASSERT_TRUE(results[0]) << results[0].error().message;
+  EXPECT_EQ(NameOf(results[0]), "d");
+  ASSERT_FALSE(results[1]);
+  EXPECT_NE(results[1].error().message.find("work_ms must not be negative"), std::string::npos)
+      << results[1].error().message;
+  ASSERT_TRUE(results[2]) << results[2].error().message;
+  EXPECT_EQ(NameOf(results[2]), "e");
+  ASSERT_TRUE(results[3]) << results[3].error().message;
+  EXPECT_TRUE(results[3]->replayed);
+  EXPECT_EQ(results[3]->data, results[0]->data);
+  ASSERT_FALSE(results[4]);
+  EXPECT_EQ(results[4].error().code, Code::kConflict) << results[4].error().message;
+  ASSERT_TRUE(results[5]) << results[5].error().message;
+  EXPECT_EQ(NameOf(results[5]), "f");
+  EXPECT_EQ(Scalar("SELECT GROUP_CONCAT(name ORDER BY id SEPARATOR '') FROM onc_items"), "def");
+  EXPECT_EQ(Scalar("SELECT COUNT(*) FROM beds_idempotency"), "3");
+}
+
+TEST_F(WriteCycleTest, WithoutTheSharedRecordProcedureEachWriteStillAppliesOnce) {
+  // Objects installed before beds_once_commit_many existed: the cycle falls back to one write
+  // at a time, still exactly once.
+  Scalar("DROP PROCEDURE beds_once_commit_many");
+  auto results = Apply({Create("g", "k-g"), Create("h", "k-h"), Create("g", "k-g")});
+  ASSERT_TRUE(results[0] && results[1] && results[2]);
+  EXPECT_FALSE(results[0]->replayed);
+  EXPECT_FALSE(results[1]->replayed);
+  EXPECT_TRUE(results[2]->replayed);
+  EXPECT_EQ(Scalar("SELECT GROUP_CONCAT(name ORDER BY id SEPARATOR '') FROM onc_items"), "gh");
+  EXPECT_EQ(Scalar("SELECT COUNT(*) FROM beds_idempotency"), "2");
 }
 
 TEST_F(OnceTest, ARedeliveredMessageIsAnsweredFromItsRecord) {

@@ -459,12 +459,14 @@ TEST(OnceCheck, NamesMissingRecordObjectsAndCommittingProcedures) {
   Schema s = BooksCatalogue();
   auto problems = OnceCheck(*t, s);
   EXPECT_EQ(problems.missing,
-            (std::vector<std::string>{"table beds_idempotency", "procedure beds_once_begin",
-                                      "procedure beds_once_commit", "procedure beds_once_sweep"}));
+            (std::vector<std::string>{
+                "table beds_idempotency", "procedure beds_once_begin", "procedure beds_once_commit",
+                "procedure beds_once_commit_many", "procedure beds_once_sweep"}));
   EXPECT_TRUE(problems.ends_transaction.empty());
 
   s.tables = {"beds_idempotency", "bks_books"};
-  for (const char* p : {"beds_once_begin", "beds_once_commit", "beds_once_sweep"})
+  for (const char* p :
+       {"beds_once_begin", "beds_once_commit", "beds_once_commit_many", "beds_once_sweep"})
     s.procedures[p] = {p, {}, "MODIFIES SQL DATA", "BEGIN COMMIT; END"};
   s.procedures["bks_create"].definition = "BEGIN INSERT INTO bks_books VALUES (1); COMMIT; END";
   s.procedures["bks_touch"].definition = "BEGIN COMMIT; END";  // a read call: not checked
