@@ -350,6 +350,7 @@ Result<void> Node::Impl::StartWork(const TemplateSet& templates,
   info->fault_injection = c.node.fault_injection;
   info->max_body_bytes = c.protocol.max_body_bytes;
   info->max_reply_bytes = c.protocol.max_reply_bytes;
+  info->max_batch = c.protocol.max_batch;
   info->templates = templates.snapshot;
   info->idempotency = c.idempotency;
   info->calgon = c.calgon;

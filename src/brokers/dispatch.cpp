@@ -33,15 +33,6 @@ struct StagedSubmit {
   std::chrono::steady_clock::time_point started;
 };
 
-// An exactly-once REL write answered at the end of the worker's cycle, applied there with the
-// cycle's other writes (DispatchHandler::ApplyWrites).
-struct StagedWrite {
-  Write write;
-  Request request;  // the names, id and key only (recording)
-  Lineage lineage;
-  std::chrono::steady_clock::time_point started;
-};
-
 // What a staged request's records name; the request itself lives in Handle's arena.
 Request BriefOf(const Request& r) {
   Request brief;
@@ -57,15 +48,16 @@ Request BriefOf(const Request& r) {
 // cannot be told from its redelivery, so it is applied at least once). A key is scoped by its
 // sender (SenderOf): a retried copy keeps its original sender's scope.
 std::optional<OnceScope> ScopeOf(const Template& t, const Request& r,
-                                 const amqp::Delivery& delivery, const NodeInfo& info) {
+                                 const amqp::Delivery& delivery, std::string_view message_id,
+                                 const NodeInfo& info) {
   if (!info.idempotency.enabled || !IsWrite(t, r)) return std::nullopt;
   const bool maybe_seen = delivery.redelivered || delivery.exchange != amqp::kEventsExchange;
   if (!r.idempotency_key.empty()) {
     return OnceScope{OnceIdentityOfKey(t.name, SenderOf(delivery).user, r.idempotency_key), true,
                      info.idempotency.ttl_s, maybe_seen};
   }
-  if (delivery.message.message_id.empty()) return std::nullopt;
-  return OnceScope{delivery.message.message_id, false, info.idempotency.ttl_s, maybe_seen};
+  if (message_id.empty()) return std::nullopt;
+  return OnceScope{std::string(message_id), false, info.idempotency.ttl_s, maybe_seen};
 }
 
 // A request must come on its template's own routing keys: `{route}.write` for a write, and
@@ -106,6 +98,15 @@ std::optional<Error> CheckRoute(const Template& t, const Request& r,
 
 }  // namespace
 
+// An exactly-once REL write answered at the end of the worker's cycle (or of its batch), applied
+// there with the others (ApplyPending).
+struct DispatchHandler::StagedWrite {
+  Write write;
+  Request request;  // the names, id and key only (recording)
+  Lineage lineage;
+  std::chrono::steady_clock::time_point started;
+};
+
 DispatchHandler::DispatchHandler(std::shared_ptr<const NodeInfo> info,
                                  std::shared_ptr<const CoreFactory> factory)
     : info_(std::move(info)), recorder_(info_->metrics), tickets_(info_, factory) {
@@ -114,6 +115,8 @@ DispatchHandler::DispatchHandler(std::shared_ptr<const NodeInfo> info,
 
 Result<OpResult> DispatchHandler::RunTemplate(const Template& t, const OpSpec& spec,
                                               const Request& r, const OnceScope* once) {
+  // A batch runs in order: its writes waiting to share a transaction go first.
+  if (batch_) ApplyPending(batch_->pending);
   NamasteCore* core = session_ ? session_->For(t) : nullptr;
   if (!core) {
     return std::unexpected(Error{
@@ -153,16 +156,24 @@ Outcome DispatchHandler::Handle(const amqp::Delivery& delivery, int retries) {
     return Outcome::Park(std::string(CodeName(body.error().code)) + ": " + body.error().message,
                          protocol::EncodeError(event_id, body.error()));
   }
+  if (protocol::IsBatch(*body)) return Answer(RunBatch(delivery, std::move(*body)));
   auto request = protocol::DecodeFields(std::move(*body));
   if (!request) {
     const std::string event_id = protocol::EventIdFor(in.message_id, info.node, info.env);
     return Answer(protocol::EncodeError(event_id, request.error()));
   }
   const Lineage lineage = protocol::RequestLineage(*request, in.message_id, info.node, info.env);
-  const std::string& event_id = lineage.event_id;
   logs::EventScope scope(lineage);
-  const auto started = std::chrono::steady_clock::now();
-  const Request& r = *request;
+  return Serve(*request, delivery, lineage, std::chrono::steady_clock::now(), retries,
+               in.message_id);
+}
+
+Outcome DispatchHandler::Serve(const Request& r, const amqp::Delivery& delivery,
+                               const Lineage& lineage,
+                               std::chrono::steady_clock::time_point started, int retries,
+                               std::string_view message_id) {
+  const NodeInfo& info = *info_;
+  const std::string& event_id = lineage.event_id;
 
   // Every answer below goes through one of these, so the request is recorded exactly once.
   const Template* t = nullptr;
@@ -194,6 +205,9 @@ Outcome DispatchHandler::Handle(const amqp::Delivery& delivery, int retries) {
     if (r.op == "ping") return answer(PingData(info));
     if (r.op == "describe") return answer(DescribeData(info));
     if (r.op == "call" && r.call == "fault" && info.fault_injection) {
+      if (batch_) {
+        return refuse(Error{Code::kValidation, "sys/call fault is not taken inside a batch"});
+      }
       return Fault(r, delivery, retries, event_id);
     }
     if (r.op == "call") {
@@ -238,9 +252,10 @@ Outcome DispatchHandler::Handle(const amqp::Delivery& delivery, int retries) {
     submitted->staged = StagedSubmit{NewTicketOf(*t, r, lineage), BriefOf(r), t, lineage, started};
     return std::move(*submitted);
   }
-  const std::optional<OnceScope> once = ScopeOf(*t, r, delivery, info);
-  if (once && t->kind == "rel" && session_ && session_->For(*t)) {
-    // Checked now, applied at the end of the cycle with the cycle's other writes (one
+  const std::optional<OnceScope> once = ScopeOf(*t, r, delivery, message_id, info);
+  const bool atomic = batch_ && batch_->atomic;
+  if ((once || atomic) && t->kind == "rel" && session_ && session_->For(*t)) {
+    // Checked now, applied at the end of the cycle (or of the batch) with the other writes (one
     // transaction, one record round trip), and answered once it has committed.
     auto write = PrepareWrite(*t, **spec, r, &*once);
     if (!write) return refuse(write.error());
@@ -288,41 +303,186 @@ void DispatchHandler::StoreStaged(const std::vector<Staged>& cycle) {
 }
 
 void DispatchHandler::ApplyWrites(const std::vector<Staged>& cycle) {
-  // By database (each adapter applies its own), each in the order the writes came.
-  std::map<NamasteCore*, std::vector<const Staged*>> by_core;
+  std::vector<PendingWrite> pending;
   for (const Staged& s : cycle) {
-    if (const auto* w = std::any_cast<StagedWrite>(&s.outcome.staged)) {
-      by_core[session_->For(*w->write.t)].push_back(&s);
+    if (auto* w = std::any_cast<StagedWrite>(&s.outcome.staged)) {
+      pending.push_back(PendingWrite{w, &s.delivery, &s.outcome.reply});
     }
   }
-  for (auto& [core, staged] : by_core) {
+  ApplyPending(pending);
+}
+
+void DispatchHandler::ApplyPending(std::vector<PendingWrite>& pending) {
+  // By database (each adapter applies its own), each in the order the writes came.
+  std::map<NamasteCore*, std::vector<const PendingWrite*>> by_core;
+  for (const PendingWrite& p : pending) by_core[session_->For(*p.write->write.t)].push_back(&p);
+  for (auto& [core, group] : by_core) {
     std::vector<Write> writes;
-    writes.reserve(staged.size());
-    for (const Staged* s : staged) {
-      writes.push_back(std::move(std::any_cast<StagedWrite>(&s->outcome.staged)->write));
-    }
+    writes.reserve(group.size());
+    for (const PendingWrite* p : group) writes.push_back(std::move(p->write->write));
     const auto began = std::chrono::steady_clock::now();
     std::vector<Result<OpResult>> results = core->ApplyWrites(writes);
     const auto took = std::chrono::duration_cast<std::chrono::microseconds>(
         std::chrono::steady_clock::now() - began);
-    RecordedCore recorded(*core, "mariadb");
-    for (size_t i = 0; i < staged.size(); ++i) {
-      const Staged& s = *staged[i];
-      const auto& w = *std::any_cast<StagedWrite>(&s.outcome.staged);
-      const Template& t = *writes[i].t;
-      logs::EventScope scope(w.lineage);
+    for (size_t i = 0; i < group.size(); ++i) {
       Result<OpResult> result =
           i < results.size()
               ? std::move(results[i])
               : std::unexpected(Error{Code::kInternal, "the adapter gave no result"});
-      recorded.Record(t, w.request.op == "call" ? "call:" + w.request.call : w.request.op, result,
-                      took);
-      if (!result) recorder_.CountAdapterError(t, result.error());
-      recorder_.CountOnce(result);
-      s.outcome.reply =
-          ReplyTo(w.request, s.delivery, t, std::move(result), w.lineage.event_id, w.started);
+      *group[i]->reply = Answered(*core, *group[i]->write, writes[i], *group[i]->delivery,
+                                  std::move(result), took);
     }
   }
+  pending.clear();
+}
+
+std::string DispatchHandler::Answered(NamasteCore& core, const StagedWrite& w, const Write& write,
+                                      const amqp::Delivery& delivery, Result<OpResult> result,
+                                      std::chrono::microseconds took) {
+  const Template& t = *write.t;
+  logs::EventScope scope(w.lineage);
+  RecordedCore(core, "mariadb")
+      .Record(t, w.request.op == "call" ? "call:" + w.request.call : w.request.op, result, took);
+  if (!result) recorder_.CountAdapterError(t, result.error());
+  if (write.payload.once) recorder_.CountOnce(result);
+  return ReplyTo(w.request, delivery, t, std::move(result), w.lineage.event_id, w.started);
+}
+
+std::string DispatchHandler::RunBatch(const amqp::Delivery& delivery, json::object body) {
+  const NodeInfo& info = *info_;
+  const std::string& message_id = delivery.message.message_id;
+  auto batch = protocol::DecodeBatch(std::move(body), info.max_batch);
+  if (!batch) {
+    return protocol::EncodeError(protocol::EventIdFor(message_id, info.node, info.env),
+                                 batch.error());
+  }
+  Lineage lineage = batch->lineage.value_or(Lineage{});
+  if (lineage.event_id.empty())
+    lineage.event_id = protocol::EventIdFor(message_id, info.node, info.env);
+  logs::EventScope scope(lineage);
+  const auto started = std::chrono::steady_clock::now();
+  Request whole;  // what the batch's own record names
+  whole.template_name = "batch";
+  whole.op = batch->atomic ? "atomic" : "run";
+  whole.idempotency_key = batch->idempotency_key;
+  auto finish = [&](std::string reply, const Error* error) {
+    recorder_.Finish(whole, delivery, nullptr, false, error, started);
+    return reply;
+  };
+  if (batch->deadline_ms != 0 && NowUnixMs() > batch->deadline_ms) {
+    const Error late{Code::kTimeout, "the request's deadline passed before it could run"};
+    return finish(protocol::EncodeError(lineage.event_id, late), &late);
+  }
+
+  BatchRun run;
+  run.atomic = batch->atomic;
+  batch_ = &run;
+  struct Done {  // batch_ is this call's only
+    BatchRun*& batch;
+    ~Done() { batch = nullptr; }
+  } done{batch_};
+
+  const size_t n = batch->requests.size();
+  std::vector<std::optional<std::string>> replies(n);
+  std::vector<StagedWrite> staged(n);  // stable addresses for run.pending
+  std::vector<Lineage> lineages(n);
+  for (size_t i = 0; i < n; ++i) {
+    // Each envelope is a child of the batch; a write without a key of its own is known by the
+    // batch's key (or message id) and its place in the batch, so a re-sent batch repeats none.
+    lineages[i] = Lineage{NewEventId(info.node, info.env), lineage.event_id, lineage.depth + 1};
+    Result<Request>& request = batch->requests[i];
+    if (!request) {
+      if (run.atomic) {
+        return finish(protocol::EncodeErrorAt(lineage.event_id, request.error(), i),
+                      &request.error());
+      }
+      replies[i] = protocol::EncodeError(lineages[i].event_id, request.error());
+      continue;
+    }
+    Request& r = *request;
+    if (r.deadline_ms == 0) r.deadline_ms = batch->deadline_ms;
+    if (r.idempotency_key.empty() && !batch->idempotency_key.empty()) {
+      r.idempotency_key = batch->idempotency_key + "#" + std::to_string(i);
+    }
+    if (run.atomic) {
+      const Template* t = info.templates ? info.templates->Find(r.template_name) : nullptr;
+      if (!t || t->kind != "rel" || !IsWrite(*t, r)) {
+        const Error not_write{Code::kValidation,
+                              "an atomic batch holds REL writes only (create, update, delete "
+                              "and write calls); envelope " +
+                                  std::to_string(i) + " is " + Excerpt(r.template_name) + "/" +
+                                  Excerpt(r.op) + ": nothing was run"};
+        return finish(protocol::EncodeErrorAt(lineage.event_id, not_write, i), &not_write);
+      }
+      const Template* first = info.templates->Find(batch->requests[0]->template_name);
+      if (first && first->database != t->database) {
+        const Error two{Code::kValidation, "an atomic batch writes to one database; envelope " +
+                                               std::to_string(i) + " writes to '" + t->database +
+                                               "', envelope 0 to '" + first->database +
+                                               "': nothing was run"};
+        return finish(protocol::EncodeErrorAt(lineage.event_id, two, i), &two);
+      }
+    }
+    logs::EventScope inner(lineages[i]);
+    Outcome o = Serve(r, delivery, lineages[i], std::chrono::steady_clock::now(), 0,
+                      message_id.empty() ? "" : message_id + "#" + std::to_string(i));
+    if (auto* w = std::any_cast<StagedWrite>(&o.staged)) {
+      staged[i] = std::move(*w);
+      run.pending.push_back(PendingWrite{&staged[i], &delivery, &replies[i]});
+      continue;
+    }
+    replies[i] = std::move(o.reply);
+    if (run.atomic) {
+      // Refused before running (validation, a template not bound): the batch runs nothing.
+      auto decoded = protocol::DecodeReply(replies[i].value_or(""));
+      const Error refused = decoded && decoded->error
+                                ? *decoded->error
+                                : Error{Code::kInternal, "envelope could not be staged"};
+      return finish(protocol::EncodeErrorAt(lineage.event_id, refused, i), &refused);
+    }
+  }
+  if (run.atomic) return finish(RunAtomic(run, delivery, lineage), nullptr);
+  ApplyPending(run.pending);
+  std::vector<std::string> bodies;
+  bodies.reserve(n);
+  for (auto& reply : replies) {
+    bodies.push_back(
+        reply ? std::move(*reply)
+              : protocol::EncodeError(lineage.event_id, Error{Code::kInternal, "no reply"}));
+  }
+  return finish(protocol::EncodeBatchReply(lineage.event_id, bodies), nullptr);
+}
+
+std::string DispatchHandler::RunAtomic(BatchRun& run, const amqp::Delivery& delivery,
+                                       const Lineage& lineage) {
+  std::vector<Write> writes;
+  writes.reserve(run.pending.size());
+  for (const PendingWrite& p : run.pending) writes.push_back(std::move(p.write->write));
+  NamasteCore* core = session_->For(*writes[0].t);
+  const auto began = std::chrono::steady_clock::now();
+  auto applied = core->ApplyAtomically(writes);
+  const auto took = std::chrono::duration_cast<std::chrono::microseconds>(
+      std::chrono::steady_clock::now() - began);
+  std::vector<std::string> bodies;
+  for (size_t i = 0; i < writes.size(); ++i) {
+    // Every envelope answers (and is recorded) the batch's outcome: its own result, or the
+    // failure that stopped them all.
+    Result<OpResult> result =
+        applied ? Result<OpResult>(std::move((*applied)[i]))
+                : std::unexpected(
+                      i == applied.error().index
+                          ? applied.error().error
+                          : Error{applied.error().error.code,
+                                  "not applied: envelope " + std::to_string(applied.error().index) +
+                                      " failed (" + applied.error().error.message + ")"});
+    bodies.push_back(
+        Answered(*core, *run.pending[i].write, writes[i], delivery, std::move(result), took));
+  }
+  run.pending.clear();
+  if (!applied) {
+    return protocol::EncodeErrorAt(lineage.event_id, applied.error().error, applied.error().index);
+  }
+  return protocol::EncodeBatchReply(lineage.event_id, bodies);
 }
 
 void DispatchHandler::CreateTickets(const std::vector<Staged>& cycle) {

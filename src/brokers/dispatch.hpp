@@ -11,6 +11,8 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
+#include <vector>
 
 #include "brokers/pool.hpp"
 #include "brokers/recording.hpp"
@@ -34,8 +36,33 @@ class DispatchHandler : public Handler {
   void StoreStaged(const std::vector<Staged>& cycle) override;
 
  private:
+  struct StagedWrite;  // an exactly-once REL write checked and waiting to be applied
+  // A staged write, the delivery it came in, and where its reply goes.
+  struct PendingWrite {
+    StagedWrite* write;
+    const amqp::Delivery* delivery;
+    std::optional<std::string>* reply;
+  };
+  // A batch envelope being run (docs/protocol.md "Batches").
+  struct BatchRun {
+    bool atomic = false;
+    std::vector<PendingWrite> pending;  // consecutive writes, applied together before a read
+  };
+
+  // One request (a message's, or an envelope of a batch): routed, checked and run, or staged.
+  Outcome Serve(const Request& r, const amqp::Delivery& delivery, const Lineage& lineage,
+                std::chrono::steady_clock::time_point started, int retries,
+                std::string_view message_id);
+  std::string RunBatch(const amqp::Delivery& delivery, boost::json::object body);
+  std::string RunAtomic(BatchRun& run, const amqp::Delivery& delivery, const Lineage& lineage);
   void CreateTickets(const std::vector<Staged>& cycle);
   void ApplyWrites(const std::vector<Staged>& cycle);
+  // Applies staged writes (by database, in order) and sets their replies.
+  void ApplyPending(std::vector<PendingWrite>& pending);
+  // The reply to a staged write that ran, with its adapter event and counters.
+  std::string Answered(NamasteCore& core, const StagedWrite& w, const Write& write,
+                       const amqp::Delivery& delivery, Result<OpResult> result,
+                       std::chrono::microseconds took);
   // The reply to a data op that ran (or failed), with its records: the audit record of a write
   // that applied, the request event and latency. A result over max_reply_bytes is TOO_LARGE.
   std::string ReplyTo(const Request& r, const amqp::Delivery& delivery, const Template& t,
@@ -48,7 +75,8 @@ class DispatchHandler : public Handler {
   std::shared_ptr<const NodeInfo> info_;
   std::optional<CoreFactory::Session> session_;  // empty: no factory, no adapters
   RequestRecorder recorder_;
-  TicketStore tickets_;  // CALGON submits and calgon/* ops
+  TicketStore tickets_;        // CALGON submits and calgon/* ops
+  BatchRun* batch_ = nullptr;  // the batch RunBatch is running, if any
 };
 
 }  // namespace beds::brokers

@@ -15,12 +15,15 @@ constexpr std::string_view kUnknownLabel = "(unknown)";
 
 std::string_view KnownTemplateName(const Template* t, const Request& r) {
   if (t) return t->name;
-  if (r.template_name == "sys" || r.template_name == "lineage") return r.template_name;
+  if (r.template_name == "sys" || r.template_name == "lineage" || r.template_name == "batch") {
+    return r.template_name;
+  }
   return kUnknownLabel;
 }
 
 std::string_view KnownOpName(const Template* t, const Request& r) {
-  static constexpr std::string_view kSysOps[] = {"ping", "describe", "call"};
+  // A batch's own record: "run", or "atomic" (DispatchHandler::RunBatch).
+  static constexpr std::string_view kSysOps[] = {"ping", "describe", "call", "run", "atomic"};
   if (!t) {
     if (r.template_name == "lineage") return r.op == "fetch" ? "fetch" : kUnknownLabel;
     for (std::string_view op : kSysOps) {

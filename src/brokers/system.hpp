@@ -29,6 +29,7 @@ struct NodeInfo {
   bool fault_injection = false;
   int64_t max_body_bytes = 1 << 20;
   int64_t max_reply_bytes = 16 << 20;
+  int64_t max_batch = 100;  // envelopes in one batch envelope
   std::function<std::vector<PoolStats>()> pools;
   std::shared_ptr<const templates::Snapshot> templates;  // null: system templates only
   std::string log_store =

@@ -95,6 +95,7 @@ struct BrokerSettings {
 struct ProtocolSettings {
   int64_t max_body_bytes = 1 << 20;    // larger requests are answered TOO_LARGE and parked
   int64_t max_reply_bytes = 16 << 20;  // larger results are answered TOO_LARGE instead
+  int64_t max_batch = 100;             // envelopes in one batch envelope
 };
 
 // Exactly-once writes (docs/protocol.md "Exactly once"): each write's identity and reply are

@@ -321,6 +321,7 @@ void ReadSettings(const toml::table& merged, const Origins& o, Config& c,
     TableReader r(root.Table("protocol"), "protocol", o, errors);
     r.Integer("max_body_bytes", c.protocol.max_body_bytes, 64, int64_t{128} << 20);
     r.Integer("max_reply_bytes", c.protocol.max_reply_bytes, 1024, int64_t{128} << 20);
+    r.Integer("max_batch", c.protocol.max_batch, 1, 10000);
     r.Finish();
   }
   {

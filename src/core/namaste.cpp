@@ -56,6 +56,12 @@ std::vector<Result<OpResult>> NamasteCore::ApplyWrites(std::vector<Write>& write
   return results;
 }
 
+std::expected<std::vector<OpResult>, WriteFailure> NamasteCore::ApplyAtomically(
+    std::vector<Write>& /*writes*/) {
+  return std::unexpected(WriteFailure{
+      0, Error{Code::kValidation, "atomic batches hold REL writes: this engine cannot"}});
+}
+
 void CoreFactory::Register(std::string database, Maker maker) {
   makers_[std::move(database)] = std::move(maker);
 }

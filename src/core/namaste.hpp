@@ -88,6 +88,12 @@ struct Write {
   Payload payload;
 };
 
+// Why an atomic batch applied nothing: its write at `index` failed with `error`.
+struct WriteFailure {
+  size_t index = 0;
+  Error error;
+};
+
 class NamasteCore {
  public:
   virtual ~NamasteCore() = default;
@@ -113,6 +119,12 @@ class NamasteCore {
   // consecutive exactly-once writes in one transaction and records them all in one round trip.
   // The default runs each alone (ApplyWrite).
   virtual std::vector<Result<OpResult>> ApplyWrites(std::vector<Write>& writes);
+  // Applies every write or none, in one transaction (an atomic batch), with one result each. The
+  // writes' exactly-once records commit with them, so the batch applies exactly once as a whole:
+  // sent again, it is answered from the records (every result replayed). The default refuses:
+  // only the REL engine holds several writes in one transaction.
+  virtual std::expected<std::vector<OpResult>, WriteFailure> ApplyAtomically(
+      std::vector<Write>& writes);
   // Called once per template at IPL: a REC engine creates the collection and its indexes when
   // missing (never dropping anything). REL objects belong to the DBA; bind-checking is separate.
   virtual Result<void> Prepare(const Template&) { return Ok(); }

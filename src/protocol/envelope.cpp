@@ -179,6 +179,98 @@ Result<Request> DecodeFields(json::object body) {
   return r;
 }
 
+bool IsBatch(const json::object& body) { return body.contains("batch"); }
+
+Result<Batch> DecodeBatch(json::object body, int64_t max_batch) {
+  Batch b;
+  json::array* envelopes = nullptr;
+  for (auto& [key, value] : body) {
+    if (key == "batch") {
+      if (!value.is_array()) return BadRequest("field 'batch' must be an array of envelopes");
+      envelopes = &value.get_array();
+    } else if (key == "atomic") {
+      if (!value.is_bool()) return BadRequest("field 'atomic' must be a boolean");
+      b.atomic = value.get_bool();
+    } else if (key == "lineage") {
+      auto l = DecodeLineage(value);
+      if (!l) return std::unexpected(l.error());
+      b.lineage = std::move(*l);
+    } else if (key == "deadline_ms") {
+      auto n = IntField(value, key, 0);
+      if (!n) return std::unexpected(n.error());
+      b.deadline_ms = *n;
+    } else if (key == "idempotency_key") {
+      if (!value.is_string() || value.get_string().empty() ||
+          value.get_string().size() > kMaxIdempotencyKeyBytes) {
+        return Fail(Code::kValidation, "field 'idempotency_key' must be a string of 1 to " +
+                                           std::to_string(kMaxIdempotencyKeyBytes) + " bytes");
+      }
+      b.idempotency_key = std::string(value.get_string());
+    } else {
+      return BadRequest("unknown field " + Quote(key) +
+                        " in a batch (its fields are batch, atomic, lineage, deadline_ms and "
+                        "idempotency_key; each envelope's fields go inside its entry of "
+                        "\"batch\")");
+    }
+  }
+  if (!envelopes) return BadRequest("field 'batch' is required");
+  if (envelopes->empty()) return BadRequest("field 'batch' must hold at least one envelope");
+  if (static_cast<int64_t>(envelopes->size()) > max_batch) {
+    return BadRequest("a batch holds at most " + std::to_string(max_batch) +
+                      " envelopes ([protocol] max_batch), not " +
+                      std::to_string(envelopes->size()) + ": split it");
+  }
+  b.requests.reserve(envelopes->size());
+  for (json::value& e : *envelopes) {
+    if (!e.is_object()) {
+      b.requests.push_back(BadRequest("a batch's entries must be envelopes (objects)"));
+      continue;
+    }
+    json::object& o = e.get_object();
+    if (o.contains("batch")) {
+      b.requests.push_back(BadRequest("a batch cannot hold a batch"));
+      continue;
+    }
+    if (o.contains("lineage")) {
+      b.requests.push_back(BadRequest(
+          "an envelope in a batch has no lineage of its own: it is a child of the batch (give "
+          "the batch its lineage)"));
+      continue;
+    }
+    auto r = DecodeFields(std::move(o));
+    if (r && r->async) {
+      b.requests.push_back(
+          Fail(Code::kValidation, "async is not taken inside a batch: submit the job on its own"));
+      continue;
+    }
+    b.requests.push_back(std::move(r));
+  }
+  return b;
+}
+
+std::string EncodeBatchReply(std::string_view event_id, const std::vector<std::string>& replies) {
+  // Each reply is a JSON object already: joined as they are, not parsed again.
+  std::string out =
+      R"({"ok":true,"event_id":)" + json::serialize(json::string(event_id)) + R"(,"data":[)";
+  for (size_t i = 0; i < replies.size(); ++i) {
+    if (i) out += ',';
+    out += replies[i];
+  }
+  out += R"(],"count":)" + std::to_string(replies.size()) + "}";
+  return out;
+}
+
+std::string EncodeErrorAt(std::string_view event_id, const Error& error, size_t index) {
+  json::object reply;
+  reply["ok"] = false;
+  reply["event_id"] = event_id;
+  reply["error"] = json::object{{"code", CodeName(error.code)},
+                                {"message", error.message},
+                                {"retryable", error.retryable()},
+                                {"index", index}};
+  return json::serialize(reply);
+}
+
 Lineage RequestLineage(const Request& request, std::string_view message_id, std::string_view node,
                        std::string_view env) {
   Lineage lineage = request.lineage.value_or(Lineage{});

@@ -7,6 +7,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "core/error.hpp"
 #include "core/lineage.hpp"
@@ -28,6 +29,32 @@ Result<Request> DecodeFields(boost::json::object body);
 
 // Both steps.
 Result<Request> DecodeRequest(std::string_view body, int64_t max_body_bytes);
+
+// A batch envelope (docs/protocol.md "Batches"): `{"batch": [envelope, …], "atomic": bool}` with
+// the batch's own lineage, deadline and idempotency key.
+struct Batch {
+  // Each envelope decoded on its own (DecodeFields, then what a batch forbids inside: lineage,
+  // async, a batch): one that fails is answered its own error in the batch's reply.
+  std::vector<Result<Request>> requests;
+  bool atomic = false;
+  std::optional<Lineage> lineage;
+  int64_t deadline_ms = 0;
+  std::string idempotency_key;
+};
+
+// Whether a parsed body is a batch envelope (it has a "batch" field).
+bool IsBatch(const boost::json::object& body);
+
+// A batch envelope's fields. BAD_REQUEST for the batch as a whole: "batch" not an array of 1 to
+// `max_batch` entries, an unknown or mistyped batch field; VALIDATION for a bad idempotency_key.
+Result<Batch> DecodeBatch(boost::json::object body, int64_t max_batch);
+
+// {"ok": true, "event_id": ..., "data": [reply, …], "count": n}: a batch's reply, from the
+// envelopes' encoded replies, in order.
+std::string EncodeBatchReply(std::string_view event_id, const std::vector<std::string>& replies);
+
+// EncodeError with "index": the envelope of an atomic batch that failed it.
+std::string EncodeErrorAt(std::string_view event_id, const Error& error, size_t index);
 
 // The lineage this request runs under. A request without lineage is a root; an AMQP message_id
 // of event-id form becomes the root's event_id. A request that names its parent (a child request)

@@ -206,3 +206,73 @@ TEST(Envelope, AReplayedReplySaysSo) {
 
 }  // namespace
 }  // namespace beds::protocol
+
+namespace beds::protocol {
+namespace {
+
+Result<Batch> Decode(std::string_view body, int64_t max_batch = 100) {
+  auto parsed = ParseBody(body, 1 << 20);
+  EXPECT_TRUE(parsed) << body;
+  if (!parsed) return std::unexpected(parsed.error());
+  EXPECT_TRUE(IsBatch(*parsed));
+  return DecodeBatch(std::move(*parsed), max_batch);
+}
+
+TEST(BatchEnvelope, DecodesEachEnvelopeOnItsOwn) {
+  auto b = Decode(R"({"batch":[{"template":"sys","op":"ping"},7,{"template":"Users"},
+    {"template":"Users","op":"create","async":true},{"template":"Users","op":"count",
+    "lineage":{"event_id":"","parent_id":"","depth":0}},{"batch":[]}],"atomic":false,
+    "deadline_ms":5,"idempotency_key":"b-1"})");
+  ASSERT_TRUE(b) << b.error().message;
+  ASSERT_EQ(b->requests.size(), 6u);
+  EXPECT_FALSE(b->atomic);
+  EXPECT_EQ(b->deadline_ms, 5);
+  EXPECT_EQ(b->idempotency_key, "b-1");
+  ASSERT_TRUE(b->requests[0]);
+  EXPECT_EQ(b->requests[0]->op, "ping");
+  ASSERT_FALSE(b->requests[1]);  // not an object
+  EXPECT_EQ(b->requests[1].error().code, Code::kBadRequest);
+  ASSERT_FALSE(b->requests[2]);  // no op
+  EXPECT_NE(b->requests[2].error().message.find("'op'"), std::string::npos);
+  ASSERT_FALSE(b->requests[3]);  // async is a job of its own
+  EXPECT_EQ(b->requests[3].error().code, Code::kValidation);
+  ASSERT_FALSE(b->requests[4]);  // an envelope is a child of the batch
+  EXPECT_NE(b->requests[4].error().message.find("lineage"), std::string::npos);
+  ASSERT_FALSE(b->requests[5]);
+  EXPECT_NE(b->requests[5].error().message.find("cannot hold a batch"), std::string::npos);
+}
+
+TEST(BatchEnvelope, TheBatchItselfMustBeSound) {
+  EXPECT_EQ(Decode(R"({"batch":{}})").error().code, Code::kBadRequest);
+  EXPECT_EQ(Decode(R"({"batch":[]})").error().code, Code::kBadRequest);
+  EXPECT_EQ(Decode(R"({"batch":[{}],"atomic":"yes"})").error().code, Code::kBadRequest);
+  auto stray = Decode(R"({"batch":[{}],"template":"Users"})");
+  ASSERT_FALSE(stray);
+  EXPECT_NE(stray.error().message.find("'template'"), std::string::npos);
+  EXPECT_EQ(Decode(R"({"batch":[{}],"idempotency_key":""})").error().code, Code::kValidation);
+  auto big = Decode(R"({"batch":[{},{},{}]})", 2);
+  ASSERT_FALSE(big);
+  EXPECT_NE(big.error().message.find("at most 2"), std::string::npos);
+  auto atomic = Decode(R"({"batch":[{"template":"sys","op":"ping"}],"atomic":true})");
+  ASSERT_TRUE(atomic);
+  EXPECT_TRUE(atomic->atomic);
+}
+
+TEST(BatchEnvelope, TheReplyHoldsEachEnvelopesReplyInOrder) {
+  const std::string reply = EncodeBatchReply(
+      "n.e.0192f0c4e1b87a3c9d2e4f60718293a4",
+      {EncodeOk("n.e.0192f0c4e1b87a3c9d2e4f60718293a5", json::array{1}, 1),
+       EncodeError("n.e.0192f0c4e1b87a3c9d2e4f60718293a6", Error{Code::kNotFound, "gone"})});
+  auto v = json::parse(reply);
+  EXPECT_EQ(v.at("ok"), json::value(true));
+  EXPECT_EQ(v.at("count"), json::value(2));
+  ASSERT_EQ(v.at("data").as_array().size(), 2u);
+  EXPECT_EQ(v.at("data").at(0).at("data"), json::parse("[1]"));
+  EXPECT_EQ(v.at("data").at(1).at("error").at("code"), json::value("NOT_FOUND"));
+  auto failed = json::parse(
+      EncodeErrorAt("n.e.0192f0c4e1b87a3c9d2e4f60718293a4", Error{Code::kConflict, "taken"}, 3));
+  EXPECT_EQ(failed.at("error").at("index"), json::value(3));
+}
+
+}  // namespace
+}  // namespace beds::protocol

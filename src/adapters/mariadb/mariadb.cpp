@@ -766,6 +766,144 @@ class MariaDbCore : public NamasteCore {
     return results;
   }
 
+  // An atomic batch: every write's procedure in one transaction, then one
+  // beds_once_commit_many for their records (or a plain COMMIT when none has one). A failing
+  // procedure rolls everything back and is answered with its index. A batch that may have been
+  // applied before (redelivered, retried, its connection lost during the commit, or a record
+  // found at the commit) is looked up first: every write recorded answers from the records;
+  // some of them recorded means their keys were used by other requests (CONFLICT).
+  std::expected<std::vector<OpResult>, WriteFailure> ApplyAtomically(
+      std::vector<Write>& writes) override {
+    static const std::string kCommitMany = "CALL `beds_once_commit_many`(?)";
+    const std::string what = "atomic batch";
+    int64_t deadline_ms = 0;
+    bool look_first = false;
+    for (const Write& w : writes) {
+      const int64_t d = w.payload.deadline_ms;
+      if (d != 0 && (deadline_ms == 0 || d < deadline_ms)) deadline_ms = d;
+      look_first = look_first || (w.payload.once && w.payload.once->maybe_seen);
+    }
+    auto fail = [](size_t index, Error e) {
+      return std::unexpected(WriteFailure{index, std::move(e)});
+    };
+    Patience patience(settings_.reconnect_wait_ms, deadline_ms);
+    int again = 0;
+    std::optional<DbError> last;
+    while (true) {
+      Connection& conn = writer_;
+      if (conn.connected() && conn.LooksClosed()) conn.Close();
+      if (!conn.connected()) {
+        if (auto e = conn.Connect()) {
+          last = e;
+          if (!patience.WaitToRetry()) break;
+          continue;
+        }
+      }
+      std::optional<DbError> failed;
+      size_t failed_at = 0;
+      if (look_first) {
+        std::vector<OpResult> replayed;
+        for (size_t i = 0; i < writes.size() && !failed; ++i) {
+          if (!writes[i].payload.once) continue;
+          auto recorded = Lookup(conn, *writes[i].payload.once, what);
+          if (!recorded) {
+            failed = recorded.error();
+            failed_at = i;
+          } else if (*recorded) {
+            if (!**recorded) return fail(i, (**recorded).error());
+            replayed.push_back(std::move(***recorded));
+          }
+        }
+        if (!failed && replayed.size() == writes.size()) return replayed;
+        if (!failed && !replayed.empty()) {
+          return fail(0, Error{Code::kConflict,
+                               "part of this atomic batch was applied already, by requests that "
+                               "used the same idempotency keys: nothing more was run"});
+        }
+      }
+      if (!failed && !InTransaction(conn) && mysql_query(conn.handle(), "START TRANSACTION") != 0) {
+        failed = ConnectionError(conn.handle());
+      }
+      std::vector<OpResult> applied;
+      json::array records;
+      for (size_t i = 0; i < writes.size() && !failed; ++i) {
+        const Write& w = writes[i];
+        std::vector<Value> params;
+        const std::string sql = ProcedureCall(*w.t, *w.spec, w.payload, params);
+        auto produced = Step(conn, sql, params, w.spec->out.size(), *w.t, w.spec->out);
+        if (!produced) {
+          failed = produced.error();
+          failed_at = i;
+          break;
+        }
+        applied.push_back(Shape(std::move(*produced)));
+        if (const auto& once = w.payload.once) {
+          records.push_back(
+              json::array{json::string(Hex(once->identity)), json::string(Hex(once->digest)),
+                          json::string(EncodeRecordedReply(applied.back())), once->ttl_s});
+        }
+      }
+      if (!failed) {
+        if (records.empty()) {
+          if (mysql_commit(conn.handle()) == 0) return applied;
+          failed = ConnectionError(conn.handle());
+        } else {
+          std::vector<Value> record{
+              Value{FieldType::kString, false, 0, 0, json::serialize(records)}};
+          auto committed = Step(conn, kCommitMany, record, 0, kNoFields, kNoNames);
+          if (committed) return applied;
+          failed = committed.error();
+          if (failed->errnum == ER_DUP_ENTRY) {
+            // Recorded already: answered from the records (or CONFLICT) after the lookup.
+            Rollback(conn);
+            look_first = true;
+            if (again++ < kDeadlockRetries) continue;
+          }
+        }
+      }
+      const DbError& e = *failed;
+      if (IsConnectionError(e.errnum) || !conn.connected()) {
+        // Rolled back by the server, or committed: the lookup on the next connection tells.
+        conn.Close();
+        last = e;
+        look_first = true;
+        if (patience.Expired()) break;
+        continue;
+      }
+      Rollback(conn);
+      if ((e.errnum == ER_LOCK_DEADLOCK || e.errnum == CR_NEW_STMT_METADATA ||
+           e.errnum == ER_NEED_REPREPARE) &&
+          again++ < kDeadlockRetries) {
+        continue;  // rolled back: safe to run again
+      }
+      if (!look_first && e.errnum != ER_SP_DOES_NOT_EXIST) {
+        // A re-sent batch may fail in a procedure (a create's own unique key) before reaching
+        // the records: the records answer it, not the error.
+        look_first = true;
+        continue;
+      }
+      if (e.errnum == ER_SP_DOES_NOT_EXIST && e.text.find("beds_once_") != std::string::npos) {
+        spdlog::error("{}: {}: install schema/mariadb/000_beds_idempotency.sql", what, e.text);
+        return fail(failed_at, Error{Code::kUnavailable,
+                                     what + ": the database has no exactly-once record "
+                                            "(schema/mariadb/000_beds_idempotency.sql); an "
+                                            "operator has been told"});
+      }
+      if (e.errnum != ER_SIGNAL_EXCEPTION && e.errnum != ER_SIGNAL_NOT_FOUND &&
+          e.errnum != ER_DUP_ENTRY) {
+        spdlog::warn("{}: {} ({} {})", what, e.text, e.errnum, e.sqlstate);
+      }
+      Error mapped = MapError(e, what);
+      // Rolled back: whatever the code says, nothing of the batch remains.
+      if (mapped.code == Code::kUnavailable) mapped.retry = true;
+      return fail(failed_at, mapped);
+    }
+    return fail(0, patience.GaveUp(what, settings_.name, last,
+                                   "try again later with the same idempotency keys: if the batch "
+                                   "was applied, its records answer, else it is applied then",
+                                   true));
+  }
+
  private:
   // `CALL proc(?, …)` for an op, with its parameters' values in order (the out parameters'
   // placeholders last).

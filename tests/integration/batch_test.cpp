@@ -1,0 +1,137 @@
+// Batch envelopes (docs/protocol.md "Batches") end to end: the real `beds` binary, the fixture's
+// RabbitMQ and MariaDB, the exactly-once test domain (tests/integration/once/: Items, whose
+// create signals on a negative work_ms).
+#include <set>
+
+#include "integration/node_fixture.hpp"
+
+namespace beds::testing {
+namespace {
+
+namespace json = boost::json;
+using namespace std::chrono_literals;
+
+const std::string kDomain = kSource + "/tests/integration/once";
+
+class BatchTest : public DomainTest {
+ protected:
+  void SetUp() override {
+    SetUpDomain({kDomain + "/onc_items.sql"}, {kDomain + "/onc_items_rel.toml"});
+    StartNode(DomainOptions());
+  }
+
+  json::object Send(const std::string& key, const std::string& body,
+                    const client::SendOptions& options = {}) {
+    auto reply = client_->Call(key, body, 15s, options);
+    EXPECT_TRUE(reply.has_value()) << (reply ? "" : reply.error().message);
+    if (!reply) return {};
+    auto decoded = json::parse(reply->body);
+    return decoded.is_object() ? decoded.as_object() : json::object{};
+  }
+
+  static std::string Create(const std::string& name, int work_ms = 0) {
+    return R"({"template":"Items","op":"create","data":{"name":")" + name + R"(","work_ms":)" +
+           std::to_string(work_ms) + "}}";
+  }
+
+  std::string Names() {
+    return Scalar("SELECT IFNULL(GROUP_CONCAT(name ORDER BY id SEPARATOR ','), '') FROM onc_items");
+  }
+};
+
+bool Ok(const json::value& reply) { return reply.at("ok").as_bool(); }
+std::string CodeOf(const json::value& reply) {
+  return reply.as_object().contains("error") ? std::string(reply.at("error").at("code").as_string())
+                                             : "(ok)";
+}
+
+TEST_F(BatchTest, EnvelopesRunInOrderAndEachIsAnsweredAsIfAlone) {
+  const std::string body = R"({"batch":[)" + Create("x") + "," + Create("bad", -1) + "," +
+                           R"({"template":"Items","op":"fetch","where":{"name":"x"}},)" +
+                           R"({"template":"sys","op":"ping"},{"template":"Nope","op":"fetch"},)" +
+                           Create("y") + "]}";
+  client::SendOptions keyed;
+  keyed.idempotency_key = "batch-1";
+  auto reply = Send("rel.write", body, keyed);
+  ASSERT_TRUE(Ok(reply)) << json::serialize(reply);
+  const json::array& each = reply.at("data").as_array();
+  ASSERT_EQ(each.size(), 6u);
+  EXPECT_EQ(reply.at("count"), json::value(6));
+  EXPECT_TRUE(Ok(each[0])) << json::serialize(each[0]);
+  EXPECT_EQ(CodeOf(each[1]), "VALIDATION");
+  EXPECT_NE(json::serialize(each[1]).find("work_ms must not be negative"), std::string::npos);
+  ASSERT_TRUE(Ok(each[2])) << json::serialize(each[2]);
+  EXPECT_EQ(each[2].at("count"), json::value(1)) << "the fetch ran after the create before it";
+  EXPECT_TRUE(Ok(each[3]));
+  EXPECT_EQ(CodeOf(each[4]), "UNKNOWN_TEMPLATE");
+  EXPECT_TRUE(Ok(each[5]));
+  EXPECT_EQ(Names(), "x,y");
+  // Every envelope has an event id of its own, a child of the batch's.
+  std::set<std::string> ids{std::string(reply.at("event_id").as_string())};
+  for (const auto& r : each) ids.insert(std::string(r.at("event_id").as_string()));
+  EXPECT_EQ(ids.size(), 7u);
+
+  // Sent again with its key (an answer that was lost): the writes are answered from their
+  // records, nothing is applied twice.
+  auto again = Send("rel.write", body, keyed);
+  ASSERT_TRUE(Ok(again)) << json::serialize(again);
+  const json::array& replayed = again.at("data").as_array();
+  EXPECT_EQ(replayed[0].at("replayed"), json::value(true));
+  EXPECT_EQ(replayed[0].at("data"), each[0].at("data"));
+  EXPECT_EQ(replayed[5].at("replayed"), json::value(true));
+  EXPECT_EQ(Names(), "x,y");
+}
+
+TEST_F(BatchTest, AnAtomicBatchAppliesAllOrNothingAndOnce) {
+  auto failed = Send("rel.write", R"({"atomic":true,"batch":[)" + Create("p") + "," + Create("q") +
+                                      "," + Create("bad", -1) + "]}");
+  EXPECT_EQ(CodeOf(failed), "VALIDATION") << json::serialize(failed);
+  EXPECT_EQ(failed.at("error").at("index"), json::value(2));
+  EXPECT_EQ(Names(), "") << "the writes before the failing one were rolled back";
+
+  client::SendOptions keyed;
+  keyed.idempotency_key = "atomic-1";
+  const std::string body = R"({"atomic":true,"batch":[)" + Create("p") + "," + Create("q") + "]}";
+  auto applied = Send("rel.write", body, keyed);
+  ASSERT_TRUE(Ok(applied)) << json::serialize(applied);
+  EXPECT_EQ(Names(), "p,q");
+  auto again = Send("rel.write", body, keyed);
+  ASSERT_TRUE(Ok(again)) << json::serialize(again);
+  EXPECT_EQ(again.at("data").at(1).at("replayed"), json::value(true));
+  EXPECT_EQ(again.at("data").at(1).at("data"), applied.at("data").at(1).at("data"));
+  EXPECT_EQ(Names(), "p,q");
+
+  // Only REL writes: a read in an atomic batch runs nothing at all.
+  auto mixed = Send("rel.write", R"({"atomic":true,"batch":[)" + Create("r") +
+                                     R"(,{"template":"Items","op":"fetch"}]})");
+  EXPECT_EQ(CodeOf(mixed), "VALIDATION") << json::serialize(mixed);
+  EXPECT_EQ(mixed.at("error").at("index"), json::value(1));
+  EXPECT_EQ(Names(), "p,q");
+}
+
+TEST_F(BatchTest, MalformedBatchesAreRefusedAndNothingRuns) {
+  EXPECT_EQ(CodeOf(Send("rel.write", R"({"batch":{}})")), "BAD_REQUEST");
+  EXPECT_EQ(CodeOf(Send("rel.write", R"({"batch":[]})")), "BAD_REQUEST");
+  EXPECT_EQ(CodeOf(Send("rel.write", R"({"batch":[)" + Create("s") + R"(],"op":"create"})")),
+            "BAD_REQUEST");
+  std::string many = R"({"batch":[)";
+  for (int i = 0; i < 101; ++i) many += (i ? "," : "") + Create("m" + std::to_string(i));
+  many += "]}";
+  auto too_many = Send("rel.write", many);
+  EXPECT_EQ(CodeOf(too_many), "BAD_REQUEST");
+  EXPECT_NE(json::serialize(too_many).find("max_batch"), std::string::npos);
+  // Injection strings are values like any other.
+  auto hostile = Send(
+      "rel.write", R"({"batch":[)" + Create("'); DROP TABLE onc_items; --") + R"(,{"batch":[]}]})");
+  ASSERT_TRUE(Ok(hostile)) << json::serialize(hostile);
+  EXPECT_TRUE(Ok(hostile.at("data").at(0)));
+  EXPECT_EQ(CodeOf(hostile.at("data").at(1)), "BAD_REQUEST");
+  EXPECT_EQ(Names(), "'); DROP TABLE onc_items; --");
+  // A write on a read key is refused per envelope, as it would be alone.
+  auto wrong_key = Send("rel.read", R"({"batch":[)" + Create("t") + "]}");
+  EXPECT_EQ(CodeOf(wrong_key.at("data").at(0)), "BAD_REQUEST") << json::serialize(wrong_key);
+  EXPECT_EQ(Names(), "'); DROP TABLE onc_items; --");
+}
+
+}  // namespace
+}  // namespace beds::testing
