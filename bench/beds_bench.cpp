@@ -864,7 +864,22 @@ int main(int argc, char** argv) {
                "with prefetch >= W) and compare with the faster");
   app.add_option("--node-pid", node_pid,
                  "the beds node's pid: each round also reports its CPU time per reply (/proc)");
+  int batch = 0;
+  bool atomic = false;
+  app.add_option("--batch", batch,
+                 "rel and rel-create: BEDS is sent batch envelopes of this many requests "
+                 "(docs/protocol.md \"Batches\"); figures are then also given per operation")
+      ->check(CLI::Range(1, 10000));
+  app.add_flag("--atomic", atomic, "with --batch in rel-create: atomic batches");
   CLI11_PARSE(app, argc, argv);
+  if (batch > 0 && mode != "rel" && mode != "rel-create") {
+    std::cerr << "beds-bench: --batch is for the rel and rel-create modes\n";
+    return 2;
+  }
+  if (atomic && (batch == 0 || mode != "rel-create")) {
+    std::cerr << "beds-bench: --atomic needs --batch and --mode rel-create\n";
+    return 2;
+  }
 
   auto config = beds::config::Load(
       beds::config::FromEnvironment(config_dir, env.empty() ? std::nullopt : std::optional(env)));
@@ -1053,6 +1068,20 @@ int main(int argc, char** argv) {
         mode.c_str(), what.c_str(), duration_s, rounds, pool->instances, settings.path.c_str(),
         settings.synchronous.c_str(), pool->prefetch);
   }
+  // With --batch, BEDS gets the same requests N at a time in batch envelopes.
+  BodySource beds_body = next_body;
+  if (batch > 0) {
+    beds_body = [&next_body, batch, atomic] {
+      std::string body = atomic ? R"({"atomic":true,"batch":[)" : R"({"batch":[)";
+      for (int i = 0; i < batch; ++i) {
+        if (i) body += ',';
+        body += next_body();
+      }
+      return body + "]}";
+    };
+    std::printf("beds-bench: BEDS is sent %sbatches of %d: each reply answers %d operations\n",
+                atomic ? "atomic " : "", batch, batch);
+  }
   std::fflush(stdout);
 
   std::vector<Figures> base, beds, best;
@@ -1097,7 +1126,7 @@ int main(int argc, char** argv) {
         }
         best.push_back(top);
       }
-      beds.push_back(Load(config->amqp, beds_key, next_body, inflight,
+      beds.push_back(Load(config->amqp, beds_key, beds_body, inflight,
                           std::chrono::seconds(warmup_s), std::chrono::seconds(duration_s), {},
                           node_pid));
       Print("beds", r, beds.back());
@@ -1117,6 +1146,12 @@ int main(int argc, char** argv) {
                 top.throughput, top.p50_us);
     std::printf("ratio    beds/best-shape raw throughput %.3f; p50 difference %+.0f us\n",
                 top.throughput > 0 ? m.throughput / top.throughput : 0.0, m.p50_us - top.p50_us);
+  }
+  if (batch > 0) {
+    std::printf("median   beds operations (batches of %d): %9.0f op/s; node CPU %.1f us per op\n",
+                batch, m.throughput * batch, m.node_cpu_us >= 0 ? m.node_cpu_us / batch : -1.0);
+    std::printf("ratio    beds operations/baseline throughput %.3f\n",
+                b.throughput > 0 ? m.throughput * batch / b.throughput : 0.0);
   }
   if (m.node_cpu_us >= 0) {
     // On an echo baseline the node idles: its figure there is the node's own background cost.

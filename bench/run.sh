@@ -7,7 +7,8 @@
 # with an exactly-once key, against the same creates without identity), rec-create
 # (Sessions/create) and rec-fetch (Sessions/fetch by key over 1000 documents). Everything it started is stopped at
 # the end. ping and rel are also compared with the raw baseline at its best shape (1 or 2
-# consumers), and every round prints the node's CPU time per reply (from /proc).
+# consumers), and every round prints the node's CPU time per reply (from /proc). rel and
+# rel-create also run with batch envelopes of 32 (W=8), reported in operations per second.
 #   bench/run.sh [--duration-s N] [--rounds N]   (extra flags go to beds-bench)
 #   BEDS_BENCH_NO_BUILD=1 bench/run.sh …          (use build/ as it is: someone else builds it)
 #   BEDS_BENCH_MODES="rec-create rec-fetch" bench/run.sh …   (only these modes)
@@ -44,4 +45,10 @@ for mode in "${modes[@]}"; do
     build/beds-bench --config-dir config --mode "$mode" --inflight "$w" --node-pid "$node_pid" \
       "${mode_flags[@]}" "$@"
   done
+  # Batch envelopes of 32 (issue 15's goals are in operations per second), 8 batches in flight.
+  if [[ $mode == rel || $mode == rel-create ]]; then
+    echo
+    build/beds-bench --config-dir config --mode "$mode" --inflight 8 --node-pid "$node_pid" \
+      --batch 32 "$@"
+  fi
 done

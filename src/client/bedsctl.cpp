@@ -3,7 +3,8 @@
 //   bedsctl ping [--node NAME]              sys/ping (or admin.ping.NAME; "all": every node)
 //   bedsctl describe                        sys/describe
 //   bedsctl request KEY JSON [--parent ID]  any request (a child of event ID with --parent)
-//   bedsctl fanout KEY JSON N --parent ID   N copies at once, each a child of event ID
+//   bedsctl batch KEY [FILE] [--atomic]     the envelopes of FILE (JSON Lines; - = stdin) as one
+//   batch bedsctl fanout KEY JSON N --parent ID   N copies at once, each a child of event ID
 //   bedsctl lineage ID [--tree]             lineage/fetch: the event and all it caused
 //   bedsctl dlq list BROKER                 parked messages and their x-beds-error (left in place)
 //   bedsctl dlq replay BROKER               move them back to beds.{BROKER} for another try
@@ -12,6 +13,7 @@
 #include <boost/json.hpp>
 #include <chrono>
 #include <cstdio>
+#include <fstream>
 #include <iostream>
 #include <optional>
 
@@ -69,6 +71,74 @@ int Request(const beds::config::AmqpSettings& amqp, const std::string& key, cons
     return 1;
   }
   return ReplyOk(reply->body) ? 0 : 1;
+}
+
+// One batch of the envelopes in `file` (one JSON object per line, "-" for stdin; blank lines
+// skipped): prints the reply, and says on stderr how many envelopes failed (exit 1 if any did).
+int Batch(const beds::config::AmqpSettings& amqp, const std::string& key, const std::string& file,
+          bool atomic, int timeout_ms, const std::string& idempotency_key) {
+  std::ifstream opened;
+  if (file != "-") {
+    opened.open(file);
+    if (!opened) {
+      std::cerr << "bedsctl: cannot read " << file << "\n";
+      return 2;
+    }
+  }
+  std::istream& in = file == "-" ? std::cin : opened;
+  std::vector<std::string> envelopes;
+  std::string line;
+  for (int number = 1; std::getline(in, line); ++number) {
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    boost::system::error_code ec;
+    const json::value v = json::parse(line, ec);
+    if (ec || !v.is_object()) {
+      std::cerr << "bedsctl: " << file << " line " << number
+                << ": not a JSON object (a batch file holds one envelope per line)\n";
+      return 2;
+    }
+    envelopes.push_back(line);
+  }
+  if (envelopes.empty()) {
+    std::cerr << "bedsctl: " << file << " holds no envelopes (one JSON object per line)\n";
+    return 2;
+  }
+  auto client = beds::client::Client::Connect(amqp);
+  if (!client) {
+    std::cerr << "bedsctl: " << client.error().message << "\n";
+    return 3;
+  }
+  beds::client::SendOptions options;
+  options.idempotency_key = idempotency_key;
+  auto reply = (*client)->Call(key, beds::client::BatchBody(envelopes, atomic),
+                               std::chrono::milliseconds(timeout_ms), options);
+  if (!reply) {
+    std::cerr << "bedsctl: " << reply.error().message << "\n";
+    return 4;
+  }
+  std::cout << reply->body << "\n";
+  if (reply->unroutable) {
+    std::cerr << "bedsctl: nothing is bound to routing key '" << key
+              << "' on beds.events: check the key (e.g. rel.read, rel.write)\n";
+    return 1;
+  }
+  auto replies = beds::client::BatchReplies(reply->body);
+  if (!replies) {
+    std::cerr << "bedsctl: the batch failed: " << replies.error().message << "\n";
+    if (!reply->idempotency_key.empty() && replies.error().retryable()) {
+      std::cerr << "bedsctl: it can be sent again safely: add --idempotency-key "
+                << reply->idempotency_key << "\n";
+    }
+    return 1;
+  }
+  size_t failed = 0;
+  for (const std::string& r : *replies) failed += ReplyOk(r) ? 0 : 1;
+  if (failed > 0) {
+    std::cerr << "bedsctl: " << failed << " of " << replies->size()
+              << " envelopes failed (their replies say why)\n";
+    return 1;
+  }
+  return 0;
 }
 
 // The body as a child of `parent` (when given), or an error line and nullopt.
@@ -277,6 +347,14 @@ int main(int argc, char** argv) {
                       "a write's key (default: a fresh one); re-send an unanswered write with "
                       "the key it was first sent with");
   int copies = 0;
+  std::string batch_file = "-";
+  bool atomic = false;
+  auto* batch = app.add_subcommand("batch", "send envelopes (JSON Lines) as one batch envelope");
+  batch->add_option("key", key, "routing key, e.g. rel.write")->required();
+  batch->add_option("file", batch_file, "one JSON envelope per line; - (the default) = stdin");
+  batch->add_flag("--atomic", atomic, "all or nothing: REL writes to one database only");
+  batch->add_option("--idempotency-key", idempotency_key,
+                    "the batch's key (default: a fresh one); re-send an unanswered batch with it");
   auto* fanout = app.add_subcommand("fanout", "send N copies at once as children of an event");
   fanout->add_option("key", key, "routing key, e.g. rel.read")->required();
   fanout->add_option("body", body, "the JSON envelope")->required();
@@ -318,6 +396,7 @@ int main(int argc, char** argv) {
     auto child = WithParent(body, parent);
     return child ? Request(amqp, key, *child, timeout_ms, idempotency_key) : 2;
   }
+  if (*batch) return Batch(amqp, key, batch_file, atomic, timeout_ms, idempotency_key);
   if (*fanout) return FanOut(amqp, key, body, copies, parent, timeout_ms);
   if (*lineage) return Lineage(amqp, event_id, as_tree, timeout_ms);
   if (*list) return DlqList(amqp, broker, max);

@@ -6,6 +6,7 @@
 
 #include "core/backoff.hpp"
 #include "core/lineage.hpp"
+#include "protocol/envelope.hpp"
 
 namespace beds::client {
 namespace {
@@ -31,6 +32,44 @@ Result<Lineage> LineageOfReply(std::string_view reply_body) {
     return Fail(Code::kValidation, "the reply carries no event id");
   }
   return Lineage{std::string(id->get_string()), "", 0};
+}
+
+std::string BatchBody(const std::vector<std::string>& envelopes, bool atomic) {
+  std::string body = atomic ? R"({"atomic":true,"batch":[)" : R"({"batch":[)";
+  for (size_t i = 0; i < envelopes.size(); ++i) {
+    if (i) body += ',';
+    body += envelopes[i];
+  }
+  return body + "]}";
+}
+
+Result<std::vector<std::string>> BatchReplies(std::string_view reply_body) {
+  boost::system::error_code ec;
+  const boost::json::value v = boost::json::parse(reply_body, ec);
+  const boost::json::object* o = ec ? nullptr : v.if_object();
+  if (!o) return std::unexpected(Error{Code::kInternal, "the batch's reply is not a JSON object"});
+  const boost::json::value* ok = o->if_contains("ok");
+  if (!ok || !ok->is_bool() || !ok->get_bool()) {
+    auto decoded = protocol::DecodeReply(reply_body);
+    if (!decoded || !decoded->error) {
+      return std::unexpected(Error{Code::kInternal, "the batch's reply has no error"});
+    }
+    Error e = *decoded->error;
+    const boost::json::value* err = o->if_contains("error");
+    if (err && err->is_object()) {
+      if (const auto* index = err->as_object().if_contains("index"); index && index->is_int64()) {
+        e.message = "envelope " + std::to_string(index->get_int64()) + ": " + e.message;
+      }
+    }
+    return std::unexpected(std::move(e));
+  }
+  const boost::json::value* data = o->if_contains("data");
+  if (!data || !data->is_array()) {
+    return std::unexpected(Error{Code::kInternal, "the batch's reply has no data array"});
+  }
+  std::vector<std::string> replies;
+  for (const auto& r : data->get_array()) replies.push_back(boost::json::serialize(r));
+  return replies;
 }
 
 std::string UnroutableReply(const std::string& exchange, const std::string& routing_key) {

@@ -53,6 +53,15 @@ struct Reply {
   std::string idempotency_key;
 };
 
+// A batch envelope (docs/protocol.md "Batches") holding `envelopes` (each a JSON envelope, sent
+// as it is); `atomic`: all or nothing. Send it like any request, on the key its envelopes need.
+std::string BatchBody(const std::vector<std::string>& envelopes, bool atomic = false);
+
+// The envelopes' replies inside a batch's reply, in order (each a JSON reply body); the batch's
+// own error when it was refused as a whole or, atomic, failed (Error::message then names the
+// failing envelope's index).
+Result<std::vector<std::string>> BatchReplies(std::string_view reply_body);
+
 // The reply the client writes for a request the broker returned as unroutable.
 std::string UnroutableReply(const std::string& exchange, const std::string& routing_key);
 

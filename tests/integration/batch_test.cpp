@@ -133,5 +133,33 @@ TEST_F(BatchTest, MalformedBatchesAreRefusedAndNothingRuns) {
   EXPECT_EQ(Names(), "'); DROP TABLE onc_items; --");
 }
 
+TEST_F(BatchTest, BedsctlSendsAFileOfEnvelopesAsOneBatchAndSaysWhatFailed) {
+  TempConfigDir dir({{"ok.jsonl", Create("u") + "\n\n" + Create("v") + "\n"},
+                     {"mixed.jsonl", Create("w") + "\n" + Create("bad", -1) + "\n"},
+                     {"broken.jsonl", Create("z") + "\nnot json\n"}});
+  const std::string ctl = std::string("BEDS__BROKER_SERVICES__APP_SERVER__PORT=") +
+                          std::to_string(BEDS_TEST_AMQP_PORT) +
+                          " BEDS__BROKER_SERVICES__APP_SERVER__VHOST=" + vhost_ +
+                          " BEDS__BROKER_SERVICES__APP_SERVER__PASS=guest " + BEDSCTL_BINARY +
+                          " --config-dir " + kSource + "/config batch rel.write ";
+  auto ok = RunCommand(ctl + dir.path() + "/ok.jsonl" + " --idempotency-key file-1");
+  EXPECT_EQ(ok.exit_code, 0) << ok.output;
+  auto again = RunCommand(ctl + dir.path() + "/ok.jsonl" + " --idempotency-key file-1");
+  EXPECT_EQ(again.exit_code, 0) << again.output;
+  EXPECT_NE(again.output.find("\"replayed\":true"), std::string::npos) << again.output;
+  EXPECT_EQ(Names(), "u,v");
+  auto mixed = RunCommand(ctl + dir.path() + "/mixed.jsonl");
+  EXPECT_EQ(mixed.exit_code, 1) << mixed.output;
+  EXPECT_NE(mixed.output.find("1 of 2 envelopes failed"), std::string::npos) << mixed.output;
+  auto atomic = RunCommand(ctl + dir.path() + "/mixed.jsonl" + " --atomic");
+  EXPECT_EQ(atomic.exit_code, 1) << atomic.output;
+  EXPECT_NE(atomic.output.find("envelope 1: work_ms must not be negative"), std::string::npos)
+      << atomic.output;
+  auto broken = RunCommand(ctl + dir.path() + "/broken.jsonl");
+  EXPECT_EQ(broken.exit_code, 2) << broken.output;
+  EXPECT_NE(broken.output.find("line 2: not a JSON object"), std::string::npos) << broken.output;
+  EXPECT_EQ(Names(), "u,v,w") << "the atomic batch and the broken file applied nothing";
+}
+
 }  // namespace
 }  // namespace beds::testing
