@@ -1030,7 +1030,7 @@ int main(int argc, char** argv) {
         inflight, rows, duration_s, rounds, pool->instances, pool->prefetch);
   } else {
     const auto db = config->databases.find("docs");
-    if (db == config->databases.end() || db->second.engine != "sqlite") {
+    if (db == config->databases.end() || db->second.engine != beds::config::Engine::kSqlite) {
       std::cerr << "beds-bench: " << mode
                 << " mode needs [databases.docs] (the Sessions template's) on engine sqlite\n";
       return 2;

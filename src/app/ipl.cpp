@@ -69,13 +69,13 @@ std::vector<Endpoint> ConfiguredEndpoints(const config::Config& c) {
   std::vector<Endpoint> out;
   out.push_back({"AMQP broker " + c.node.broker_service, c.amqp.host, c.amqp.port, ""});
   for (const auto& [name, db] : c.databases) {
-    if (db.engine == "mariadb") {
+    if (db.engine == config::Engine::kMariadb) {
       out.push_back({"database " + name + " (master)", db.host, db.port, db.socket});
       for (size_t i = 0; i < db.secondaries.size(); ++i) {
         out.push_back({"database " + name + " (secondary " + std::to_string(i) + ")",
                        db.secondaries[i].host, db.secondaries[i].port, ""});
       }
-    } else if (db.engine == "mongodb") {
+    } else if (db.engine == config::Engine::kMongodb) {
       for (const auto& [host, port] : MongoHosts(db.uri)) {
         out.push_back({"database " + name + " (mongodb)", host, port, ""});
       }
@@ -153,13 +153,15 @@ Result<TemplateSet> LoadTemplates(const config::Config& c,
     if (db == c.databases.end()) {
       unavailable("database \"" + t.database + "\" is not configured ([databases." + t.database +
                   "])");
-    } else if (t.kind == "rel" && db->second.engine != "mariadb") {
+    } else if (t.template_class == TemplateClass::kRel &&
+               db->second.engine != config::Engine::kMariadb) {
       unavailable("a rel template needs a mariadb database; \"" + t.database + "\" is " +
-                  db->second.engine);
-    } else if (t.kind == "rec" && db->second.engine == "mariadb") {
+                  std::string(config::EngineName(db->second.engine)));
+    } else if (t.template_class == TemplateClass::kRec &&
+               db->second.engine == config::Engine::kMariadb) {
       unavailable("a rec template needs a sqlite or mongodb database; \"" + t.database +
                   "\" is mariadb");
-    } else if (t.kind == "rec") {
+    } else if (t.template_class == TemplateClass::kRec) {
       // Collections and indexes are created when missing, through a worker-like session.
       // A store that is unavailable (unreachable server, unusable file) is so for every template
       // on it: asked once, so IPL does not wait out a server-selection timeout per template.
@@ -224,14 +226,20 @@ std::shared_ptr<CoreFactory> MakeCoreFactory(const config::Config& c) {
     workers += b.handler == config::HandlerKind::kDispatch ? b.instances : 0;
   }
   for (const auto& [name, db] : c.databases) {
-    if (db.engine == "mariadb") {
-      factory->Register(name, [settings = db] { return adapters::mariadb::MakeCore(settings); });
-    } else if (db.engine == "sqlite") {
-      auto store = adapters::sqlite::OpenStore(db);
-      factory->Register(name, [store] { return adapters::sqlite::MakeCore(store); });
-    } else if (db.engine == "mongodb") {
-      auto store = adapters::mongodb::OpenStore(db, workers);
-      factory->Register(name, [store] { return adapters::mongodb::MakeCore(store); });
+    switch (db.engine) {
+      case config::Engine::kMariadb:
+        factory->Register(name, [settings = db] { return adapters::mariadb::MakeCore(settings); });
+        break;
+      case config::Engine::kSqlite: {
+        auto store = adapters::sqlite::OpenStore(db);
+        factory->Register(name, [store] { return adapters::sqlite::MakeCore(store); });
+        break;
+      }
+      case config::Engine::kMongodb: {
+        auto store = adapters::mongodb::OpenStore(db, workers);
+        factory->Register(name, [store] { return adapters::mongodb::MakeCore(store); });
+        break;
+      }
     }
   }
   return factory;

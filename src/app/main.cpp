@@ -92,10 +92,11 @@ int TemplateCheck(const ConfigSource& source) {
   }
   for (const auto& [name, t] : set->snapshot->by_name) {
     const bool bad = set->snapshot->unavailable.contains(name);
-    std::cout << (bad ? "FAIL " : "ok   ") << name << " (" << t.kind << ", database " << t.database
-              << ", " << t.file << ")"
-              << (t.kind == "rec" && !bad ? ": collection " + t.collection + " is ensured at IPL"
-                                          : "")
+    std::cout << (bad ? "FAIL " : "ok   ") << name << " (" << beds::ClassName(t.template_class)
+              << ", database " << t.database << ", " << t.file << ")"
+              << (t.template_class == beds::TemplateClass::kRec && !bad
+                      ? ": collection " + t.collection + " is ensured at IPL"
+                      : "")
               << "\n";
   }
   for (const auto& p : set->problems) std::cout << "  " << p << "\n";
@@ -115,7 +116,7 @@ int TemplateScaffold(const ConfigSource& source, const std::string& tla,
   auto config = LoadConfigOrReport(source);
   if (!config) return 2;
   auto db = config->databases.find(database);
-  if (db == config->databases.end() || db->second.engine != "mariadb") {
+  if (db == config->databases.end() || db->second.engine != beds::config::Engine::kMariadb) {
     std::cerr << "beds: no mariadb database named \"" << database << "\" in the config\n";
     return 2;
   }

@@ -123,7 +123,7 @@ Result<OpResult> DispatchHandler::RunTemplate(const Template& t, const OpSpec& s
         Code::kUnavailable,
         "template '" + t.name + "': database '" + t.database + "' has no adapter on this node"});
   }
-  RecordedCore recorded(*core, t.kind == "rel" ? "mariadb" : "docstore");
+  RecordedCore recorded(*core, t.template_class == TemplateClass::kRel ? "mariadb" : "docstore");
   auto result = RunOp(t, spec, r, recorded, once);
   if (recorded.last_error) recorder_.CountAdapterError(t, *recorded.last_error);
   return result;
@@ -254,7 +254,8 @@ Outcome DispatchHandler::Serve(const Request& r, const amqp::Delivery& delivery,
   }
   const std::optional<OnceScope> once = ScopeOf(*t, r, delivery, message_id, info);
   const bool atomic = batch_ && batch_->atomic;
-  if ((once || atomic) && t->kind == "rel" && session_ && session_->For(*t)) {
+  if ((once || atomic) && t->template_class == TemplateClass::kRel && session_ &&
+      session_->For(*t)) {
     // Checked now, applied at the end of the cycle (or of the batch) with the other writes (one
     // transaction, one record round trip), and answered once it has committed.
     auto write = PrepareWrite(*t, **spec, r, &*once);
@@ -406,7 +407,7 @@ std::string DispatchHandler::RunBatch(const amqp::Delivery& delivery, json::obje
     }
     if (run.atomic) {
       const Template* t = info.templates ? info.templates->Find(r.template_name) : nullptr;
-      if (!t || t->kind != "rel" || !IsWrite(*t, r)) {
+      if (!t || t->template_class != TemplateClass::kRel || !IsWrite(*t, r)) {
         const Error not_write{Code::kValidation,
                               "an atomic batch holds REL writes only (create, update, delete "
                               "and write calls); envelope " +

@@ -35,8 +35,10 @@ json::object DescribeTemplate(const Template& t, const templates::Snapshot& snap
         {"kind", op.read ? "read" : "write"}, {"params", Names(op.params)}, {"out", Names(op.out)}};
   }
   if (!t.calls.empty()) ops.push_back("call");
-  json::object out{{"name", t.name},         {"class", t.kind}, {"route", t.route}, {"tla", t.tla},
-                   {"database", t.database}, {"ops", ops},      {"fields", fields}};
+  json::object out{{"name", t.name},         {"class", ClassName(t.template_class)},
+                   {"route", t.route},       {"tla", t.tla},
+                   {"database", t.database}, {"ops", ops},
+                   {"fields", fields}};
   if (!calls.empty()) out["calls"] = std::move(calls);
   if (const OpSpec* fetch = t.Op("fetch")) {
     out["filter_fields"] = Names(fetch->where);
@@ -46,7 +48,7 @@ json::object DescribeTemplate(const Template& t, const templates::Snapshot& snap
     out["filter_fields"] = json::array{};
   }
   if (const FieldSpec* key = t.Key()) out["key"] = key->name;
-  if (t.kind == "rec") out["collection"] = t.collection;
+  if (t.template_class == TemplateClass::kRec) out["collection"] = t.collection;
   if (auto it = snapshot.unavailable.find(t.name); it != snapshot.unavailable.end()) {
     out["status"] = "unavailable";
     out["reason"] = it->second;

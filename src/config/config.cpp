@@ -200,6 +200,25 @@ constexpr std::pair<HandlerKind, std::string_view> kHandlerNames[] = {
 
 }  // namespace
 
+std::string_view EngineName(Engine engine) {
+  switch (engine) {
+    case Engine::kMariadb:
+      return "mariadb";
+    case Engine::kSqlite:
+      return "sqlite";
+    case Engine::kMongodb:
+      return "mongodb";
+  }
+  return "unknown";
+}
+
+std::optional<Engine> EngineNamed(std::string_view name) {
+  for (Engine e : {Engine::kMariadb, Engine::kSqlite, Engine::kMongodb}) {
+    if (EngineName(e) == name) return e;
+  }
+  return std::nullopt;
+}
+
 std::string_view HandlerName(HandlerKind kind) {
   for (const auto& [k, name] : kHandlerNames) {
     if (k == kind) return name;

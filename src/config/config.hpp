@@ -43,9 +43,15 @@ struct HostPort {
   int port = 3306;
 };
 
+// A database's engine ([databases.*] engine).
+enum class Engine { kMariadb, kSqlite, kMongodb };
+// Its name in the configuration: "mariadb", "sqlite", "mongodb"; and back (nullopt otherwise).
+std::string_view EngineName(Engine engine);
+std::optional<Engine> EngineNamed(std::string_view name);
+
 struct DatabaseSettings {
-  std::string name;                // the table name under [databases]
-  std::string engine = "mariadb";  // mariadb | sqlite | mongodb
+  std::string name;  // the table name under [databases]
+  Engine engine = Engine::kMariadb;
   std::string host = "127.0.0.1";
   int port = 3306;
   std::string socket;

@@ -190,7 +190,9 @@ void ReadAmqp(const toml::table* table, const std::string& path, const Origins& 
 void ReadDatabase(const toml::table* table, const std::string& path, const Origins& o,
                   std::vector<std::string>& errors, DatabaseSettings& s) {
   TableReader r(table, path, o, errors);
-  r.String("engine", s.engine, {"mariadb", "sqlite", "mongodb"});
+  std::string engine(EngineName(s.engine));
+  r.String("engine", engine, {"mariadb", "sqlite", "mongodb"});
+  if (const auto named = EngineNamed(engine)) s.engine = *named;
   r.String("host", s.host);
   r.Integer("port", s.port, 1, 65535);
   r.String("socket", s.socket);
@@ -212,8 +214,10 @@ void ReadDatabase(const toml::table* table, const std::string& path, const Origi
     r.Error("write_concern",
             "expected \"majority\" or a number of nodes (1-99), got \"" + s.write_concern + "\"");
   }
-  if (s.engine == "sqlite" && s.path.empty()) r.Error("path", "is required for engine sqlite");
-  if (s.engine == "mongodb" && s.uri.empty()) r.Error("uri", "is required for engine mongodb");
+  if (s.engine == Engine::kSqlite && s.path.empty())
+    r.Error("path", "is required for engine sqlite");
+  if (s.engine == Engine::kMongodb && s.uri.empty())
+    r.Error("uri", "is required for engine mongodb");
   if (const toml::node* node = r.Raw("secondaries")) {
     const auto* array = node->as_array();
     if (!array) {

@@ -4,6 +4,14 @@
 #include <utility>
 
 namespace beds {
+
+std::string_view ClassName(TemplateClass c) { return c == TemplateClass::kRel ? "rel" : "rec"; }
+
+std::optional<TemplateClass> ClassNamed(std::string_view name) {
+  if (name == "rel") return TemplateClass::kRel;
+  if (name == "rec") return TemplateClass::kRec;
+  return std::nullopt;
+}
 namespace {
 
 constexpr std::array<std::pair<FieldType, std::string_view>, 9> kTypeNames = {{

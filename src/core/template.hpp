@@ -12,6 +12,13 @@
 
 namespace beds {
 
+// A template's class (the TOML key `class`): REL (MariaDB procedures and views) or REC
+// (documents in SQLite or MongoDB).
+enum class TemplateClass { kRel, kRec };
+// "rel" or "rec"; and back (nullopt for any other name).
+std::string_view ClassName(TemplateClass c);
+std::optional<TemplateClass> ClassNamed(std::string_view name);
+
 enum class FieldType { kInt, kFloat, kDecimal, kBool, kString, kDate, kDatetime, kJson, kBytes };
 
 // "int", "decimal", …; and back (nullopt for an unknown name).
@@ -51,10 +58,10 @@ struct IndexSpec {  // REC
 };
 
 struct Template {
-  std::string name;                // what clients put in "template"
-  std::string kind;                // "rel" | "rec" (the TOML key is `class`)
+  std::string name;                                    // what clients put in "template"
+  TemplateClass template_class = TemplateClass::kRel;  // the TOML key `class`
   std::string tla;                 // three lowercase letters; REL objects start with "{tla}_"
-  std::string route;               // routing-key prefix; default = kind
+  std::string route;               // routing-key prefix; default = the class's name
   std::string database;            // a [databases.*] entry
   std::string file;                // where it was loaded from, for messages
   std::string collection;          // REC

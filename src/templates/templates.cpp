@@ -141,7 +141,7 @@ void ReadOp(const toml::table& table, const std::string& path, const std::string
             std::vector<std::string>& errors, OpSpec& op) {
   Reader r(table, path, file, errors);
   op.name = op_name;
-  const bool rel = t.kind == "rel";
+  const bool rel = t.template_class == TemplateClass::kRel;
   const std::string prefix = t.tla + "_";
   auto check_object = [&](std::string_view key, const std::string& name) {
     if (!IsIdentifier(name)) {
@@ -263,8 +263,12 @@ Result<Template> Parse(std::string_view text, const std::string& file) {
             "expected 1-64 characters of [A-Za-z0-9_], not starting with a digit");
   }
   if (IsSystemTemplate(t.name)) r.Error(root.get("name"), "name", "\"" + t.name + "\" is reserved");
-  if (r.String("class", t.kind, true) && t.kind != "rel" && t.kind != "rec") {
-    r.Error(root.get("class"), "class", "expected \"rel\" or \"rec\"");
+  if (std::string cls; r.String("class", cls, true)) {
+    if (auto named = ClassNamed(cls)) {
+      t.template_class = *named;
+    } else {
+      r.Error(root.get("class"), "class", "expected \"rel\" or \"rec\"");
+    }
   }
   if (r.String("tla", t.tla, true)) {
     const bool three = t.tla.size() == 3 && std::all_of(t.tla.begin(), t.tla.end(), [](char c) {
@@ -280,12 +284,12 @@ Result<Template> Parse(std::string_view text, const std::string& file) {
                   "\"");
     }
   }
-  t.route = t.kind;
+  t.route = std::string(ClassName(t.template_class));
   if (r.String("route", t.route) && !IsIdentifier(t.route)) {
     r.Error(root.get("route"), "route", "expected [A-Za-z0-9_]");
   }
   r.String("database", t.database, true);
-  if (t.kind == "rec") {
+  if (t.template_class == TemplateClass::kRec) {
     if (r.String("collection", t.collection, true) && !IsIdentifier(t.collection)) {
       r.Error(root.get("collection"), "collection", "expected [A-Za-z0-9_]");
     }
@@ -330,14 +334,14 @@ Result<Template> Parse(std::string_view text, const std::string& file) {
     r.Error(nullptr, "fields", "is required");
   }
 
-  if (t.kind == "rec" && !t.Key() && !t.Field("id")) {
+  if (t.template_class == TemplateClass::kRec && !t.Key() && !t.Field("id")) {
     // The implicit key, declared before the ops and indexes that may name it.
     t.fields.insert(
         t.fields.begin(),
         FieldSpec{
             .name = "id", .type = FieldType::kString, .key = true, .required = false, .max = 64});
   }
-  if (t.kind == "rec") {
+  if (t.template_class == TemplateClass::kRec) {
     if (const toml::table* indexes = r.Table("indexes")) {
       for (const auto& [k, v] : *indexes) {
         const std::string path = "indexes." + std::string(k.str());
@@ -368,7 +372,7 @@ Result<Template> Parse(std::string_view text, const std::string& file) {
     }
   }
 
-  const bool rel = t.kind == "rel";
+  const bool rel = t.template_class == TemplateClass::kRel;
   if (const toml::table* ops = r.Table("ops")) {
     for (const auto& [k, v] : *ops) {
       const std::string op_name(k.str());
@@ -607,7 +611,7 @@ void ForEachProcedure(const Template& t, F&& each) {
 
 std::vector<std::string> BindWarnings(const Template& t, const Schema& schema) {
   std::vector<std::string> warnings;
-  if (t.kind != "rel") return warnings;
+  if (t.template_class != TemplateClass::kRel) return warnings;
   ForEachProcedure(t, [&](const OpSpec& op, const std::string& label) {
     auto it = schema.procedures.find(op.procedure);
     if (it == schema.procedures.end()) return;
@@ -693,7 +697,7 @@ bool EndsTransaction(std::string_view sql) {
 
 OnceProblems OnceCheck(const Template& t, const Schema& schema) {
   OnceProblems out;
-  if (t.kind != "rel") return out;
+  if (t.template_class != TemplateClass::kRel) return out;
   bool writes = false;
   ForEachProcedure(t, [&](const OpSpec& op, const std::string& label) {
     if (op.read) return;
@@ -710,15 +714,15 @@ OnceProblems OnceCheck(const Template& t, const Schema& schema) {
   if (!writes) return out;
   if (!std::binary_search(schema.tables.begin(), schema.tables.end(), "beds_idempotency"))
     out.missing.push_back("table beds_idempotency");
-  for (const char* proc : {"beds_once_begin", "beds_once_commit", "beds_once_commit_many",
-                           "beds_once_sweep"}) {
+  for (const char* proc :
+       {"beds_once_begin", "beds_once_commit", "beds_once_commit_many", "beds_once_sweep"}) {
     if (!schema.procedures.contains(proc)) out.missing.push_back(std::string("procedure ") + proc);
   }
   return out;
 }
 
 void Annotate(Template& t, const Schema& schema) {
-  if (t.kind != "rel") return;
+  if (t.template_class != TemplateClass::kRel) return;
   auto annotate = [&](OpSpec& op) {
     if (op.procedure.empty()) return;
     auto it = schema.procedures.find(op.procedure);
@@ -737,7 +741,7 @@ void Annotate(Template& t, const Schema& schema) {
 
 std::vector<std::string> BindCheck(const Template& t, const Schema& schema) {
   std::vector<std::string> problems;
-  if (t.kind != "rel") return problems;
+  if (t.template_class != TemplateClass::kRel) return problems;
   auto check_op = [&](const OpSpec& op, const std::string& label) {
     if (!op.procedure.empty()) {
       auto it = schema.procedures.find(op.procedure);

@@ -37,7 +37,7 @@ class RecContract : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
     settings_.name = "docs";
-    settings_.engine = GetParam();
+    settings_.engine = *config::EngineNamed(GetParam());
     settings_.max_document_bytes = 64 * 1024;
     settings_.sweep_interval_s = 1;
     if (GetParam() == "mongodb") {
@@ -423,7 +423,7 @@ class SqliteStore : public ::testing::Test {
   void SetUp() override {
     dir_ = TempDir();
     settings_.name = "docs";
-    settings_.engine = "sqlite";
+    settings_.engine = config::Engine::kSqlite;
     settings_.path = dir_ + "/docs.sqlite";
     settings_.sweep_interval_s = 1;
   }

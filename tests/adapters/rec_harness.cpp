@@ -21,7 +21,7 @@ RecHarness::RecHarness(config::DatabaseSettings settings, const std::string& tem
   for (auto& t : *loaded) {
     if (t.database == settings_.name) snapshot_.by_name.emplace(t.name, std::move(t));
   }
-  if (settings_.engine == "sqlite") {
+  if (settings_.engine == config::Engine::kSqlite) {
     core_ = adapters::sqlite::MakeCore(shared ? shared : adapters::sqlite::OpenStore(settings_));
   } else {
     core_ = adapters::mongodb::MakeCore(adapters::mongodb::OpenStore(settings_, 2));

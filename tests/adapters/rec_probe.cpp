@@ -11,14 +11,14 @@
 int main(int argc, char** argv) {
   beds::config::DatabaseSettings s;
   s.name = "docs";
-  s.engine = "mongodb";
+  s.engine = beds::config::Engine::kMongodb;
   std::string dir;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string k = argv[i], v = argv[i + 1];
     if (k == "--templates")
       dir = v;
     else if (k == "--engine")
-      s.engine = v;
+      s.engine = beds::config::EngineNamed(v).value_or(beds::config::Engine::kMongodb);
     else if (k == "--uri")
       s.uri = v;
     else if (k == "--path")

@@ -24,7 +24,7 @@ class SqliteGroupCommit : public ::testing::Test {
     fs::remove_all(dir_);
     fs::create_directories(dir_);
     settings_.name = "docs";
-    settings_.engine = "sqlite";
+    settings_.engine = config::Engine::kSqlite;
     settings_.path = (dir_ / "docs.sqlite").string();
     settings_.synchronous = "full";
     store_ = adapters::sqlite::OpenStore(settings_);

@@ -67,7 +67,7 @@ TEST_F(ConfigTest, BaseAloneGivesDefaults) {
   EXPECT_EQ(c->brokers[0].name, "rBroker");
   EXPECT_EQ(c->brokers[0].prefetch, 16);  // default from the struct
   EXPECT_EQ(c->brokers[0].retry_backoff_ms, (std::vector<int64_t>{100, 1000, 10000}));
-  EXPECT_EQ(c->databases.at("main").engine, "mariadb");
+  EXPECT_EQ(c->databases.at("main").engine, config::Engine::kMariadb);
   EXPECT_EQ(c->files.size(), 1u);
 }
 

@@ -11,7 +11,7 @@ namespace json = boost::json;
 Template Users() {
   Template t;
   t.name = "Users";
-  t.kind = "rel";
+  t.template_class = TemplateClass::kRel;
   t.tla = "usr";
   t.fields = {{"id", FieldType::kInt, true, false, 0},
               {"email", FieldType::kString, false, true, 8},

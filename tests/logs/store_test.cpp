@@ -32,7 +32,7 @@ class LogStoreTest : public ::testing::Test {
     ASSERT_EQ(store_.collection, "msLogs");
     config::DatabaseSettings db;
     db.name = "docs";
-    db.engine = "sqlite";
+    db.engine = config::Engine::kSqlite;
     db.path = (dir_ / "docs.sqlite").string();
     core_ = adapters::sqlite::MakeCore(adapters::sqlite::OpenStore(db));
     ASSERT_TRUE(core_->Prepare(store_));
