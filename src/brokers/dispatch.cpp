@@ -78,7 +78,7 @@ std::optional<Error> CheckRoute(const Template& t, const Request& r,
   if (right_route && known_kind && (!write || kind == "write")) return std::nullopt;
   // Refused: the messages are built only now, off the path every request takes.
   const std::string right = t.route + (write ? ".write" : ".read");
-  const std::string what = r.op == "call" ? "call '" + protocol::Excerpt(r.call) + "'" : r.op;
+  const std::string what = OpOf(r) == Op::kCall ? "call '" + protocol::Excerpt(r.call) + "'" : r.op;
   if (!right_route) {
     return Error{Code::kBadRequest, "template '" + t.name + "' is served on " + t.route +
                                         ".read and " + t.route + ".write, not " +
@@ -202,15 +202,16 @@ Outcome DispatchHandler::Serve(const Request& r, const amqp::Delivery& delivery,
     return answer(std::move(*ticket));
   }
   if (r.template_name == "sys") {
-    if (r.op == "ping") return answer(PingData(info));
-    if (r.op == "describe") return answer(DescribeData(info));
-    if (r.op == "call" && r.call == "fault" && info.fault_injection) {
+    const Op op = OpOf(r);
+    if (op == Op::kPing) return answer(PingData(info));
+    if (op == Op::kDescribe) return answer(DescribeData(info));
+    if (op == Op::kCall && r.call == "fault" && info.fault_injection) {
       if (batch_) {
         return refuse(Error{Code::kValidation, "sys/call fault is not taken inside a batch"});
       }
       return Fault(r, delivery, retries, event_id);
     }
-    if (r.op == "call") {
+    if (op == Op::kCall) {
       return refuse(Error{Code::kUnknownOp,
                           "template 'sys' has no call '" + protocol::Excerpt(r.call) + "'"});
     }
@@ -283,7 +284,7 @@ std::string DispatchHandler::ReplyTo(const Request& r, const amqp::Delivery& del
       protocol::EncodeOk(event_id, std::move(result->data), result->count, replayed);
   if (static_cast<int64_t>(reply.size()) > info_->max_reply_bytes) {
     // The broker would refuse it, leaving the message unacked and its write to be run again.
-    const OpSpec* spec = r.op == "call" ? t.Call(r.call) : t.Op(r.op);
+    const OpSpec* spec = OpOf(r) == Op::kCall ? t.Call(r.call) : t.Op(r.op);
     const bool read = spec && spec->read;
     const Error too_large{Code::kTooLarge,
                           "the result is " + std::to_string(reply.size()) +
@@ -342,8 +343,7 @@ std::string DispatchHandler::Answered(NamasteCore& core, const StagedWrite& w, c
                                       std::chrono::microseconds took) {
   const Template& t = *write.t;
   logs::EventScope scope(w.lineage);
-  RecordedCore(core, "mariadb")
-      .Record(t, w.request.op == "call" ? "call:" + w.request.call : w.request.op, result, took);
+  RecordedCore(core, "mariadb").Record(t, OpLabel(w.request), result, took);
   if (!result) recorder_.CountAdapterError(t, result.error());
   if (write.payload.once) recorder_.CountOnce(result);
   return ReplyTo(w.request, delivery, t, std::move(result), w.lineage.event_id, w.started);

@@ -25,13 +25,13 @@ std::string_view KnownOpName(const Template* t, const Request& r) {
   // A batch's own record: "run", or "atomic" (DispatchHandler::RunBatch).
   static constexpr std::string_view kSysOps[] = {"ping", "describe", "call", "run", "atomic"};
   if (!t) {
-    if (r.template_name == "lineage") return r.op == "fetch" ? "fetch" : kUnknownLabel;
+    if (r.template_name == "lineage") return OpOf(r) == Op::kFetch ? "fetch" : kUnknownLabel;
     for (std::string_view op : kSysOps) {
       if (r.op == op) return op;
     }
     return kUnknownLabel;
   }
-  if (r.op == "call") return "call";
+  if (OpOf(r) == Op::kCall) return "call";
   const OpSpec* op = t->Op(r.op);
   return op ? std::string_view(op->name) : kUnknownLabel;
 }
@@ -106,7 +106,7 @@ void RequestRecorder::Audit(const Request& r, const amqp::Delivery& delivery, co
     a.kind = "audit";
     a.lineage = logs::ChildOfCurrent();
     a.template_name = t.name;
-    a.op = r.op == "call" ? "call:" + r.call : r.op;
+    a.op = OpLabel(r);
     a.msg = a.op + " applied";
     // A sender the broker did not verify is recorded as such (see SenderOf).
     const Sender sender = SenderOf(delivery);
@@ -171,7 +171,7 @@ void RequestRecorder::Finish(const Request& r, const amqp::Delivery& delivery, c
   e.level = level;
   e.lineage = logs::CurrentLineage();
   e.template_name = Excerpt(r.template_name, 64);
-  e.op = Excerpt(r.op == "call" ? "call:" + r.call : r.op, 32);
+  e.op = Excerpt(OpLabel(r), 32);
   e.duration_us = std::chrono::duration_cast<std::chrono::microseconds>(elapsed).count();
   e.msg = error ? std::string(outcome) + ": " + error->message : "ok";
   e.fields["routing_key"] = delivery.routing_key;

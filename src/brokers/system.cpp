@@ -127,7 +127,7 @@ json::object PingData(const NodeInfo& info) {
 
 Result<json::object> LineageTree(const NodeInfo& info, CoreFactory::Session* session,
                                  const Request& r) {
-  if (r.op != "fetch") {
+  if (OpOf(r) != Op::kFetch) {
     return std::unexpected(
         Error{Code::kUnknownOp, "template 'lineage' has no op '" + Excerpt(r.op) + "'"});
   }

@@ -115,7 +115,7 @@ Result<json::object> TicketStore::Update(const std::string& ticket, json::object
 }
 
 NewTicket NewTicketOf(const Template& t, const Request& r, const Lineage& lineage) {
-  return NewTicket{lineage.event_id, t.name, r.op == "call" ? "call:" + r.call : r.op};
+  return NewTicket{lineage.event_id, t.name, OpLabel(r)};
 }
 
 bool IsJob(const amqp::Delivery& delivery) {
@@ -168,7 +168,8 @@ Result<Outcome> SubmitJob(const NodeInfo& info, const Template& t, const OpSpec&
 }
 
 Result<json::object> TicketOp(const NodeInfo& info, TicketStore& tickets, const Request& r) {
-  if (r.op != "poll" && r.op != "wait" && r.op != "cancel") {
+  const Op op = OpOf(r);
+  if (op != Op::kPoll && op != Op::kWait && op != Op::kCancel) {
     return Fail(Code::kUnknownOp,
                 "template 'calgon' has no op '" + Excerpt(r.op) + "' (poll, wait and cancel)");
   }
@@ -181,17 +182,17 @@ Result<json::object> TicketOp(const NodeInfo& info, TicketStore& tickets, const 
                                        "request was answered with ({node}.{env}.{guid})");
   }
   for (const auto& [key, value] : r.data) {
-    if (key != "timeout_ms" || r.op != "wait") {
+    if (key != "timeout_ms" || op != Op::kWait) {
       return Fail(Code::kValidation, "calgon/" + r.op + " takes no data field '" + Excerpt(key) +
-                                         "'" + (r.op == "wait" ? " (only timeout_ms)" : ""));
+                                         "'" + (op == Op::kWait ? " (only timeout_ms)" : ""));
     }
   }
-  if (r.op == "poll") {
+  if (op == Op::kPoll) {
     auto ticket = tickets.Get(r.id, r.deadline_ms);
     if (!ticket) return ticket;
     return Shown(std::move(*ticket));
   }
-  if (r.op == "cancel") {
+  if (op == Op::kCancel) {
     auto ticket = tickets.Get(r.id, r.deadline_ms);
     if (!ticket) return ticket;
     const json::object shown = Shown(*ticket);

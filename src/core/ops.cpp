@@ -4,26 +4,47 @@
 #include "core/validate.hpp"
 
 namespace beds {
+
+Op OpNamed(std::string_view name) {
+  static constexpr std::pair<std::string_view, Op> kNames[] = {
+      {"create", Op::kCreate}, {"fetch", Op::kFetch},       {"count", Op::kCount},
+      {"update", Op::kUpdate}, {"delete", Op::kDelete},     {"call", Op::kCall},
+      {"ping", Op::kPing},     {"describe", Op::kDescribe}, {"poll", Op::kPoll},
+      {"wait", Op::kWait},     {"cancel", Op::kCancel}};
+  for (const auto& [n, op] : kNames) {
+    if (n == name) return op;
+  }
+  return Op::kUnknown;
+}
+
+Op OpOf(const Request& r) { return OpNamed(r.op); }
+
+std::string OpLabel(const Request& r) { return OpOf(r) == Op::kCall ? "call:" + r.call : r.op; }
+
 namespace {
 
-bool IsDataOp(std::string_view op) {
-  return op == "create" || op == "fetch" || op == "count" || op == "update" || op == "delete" ||
-         op == "call";
+bool IsDataOp(Op op) {
+  return op == Op::kCreate || op == Op::kFetch || op == Op::kCount || op == Op::kUpdate ||
+         op == Op::kDelete || op == Op::kCall;
 }
+
+bool IsQuery(Op op) { return op == Op::kFetch || op == Op::kCount; }
 
 }  // namespace
 
 bool IsWrite(const Template& t, const Request& r) {
-  if (r.op == "create" || r.op == "update" || r.op == "delete") return true;
-  if (r.op != "call") return false;
+  const Op op = OpOf(r);
+  if (op == Op::kCreate || op == Op::kUpdate || op == Op::kDelete) return true;
+  if (op != Op::kCall) return false;
   const OpSpec* spec = t.Call(r.call);
   return spec && !spec->read;
 }
 
 Result<const OpSpec*> FindOp(const Template& t, const Request& r) {
   const std::string& op = r.op;
+  const Op kind = OpOf(r);
   const OpSpec* spec = nullptr;
-  if (op == "call") {
+  if (kind == Op::kCall) {
     if (r.call.empty())
       return std::unexpected(
           Error{Code::kValidation, "op call needs \"call\": the operation's name"});
@@ -32,7 +53,7 @@ Result<const OpSpec*> FindOp(const Template& t, const Request& r) {
       return std::unexpected(Error{
           Code::kUnknownOp, "template '" + t.name + "' has no call '" + Excerpt(r.call) + "'"});
     }
-  } else if (IsDataOp(op)) {
+  } else if (IsDataOp(kind)) {
     spec = t.Op(op);
   }
   if (!spec) {
@@ -52,7 +73,7 @@ struct Checked {
 
 Result<Checked> Check(const Template& t, const OpSpec& spec, const Request& r) {
   const std::string& op = r.op;
-  const bool query = op == "fetch" || op == "count";
+  const bool query = IsQuery(OpOf(r));
   if (query && !r.data.empty()) {
     return std::unexpected(Error{Code::kValidation, op + " takes where, not data"});
   }
@@ -62,7 +83,7 @@ Result<Checked> Check(const Template& t, const OpSpec& spec, const Request& r) {
   Checked out;
   if (query) {
     QueryInput in{&r.where, r.id, r.limit, r.offset, r.order};
-    auto q = ValidateQuery(t, spec, in, op == "count");
+    auto q = ValidateQuery(t, spec, in, OpOf(r) == Op::kCount);
     if (!q) return std::unexpected(q.error());
     q->deadline_ms = r.deadline_ms;
     out.query = std::move(*q);
@@ -85,23 +106,21 @@ Result<void> CheckOp(const Template& t, const OpSpec& spec, const Request& r) {
 
 Result<Write> PrepareWrite(const Template& t, const OpSpec& spec, const Request& r,
                            const OnceScope* once) {
-  const std::string& op = r.op;
-  if (op == "fetch" || op == "count") {
-    return std::unexpected(Error{Code::kInternal, op + " is not a write"});
-  }
+  const Op op = OpOf(r);
+  if (IsQuery(op)) return std::unexpected(Error{Code::kInternal, r.op + " is not a write"});
   auto checked = Check(t, spec, r);
   if (!checked) return std::unexpected(checked.error());
   Write w;
   w.t = &t;
   w.spec = &spec;
-  w.kind = op == "create"   ? Write::Kind::kCreate
-           : op == "update" ? Write::Kind::kUpdate
-           : op == "delete" ? Write::Kind::kDelete
-                            : Write::Kind::kCall;
+  w.kind = op == Op::kCreate   ? Write::Kind::kCreate
+           : op == Op::kUpdate ? Write::Kind::kUpdate
+           : op == Op::kDelete ? Write::Kind::kDelete
+                               : Write::Kind::kCall;
   w.payload = std::move(*checked->payload);
   Payload& p = w.payload;
   if (once && !spec.read) {
-    std::string digest = OnceDigest(t, op == "call" ? "call:" + spec.name : op, p);
+    std::string digest = OnceDigest(t, op == Op::kCall ? "call:" + spec.name : r.op, p);
     std::string identity =
         once->by_key ? once->identity : OnceIdentityOfMessage(once->identity, digest);
     p.once = WriteOnce{std::move(identity), std::move(digest), once->ttl_s, once->maybe_seen};
@@ -111,11 +130,11 @@ Result<Write> PrepareWrite(const Template& t, const OpSpec& spec, const Request&
 
 Result<OpResult> RunOp(const Template& t, const OpSpec& spec, const Request& r, NamasteCore& core,
                        const OnceScope* once) {
-  const std::string& op = r.op;
-  if (op == "fetch" || op == "count") {
+  const Op op = OpOf(r);
+  if (IsQuery(op)) {
     auto checked = Check(t, spec, r);
     if (!checked) return std::unexpected(checked.error());
-    if (op == "count") return core.Count(t, spec, *checked->query);
+    if (op == Op::kCount) return core.Count(t, spec, *checked->query);
     auto result = core.Fetch(t, spec, *checked->query);
     if (result && !r.id.empty() && result->data.empty()) {
       return std::unexpected(

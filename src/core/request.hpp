@@ -7,10 +7,39 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 
 #include "core/lineage.hpp"
 
 namespace beds {
+
+// Every op the protocol names (docs/protocol.md): the data ops, and those of the system
+// templates (sys: ping, describe, call; lineage: fetch; calgon: poll, wait, cancel). Which ops a
+// template takes is its own business; a name outside this list is kUnknown.
+enum class Op {
+  kUnknown,
+  kCreate,
+  kFetch,
+  kCount,
+  kUpdate,
+  kDelete,
+  kCall,
+  kPing,
+  kDescribe,
+  kPoll,
+  kWait,
+  kCancel
+};
+
+// The op a name stands for (the one place op names are compared).
+Op OpNamed(std::string_view name);
+
+struct Request;
+// The request's op: OpNamed(request.op).
+Op OpOf(const Request& request);
+
+// How records and messages name a request's op: "call:{name}" for a call, else the op.
+std::string OpLabel(const Request& request);
 
 struct Request {
   std::string template_name;

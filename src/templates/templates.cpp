@@ -10,6 +10,8 @@
 #include <set>
 #include <sstream>
 
+#include "core/request.hpp"
+
 namespace beds::templates {
 namespace {
 
@@ -130,7 +132,8 @@ struct OpRules {
 };
 
 OpRules RulesFor(std::string_view op, bool rel) {
-  if (op == "fetch" || op == "count") return {false, rel, true, false};
+  const Op kind = OpNamed(op);
+  if (kind == Op::kFetch || kind == Op::kCount) return {false, rel, true, false};
   return {rel, false, false, false};  // create, update, delete
 }
 
