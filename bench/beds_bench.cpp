@@ -1069,7 +1069,9 @@ int main(int argc, char** argv) {
         settings.synchronous.c_str(), pool->prefetch);
   }
   // With --batch, BEDS gets the same requests N at a time in batch envelopes.
-  BodySource beds_body = next_body;
+  // A reference, not a copy: body sources keep state (rel-create's running e-mail number), and
+  // both sides must draw from the one sequence.
+  BodySource beds_body = [&next_body] { return next_body(); };
   if (batch > 0) {
     beds_body = [&next_body, batch, atomic] {
       std::string body = atomic ? R"({"atomic":true,"batch":[)" : R"({"batch":[)";
