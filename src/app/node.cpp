@@ -6,8 +6,8 @@
 #include <chrono>
 #include <filesystem>
 #include <functional>
-#include <map>
 #include <mutex>
+#include <stdexcept>
 #include <thread>
 
 #include "app/ipl.hpp"
@@ -205,42 +205,33 @@ struct HandlerParts {
   std::shared_ptr<brokers::NodeMetricsTable> node_metrics;
   std::string log_store;
 };
-using MakerOf = brokers::HandlerMaker (*)(const config::BrokerSettings&, const HandlerParts&);
-const std::map<config::HandlerKind, MakerOf>& HandlerKinds() {
-  static const std::map<config::HandlerKind, MakerOf> kinds = {
-      {config::HandlerKind::kDispatch,
-       [](const config::BrokerSettings&, const HandlerParts& p) -> brokers::HandlerMaker {
-         return [info = p.info, factory = p.factory]() -> std::shared_ptr<brokers::Handler> {
-           return std::make_shared<brokers::DispatchHandler>(info, factory);
-         };
-       }},
-      {config::HandlerKind::kCalgon,
-       [](const config::BrokerSettings&, const HandlerParts& p) -> brokers::HandlerMaker {
-         return [info = p.info, factory = p.factory]() -> std::shared_ptr<brokers::Handler> {
-           return std::make_shared<brokers::CalgonHandler>(info, factory);
-         };
-       }},
-      {config::HandlerKind::kLogs,
-       [](const config::BrokerSettings&, const HandlerParts& p) -> brokers::HandlerMaker {
-         return [snapshot = p.templates, factory = p.factory,
-                 store = p.log_store]() -> std::shared_ptr<brokers::Handler> {
-           return std::make_shared<brokers::LogStoreHandler>(snapshot, factory, store);
-         };
-       }},
-      {config::HandlerKind::kSyslog,
-       [](const config::BrokerSettings& broker, const HandlerParts&) -> brokers::HandlerMaker {
-         return [broker]() -> std::shared_ptr<brokers::Handler> {
-           return std::make_shared<brokers::SyslogHandler>(broker.syslog_socket, broker.level);
-         };
-       }},
-      {config::HandlerKind::kMetrics,
-       [](const config::BrokerSettings&, const HandlerParts& p) -> brokers::HandlerMaker {
-         return [tables = p.node_metrics]() -> std::shared_ptr<brokers::Handler> {
-           return std::make_shared<brokers::MetricsHandler>(tables);
-         };
-       }},
-  };
-  return kinds;
+// The maker of `broker`'s handlers: a switch, so a new HandlerKind without a handler is a
+// compile error (-Wswitch).
+brokers::HandlerMaker MakerFor(const config::BrokerSettings& broker, const HandlerParts& p) {
+  switch (broker.handler) {
+    case config::HandlerKind::kDispatch:
+      return [info = p.info, factory = p.factory]() -> std::shared_ptr<brokers::Handler> {
+        return std::make_shared<brokers::DispatchHandler>(info, factory);
+      };
+    case config::HandlerKind::kCalgon:
+      return [info = p.info, factory = p.factory]() -> std::shared_ptr<brokers::Handler> {
+        return std::make_shared<brokers::CalgonHandler>(info, factory);
+      };
+    case config::HandlerKind::kLogs:
+      return [snapshot = p.templates, factory = p.factory,
+              store = p.log_store]() -> std::shared_ptr<brokers::Handler> {
+        return std::make_shared<brokers::LogStoreHandler>(snapshot, factory, store);
+      };
+    case config::HandlerKind::kSyslog:
+      return [broker]() -> std::shared_ptr<brokers::Handler> {
+        return std::make_shared<brokers::SyslogHandler>(broker.syslog_socket, broker.level);
+      };
+    case config::HandlerKind::kMetrics:
+      return [tables = p.node_metrics]() -> std::shared_ptr<brokers::Handler> {
+        return std::make_shared<brokers::MetricsHandler>(tables);
+      };
+  }
+  throw std::logic_error("unknown handler kind");
 }
 
 bool RunsHandler(const config::Config& c, config::HandlerKind handler) {
@@ -358,8 +349,7 @@ Result<void> Node::Impl::StartWork(const TemplateSet& templates,
   const HandlerParts parts{info, templates.snapshot, factory,
                            std::make_shared<brokers::NodeMetricsTable>(), c.logging.store_template};
   for (const auto& broker : c.brokers) {
-    const MakerOf make = HandlerKinds().at(broker.handler);
-    pools.push_back(std::make_unique<brokers::Pool>(broker, c.amqp, make(broker, parts)));
+    pools.push_back(std::make_unique<brokers::Pool>(broker, c.amqp, MakerFor(broker, parts)));
   }
   RegisterCollectors(*metrics, parts.node_metrics);
   // The node that serves writes keeps their exactly-once records from growing without bound.

@@ -1,6 +1,8 @@
 // Batch envelopes (docs/protocol.md "Batches") end to end: the real `beds` binary, the fixture's
 // RabbitMQ and MariaDB, the exactly-once test domain (tests/integration/once/: Items, whose
 // create signals on a negative work_ms).
+#include <signal.h>
+
 #include <set>
 
 #include "integration/node_fixture.hpp"
@@ -107,6 +109,39 @@ TEST_F(BatchTest, AnAtomicBatchAppliesAllOrNothingAndOnce) {
   EXPECT_EQ(CodeOf(mixed), "VALIDATION") << json::serialize(mixed);
   EXPECT_EQ(mixed.at("error").at("index"), json::value(1));
   EXPECT_EQ(Names(), "p,q");
+}
+
+TEST_F(BatchTest, AnAtomicBatchOnANodeKilledMidTransactionAppliesOnceWhenRedelivered) {
+  // The second create works on for a while with the first one's row already written: the node
+  // is killed then, its transaction dies with its connection, and the redelivered batch runs
+  // again as a whole.
+  client::SendOptions persistent;
+  persistent.delivery_mode = 2;
+  auto id = client_->Send(
+      "rel.write", R"({"atomic":true,"batch":[)" + Create("k1") + "," + Create("k2", 1500) + "]}",
+      persistent);
+  ASSERT_TRUE(id.has_value()) << id.error().message;
+  const auto until = std::chrono::steady_clock::now() + 30s;
+  // This database's own connections only: other tests share the server.
+  const std::string writing =
+      "SELECT COUNT(*) FROM information_schema.innodb_trx t JOIN information_schema.processlist p "
+      "ON p.id = t.trx_mysql_thread_id WHERE t.trx_rows_modified > 0 AND p.db = DATABASE()";
+  while (Scalar(writing) == "0") {
+    ASSERT_LT(std::chrono::steady_clock::now(), until) << "the batch never started writing";
+  }
+  nodes_.back()->Signal(SIGKILL);
+  StartNode(DomainOptions());
+  std::optional<client::Reply> reply;
+  while (!reply && std::chrono::steady_clock::now() < until + 30s) {
+    auto r = client_->Receive(500ms);
+    ASSERT_TRUE(r.has_value()) << r.error().message;
+    if (*r && (*r)->correlation_id == *id) reply = std::move(**r);
+  }
+  ASSERT_TRUE(reply) << "the redelivered batch was never answered";
+  auto body = json::parse(reply->body);
+  ASSERT_TRUE(Ok(body)) << reply->body;
+  EXPECT_EQ(body.at("count"), json::value(2));
+  EXPECT_EQ(Names(), "k1,k2") << "applied once, as a whole";
 }
 
 TEST_F(BatchTest, MalformedBatchesAreRefusedAndNothingRuns) {
