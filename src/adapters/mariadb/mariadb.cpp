@@ -837,11 +837,7 @@ class MariaDbCore : public NamasteCore {
           break;
         }
         applied.push_back(Shape(std::move(*produced)));
-        if (const auto& once = w.payload.once) {
-          records.push_back(
-              json::array{json::string(Hex(once->identity)), json::string(Hex(once->digest)),
-                          json::string(EncodeRecordedReply(applied.back())), once->ttl_s});
-        }
+        if (const auto& once = w.payload.once) records.push_back(RecordOf(*once, applied.back()));
       }
       if (!failed) {
         if (records.empty()) {
@@ -882,21 +878,7 @@ class MariaDbCore : public NamasteCore {
         look_first = true;
         continue;
       }
-      if (e.errnum == ER_SP_DOES_NOT_EXIST && e.text.find("beds_once_") != std::string::npos) {
-        spdlog::error("{}: {}: install schema/mariadb/000_beds_idempotency.sql", what, e.text);
-        return fail(failed_at, Error{Code::kUnavailable,
-                                     what + ": the database has no exactly-once record "
-                                            "(schema/mariadb/000_beds_idempotency.sql); an "
-                                            "operator has been told"});
-      }
-      if (e.errnum != ER_SIGNAL_EXCEPTION && e.errnum != ER_SIGNAL_NOT_FOUND &&
-          e.errnum != ER_DUP_ENTRY) {
-        spdlog::warn("{}: {} ({} {})", what, e.text, e.errnum, e.sqlstate);
-      }
-      Error mapped = MapError(e, what);
-      // Rolled back: whatever the code says, nothing of the batch remains.
-      if (mapped.code == Code::kUnavailable) mapped.retry = true;
-      return fail(failed_at, mapped);
+      return fail(failed_at, RolledBack(e, what));
     }
     return fail(0, patience.GaveUp(what, settings_.name, last,
                                    "try again later with the same idempotency keys: if the batch "
@@ -969,10 +951,7 @@ class MariaDbCore : public NamasteCore {
         return alone(false);
       }
       applied.push_back(Shape(std::move(*produced)));
-      const WriteOnce& once = *w.payload.once;
-      records.push_back(json::array{json::string(Hex(once.identity)),
-                                    json::string(Hex(once.digest)),
-                                    json::string(EncodeRecordedReply(applied.back())), once.ttl_s});
+      records.push_back(RecordOf(*w.payload.once, applied.back()));
     }
     std::vector<Value> record{Value{FieldType::kString, false, 0, 0, json::serialize(records)}};
     auto committed = Step(conn, kCommitMany, record, 0, kNoFields, kNoNames);
@@ -1021,13 +1000,6 @@ class MariaDbCore : public NamasteCore {
     int again = 0;  // runs repeated after a deadlock, a lost race or a changed procedure
     bool look_first = once.maybe_seen;
     std::optional<DbError> last;
-    auto nothing_applied = [&](const std::string& why) {
-      return std::unexpected(Error{Code::kUnavailable,
-                                   what + ": " + why +
-                                       "; nothing was applied, and sending it "
-                                       "again (with its idempotency key) is safe",
-                                   true});
-    };
     while (true) {
       Connection& conn = writer_;
       if (conn.connected() && conn.LooksClosed()) conn.Close();
@@ -1101,27 +1073,8 @@ class MariaDbCore : public NamasteCore {
           again++ < kDeadlockRetries) {
         continue;  // rolled back: safe to run again
       }
-      if (e.errnum == ER_LOCK_DEADLOCK) return nothing_applied("it was stopped in a deadlock");
-      if (e.errnum == ER_LOCK_WAIT_TIMEOUT) return nothing_applied("it waited too long for a lock");
-      if (e.errnum == ER_STATEMENT_TIMEOUT) {
-        return nothing_applied("it ran longer than query_timeout_ms");
-      }
-      if (e.errnum == ER_SP_DOES_NOT_EXIST && (e.text.find("beds_once_") != std::string::npos)) {
-        spdlog::error("{}: {}: install schema/mariadb/000_beds_idempotency.sql", what, e.text);
-        return std::unexpected(
-            Error{Code::kUnavailable, what + ": the database has no exactly-once record "
-                                             "(schema/mariadb/000_beds_idempotency.sql); an "
-                                             "operator has been told"});
-      }
       if (e.errnum == ER_SP_DOES_NOT_EXIST || e.errnum == ER_NO_SUCH_TABLE) conn.Forget(sql);
-      if (e.errnum != ER_SIGNAL_EXCEPTION && e.errnum != ER_SIGNAL_NOT_FOUND &&
-          e.errnum != ER_DUP_ENTRY) {
-        spdlog::warn("{}: {} ({} {})", what, e.text, e.errnum, e.sqlstate);
-      }
-      Error mapped = MapError(e, what);
-      // Rolled back: whatever the code says, nothing of this write remains.
-      if (mapped.code == Code::kUnavailable) mapped.retry = true;
-      return std::unexpected(mapped);
+      return std::unexpected(RolledBack(e, what));
     }
     return std::unexpected(patience.GaveUp(what, settings_.name, last,
                                            "try again later with the same idempotency key: if "
@@ -1154,6 +1107,44 @@ class MariaDbCore : public NamasteCore {
           std::unexpected(Error{Code::kInternal, what + ": its record has no reply"}));
     }
     return std::optional<Result<OpResult>>(DecodeRecordedReply(reply->get_string()));
+  }
+
+  // The record of an exactly-once write for beds_once_commit_many: [identity hex, digest hex,
+  // reply, ttl_s].
+  static json::array RecordOf(const WriteOnce& once, const OpResult& result) {
+    return json::array{json::string(Hex(once.identity)), json::string(Hex(once.digest)),
+                       json::string(EncodeRecordedReply(result)), once.ttl_s};
+  }
+
+  // The answer to an exactly-once write (or atomic batch) that failed on the server and was
+  // rolled back: whatever the code says, nothing of it remains, so a database that was merely
+  // busy or away is retryable, and the client is told that sending it again is safe.
+  static Error RolledBack(const DbError& e, const std::string& what) {
+    auto nothing_applied = [&](const std::string& why) {
+      return Error{Code::kUnavailable,
+                   what + ": " + why +
+                       "; nothing was applied, and sending it again (with its idempotency key) "
+                       "is safe",
+                   true};
+    };
+    if (e.errnum == ER_LOCK_DEADLOCK) return nothing_applied("it was stopped in a deadlock");
+    if (e.errnum == ER_LOCK_WAIT_TIMEOUT) return nothing_applied("it waited too long for a lock");
+    if (e.errnum == ER_STATEMENT_TIMEOUT)
+      return nothing_applied("it ran longer than query_timeout_ms");
+    if (e.errnum == ER_SP_DOES_NOT_EXIST && e.text.find("beds_once_") != std::string::npos) {
+      spdlog::error("{}: {}: install schema/mariadb/000_beds_idempotency.sql", what, e.text);
+      return Error{Code::kUnavailable, what +
+                                           ": the database has no exactly-once record "
+                                           "(schema/mariadb/000_beds_idempotency.sql); an "
+                                           "operator has been told"};
+    }
+    if (e.errnum != ER_SIGNAL_EXCEPTION && e.errnum != ER_SIGNAL_NOT_FOUND &&
+        e.errnum != ER_DUP_ENTRY) {
+      spdlog::warn("{}: {} ({} {})", what, e.text, e.errnum, e.sqlstate);
+    }
+    Error mapped = MapError(e, what);
+    if (mapped.code == Code::kUnavailable) mapped.retry = true;
+    return mapped;
   }
 
   // Whether the connection is inside a transaction, as the server's last status said.
