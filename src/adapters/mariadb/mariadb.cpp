@@ -861,6 +861,12 @@ class MariaDbCore : public NamasteCore {
       if (IsConnectionError(e.errnum) || !conn.connected()) {
         // Rolled back by the server, or committed: the lookup on the next connection tells.
         conn.Close();
+        if (e.errnum == kUnreadable) {
+          // The same answer would be unreadable again: as for a single write, not retried.
+          spdlog::error("{}: reading the database's answer failed: {}", what, e.text);
+          return fail(failed_at, Error{Code::kInternal,
+                                       what + ": the database's answer could not be read", false});
+        }
         last = e;
         look_first = true;
         if (patience.Expired()) break;
