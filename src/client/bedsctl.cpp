@@ -13,6 +13,7 @@
 #include <boost/json.hpp>
 #include <chrono>
 #include <cstdio>
+#include <expected>
 #include <fstream>
 #include <iostream>
 #include <optional>
@@ -42,33 +43,44 @@ bool ReplyOk(const std::string& body) {
   return ok && ok->is_bool() && ok->get_bool();
 }
 
-int Request(const beds::config::AmqpSettings& amqp, const std::string& key, const std::string& body,
-            int timeout_ms, const std::string& idempotency_key = {}) {
+// Sends `body` on `key` and prints the reply. No reply, or one the broker returned because no
+// queue takes `key`, is said on stderr and answered with bedsctl's exit code for it.
+std::expected<beds::client::Reply, int> SendAndPrint(const beds::config::AmqpSettings& amqp,
+                                                     const std::string& key,
+                                                     const std::string& body, int timeout_ms,
+                                                     const std::string& idempotency_key) {
   auto client = beds::client::Client::Connect(amqp);
   if (!client) {
     std::cerr << "bedsctl: " << client.error().message << "\n";
-    return 3;
+    return std::unexpected(3);
   }
   beds::client::SendOptions options;
   options.idempotency_key = idempotency_key;
   auto reply = (*client)->Call(key, body, std::chrono::milliseconds(timeout_ms), options);
   if (!reply) {
     std::cerr << "bedsctl: " << reply.error().message << "\n";
-    return 4;
+    return std::unexpected(4);
   }
   std::cout << reply->body << "\n";
-  if (!reply->idempotency_key.empty() && !ReplyOk(reply->body) && !reply->unroutable) {
+  if (reply->unroutable) {
+    std::cerr << "bedsctl: nothing is bound to routing key '" << key
+              << "' on beds.events: check the key (e.g. rel.read, rel.write, sys.read)\n";
+    return std::unexpected(1);
+  }
+  return std::move(*reply);
+}
+
+int Request(const beds::config::AmqpSettings& amqp, const std::string& key, const std::string& body,
+            int timeout_ms, const std::string& idempotency_key = {}) {
+  auto reply = SendAndPrint(amqp, key, body, timeout_ms, idempotency_key);
+  if (!reply) return reply.error();
+  if (!reply->idempotency_key.empty() && !ReplyOk(reply->body)) {
     auto decoded = beds::protocol::DecodeReply(reply->body);
     if (decoded && decoded->error && decoded->error->retryable()) {
       std::cerr << "bedsctl: this write can be sent again safely: add --idempotency-key "
                 << reply->idempotency_key
                 << " (if it was applied, its recorded reply answers; if not, it is applied)\n";
     }
-  }
-  if (reply->unroutable) {
-    std::cerr << "bedsctl: nothing is bound to routing key '" << key
-              << "' on beds.events: check the key (e.g. rel.read, rel.write, sys.read)\n";
-    return 1;
   }
   return ReplyOk(reply->body) ? 0 : 1;
 }
@@ -103,25 +115,9 @@ int Batch(const beds::config::AmqpSettings& amqp, const std::string& key, const 
     std::cerr << "bedsctl: " << file << " holds no envelopes (one JSON object per line)\n";
     return 2;
   }
-  auto client = beds::client::Client::Connect(amqp);
-  if (!client) {
-    std::cerr << "bedsctl: " << client.error().message << "\n";
-    return 3;
-  }
-  beds::client::SendOptions options;
-  options.idempotency_key = idempotency_key;
-  auto reply = (*client)->Call(key, beds::client::BatchBody(envelopes, atomic),
-                               std::chrono::milliseconds(timeout_ms), options);
-  if (!reply) {
-    std::cerr << "bedsctl: " << reply.error().message << "\n";
-    return 4;
-  }
-  std::cout << reply->body << "\n";
-  if (reply->unroutable) {
-    std::cerr << "bedsctl: nothing is bound to routing key '" << key
-              << "' on beds.events: check the key (e.g. rel.read, rel.write)\n";
-    return 1;
-  }
+  auto reply = SendAndPrint(amqp, key, beds::client::BatchBody(envelopes, atomic), timeout_ms,
+                            idempotency_key);
+  if (!reply) return reply.error();
   auto replies = beds::client::BatchReplies(reply->body);
   if (!replies) {
     std::cerr << "bedsctl: the batch failed: " << replies.error().message << "\n";
