@@ -386,18 +386,17 @@ std::string DispatchHandler::RunBatch(const amqp::Delivery& delivery, json::obje
   const size_t n = batch->requests.size();
   std::vector<std::optional<std::string>> replies(n);
   std::vector<StagedWrite> staged(n);  // stable addresses for run.pending
-  std::vector<Lineage> lineages(n);
   for (size_t i = 0; i < n; ++i) {
     // Each envelope is a child of the batch; a write without a key of its own is known by the
     // batch's key (or message id) and its place in the batch, so a re-sent batch repeats none.
-    lineages[i] = Lineage{NewEventId(info.node, info.env), lineage.event_id, lineage.depth + 1};
+    const Lineage child{NewEventId(info.node, info.env), lineage.event_id, lineage.depth + 1};
     Result<Request>& request = batch->requests[i];
     if (!request) {
       if (run.atomic) {
         return finish(protocol::EncodeErrorAt(lineage.event_id, request.error(), i),
                       &request.error());
       }
-      replies[i] = protocol::EncodeError(lineages[i].event_id, request.error());
+      replies[i] = protocol::EncodeError(child.event_id, request.error());
       continue;
     }
     Request& r = *request;
@@ -424,8 +423,8 @@ std::string DispatchHandler::RunBatch(const amqp::Delivery& delivery, json::obje
         return finish(protocol::EncodeErrorAt(lineage.event_id, two, i), &two);
       }
     }
-    logs::EventScope inner(lineages[i]);
-    Outcome o = Serve(r, delivery, lineages[i], std::chrono::steady_clock::now(), 0,
+    logs::EventScope inner(child);
+    Outcome o = Serve(r, delivery, child, std::chrono::steady_clock::now(), 0,
                       message_id.empty() ? "" : message_id + "#" + std::to_string(i));
     if (auto* w = std::any_cast<StagedWrite>(&o.staged)) {
       staged[i] = std::move(*w);
@@ -442,7 +441,14 @@ std::string DispatchHandler::RunBatch(const amqp::Delivery& delivery, json::obje
       return finish(protocol::EncodeErrorAt(lineage.event_id, refused, i), &refused);
     }
   }
-  if (run.atomic) return finish(RunAtomic(run, delivery, lineage), nullptr);
+  if (run.atomic) {
+    auto applied = RunAtomic(run, delivery);
+    if (!applied) {
+      const WriteFailure& f = applied.error();
+      return finish(protocol::EncodeErrorAt(lineage.event_id, f.error, f.index), &f.error);
+    }
+    return finish(protocol::EncodeBatchReply(lineage.event_id, *applied), nullptr);
+  }
   ApplyPending(run.pending);
   std::vector<std::string> bodies;
   bodies.reserve(n);
@@ -454,8 +460,8 @@ std::string DispatchHandler::RunBatch(const amqp::Delivery& delivery, json::obje
   return finish(protocol::EncodeBatchReply(lineage.event_id, bodies), nullptr);
 }
 
-std::string DispatchHandler::RunAtomic(BatchRun& run, const amqp::Delivery& delivery,
-                                       const Lineage& lineage) {
+std::expected<std::vector<std::string>, WriteFailure> DispatchHandler::RunAtomic(
+    BatchRun& run, const amqp::Delivery& delivery) {
   std::vector<Write> writes;
   writes.reserve(run.pending.size());
   for (const PendingWrite& p : run.pending) writes.push_back(std::move(p.write->write));
@@ -480,10 +486,8 @@ std::string DispatchHandler::RunAtomic(BatchRun& run, const amqp::Delivery& deli
         Answered(*core, *run.pending[i].write, writes[i], delivery, std::move(result), took));
   }
   run.pending.clear();
-  if (!applied) {
-    return protocol::EncodeErrorAt(lineage.event_id, applied.error().error, applied.error().index);
-  }
-  return protocol::EncodeBatchReply(lineage.event_id, bodies);
+  if (!applied) return std::unexpected(std::move(applied.error()));
+  return bodies;
 }
 
 void DispatchHandler::CreateTickets(const std::vector<Staged>& cycle) {

@@ -54,7 +54,9 @@ class DispatchHandler : public Handler {
                 std::chrono::steady_clock::time_point started, int retries,
                 std::string_view message_id);
   std::string RunBatch(const amqp::Delivery& delivery, boost::json::object body);
-  std::string RunAtomic(BatchRun& run, const amqp::Delivery& delivery, const Lineage& lineage);
+  // An atomic batch's staged writes, applied together: each envelope's reply, or the failure.
+  std::expected<std::vector<std::string>, WriteFailure> RunAtomic(BatchRun& run,
+                                                                  const amqp::Delivery& delivery);
   void CreateTickets(const std::vector<Staged>& cycle);
   void ApplyWrites(const std::vector<Staged>& cycle);
   // Applies staged writes (by database, in order) and sets their replies.
