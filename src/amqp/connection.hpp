@@ -66,6 +66,10 @@ class Connection : public Channel {
   Result<void> Ack(uint64_t delivery_tag, bool multiple = false) override;
   Result<void> Reject(uint64_t delivery_tag, bool requeue) override;
   void Coalesce(bool on) override;  // TCP_CORK
+  // Waits until the connection has something to read, `wake_fd` (another thread's eventfd; -1
+  // for none) is readable, or `timeout` passes. True when the connection has something: Next(0ms)
+  // then takes it without waiting. For a thread that must also wake to publish (the gateway).
+  bool WaitReadable(std::chrono::milliseconds timeout, int wake_fd);
 
   // basic.get: one message from `queue`, or nullopt when it is empty. With auto_ack the broker
   // forgets it at once; otherwise Ack() it, or close the connection to hand it back.

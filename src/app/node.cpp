@@ -19,6 +19,7 @@
 #include "brokers/pool.hpp"
 #include "build_info.hpp"
 #include "core/clock.hpp"
+#include "gateway/gateway.hpp"
 #include "logs/amqp_sink.hpp"
 #include "logs/logs.hpp"
 #include "metrics/http_server.hpp"
@@ -36,6 +37,7 @@ struct Node::Impl {
   std::unique_ptr<brokers::ControlLoop> control;
   std::jthread metric_events;  // publishes metric.{node} every [logging] metrics_interval_s
   std::unique_ptr<brokers::OnceSweeper> sweeper;  // expired exactly-once records
+  std::unique_ptr<gateway::Gateway> gateway;      // HTTP, when [gateway] enabled
   std::atomic<bool> stop_requested{false};
   std::mutex stop_mutex;
   std::string stop_reason;  // guarded by stop_mutex
@@ -372,6 +374,16 @@ Result<void> Node::Impl::StartWork(const TemplateSet& templates,
   if (sink && c.logging.metrics_interval_s > 0) {
     metric_events = std::jthread([this](std::stop_token stop) { PublishMetrics(stop); });
   }
+  if (c.gateway.enabled) {
+    // Last: it takes HTTP requests only once the pools that answer them are up.
+    auto started = gateway::Gateway::Start(c.gateway, c.amqp, templates.snapshot);
+    if (!started) {
+      if (auto r = Step("gateway", std::unexpected(started.error())); !r) return r;
+      degraded.push_back("no HTTP gateway");
+    } else {
+      gateway = std::move(*started);
+    }
+  }
   return Ok();
 }
 
@@ -462,6 +474,8 @@ void Node::Stop() {
     spdlog::info("shutting down: {}", n.stop_reason.empty() ? "requested" : n.stop_reason);
   }
   const auto started = std::chrono::steady_clock::now();
+  // The front door closes first: what it still waits for is answered UNAVAILABLE.
+  n.gateway.reset();
   for (auto& p : n.pools) p->RequestStop();  // all pools drain at once
   for (auto& p : n.pools) p->Stop();
   if (n.control) n.control->Stop();

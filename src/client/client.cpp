@@ -256,20 +256,49 @@ Result<std::optional<Reply>> Client::Receive(std::chrono::milliseconds timeout) 
       continue;
     }
     if (!*next) continue;
-    auto it = pending_.find((*next)->message.correlation_id);
-    if (it == pending_.end())
-      continue;  // a duplicate answer to a request re-sent after a reconnect
-    if ((*next)->returned) {
-      Reply reply{it->first, UnroutableReply(it->second.exchange, it->second.routing_key), true,
-                  it->second.idempotency_key};
-      pending_.erase(it);
-      return reply;
-    }
-    Reply reply{(*next)->message.correlation_id, std::move((*next)->message.body), false,
-                std::move(it->second.idempotency_key)};
+    if (auto reply = Answer(std::move(**next))) return reply;
+  }
+}
+
+std::optional<Reply> Client::Answer(amqp::Delivery delivery) {
+  auto it = pending_.find(delivery.message.correlation_id);
+  // A duplicate answer to a request re-sent after a reconnect, or one its caller gave up on.
+  if (it == pending_.end()) return std::nullopt;
+  if (delivery.returned) {
+    Reply reply{it->first, UnroutableReply(it->second.exchange, it->second.routing_key), true,
+                it->second.idempotency_key};
     pending_.erase(it);
     return reply;
   }
+  Reply reply{delivery.message.correlation_id, std::move(delivery.message.body), false,
+              std::move(it->second.idempotency_key)};
+  pending_.erase(it);
+  return reply;
+}
+
+Result<std::optional<Reply>> Client::ReceiveOrWake(std::chrono::milliseconds timeout, int wake_fd) {
+  if (!early_.empty()) {
+    Reply r = std::move(early_.front());
+    early_.pop_front();
+    return r;
+  }
+  if (!connection_) {
+    if (auto r = Reconnect(Error{Code::kUnavailable, "not connected"}); !r) {
+      return std::unexpected(r.error());
+    }
+  }
+  const bool readable = connection_->WaitReadable(timeout, wake_fd);
+  // rabbitmq-c sends our heartbeats only while it reads: an idle bridge still reads now and then.
+  const auto now = std::chrono::steady_clock::now();
+  if (!readable && now - serviced_ < 1s) return std::nullopt;
+  serviced_ = now;
+  auto next = connection_->Next(0ms);
+  if (!next) {
+    if (auto r = Reconnect(next.error()); !r) return std::unexpected(r.error());
+    return std::nullopt;
+  }
+  if (!*next) return std::nullopt;
+  return Answer(std::move(**next));
 }
 
 Result<Reply> Client::Call(const std::string& routing_key, std::string body,

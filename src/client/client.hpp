@@ -88,6 +88,13 @@ class Client {
                            const SendOptions& options = {});
   // The next reply of a pending request, or nullopt when `timeout` passes first.
   Result<std::optional<Reply>> Receive(std::chrono::milliseconds timeout);
+  // As Receive, for a thread that also sends for others (the gateway's bridge): returns nullopt
+  // as soon as `wake_fd` (an eventfd the others write to) is readable, so the caller can send
+  // what they queued; the caller reads (clears) the eventfd.
+  Result<std::optional<Reply>> ReceiveOrWake(std::chrono::milliseconds timeout, int wake_fd);
+  // Stops waiting for a request's reply (its caller gave up): it is not re-sent after a
+  // reconnect, and a late reply is dropped.
+  void Forget(const std::string& correlation_id) { pending_.erase(correlation_id); }
   // Send, then wait for that request's reply; replies to other requests are kept for Receive().
   Result<Reply> Call(const std::string& routing_key, std::string body,
                      std::chrono::milliseconds timeout, const SendOptions& options = {});
@@ -117,6 +124,8 @@ class Client {
   explicit Client(config::AmqpSettings settings);
   Result<void> Open();
   Result<void> Reconnect(const Error& cause);
+  // The reply a delivery on the reply-to consumer carries, when it answers a pending request.
+  std::optional<Reply> Answer(amqp::Delivery delivery);
 
   config::AmqpSettings settings_;
   std::unique_ptr<amqp::Connection> connection_;
@@ -126,6 +135,7 @@ class Client {
   uint64_t next_id_ = 0;
   uint64_t reconnects_ = 0;
   std::chrono::milliseconds reconnect_window_{60000};
+  std::chrono::steady_clock::time_point serviced_{};  // ReceiveOrWake's last read
 };
 
 }  // namespace beds::client

@@ -353,6 +353,13 @@ void ReadSettings(const toml::table& merged, const Origins& o, Config& c,
     TableReader r(root.Table("gateway"), "gateway", o, errors);
     r.Bool("enabled", c.gateway.enabled);
     r.String("listen", c.gateway.listen);
+    r.Integer("threads", c.gateway.threads, 1, 64);
+    r.Integer("amqp_connections", c.gateway.amqp_connections, 1, 64);
+    r.Integer("timeout_ms", c.gateway.timeout_ms, 1, 600000);
+    r.Integer("max_body_bytes", c.gateway.max_body_bytes, 1024, int64_t{1} << 30);
+    r.Integer("max_header_bytes", c.gateway.max_header_bytes, 1024, 1 << 20);
+    r.Integer("max_connections", c.gateway.max_connections, 1, 1000000);
+    r.Integer("idle_timeout_ms", c.gateway.idle_timeout_ms, 100, 3600000);
     r.Finish();
   }
   {

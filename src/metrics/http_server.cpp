@@ -12,11 +12,12 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
-#include <charconv>
 #include <chrono>
 #include <exception>
 #include <string_view>
 #include <thread>
+
+#include "core/listen.hpp"
 
 namespace beds::metrics {
 namespace {
@@ -30,34 +31,14 @@ constexpr auto kIoTimeout = std::chrono::seconds(2);
 constexpr size_t kMaxRequestBody = 64 * 1024;
 constexpr std::string_view kContentType = "text/plain; version=0.0.4; charset=utf-8";
 
-Result<tcp::endpoint> ParseListen(const std::string& listen) {
-  const size_t colon = listen.rfind(':');
-  if (colon == std::string::npos) {
-    return Fail(Code::kValidation, "metrics listen '" + listen + "' is not host:port");
-  }
-  std::string host = listen.substr(0, colon);
-  const std::string_view port_text = std::string_view(listen).substr(colon + 1);
-  unsigned port = 0;
-  const auto [end, ec] =
-      std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
-  if (port_text.empty() || ec != std::errc{} || end != port_text.data() + port_text.size() ||
-      port > 65535) {
-    return Fail(Code::kValidation, "metrics listen '" + listen + "': bad port");
-  }
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
-    host = host.substr(1, host.size() - 2);
-  }
-  if (host == "localhost") host = "127.0.0.1";
-  boost::system::error_code bad;
-  const asio::ip::address address = asio::ip::make_address(host, bad);
-  if (bad) {
-    return Fail(Code::kValidation, "metrics listen '" + listen + "': not an IP address");
-  }
-  if (!address.is_loopback()) {
+Result<tcp::endpoint> EndpointOf(const std::string& listen) {
+  auto parsed = ParseListen(listen, "metrics listen");
+  if (!parsed) return std::unexpected(parsed.error());
+  if (!parsed->loopback) {
     return Fail(Code::kValidation, "metrics listen '" + listen +
                                        "' is not a loopback address (metrics are loopback-only)");
   }
-  return tcp::endpoint(address, static_cast<unsigned short>(port));
+  return tcp::endpoint(asio::ip::make_address(parsed->ip), parsed->port);
 }
 
 http::response<http::string_body> Respond(const Registry& registry,
@@ -154,7 +135,7 @@ HttpServer::HttpServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 Result<std::unique_ptr<HttpServer>> HttpServer::Start(const std::string& listen,
                                                       const Registry& registry) {
-  auto endpoint = ParseListen(listen);
+  auto endpoint = EndpointOf(listen);
   if (!endpoint) return std::unexpected(std::move(endpoint.error()));
 
   auto impl = std::make_unique<Impl>(registry);

@@ -1,0 +1,282 @@
+#include "gateway/gateway.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <atomic>
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/async_result.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <chrono>
+#include <thread>
+#include <vector>
+
+#include "core/listen.hpp"
+#include "gateway/bridge.hpp"
+#include "gateway/rest.hpp"
+
+namespace beds::gateway {
+namespace {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = asio::ip::tcp;
+using Response = http::response<http::string_body>;
+using Request = http::request<http::string_body>;
+
+constexpr std::string_view kJson = "application/json";
+// /readyz asks a pool for sys/ping: this long, then the node is not ready.
+constexpr auto kReadyTimeout = std::chrono::milliseconds(2000);
+
+// Runs a bridge call and resumes the awaiting coroutine on its own executor with the reply.
+template <typename Token>
+auto AsyncCall(Bridge& bridge, std::string routing_key, std::string envelope, bool write,
+               std::chrono::milliseconds timeout, Token&& token) {
+  return asio::async_initiate<Token, void(Result<std::string>)>(
+      [&bridge](auto handler, std::string key, std::string body, bool w,
+                std::chrono::milliseconds t) {
+        auto executor = asio::get_associated_executor(handler);
+        bridge.Call(std::move(key), std::move(body), w, t,
+                    [handler = std::move(handler), executor](Result<std::string> reply) mutable {
+                      asio::post(executor, [handler = std::move(handler),
+                                            reply = std::move(reply)]() mutable {
+                        std::move(handler)(std::move(reply));
+                      });
+                    });
+      },
+      token, std::move(routing_key), std::move(envelope), write, timeout);
+}
+
+Response Answer(int status, std::string body, unsigned version) {
+  Response res{static_cast<http::status>(status), version};
+  res.set(http::field::content_type, kJson);
+  if (status == 503) res.set(http::field::retry_after, "1");
+  res.body() = std::move(body);
+  return res;
+}
+
+std::string_view Header(const Request& req, std::string_view name) {
+  auto it = req.find(name);
+  return it == req.end() ? std::string_view() : std::string_view(it->value());
+}
+
+}  // namespace
+
+struct Gateway::Impl {
+  Impl(const config::GatewaySettings& s, const config::AmqpSettings& amqp,
+       std::shared_ptr<const templates::Snapshot> t)
+      : settings(s),
+        templates(std::move(t)),
+        ioc(static_cast<int>(s.threads)),
+        bridge(amqp, static_cast<int>(s.amqp_connections)) {}
+
+  asio::awaitable<void> Serve();
+  asio::awaitable<void> Session(tcp::socket socket);
+  asio::awaitable<Response> Handle(const Request& req);
+
+  const config::GatewaySettings settings;
+  const std::shared_ptr<const templates::Snapshot> templates;
+  std::atomic<int64_t> connections{0};
+  asio::io_context ioc;
+  // After the io_context: destroyed first, its lanes answer what waits into the stopped context.
+  Bridge bridge;
+  // Declared after the io_context so that the acceptor is destroyed first.
+  tcp::acceptor acceptor{ioc};
+  int port = 0;
+  std::vector<std::thread> threads;
+};
+
+asio::awaitable<Response> Gateway::Impl::Handle(const Request& req) {
+  const HttpRequest r{req.method_string(),
+                      req.target(),
+                      req.body(),
+                      Header(req, "Idempotency-Key"),
+                      Header(req, "Prefer"),
+                      Header(req, "X-Beds-Parent"),
+                      Header(req, "X-Beds-Parent-Depth"),
+                      Header(req, "X-Beds-Deadline-Ms")};
+  auto route = RouteOf(r, *templates, settings.timeout_ms);
+  if (!route) {
+    Response res = Answer(route.error().status, ErrorBody(route.error().error), req.version());
+    if (!route.error().allow.empty()) res.set(http::field::allow, route.error().allow);
+    co_return res;
+  }
+  if (route->local && route->what == Local::kHealth) {
+    co_return Answer(200, R"({"ok":true})", req.version());
+  }
+  Routed routed = route->local ? Routed{"sys.read", R"({"template":"sys","op":"ping"})", false,
+                                        kReadyTimeout.count(), 200}
+                               : std::move(route->routed);
+  Result<std::string> reply = co_await AsyncCall(
+      bridge, std::move(routed.routing_key), std::move(routed.envelope), routed.write,
+      std::chrono::milliseconds(routed.timeout_ms), asio::use_awaitable);
+  if (!reply) {
+    co_return Answer(StatusOf(reply.error().code), ErrorBody(reply.error()), req.version());
+  }
+  const ReplyInfo info = InfoOf(*reply, routed.ok_status);
+  Response res = Answer(info.status, std::move(*reply), req.version());
+  if (!info.event_id.empty()) res.set("X-Beds-Event-Id", info.event_id);
+  if (info.status == 202) res.set(http::field::location, "/v1/tickets/" + info.ticket);
+  co_return res;
+}
+
+asio::awaitable<void> Gateway::Impl::Session(tcp::socket socket) {
+  beast::tcp_stream stream(std::move(socket));
+  beast::flat_buffer buffer;
+  const auto idle = std::chrono::milliseconds(settings.idle_timeout_ms);
+  for (;;) {
+    http::request_parser<http::string_body> parser;
+    parser.body_limit(static_cast<uint64_t>(settings.max_body_bytes));
+    parser.header_limit(static_cast<uint32_t>(settings.max_header_bytes));
+    stream.expires_after(idle);
+    auto [read_error, read_bytes] =
+        co_await http::async_read(stream, buffer, parser, asio::as_tuple(asio::use_awaitable));
+    Response res;
+    if (read_error == http::error::body_limit) {
+      res = Answer(
+          413,
+          ErrorBody(Error{Code::kTooLarge, "the body is over this gateway's max_body_bytes (" +
+                                               std::to_string(settings.max_body_bytes) + ")"}),
+          11);
+      res.keep_alive(false);
+    } else if (read_error == http::error::header_limit) {
+      res = Answer(431,
+                   ErrorBody(Error{Code::kTooLarge,
+                                   "the request headers are over this gateway's "
+                                   "max_header_bytes (" +
+                                       std::to_string(settings.max_header_bytes) + ")"}),
+                   11);
+      res.keep_alive(false);
+    } else if (read_error &&
+               read_error.category() == http::make_error_code(http::error::bad_method).category() &&
+               read_error != http::error::end_of_stream &&
+               read_error != http::error::partial_message) {
+      res = Answer(400, ErrorBody(Error{Code::kBadRequest, "not an HTTP/1.1 request"}), 11);
+      res.keep_alive(false);
+    } else if (read_error) {
+      break;  // the client went away, or was idle too long
+    } else {
+      const Request& req = parser.get();
+      res = co_await Handle(req);
+      res.keep_alive(req.keep_alive());
+    }
+    res.prepare_payload();
+    stream.expires_after(idle);
+    auto [write_error, written] =
+        co_await http::async_write(stream, res, asio::as_tuple(asio::use_awaitable));
+    if (write_error || !res.keep_alive()) break;
+  }
+  beast::error_code ignored;
+  stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
+}
+
+asio::awaitable<void> Gateway::Impl::Serve() {
+  for (;;) {
+    auto [error, socket] = co_await acceptor.async_accept(asio::as_tuple(asio::use_awaitable));
+    if (error == asio::error::operation_aborted || !acceptor.is_open()) co_return;
+    if (error) {
+      // EMFILE and the like: keep serving, but do not spin.
+      spdlog::warn("gateway: accept failed: {}", error.message());
+      asio::steady_timer pause(acceptor.get_executor(), std::chrono::milliseconds(100));
+      co_await pause.async_wait(asio::as_tuple(asio::use_awaitable));
+      continue;
+    }
+    if (connections.fetch_add(1) >= settings.max_connections) {
+      // Shed load: a clear answer now rather than an unbounded queue of sockets.
+      connections.fetch_sub(1);
+      asio::co_spawn(
+          ioc,
+          [s = std::move(socket), this]() mutable -> asio::awaitable<void> {
+            beast::tcp_stream stream(std::move(s));
+            stream.expires_after(std::chrono::seconds(2));
+            Response res = Answer(
+                503,
+                ErrorBody(Error{Code::kUnavailable, "the gateway is at max_connections (" +
+                                                        std::to_string(settings.max_connections) +
+                                                        "); try again"}),
+                11);
+            res.keep_alive(false);
+            res.prepare_payload();
+            co_await http::async_write(stream, res, asio::as_tuple(asio::use_awaitable));
+          },
+          asio::detached);
+      continue;
+    }
+    asio::co_spawn(
+        ioc,
+        [s = std::move(socket), this]() mutable -> asio::awaitable<void> {
+          try {
+            co_await Session(std::move(s));
+          } catch (const std::exception& e) {
+            spdlog::warn("gateway: connection failed: {}", e.what());
+          }
+          connections.fetch_sub(1);
+        },
+        asio::detached);
+  }
+}
+
+Gateway::Gateway(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+Result<std::unique_ptr<Gateway>> Gateway::Start(
+    const config::GatewaySettings& settings, const config::AmqpSettings& amqp,
+    std::shared_ptr<const templates::Snapshot> templates) {
+  auto address = ParseListen(settings.listen, "gateway listen");
+  if (!address) return std::unexpected(address.error());
+  auto impl = std::make_unique<Impl>(settings, amqp, std::move(templates));
+  boost::system::error_code ec;
+  const tcp::endpoint endpoint(asio::ip::make_address(address->ip), address->port);
+  tcp::acceptor& acceptor = impl->acceptor;
+  acceptor.open(endpoint.protocol(), ec);
+  if (!ec) acceptor.set_option(asio::socket_base::reuse_address(true), ec);
+  if (!ec) acceptor.bind(endpoint, ec);
+  if (!ec) acceptor.listen(asio::socket_base::max_listen_connections, ec);
+  if (!ec) impl->port = acceptor.local_endpoint(ec).port();
+  if (ec) {
+    std::string hint;
+    if (ec == asio::error::address_in_use) {
+      hint =
+          " (another process has it: give this node its own [gateway] listen, e.g. with "
+          "BEDS__GATEWAY__LISTEN=127.0.0.1:8081, or port 0 for any free port)";
+    }
+    return Fail(Code::kUnavailable,
+                "gateway: cannot listen on " + settings.listen + ": " + ec.message() + hint);
+  }
+  asio::co_spawn(impl->ioc, impl->Serve(), asio::detached);
+  for (int64_t i = 0; i < settings.threads; ++i) {
+    Impl* raw = impl.get();
+    impl->threads.emplace_back([raw, i] {
+      const std::string name = "http/" + std::to_string(i);
+      pthread_setname_np(pthread_self(), name.c_str());
+      try {
+        raw->ioc.run();
+      } catch (const std::exception& e) {
+        spdlog::error("gateway: http thread stopped: {}", e.what());
+      }
+    });
+  }
+  spdlog::info("gateway: serving HTTP on {}:{}", address->ip, impl->port);
+  return std::unique_ptr<Gateway>(new Gateway(std::move(impl)));
+}
+
+Gateway::~Gateway() {
+  // Stop taking connections and stop the HTTP threads first; then the bridge's lanes answer
+  // what still waits (into handlers that will never run) and join.
+  impl_->ioc.stop();
+  for (auto& t : impl_->threads) {
+    if (t.joinable()) t.join();
+  }
+}
+
+int Gateway::port() const { return impl_->port; }
+
+}  // namespace beds::gateway
