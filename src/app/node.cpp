@@ -347,6 +347,7 @@ Result<void> Node::Impl::StartWork(const TemplateSet& templates,
   info->templates = templates.snapshot;
   info->idempotency = c.idempotency;
   info->calgon = c.calgon;
+  info->trusted_users = c.protocol.trusted_users;
   info->pools = std::move(pool_stats);
   const HandlerParts parts{info, templates.snapshot, factory,
                            std::make_shared<brokers::NodeMetricsTable>(), c.logging.store_template};

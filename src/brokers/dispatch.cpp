@@ -53,8 +53,9 @@ std::optional<OnceScope> ScopeOf(const Template& t, const Request& r,
   if (!info.idempotency.enabled || !IsWrite(t, r)) return std::nullopt;
   const bool maybe_seen = delivery.redelivered || delivery.exchange != amqp::kEventsExchange;
   if (!r.idempotency_key.empty()) {
-    return OnceScope{OnceIdentityOfKey(t.name, SenderOf(delivery).user, r.idempotency_key), true,
-                     info.idempotency.ttl_s, maybe_seen};
+    return OnceScope{
+        OnceIdentityOfKey(t.name, SenderOf(delivery, info.trusted_users).user, r.idempotency_key),
+        true, info.idempotency.ttl_s, maybe_seen};
   }
   if (message_id.empty()) return std::nullopt;
   return OnceScope{std::string(message_id), false, info.idempotency.ttl_s, maybe_seen};
@@ -109,7 +110,9 @@ struct DispatchHandler::StagedWrite {
 
 DispatchHandler::DispatchHandler(std::shared_ptr<const NodeInfo> info,
                                  std::shared_ptr<const CoreFactory> factory)
-    : info_(std::move(info)), recorder_(info_->metrics), tickets_(info_, factory) {
+    : info_(std::move(info)),
+      recorder_(info_->metrics, info_->trusted_users),
+      tickets_(info_, factory) {
   if (factory) session_.emplace(std::move(factory));
 }
 

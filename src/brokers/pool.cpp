@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <condition_variable>
 #include <mutex>
 #include <thread>
@@ -12,13 +13,36 @@
 
 namespace beds::brokers {
 
-Sender SenderOf(const amqp::Delivery& delivery) {
-  if (!delivery.message.user_id.empty()) return Sender{delivery.message.user_id, true};
-  if (delivery.exchange == amqp::kEventsExchange) return {};
-  auto h = delivery.message.headers.find(kUserHeader);
+namespace {
+
+std::string HeaderText(const amqp::Delivery& delivery, const char* name) {
+  auto h = delivery.message.headers.find(name);
   if (h == delivery.message.headers.end()) return {};
   const auto* s = std::get_if<std::string>(&h->second);
-  return s ? Sender{*s, false} : Sender{};
+  return s ? *s : std::string();
+}
+
+}  // namespace
+
+Sender SenderOf(const amqp::Delivery& delivery, const std::vector<std::string>& trusted_users) {
+  Sender sender;
+  if (!delivery.message.user_id.empty()) {
+    sender = Sender{delivery.message.user_id, true, {}, {}};
+  } else if (delivery.exchange != amqp::kEventsExchange) {
+    sender = Sender{HeaderText(delivery, kUserHeader), false, {}, {}};
+  }
+  const std::string actor = HeaderText(delivery, kActorHeader);
+  if (actor.empty()) return sender;
+  // A retried copy names its trusted user in x-beds-user (unverified, as every copy is), so its
+  // write keeps the principal's exactly-once scope.
+  if (!sender.user.empty() &&
+      std::find(trusted_users.begin(), trusted_users.end(), sender.user) != trusted_users.end()) {
+    sender.via = std::move(sender.user);
+    sender.user = actor;
+  } else {
+    sender.claimed = actor;
+  }
+  return sender;
 }
 
 std::vector<Outcome> Handler::HandleBatch(const std::vector<amqp::Delivery>& batch) {

@@ -107,16 +107,22 @@ inline constexpr const char* kRetriesHeader = "x-beds-retries";
 inline constexpr const char* kErrorHeader = "x-beds-error";
 inline constexpr const char* kUserHeader = "x-beds-user";      // the sender's AMQP user_id
 inline constexpr const char* kTicketHeader = "x-beds-ticket";  // a CALGON job's ticket
+inline constexpr const char* kActorHeader = "x-beds-actor";    // who a trusted sender acts for
 
 // Who sent a message: its AMQP user_id, which the broker checked against the sender's login
 // (verified); else, on a message that did not come through beds.events (a retried copy a worker
 // republished, or a CALGON job), the x-beds-user header the worker put there, which anyone
 // publishing straight to a queue could also set (not verified); else nobody.
+// A sender among `trusted_users` (a gateway's AMQP user, [protocol] trusted_users) acts for the
+// principal its x-beds-actor header names: that principal is then the sender (`user`), and the
+// gateway's user is `via`; anyone else's x-beds-actor is only `claimed`.
 struct Sender {
   std::string user;
   bool verified = false;
+  std::string via;      // the trusted user that vouched for `user`
+  std::string claimed;  // an actor named by a sender nobody trusts: recorded, not believed
 };
-Sender SenderOf(const amqp::Delivery& delivery);
+Sender SenderOf(const amqp::Delivery& delivery, const std::vector<std::string>& trusted_users);
 
 struct PoolStats {
   std::string broker;

@@ -109,9 +109,11 @@ void RequestRecorder::Audit(const Request& r, const amqp::Delivery& delivery, co
     a.op = OpLabel(r);
     a.msg = a.op + " applied";
     // A sender the broker did not verify is recorded as such (see SenderOf).
-    const Sender sender = SenderOf(delivery);
+    const Sender sender = SenderOf(delivery, trusted_users_);
     a.fields["actor"] = sender.verified ? sender.user : std::string();
     if (!sender.verified && !sender.user.empty()) a.fields["actor_unverified"] = sender.user;
+    if (!sender.via.empty()) a.fields["via"] = sender.via;
+    if (!sender.claimed.empty()) a.fields["actor_claimed"] = sender.claimed;
     // The key: the request's id, or (a create) the one the write answered with.
     std::string key = r.id;
     const FieldSpec* key_field = t.Key();

@@ -52,8 +52,9 @@ class RecordedCore final : public NamasteCore {
 
 class RequestRecorder {
  public:
-  explicit RequestRecorder(std::shared_ptr<metrics::Registry> metrics)
-      : metrics_(std::move(metrics)) {}
+  RequestRecorder(std::shared_ptr<metrics::Registry> metrics,
+                  std::vector<std::string> trusted_users = {})
+      : metrics_(std::move(metrics)), trusted_users_(std::move(trusted_users)) {}
 
   // The audit record of a write that changed something (not a replay): who, what, and what the
   // write answered. Called before the reply is encoded (it reads the result).
@@ -70,6 +71,7 @@ class RequestRecorder {
 
  private:
   std::shared_ptr<metrics::Registry> metrics_;                       // null: no metrics
+  std::vector<std::string> trusted_users_;                           // see SenderOf
   std::map<std::string, metrics::Histogram*, std::less<>> latency_;  // "template/op/outcome"
   std::map<std::string, metrics::Counter*, std::less<>> adapter_errors_;
   metrics::Counter* once_recorded_ = nullptr;

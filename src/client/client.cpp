@@ -202,6 +202,7 @@ Result<std::string> Client::Send(const std::string& routing_key, std::string bod
                          : options.add_message_id    ? id
                                                      : "";
   p.message.delivery_mode = options.delivery_mode;
+  if (!options.actor.empty()) p.message.headers["x-beds-actor"] = options.actor;
   // The broker checks user_id against our login, so the node's audit records can name us.
   if (!settings_.user.empty()) p.message.user_id = settings_.user;
   if (options.expect_reply) {

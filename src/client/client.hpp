@@ -38,7 +38,10 @@ struct SendOptions {
   bool add_idempotency_key = true;  // false: the body goes as it is (the node then tells a
                                     // write's redelivery apart by its message id alone)
   uint8_t delivery_mode = 0;        // 2 for writes
-  bool expect_reply = true;         // false: fire and forget (no reply_to)
+  // Who the sender acts for (the x-beds-actor header): recorded as the audit actor only when the
+  // sender's AMQP user is one of the node's [protocol] trusted_users (a gateway's).
+  std::string actor;
+  bool expect_reply = true;  // false: fire and forget (no reply_to)
 };
 
 struct Reply {

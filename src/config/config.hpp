@@ -102,6 +102,8 @@ struct ProtocolSettings {
   int64_t max_body_bytes = 1 << 20;    // larger requests are answered TOO_LARGE and parked
   int64_t max_reply_bytes = 16 << 20;  // larger results are answered TOO_LARGE instead
   int64_t max_batch = 100;             // envelopes in one batch envelope
+  // AMQP users (a gateway's) whose messages may name the actor they act for (x-beds-actor).
+  std::vector<std::string> trusted_users;
 };
 
 // Exactly-once writes (docs/protocol.md "Exactly once"): each write's identity and reply are
@@ -125,6 +127,18 @@ struct TemplatesSettings {
   std::string dir = "templates";
 };
 
+// A caller of the gateway: who it is, the token it presents, what it may call.
+struct GatewayPrincipal {
+  std::string name;                // the [gateway.auth.principals.*] table's name: the actor
+  std::string token;               // Authorization: Bearer {token} or X-Api-Key: {token}
+  std::vector<std::string> allow;  // "Users/*", "*/fetch", "Users/call:get", "calgon/*", "*"
+};
+
+struct GatewayAuthSettings {
+  bool required = false;  // true: every /v1 request needs a principal's token
+  std::vector<GatewayPrincipal> principals;
+};
+
 struct GatewaySettings {
   bool enabled = false;
   std::string listen = "127.0.0.1:8080";
@@ -135,6 +149,7 @@ struct GatewaySettings {
   int64_t max_header_bytes = 16384;  // larger request headers are answered 431
   int64_t max_connections = 1024;    // past this, a new connection is answered 503
   int64_t idle_timeout_ms = 60000;   // a connection idle (or a request arriving) this long
+  GatewayAuthSettings auth;
 };
 
 struct LoggingSettings {

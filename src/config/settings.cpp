@@ -326,6 +326,7 @@ void ReadSettings(const toml::table& merged, const Origins& o, Config& c,
     r.Integer("max_body_bytes", c.protocol.max_body_bytes, 64, int64_t{128} << 20);
     r.Integer("max_reply_bytes", c.protocol.max_reply_bytes, 1024, int64_t{128} << 20);
     r.Integer("max_batch", c.protocol.max_batch, 1, 10000);
+    r.StringList("trusted_users", c.protocol.trusted_users);
     r.Finish();
   }
   {
@@ -360,6 +361,40 @@ void ReadSettings(const toml::table& merged, const Origins& o, Config& c,
     r.Integer("max_header_bytes", c.gateway.max_header_bytes, 1024, 1 << 20);
     r.Integer("max_connections", c.gateway.max_connections, 1, 1000000);
     r.Integer("idle_timeout_ms", c.gateway.idle_timeout_ms, 100, 3600000);
+    if (const toml::table* auth = r.Table("auth")) {
+      TableReader a(auth, "gateway.auth", o, errors);
+      a.Bool("required", c.gateway.auth.required);
+      if (const toml::table* principals = a.Table("principals")) {
+        for (auto&& [name, node] : *principals) {
+          const std::string key = "principals." + std::string(name.str());
+          if (!node.is_table()) {
+            a.Error(key, "expected a table");
+            continue;
+          }
+          TableReader p(node.as_table(), "gateway.auth." + key, o, errors);
+          GatewayPrincipal principal{std::string(name.str()), "", {}};
+          p.String("token", principal.token);
+          p.StringList("allow", principal.allow);
+          p.Finish();
+          if (principal.token.size() < 16) {
+            a.Error(key + ".token",
+                    "a token of at least 16 characters is required (e.g. from `openssl rand -hex "
+                    "24`)");
+          }
+          for (const auto& other : c.gateway.auth.principals) {
+            if (!principal.token.empty() && other.token == principal.token) {
+              a.Error(key + ".token", "the same token as principal '" + other.name + "'");
+            }
+          }
+          c.gateway.auth.principals.push_back(std::move(principal));
+        }
+      }
+      a.Finish();
+      if (c.gateway.auth.required && c.gateway.auth.principals.empty()) {
+        a.Error("required",
+                "true, but no [gateway.auth.principals.*] is configured: nobody could call");
+      }
+    }
     r.Finish();
   }
   {

@@ -18,6 +18,8 @@ std::string_view CodeName(Code code) {
       return "CONFLICT";
     case Code::kForbidden:
       return "FORBIDDEN";
+    case Code::kUnauthenticated:
+      return "UNAUTHENTICATED";
     case Code::kTooLarge:
       return "TOO_LARGE";
     case Code::kTimeout:

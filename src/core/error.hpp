@@ -16,12 +16,13 @@ enum class Code {
   kUnknownOp,        // the template has no such op (or call)
   kValidation,       // well-formed but breaks the template's rules
   kNotFound,
-  kConflict,     // duplicate key, idempotency clash
-  kForbidden,    // the caller may not do this
-  kTooLarge,     // body over [protocol] max_body_bytes
-  kTimeout,      // deadline passed before the work ran
-  kUnavailable,  // a server is down or a template is not bound: retry later
-  kInternal,     // a bug or an unexpected failure; the message is retried, then parked
+  kConflict,         // duplicate key, idempotency clash
+  kForbidden,        // the caller may not do this
+  kUnauthenticated,  // the gateway could not tell who the caller is (no or unknown credentials)
+  kTooLarge,         // body over [protocol] max_body_bytes
+  kTimeout,          // deadline passed before the work ran
+  kUnavailable,      // a server is down or a template is not bound: retry later
+  kInternal,         // a bug or an unexpected failure; the message is retried, then parked
 };
 
 // The wire name, e.g. "BAD_REQUEST".

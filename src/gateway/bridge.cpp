@@ -27,6 +27,7 @@ struct Job {
   std::string routing_key;
   std::string envelope;
   bool write = false;
+  std::string actor;
   SteadyTime deadline;
   std::chrono::milliseconds timeout{0};
   Bridge::Done done;
@@ -114,6 +115,7 @@ void Bridge::Lane::Run(std::stop_token stop) {
     for (Job& j : jobs) {
       client::SendOptions options;
       options.delivery_mode = j.write ? 2 : 0;
+      options.actor = std::move(j.actor);
       auto id = client->Send(j.routing_key, std::move(j.envelope), options);
       if (!id) {
         j.done(std::unexpected(Error{Code::kUnavailable, id.error().message}));
@@ -165,10 +167,10 @@ Bridge::Bridge(const config::AmqpSettings& amqp, int lanes) {
 
 Bridge::~Bridge() = default;
 
-void Bridge::Call(std::string routing_key, std::string envelope, bool write,
+void Bridge::Call(std::string routing_key, std::string envelope, bool write, std::string actor,
                   std::chrono::milliseconds timeout, Done done) {
   Lane& lane = *lanes_[next_.fetch_add(1, std::memory_order_relaxed) % lanes_.size()];
-  lane.Add(Job{std::move(routing_key), std::move(envelope), write,
+  lane.Add(Job{std::move(routing_key), std::move(envelope), write, std::move(actor),
                std::chrono::steady_clock::now() + timeout, timeout, std::move(done)});
 }
 

@@ -30,7 +30,8 @@ class Bridge {
   Bridge& operator=(const Bridge&) = delete;
 
   // Publishes `envelope` on `routing_key` (persistent when `write`) and calls `done` once.
-  void Call(std::string routing_key, std::string envelope, bool write,
+  // `actor`: the authenticated principal the request is sent for ("" for none).
+  void Call(std::string routing_key, std::string envelope, bool write, std::string actor,
             std::chrono::milliseconds timeout, Done done);
   // Whether some lane is connected to the broker now.
   bool Connected() const;

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "core/listen.hpp"
+#include "gateway/auth.hpp"
 #include "gateway/bridge.hpp"
 #include "gateway/rest.hpp"
 
@@ -39,13 +40,12 @@ constexpr auto kReadyTimeout = std::chrono::milliseconds(2000);
 
 // Runs a bridge call and resumes the awaiting coroutine on its own executor with the reply.
 template <typename Token>
-auto AsyncCall(Bridge& bridge, std::string routing_key, std::string envelope, bool write,
-               std::chrono::milliseconds timeout, Token&& token) {
+auto AsyncCall(Bridge& bridge, Routed routed, Token&& token) {
   return asio::async_initiate<Token, void(Result<std::string>)>(
-      [&bridge](auto handler, std::string key, std::string body, bool w,
-                std::chrono::milliseconds t) {
+      [&bridge](auto handler, Routed r) {
         auto executor = asio::get_associated_executor(handler);
-        bridge.Call(std::move(key), std::move(body), w, t,
+        bridge.Call(std::move(r.routing_key), std::move(r.envelope), r.write, std::move(r.actor),
+                    std::chrono::milliseconds(r.timeout_ms),
                     [handler = std::move(handler), executor](Result<std::string> reply) mutable {
                       asio::post(executor, [handler = std::move(handler),
                                             reply = std::move(reply)]() mutable {
@@ -53,7 +53,7 @@ auto AsyncCall(Bridge& bridge, std::string routing_key, std::string envelope, bo
                       });
                     });
       },
-      token, std::move(routing_key), std::move(envelope), write, timeout);
+      token, std::move(routed));
 }
 
 Response Answer(int status, std::string body, unsigned version) {
@@ -76,6 +76,7 @@ struct Gateway::Impl {
        std::shared_ptr<const templates::Snapshot> t)
       : settings(s),
         templates(std::move(t)),
+        auth(s.auth),
         ioc(static_cast<int>(s.threads)),
         bridge(amqp, static_cast<int>(s.amqp_connections)) {}
 
@@ -85,6 +86,7 @@ struct Gateway::Impl {
 
   const config::GatewaySettings settings;
   const std::shared_ptr<const templates::Snapshot> templates;
+  const Auth auth;
   std::atomic<int64_t> connections{0};
   asio::io_context ioc;
   // After the io_context: destroyed first, its lanes answer what waits into the stopped context.
@@ -113,16 +115,34 @@ asio::awaitable<Response> Gateway::Impl::Handle(const Request& req) {
   if (route->local && route->what == Local::kHealth) {
     co_return Answer(200, R"({"ok":true})", req.version());
   }
-  Routed routed = route->local ? Routed{"sys.read", R"({"template":"sys","op":"ping"})", false,
-                                        kReadyTimeout.count(), 200}
-                               : std::move(route->routed);
-  Result<std::string> reply = co_await AsyncCall(
-      bridge, std::move(routed.routing_key), std::move(routed.envelope), routed.write,
-      std::chrono::milliseconds(routed.timeout_ms), asio::use_awaitable);
+  Routed routed;
+  if (route->local) {
+    routed.routing_key = "sys.read";
+    routed.envelope = R"({"template":"sys","op":"ping"})";
+    routed.timeout_ms = kReadyTimeout.count();
+  } else {
+    routed = std::move(route->routed);
+    if (auth.enabled()) {
+      auto principal = auth.Authenticate(Header(req, "Authorization"), Header(req, "X-Api-Key"));
+      std::expected<void, Refusal> allowed;
+      if (principal) allowed = Auth::Authorize(**principal, routed.permission);
+      const Refusal* refused = !principal ? &principal.error()
+                               : !allowed ? &allowed.error()
+                                          : nullptr;
+      if (refused) {
+        Response res = Answer(refused->status, ErrorBody(refused->error), req.version());
+        if (refused->status == 401) res.set(http::field::www_authenticate, "Bearer");
+        co_return res;
+      }
+      routed.actor = (*principal)->name;
+    }
+  }
+  const int ok_status = routed.ok_status;
+  Result<std::string> reply = co_await AsyncCall(bridge, std::move(routed), asio::use_awaitable);
   if (!reply) {
     co_return Answer(StatusOf(reply.error().code), ErrorBody(reply.error()), req.version());
   }
-  const ReplyInfo info = InfoOf(*reply, routed.ok_status);
+  const ReplyInfo info = InfoOf(*reply, ok_status);
   Response res = Answer(info.status, std::move(*reply), req.version());
   if (!info.event_id.empty()) res.set("X-Beds-Event-Id", info.event_id);
   if (info.status == 202) res.set(http::field::location, "/v1/tickets/" + info.ticket);
@@ -160,7 +180,10 @@ asio::awaitable<void> Gateway::Impl::Session(tcp::socket socket) {
                read_error.category() == http::make_error_code(http::error::bad_method).category() &&
                read_error != http::error::end_of_stream &&
                read_error != http::error::partial_message) {
-      res = Answer(400, ErrorBody(Error{Code::kBadRequest, "not an HTTP/1.1 request"}), 11);
+      res = Answer(400,
+                   ErrorBody(Error{Code::kBadRequest,
+                                   "not a well-formed HTTP/1.x request: " + read_error.message()}),
+                   11);
       res.keep_alive(false);
     } else if (read_error) {
       break;  // the client went away, or was idle too long

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "core/clock.hpp"
+#include "protocol/envelope.hpp"
 
 namespace beds::gateway {
 namespace {
@@ -354,6 +355,10 @@ std::expected<Route, Refusal> RouteOf(const HttpRequest& r, const templates::Sna
     return std::unexpected(added.error());
   }
   out.timeout_ms = timeout_ms;
+  const std::string_view op = envelope["op"].as_string();
+  out.permission =
+      std::string(envelope["template"].as_string()) + "/" +
+      (op == "call" ? "call:" + std::string(envelope["call"].as_string()) : std::string(op));
   out.envelope = json::serialize(envelope);
   return route;
 }
@@ -372,6 +377,8 @@ int StatusOf(Code code) {
       return 409;
     case Code::kForbidden:
       return 403;
+    case Code::kUnauthenticated:
+      return 401;
     case Code::kTooLarge:
       return 413;
     case Code::kTimeout:
@@ -411,11 +418,7 @@ ReplyInfo InfoOf(std::string_view reply, int ok_status) {
   const json::value* code =
       error && error->is_object() ? error->as_object().if_contains("code") : nullptr;
   if (code && code->is_string()) {
-    for (Code c : {Code::kBadRequest, Code::kUnknownTemplate, Code::kUnknownOp, Code::kValidation,
-                   Code::kNotFound, Code::kConflict, Code::kForbidden, Code::kTooLarge,
-                   Code::kTimeout, Code::kUnavailable, Code::kInternal}) {
-      if (CodeName(c) == std::string_view(code->get_string())) info.status = StatusOf(c);
-    }
+    if (auto c = protocol::CodeFromName(code->get_string())) info.status = StatusOf(*c);
   }
   return info;
 }

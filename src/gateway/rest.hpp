@@ -36,6 +36,8 @@ struct Routed {
   bool write = false;      // published persistent
   int64_t timeout_ms = 0;  // how long the reply is waited for (and the envelope's deadline)
   int ok_status = 200;     // 201 for a create, 202 for an async submit
+  std::string permission;  // "Users/fetch", "Users/call:get", "calgon/poll": what auth checks
+  std::string actor;       // the authenticated principal, set by the gateway after RouteOf
 };
 
 // A request refused before anything is published.

@@ -311,10 +311,10 @@ std::string EncodeError(std::string_view event_id, const Error& error) {
 }
 
 std::optional<Code> CodeFromName(std::string_view name) {
-  static constexpr std::array kAll = {Code::kBadRequest,  Code::kUnknownTemplate, Code::kUnknownOp,
-                                      Code::kValidation,  Code::kNotFound,        Code::kConflict,
-                                      Code::kForbidden,   Code::kTooLarge,        Code::kTimeout,
-                                      Code::kUnavailable, Code::kInternal};
+  static constexpr std::array kAll = {
+      Code::kBadRequest, Code::kUnknownTemplate, Code::kUnknownOp, Code::kValidation,
+      Code::kNotFound,   Code::kConflict,        Code::kForbidden, Code::kTooLarge,
+      Code::kTimeout,    Code::kUnavailable,     Code::kInternal,  Code::kUnauthenticated};
   for (Code c : kAll) {
     if (CodeName(c) == name) return c;
   }

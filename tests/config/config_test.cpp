@@ -331,3 +331,41 @@ TEST_F(ConfigTest, AnEnvNamedOnTheCommandLineMustHaveItsFile) {
 
 }  // namespace
 }  // namespace beds::config
+
+namespace beds::config {
+namespace {
+
+TEST_F(ConfigTest, GatewayPrincipalsAreReadWithTheirTokensAndPatterns) {
+  Write("env_dev.toml",
+        "[gateway.auth.principals.shop]\ntoken = \"0123456789abcdef0123\"\n"
+        "allow = [\"Users/*\", \"calgon/*\"]\n[protocol]\ntrusted_users = [\"gw\"]\n");
+  auto c = Load();
+  ASSERT_TRUE(c) << c.error().message;
+  ASSERT_EQ(c->gateway.auth.principals.size(), 1u);
+  EXPECT_EQ(c->gateway.auth.principals[0].name, "shop");
+  EXPECT_EQ(c->gateway.auth.principals[0].allow.size(), 2u);
+  EXPECT_EQ(c->protocol.trusted_users, std::vector<std::string>{"gw"});
+  // The token is a secret: `beds config check` shows it masked.
+  EXPECT_EQ(c->merged_toml.find("0123456789abcdef0123"), std::string::npos);
+}
+
+TEST_F(ConfigTest, GatewayAuthMistakesAreErrors) {
+  Write("env_dev.toml",
+        "[gateway.auth]\nrequired = true\n"
+        "[gateway.auth.principals.a]\ntoken = \"short\"\n"
+        "[gateway.auth.principals.b]\ntoken = \"0123456789abcdef0123\"\n"
+        "[gateway.auth.principals.c]\ntoken = \"0123456789abcdef0123\"\nalow = []\n");
+  auto c = Load();
+  ASSERT_FALSE(c);
+  EXPECT_NE(c.error().message.find("at least 16 characters"), std::string::npos)
+      << c.error().message;
+  EXPECT_NE(c.error().message.find("the same token as principal 'b'"), std::string::npos);
+  EXPECT_NE(c.error().message.find("gateway.auth.principals.c.alow"), std::string::npos);
+  Write("env_dev.toml", "[gateway.auth]\nrequired = true\n");
+  auto none = Load();
+  ASSERT_FALSE(none);
+  EXPECT_NE(none.error().message.find("nobody could call"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace beds::config

@@ -3,6 +3,7 @@ starting/stopping the `beds` node a test runs. Only Debian's python3-pika; no BE
 import glob
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -11,6 +12,7 @@ import uuid
 import pika
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+GATEWAY_PORT_LINE = re.compile(r"gateway: serving HTTP on 127\.0\.0\.1:(\d+)")
 FAILURES = []
 CHECKS = [0]
 
@@ -85,6 +87,80 @@ def scratch_database(servers, kind):
     subprocess.run([servers, "database", database] + schema, check=True)
     subprocess.run([servers, "vhost", vhost], check=True)
     return amqp_port, db_port, vhost, database
+
+
+def write_gateway_config(conf, name, amqp_port, db_port, vhost, database, gateway=""):
+    """Writes {conf}/beds.toml for a node `name` serving the gateway on 127.0.0.1:0 (the port is
+    in its log: wait_for_gateway_port), bound to the scratch vhost and database, with the
+    repository's templates/, a calgon pool, read and write pools and a `logs` pool. `gateway` is
+    more lines of the [gateway] table (its limits)."""
+    docs = os.path.join(conf, "docs.sqlite")
+    with open(os.path.join(conf, "beds.toml"), "w") as f:
+        f.write(f"""
+[node]
+name = "{name}"
+[broker_services.app_server]
+host = "127.0.0.1"
+port = {amqp_port}
+vhost = "{vhost}"
+pass = "guest"
+[databases.main]
+engine = "mariadb"
+host = "127.0.0.1"
+port = {db_port}
+user = "beds"
+pass = "beds"
+database = "{database}"
+[databases.docs]
+engine = "sqlite"
+path = {json.dumps(docs)}
+[templates]
+dir = {json.dumps(os.path.join(ROOT, "templates"))}
+[logging]
+metrics_interval_s = 0
+spill_path = {json.dumps(os.path.join(conf, name + ".spill"))}
+[gateway]
+enabled = true
+listen = "127.0.0.1:0"
+{gateway}[brokers.cBroker]
+handler = "calgon"
+instances = 1
+prefetch = 1
+bindings = []
+max_retries = 1
+retry_backoff_ms = [50]
+[brokers.rBroker]
+instances = 2
+bindings = ["sys.read", "rel.read"]
+max_retries = 1
+retry_backoff_ms = [50]
+[brokers.wBroker]
+instances = 2
+bindings = ["rel.write"]
+max_retries = 1
+retry_backoff_ms = [50]
+[brokers.adminLogsBroker]
+handler = "logs"
+instances = 1
+prefetch = 128
+batch_ms = 50
+bindings = ["log.#", "audit.#"]
+""")
+
+
+def wait_for_gateway_port(log, node, timeout=30):
+    """The gateway's port from the node's log line, or None when it did not appear in time or the
+    node exited."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        log.seek(0)
+        m = GATEWAY_PORT_LINE.search(log.read())
+        if m:
+            return int(m.group(1))
+        if node.poll() is not None:
+            return None
+        time.sleep(0.1)
+    return None
 
 
 def stop_node(node, log, tail=4000):

@@ -17,7 +17,6 @@ BEDS_AMQP_PORT and BEDS_MARIADB_PORT like the script's."""
 import argparse
 import json
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -28,10 +27,10 @@ import uuid
 
 import requests
 
-from e2e_support import ROOT, check, open_channel, rpc, scratch_database, stop_node, summary
+from e2e_support import (check, open_channel, rpc, scratch_database, stop_node, summary,
+                          wait_for_gateway_port, write_gateway_config)
 
 INJECTION = "Robert'); DROP TABLE usr_users; --"
-PORT_LINE = re.compile(r"gateway: serving HTTP on 127\.0\.0\.1:(\d+)")
 STATUS_OF = {"BAD_REQUEST": 400, "VALIDATION": 422, "NOT_FOUND": 404, "CONFLICT": 409,
              "FORBIDDEN": 403, "TOO_LARGE": 413, "TIMEOUT": 504, "UNAVAILABLE": 503,
              "INTERNAL": 500}
@@ -169,21 +168,6 @@ def pipelined(port, paths):
         answers.append((status, parsed))
         data = rest[length:]
     return answers
-
-
-def wait_for_port(log, node, timeout=30):
-    """The gateway's port from the node's log line, or None when it did not appear in time or the
-    node exited."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        log.seek(0)
-        m = PORT_LINE.search(log.read())
-        if m:
-            return int(m.group(1))
-        if node.poll() is not None:
-            return None
-        time.sleep(0.1)
-    return None
 
 
 def run_checks(gw, port, ch, suffix):
@@ -522,63 +506,12 @@ def main():
     amqp_port, db_port, vhost, database = scratch_database(args.servers, "gw")
 
     with tempfile.TemporaryDirectory() as conf:
-        docs = os.path.join(conf, "docs.sqlite")
-        with open(os.path.join(conf, "beds.toml"), "w") as f:
-            f.write(f"""
-[node]
-name = "gwnode"
-[broker_services.app_server]
-host = "127.0.0.1"
-port = {amqp_port}
-vhost = "{vhost}"
-pass = "guest"
-[databases.main]
-engine = "mariadb"
-host = "127.0.0.1"
-port = {db_port}
-user = "beds"
-pass = "beds"
-database = "{database}"
-[databases.docs]
-engine = "sqlite"
-path = {json.dumps(docs)}
-[templates]
-dir = {json.dumps(os.path.join(ROOT, "templates"))}
-[logging]
-metrics_interval_s = 0
-spill_path = {json.dumps(os.path.join(conf, "gwnode.spill"))}
-[gateway]
-enabled = true
-listen = "127.0.0.1:0"
-max_body_bytes = 65536
-[brokers.cBroker]
-handler = "calgon"
-instances = 1
-prefetch = 1
-bindings = []
-max_retries = 1
-retry_backoff_ms = [50]
-[brokers.rBroker]
-instances = 2
-bindings = ["sys.read", "rel.read"]
-max_retries = 1
-retry_backoff_ms = [50]
-[brokers.wBroker]
-instances = 2
-bindings = ["rel.write"]
-max_retries = 1
-retry_backoff_ms = [50]
-[brokers.adminLogsBroker]
-handler = "logs"
-instances = 1
-prefetch = 128
-batch_ms = 50
-bindings = ["log.#", "audit.#"]
-""")
+        write_gateway_config(conf, "gwnode", amqp_port, db_port, vhost, database,
+                             gateway="max_body_bytes = 65536\n")
         log = open(os.path.join(conf, "beds.log"), "w+", errors="replace")
         node = subprocess.Popen([args.beds, "run", "--config-dir", conf], stderr=log)
         try:
-            port = wait_for_port(log, node)
+            port = wait_for_gateway_port(log, node)
             check(port is not None, "the log names the gateway's port: %s" % port)
             if port is not None:
                 gw = Gateway("http://127.0.0.1:%d" % port)
