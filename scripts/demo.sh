@@ -5,7 +5,8 @@
 # starts a `beds` node from config/ with templates/, and shows every operation over AMQP: REL on
 # MariaDB, and REC (Sessions) on the embedded SQLite document store in var/demo/docs.sqlite.
 # An admin node stores every event in msLogs, so the demo ends with a request's lineage tree and
-# the node's /metrics. Everything it started is stopped at the end.
+# the node's /metrics, then the same data over the HTTP gateway (port 8697) with curl.
+# Everything it started is stopped at the end.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
@@ -40,7 +41,7 @@ say "starting the admin node: build/beds run --config-dir config --role admin (l
 echo "   it stores every node's log and audit events in msLogs (templates/mst_logger_rec.toml)"
 local_node_start_admin 9698
 say "starting the application node: build/beds run --config-dir config --role appserver (log: var/demo/beds.log)"
-local_node_start appserver 9697
+local_node_start appserver 9697 8697
 
 say "1. sys/ping"
 "${bedsctl[@]}" ping | pretty
@@ -118,7 +119,15 @@ done
 echo "$tree"
 say "16. metrics: GET http://127.0.0.1:9697/metrics (Prometheus text format), an excerpt"
 curl -s http://127.0.0.1:9697/metrics | grep -E '^beds_(messages_(consumed|acked)_total|log_events_(emitted|published)_total|log_sink_drops_total)|^beds_request_duration_seconds_count\{template="Users"' || true
-say "17. admin.shutdown.all: both nodes drain and exit"
+say "17. the HTTP gateway (docs/gateway.md): the same data over REST, with curl"
+http() { echo "-> curl $*"; curl -s "$@" | pretty; }
+http -X POST http://127.0.0.1:8697/v1/Users -d '{"email": "cy@example.org", "name": "Cy"}'
+http http://127.0.0.1:8697/v1/Users/1
+http 'http://127.0.0.1:8697/v1/Orders?amount.gte=10&order=-amount&limit=10'
+echo "-> curl -i http://127.0.0.1:8697/v1/Users/999   (NOT_FOUND is 404; the event id is a header too)"
+curl -s -i http://127.0.0.1:8697/v1/Users/999 | tr -d '\r'
+echo
+say "18. admin.shutdown.all: both nodes drain and exit"
 "${bedsctl[@]}" shutdown all | pretty || true
 code=0
 wait "$node_pid" || code=$?

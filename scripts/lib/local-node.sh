@@ -54,11 +54,13 @@ local_node_start_admin() {
   return 1
 }
 
-#   local_node_start [ROLE [METRICS_PORT]]     # the application node; log: $BEDS_VAR/beds.log
+#   local_node_start [ROLE [METRICS_PORT [GATEWAY_PORT]]]   # the application node; log: $BEDS_VAR/beds.log
 local_node_start() {
-  local role=()
+  local role=() gateway=()
   [[ -n ${1:-} ]] && role=(--role "$1")
-  BEDS__METRICS__LISTEN=${2:+127.0.0.1:$2} BEDS__LOGGING__SPILL_PATH=$BEDS_VAR/spill/appserver.events \
+  [[ -n ${3:-} ]] && gateway=("BEDS__GATEWAY__LISTEN=127.0.0.1:$3")
+  env "${gateway[@]}" BEDS__METRICS__LISTEN=${2:+127.0.0.1:$2} \
+    BEDS__LOGGING__SPILL_PATH=$BEDS_VAR/spill/appserver.events \
     "$root/build/beds" run --config-dir "$root/config" "${role[@]}" >"$BEDS_VAR/beds.log" 2>&1 &
   node_pid=$!
   local _
