@@ -47,11 +47,14 @@ struct Bridge::Lane {
   }
 
   void Add(Job job) {
+    bool first = false;
     {
       std::lock_guard lock(mutex);
+      first = inbox.empty();
       inbox.push_back(std::move(job));
     }
-    Wake();
+    // A busy lane has a wake-up pending already: one per batch of calls, not one per call.
+    if (first) Wake();
   }
 
   void Wake() const {
@@ -140,19 +143,22 @@ void Bridge::Lane::Run(std::stop_token stop) {
           std::min(wait, std::chrono::ceil<std::chrono::milliseconds>(it->second.deadline - now));
       ++it;
     }
-    auto reply = client->ReceiveOrWake(wait, wake);
-    if (!reply) {
-      // The client gave up reconnecting: what waited is answered, the next call reconnects.
-      connected = false;
-      FailAll(jobs, waiting, Error{Code::kUnavailable, reply.error().message});
-      client.reset();
-      continue;
+    // Every reply that has arrived, then back to the inbox.
+    for (auto timeout = wait;; timeout = std::chrono::milliseconds(0)) {
+      auto reply = client->ReceiveOrWake(timeout, wake);
+      if (!reply) {
+        // The client gave up reconnecting: what waited is answered, the next call reconnects.
+        connected = false;
+        FailAll(jobs, waiting, Error{Code::kUnavailable, reply.error().message});
+        client.reset();
+        break;
+      }
+      if (!*reply) break;
+      auto it = waiting.find((*reply)->correlation_id);
+      if (it == waiting.end()) continue;
+      it->second.done(std::move((*reply)->body));
+      waiting.erase(it);
     }
-    if (!*reply) continue;
-    auto it = waiting.find((*reply)->correlation_id);
-    if (it == waiting.end()) continue;
-    it->second.done(std::move((*reply)->body));
-    waiting.erase(it);
   }
   {
     std::lock_guard lock(mutex);

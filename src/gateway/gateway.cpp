@@ -150,6 +150,9 @@ asio::awaitable<Response> Gateway::Impl::Handle(const Request& req) {
 }
 
 asio::awaitable<void> Gateway::Impl::Session(tcp::socket socket) {
+  // An answer leaves at once, not when the client acknowledges the previous segment (Nagle).
+  beast::error_code nodelay_error;
+  socket.set_option(tcp::no_delay(true), nodelay_error);
   beast::tcp_stream stream(std::move(socket));
   beast::flat_buffer buffer;
   const auto idle = std::chrono::milliseconds(settings.idle_timeout_ms);

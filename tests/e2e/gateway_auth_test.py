@@ -12,7 +12,8 @@ Bearer` and as `X-Api-Key`; a principal whose `allow` does not cover `template/o
 FORBIDDEN naming it and the pair (create, delete, `call:{name}` by POST and GET, tickets as
 `calgon/…`, `lineage/fetch`), `*` and `prefix*` pattern sides cover what they should, and a
 refused write leaves nothing behind. The audit record of a principal's write names it as
-`fields.actor` with `fields.via` = the gateway's AMQP user. Idempotency-Key is scoped by the
+`fields.actor` with `fields.via` = the gateway's AMQP user, both as published on beds.logs and in
+/v1/lineage (whose stored documents keep an event's `fields` as `data`). Idempotency-Key is scoped by the
 principal: a replay through the gateway is `replayed`, the same key from a direct AMQP client (user
 guest, no `x-beds-actor`) is a fresh write, and the trusted user naming the principal in
 `x-beds-actor` shares its scope. Then admin.shutdown and a clean exit 0.
@@ -196,7 +197,32 @@ def amqp_create(ch, data, key, actor=None):
     return reply
 
 
+def events_of(raw, content_type):
+    """A beds.logs message: one event (application/json) or one per line (x-ndjson)."""
+    if content_type == "application/x-ndjson":
+        return [json.loads(line) for line in raw.decode().splitlines() if line]
+    return [json.loads(raw)]
+
+
+def published_audit(ch, queue, parent):
+    """The audit event published on beds.logs as a child of `parent` (waits up to 10 s), or None."""
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        method, props, raw = ch.basic_get(queue, auto_ack=True)
+        if method is None:
+            time.sleep(0.05)
+            continue
+        for e in events_of(raw, props.content_type):
+            if e.get("kind") == "audit" and e.get("parent_id") == parent:
+                return e
+    return None
+
+
 def run_checks(gw, ch, suffix):
+    # A queue of our own on beds.logs, for the audit records as published (with `fields`).
+    audit_q = ch.queue_declare("", exclusive=True).method.queue
+    ch.queue_bind(audit_q, "beds.logs", "audit.#")
+
     # ---- 2. no credentials, wrong scheme, unknown token: 401 ----------------------------------
     r = gw("GET", "/v1/Users/count", "no credentials")
     expect_unauthenticated(r, "GET /v1/Users/count without credentials")
@@ -306,6 +332,13 @@ def run_checks(gw, ch, suffix):
         check(f.get("via") == "guest", "audit (data.)via == 'guest' (the gateway's AMQP user): %s"
               % json.dumps(f)[:300])
         check("actor_claimed" not in f, "no actor_claimed (guest is trusted): %s" % json.dumps(f)[:300])
+
+    wire = published_audit(ch, audit_q, create_event) if create_event else None
+    wf = (wire or {}).get("fields") or {}
+    check(wire is not None and wf.get("actor") == "shop" and wf.get("via") == "guest" and
+          "actor_claimed" not in wf,
+          "the audit event on beds.logs (routing key audit.Users.create): fields.actor 'shop', "
+          "fields.via 'guest': %s" % json.dumps(wire)[:400])
 
     # "*/fetch" covers "lineage/fetch" ("A pattern side may be `*`"; "the lineage route is
     # `lineage/fetch`"): the auditor may read lineage. Asked once the tree is in the log store.
