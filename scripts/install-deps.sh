@@ -6,7 +6,7 @@ packages=(
   build-essential cmake ninja-build pkg-config git
   librabbitmq-dev libmariadb-dev libtomlplusplus-dev libboost1.81-dev libboost-json1.81-dev
   libspdlog-dev libfmt-dev libcli11-dev libsystemd-dev libssl-dev
-  libsqlite3-dev libmongoc-dev libbson-dev
+  libsqlite3-dev libmongoc-dev libbson-dev zlib1g-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   rabbitmq-server mariadb-server mariadb-client
   python3 python3-pika python3-mockupdb python3-prometheus-client python3-requests curl openssl wrk

@@ -220,9 +220,9 @@ brokers::HandlerMaker MakerFor(const config::BrokerSettings& broker, const Handl
         return std::make_shared<brokers::CalgonHandler>(info, factory);
       };
     case config::HandlerKind::kLogs:
-      return [snapshot = p.templates, factory = p.factory,
-              store = p.log_store]() -> std::shared_ptr<brokers::Handler> {
-        return std::make_shared<brokers::LogStoreHandler>(snapshot, factory, store);
+      return [snapshot = p.templates, factory = p.factory, store = p.log_store,
+              nodes = p.info->access.node_users]() -> std::shared_ptr<brokers::Handler> {
+        return std::make_shared<brokers::LogStoreHandler>(snapshot, factory, store, nodes);
       };
     case config::HandlerKind::kSyslog:
       return [broker]() -> std::shared_ptr<brokers::Handler> {
@@ -347,7 +347,7 @@ Result<void> Node::Impl::StartWork(const TemplateSet& templates,
   info->templates = templates.snapshot;
   info->idempotency = c.idempotency;
   info->calgon = c.calgon;
-  info->trusted_users = c.protocol.trusted_users;
+  info->access = c.access;
   info->pools = std::move(pool_stats);
   const HandlerParts parts{info, templates.snapshot, factory,
                            std::make_shared<brokers::NodeMetricsTable>(), c.logging.store_template};

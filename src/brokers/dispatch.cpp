@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "amqp/topology.hpp"
+#include "brokers/access.hpp"
 #include "brokers/tickets.hpp"
 #include "core/lineage.hpp"
 #include "core/once.hpp"
@@ -54,7 +55,7 @@ std::optional<OnceScope> ScopeOf(const Template& t, const Request& r,
   const bool maybe_seen = delivery.redelivered || delivery.exchange != amqp::kEventsExchange;
   if (!r.idempotency_key.empty()) {
     return OnceScope{
-        OnceIdentityOfKey(t.name, SenderOf(delivery, info.trusted_users).user, r.idempotency_key),
+        OnceIdentityOfKey(t.name, SenderOf(delivery, info.access.trusted_users).user, r.idempotency_key),
         true, info.idempotency.ttl_s, maybe_seen};
   }
   if (message_id.empty()) return std::nullopt;
@@ -111,7 +112,7 @@ struct DispatchHandler::StagedWrite {
 DispatchHandler::DispatchHandler(std::shared_ptr<const NodeInfo> info,
                                  std::shared_ptr<const CoreFactory> factory)
     : info_(std::move(info)),
-      recorder_(info_->metrics, info_->trusted_users),
+      recorder_(info_->metrics, info_->access.trusted_users),
       tickets_(info_, factory) {
   if (factory) session_.emplace(std::move(factory));
 }
@@ -192,6 +193,7 @@ Outcome DispatchHandler::Serve(const Request& r, const amqp::Delivery& delivery,
   if (r.deadline_ms != 0 && NowUnixMs() > r.deadline_ms) {
     return refuse(Error{Code::kTimeout, "the request's deadline passed before it could run"});
   }
+  if (auto denied = Denied(info.access, delivery, r)) return refuse(std::move(*denied));
 
   const bool system =
       r.template_name == "sys" || r.template_name == "lineage" || r.template_name == "calgon";

@@ -24,8 +24,10 @@ Outcome Done() { return Outcome::Ack(); }
 
 LogStoreHandler::LogStoreHandler(std::shared_ptr<const templates::Snapshot> templates,
                                  std::shared_ptr<const CoreFactory> factory,
-                                 std::string store_template)
-    : templates_(std::move(templates)), store_template_(std::move(store_template)) {
+                                 std::string store_template, std::vector<std::string> node_users)
+    : templates_(std::move(templates)),
+      store_template_(std::move(store_template)),
+      node_users_(std::move(node_users)) {
   if (factory) session_.emplace(std::move(factory));
 }
 
@@ -57,6 +59,15 @@ std::vector<Outcome> LogStoreHandler::HandleBatch(const std::vector<amqp::Delive
     index.clear();
     items.reserve(std::max<size_t>(batch.size(), 1024));  // a message may hold many events
     for (size_t i = 0; i < batch.size(); ++i) {
+      const std::string& user = batch[i].message.user_id;
+      if (!node_users_.empty() &&
+          std::find(node_users_.begin(), node_users_.end(), user) == node_users_.end()) {
+        // RabbitMQ checked user_id against the publisher's login: only nodes write the record.
+        outcomes[i] = Park(user.empty() ? "not from a node user: the message names no user_id"
+                                        : "not from a node user: AMQP user '" + user +
+                                              "' is not in [access] node_users");
+        continue;
+      }
       for (auto& event : logs::DecodeEvents(batch[i].message.body, batch[i].message.content_type)) {
         if (!event) {
           outcomes[i] = Park("not a log event: " + event.error().message);

@@ -27,8 +27,11 @@ namespace beds::brokers {
 
 class LogStoreHandler : public Handler {
  public:
+  // `node_users` ([access] node_users): when not empty, only events these AMQP users published
+  // are stored; any other sender's are parked (a client cannot forge an audit record).
   LogStoreHandler(std::shared_ptr<const templates::Snapshot> templates,
-                  std::shared_ptr<const CoreFactory> factory, std::string store_template);
+                  std::shared_ptr<const CoreFactory> factory, std::string store_template,
+                  std::vector<std::string> node_users = {});
   bool Batched() const override { return true; }
   std::vector<Outcome> HandleBatch(const std::vector<amqp::Delivery>& batch) override;
   Outcome Handle(const amqp::Delivery& delivery, int retries) override;
@@ -37,6 +40,7 @@ class LogStoreHandler : public Handler {
  private:
   std::shared_ptr<const templates::Snapshot> templates_;
   std::string store_template_;
+  std::vector<std::string> node_users_;
   std::optional<CoreFactory::Session> session_;
 };
 

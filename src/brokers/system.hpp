@@ -37,7 +37,7 @@ struct NodeInfo {
   std::shared_ptr<metrics::Registry> metrics;  // null: no request metrics
   config::IdempotencySettings idempotency;     // exactly-once writes
   config::CalgonSettings calgon;               // async jobs and their tickets
-  std::vector<std::string> trusted_users;      // [protocol] trusted_users (see SenderOf)
+  config::AccessSettings access;               // who may call what (see SenderOf, Denied)
 };
 
 // The body of sys/ping's `data` (also the answer to admin.ping).

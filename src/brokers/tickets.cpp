@@ -150,7 +150,7 @@ Result<Outcome> SubmitJob(const NodeInfo& info, const Template& t, const OpSpec&
       "job." + (delivery.message.message_id.empty() ? ticket : delivery.message.message_id);
   forward.message.headers[kTicketHeader] = ticket;
   // The job is published by this worker, so the sender goes with it as a header.
-  if (const Sender sender = SenderOf(delivery, info.trusted_users); !sender.user.empty()) {
+  if (const Sender sender = SenderOf(delivery, info.access.trusted_users); !sender.user.empty()) {
     forward.message.headers[kUserHeader] = sender.user;
   }
   Outcome out;

@@ -9,8 +9,10 @@
 //   bedsctl dlq list BROKER                 parked messages and their x-beds-error (left in place)
 //   bedsctl dlq replay BROKER               move them back to beds.{BROKER} for another try
 //   bedsctl shutdown NODE|all               admin.shutdown.{node}
+//   bedsctl access                          the rabbitmqctl commands for [access] (pipe to sh)
 #include <CLI/CLI.hpp>
 #include <boost/json.hpp>
+#include <cctype>
 #include <chrono>
 #include <cstdio>
 #include <expected>
@@ -314,6 +316,55 @@ int DlqReplay(const beds::config::AmqpSettings& amqp, const std::string& broker)
   return 0;
 }
 
+// A shell word: single-quoted, with any single quote closed, escaped and reopened.
+std::string Quoted(const std::string& s) {
+  std::string out = "'";
+  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return out + "'";
+}
+
+// The environment variable that holds `user`'s password in the printed script.
+std::string PasswordVariable(const std::string& user) {
+  std::string name = "BEDS_PASS_";
+  for (char c : user) name += std::isalnum(static_cast<unsigned char>(c)) ? c : '_';
+  return name;
+}
+
+// The RabbitMQ side of [access] (docs/operations.md "Access"), as a script for sh: node users may
+// do everything on the vhost; trusted users and clients may only publish on beds.events and read
+// their replies (direct reply-to), so they can neither forge log events on beds.logs nor reach a
+// queue directly. Passwords come from the environment, never from this output.
+int AccessScript(const beds::config::Config& c) {
+  const beds::config::AccessSettings& a = c.access;
+  if (a.node_users.empty() && a.trusted_users.empty() && a.clients.empty()) {
+    std::cerr << "bedsctl access: [access] lists no users: set node_users, trusted_users or "
+                 "[access.clients.*] first (docs/operations.md \"Access\")\n";
+    return 2;
+  }
+  const std::string vhost = Quoted(c.amqp.vhost);
+  std::cout << "#!/bin/sh\n# RabbitMQ users and permissions for [access] (docs/operations.md "
+               "\"Access\"), vhost "
+            << c.amqp.vhost << ".\n# Each user's password comes from BEDS_PASS_{user}.\nset -eu\n"
+            << "rabbitmqctl -q add_vhost " << vhost << " 2>/dev/null || true\n";
+  auto user = [&](const std::string& name, const char* configure, const char* write,
+                  const char* read) {
+    const std::string q = Quoted(name);
+    const std::string pass = PasswordVariable(name);
+    std::cout << "rabbitmqctl -q add_user " << q << " \"${" << pass << ":?set " << pass
+              << "}\" 2>/dev/null || rabbitmqctl -q change_password " << q << " \"$" << pass
+              << "\"\n"
+              << "rabbitmqctl -q set_permissions -p " << vhost << " " << q << " '" << configure
+              << "' '" << write << "' '" << read << "'\n";
+  };
+  for (const auto& n : a.node_users) user(n, ".*", ".*", ".*");
+  for (const auto& t : a.trusted_users)
+    user(t, "^$", "^beds\\.events$", "^amq\\.rabbitmq\\.reply-to$");
+  for (const auto& [name, allow] : a.clients) {
+    user(name, "^$", "^beds\\.events$", "^amq\\.rabbitmq\\.reply-to$");
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -372,6 +423,8 @@ int main(int argc, char** argv) {
   replay->add_option("broker", broker, "broker name, e.g. rBroker")->required();
   auto* shutdown = app.add_subcommand("shutdown", "admin.shutdown.{node|all}");
   shutdown->add_option("node", node, "node name or all")->required();
+  auto* access = app.add_subcommand(
+      "access", "print the rabbitmqctl commands that give [access]'s users their rights (| sh)");
   CLI11_PARSE(app, argc, argv);
 
   auto options =
@@ -382,6 +435,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   const auto& amqp = config->amqp;
+  if (*access) return AccessScript(*config);
   if (*ping) {
     if (!node.empty()) return PingNodes(amqp, node, timeout_ms);
     return Request(amqp, "sys.read", R"({"template":"sys","op":"ping"})", timeout_ms);

@@ -39,7 +39,7 @@ struct SendOptions {
                                     // write's redelivery apart by its message id alone)
   uint8_t delivery_mode = 0;        // 2 for writes
   // Who the sender acts for (the x-beds-actor header): recorded as the audit actor only when the
-  // sender's AMQP user is one of the node's [protocol] trusted_users (a gateway's).
+  // sender's AMQP user is one of the node's [access] trusted_users (a gateway's).
   std::string actor;
   bool expect_reply = true;  // false: fire and forget (no reply_to)
 };

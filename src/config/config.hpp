@@ -102,8 +102,18 @@ struct ProtocolSettings {
   int64_t max_body_bytes = 1 << 20;    // larger requests are answered TOO_LARGE and parked
   int64_t max_reply_bytes = 16 << 20;  // larger results are answered TOO_LARGE instead
   int64_t max_batch = 100;             // envelopes in one batch envelope
-  // AMQP users (a gateway's) whose messages may name the actor they act for (x-beds-actor).
+};
+
+// Who may use the brokers (docs/operations.md "Access"), by the AMQP user RabbitMQ verified.
+struct AccessSettings {
+  // Users of BEDS nodes: the only senders whose log events the admin node stores ([] = anyone,
+  // for development). Nodes may call every template.
+  std::vector<std::string> node_users;
+  // Users (a gateway's) whose messages may name the principal they act for (x-beds-actor).
   std::vector<std::string> trusted_users;
+  // Client users and the template/op patterns each may call. Empty: every sender may call
+  // everything (development); otherwise a sender that is none of these is FORBIDDEN.
+  std::map<std::string, std::vector<std::string>> clients;
 };
 
 // Exactly-once writes (docs/protocol.md "Exactly once"): each write's identity and reply are
@@ -183,6 +193,7 @@ struct Config {
   std::map<std::string, DatabaseSettings> databases;
   std::vector<BrokerSettings> brokers;  // sorted by name
   ProtocolSettings protocol;
+  AccessSettings access;
   IdempotencySettings idempotency;
   CalgonSettings calgon;
   TemplatesSettings templates;

@@ -326,7 +326,24 @@ void ReadSettings(const toml::table& merged, const Origins& o, Config& c,
     r.Integer("max_body_bytes", c.protocol.max_body_bytes, 64, int64_t{128} << 20);
     r.Integer("max_reply_bytes", c.protocol.max_reply_bytes, 1024, int64_t{128} << 20);
     r.Integer("max_batch", c.protocol.max_batch, 1, 10000);
-    r.StringList("trusted_users", c.protocol.trusted_users);
+    r.Finish();
+  }
+  {
+    TableReader r(root.Table("access"), "access", o, errors);
+    r.StringList("node_users", c.access.node_users);
+    r.StringList("trusted_users", c.access.trusted_users);
+    if (const toml::table* clients = r.Table("clients")) {
+      for (auto&& [name, node] : *clients) {
+        const std::string key = "clients." + std::string(name.str());
+        if (!node.is_table()) {
+          r.Error(key, "expected a table");
+          continue;
+        }
+        TableReader client(node.as_table(), "access." + key, o, errors);
+        client.StringList("allow", c.access.clients[std::string(name.str())]);
+        client.Finish();
+      }
+    }
     r.Finish();
   }
   {

@@ -2,6 +2,8 @@
 
 #include <openssl/sha.h>
 
+#include "core/permissions.hpp"
+
 namespace beds::gateway {
 namespace {
 
@@ -9,13 +11,6 @@ std::array<unsigned char, 32> Digest(std::string_view token) {
   std::array<unsigned char, 32> d{};
   SHA256(reinterpret_cast<const unsigned char*>(token.data()), token.size(), d.data());
   return d;
-}
-
-// One side of a pattern: "*", a name, or a prefix ending in '*' ("call:*").
-bool Matches(std::string_view pattern, std::string_view value) {
-  if (pattern == "*") return true;
-  if (pattern.ends_with('*')) return value.starts_with(pattern.substr(0, pattern.size() - 1));
-  return pattern == value;
 }
 
 std::unexpected<Refusal> Unauthenticated(std::string message) {
@@ -50,19 +45,7 @@ std::expected<const config::GatewayPrincipal*, Refusal> Auth::Authenticate(
 
 std::expected<void, Refusal> Auth::Authorize(const config::GatewayPrincipal& principal,
                                              std::string_view permission) {
-  const size_t slash = permission.find('/');
-  const std::string_view t = permission.substr(0, slash);
-  const std::string_view op =
-      slash == std::string_view::npos ? std::string_view() : permission.substr(slash + 1);
-  for (const std::string& pattern : principal.allow) {
-    const std::string_view p = pattern;
-    const size_t ps = p.find('/');
-    if (ps == std::string_view::npos) {
-      if (p == "*") return {};
-      continue;
-    }
-    if (Matches(p.substr(0, ps), t) && Matches(p.substr(ps + 1), op)) return {};
-  }
+  if (Allows(principal.allow, permission)) return {};
   return std::unexpected(
       Refusal{403,
               Error{Code::kForbidden, "principal '" + principal.name + "' may not call " +

@@ -22,6 +22,7 @@
 #include "core/listen.hpp"
 #include "gateway/auth.hpp"
 #include "gateway/bridge.hpp"
+#include "gateway/gzip.hpp"
 #include "gateway/rest.hpp"
 
 namespace beds::gateway {
@@ -194,6 +195,16 @@ asio::awaitable<void> Gateway::Impl::Session(tcp::socket socket) {
       const Request& req = parser.get();
       res = co_await Handle(req);
       res.keep_alive(req.keep_alive());
+      if (res.body().size() >= kGzipMinBytes) {
+        // Caches must keep the two forms apart.
+        res.set(http::field::vary, "Accept-Encoding");
+        if (AcceptsGzip(Header(req, "Accept-Encoding"))) {
+          if (auto zipped = Gzip(res.body())) {
+            res.body() = std::move(*zipped);
+            res.set(http::field::content_encoding, "gzip");
+          }
+        }
+      }
     }
     res.prepare_payload();
     stream.expires_after(idle);

@@ -338,13 +338,16 @@ namespace {
 TEST_F(ConfigTest, GatewayPrincipalsAreReadWithTheirTokensAndPatterns) {
   Write("env_dev.toml",
         "[gateway.auth.principals.shop]\ntoken = \"0123456789abcdef0123\"\n"
-        "allow = [\"Users/*\", \"calgon/*\"]\n[protocol]\ntrusted_users = [\"gw\"]\n");
+        "allow = [\"Users/*\", \"calgon/*\"]\n[access]\ntrusted_users = [\"gw\"]\nnode_users = [\"node\"]\n"
+        "[access.clients.shop]\nallow = [\"Users/fetch\"]\n");
   auto c = Load();
   ASSERT_TRUE(c) << c.error().message;
   ASSERT_EQ(c->gateway.auth.principals.size(), 1u);
   EXPECT_EQ(c->gateway.auth.principals[0].name, "shop");
   EXPECT_EQ(c->gateway.auth.principals[0].allow.size(), 2u);
-  EXPECT_EQ(c->protocol.trusted_users, std::vector<std::string>{"gw"});
+  EXPECT_EQ(c->access.trusted_users, std::vector<std::string>{"gw"});
+  EXPECT_EQ(c->access.node_users, std::vector<std::string>{"node"});
+  EXPECT_EQ(c->access.clients.at("shop"), std::vector<std::string>{"Users/fetch"});
   // The token is a secret: `beds config check` shows it masked.
   EXPECT_EQ(c->merged_toml.find("0123456789abcdef0123"), std::string::npos);
 }

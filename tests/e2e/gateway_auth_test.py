@@ -2,7 +2,7 @@
 """End to end on the HTTP gateway's authentication (docs/gateway.md "Authentication") with clients
 that are not BEDS code: Debian's python3-requests for HTTP and python3-pika for AMQP, against a
 running `beds` binary with `[gateway] enabled = true`, three `[gateway.auth.principals.*]` and
-`[protocol] trusted_users = ["guest"]` (guest is the gateway's AMQP user, the fixture's), bound to a
+`[access] trusted_users = ["guest"]` (guest is the gateway's AMQP user, the fixture's), bound to a
 fresh MariaDB database with the repository's templates/ and a `logs` pool for lineage/fetch.
 
 Checked: /healthz and /readyz need no credentials; a /v1 request without credentials, with
@@ -55,9 +55,9 @@ allow = ["*/fetch", "*/count"]
 token = "{CLERK}"
 allow = ["Users/call:*"]
 """
-# write_gateway_config writes no [protocol] table; this one goes at the end of the file.
+# write_gateway_config writes no [access] table; this one goes at the end of the file.
 PROTOCOL = """
-[protocol]
+[access]
 trusted_users = ["guest"]
 """
 STATUS_OF = {"BAD_REQUEST": 400, "VALIDATION": 422, "NOT_FOUND": 404, "CONFLICT": 409,
@@ -419,8 +419,8 @@ def main():
         path = os.path.join(conf, "beds.toml")
         with open(path) as f:
             written = f.read()
-        # A TOML table may be defined once: should the helper ever write [protocol], extend it.
-        check("\n[protocol]" not in written, "write_gateway_config writes no [protocol] table")
+        # A TOML table may be defined once: should the helper ever write [access], extend it.
+        check("\n[access]" not in written, "write_gateway_config writes no [access] table")
         with open(path, "a") as f:
             f.write(PROTOCOL)
         log = open(os.path.join(conf, "beds.log"), "w+", errors="replace")
