@@ -139,9 +139,12 @@ struct TemplatesSettings {
 
 // A caller of the gateway: who it is, the token it presents, what it may call.
 struct GatewayPrincipal {
-  std::string name;                // the [gateway.auth.principals.*] table's name: the actor
-  std::string token;               // Authorization: Bearer {token} or X-Api-Key: {token}
-  std::vector<std::string> allow;  // "Users/*", "*/fetch", "Users/call:get", "calgon/*", "*"
+  std::string name;   // the [gateway.auth.principals.*] table's name: the actor
+  std::string token;  // Authorization: Bearer {token} or X-Api-Key: {token}
+  // "Users/*", "*/fetch", "Users/call:get", "calgon/*", "*"
+  std::vector<std::string> allow;
+  int64_t rate_per_s = 0;  // requests per second at most (a token bucket); 0 = no limit
+  int64_t burst = 0;       // the bucket's size; 0 = rate_per_s
 };
 
 struct GatewayAuthSettings {
@@ -152,13 +155,14 @@ struct GatewayAuthSettings {
 struct GatewaySettings {
   bool enabled = false;
   std::string listen = "127.0.0.1:8080";
-  int64_t threads = 1;               // HTTP threads
-  int64_t amqp_connections = 2;      // connections (each with its thread) to the broker
-  int64_t timeout_ms = 30000;        // a request's deadline when the client sets none
-  int64_t max_body_bytes = 1 << 20;  // a larger request body is answered 413
-  int64_t max_header_bytes = 16384;  // larger request headers are answered 431
-  int64_t max_connections = 1024;    // past this, a new connection is answered 503
-  int64_t idle_timeout_ms = 60000;   // a connection idle (or a request arriving) this long
+  int64_t threads = 1;                    // HTTP threads
+  int64_t amqp_connections = 2;           // connections (each with its thread) to the broker
+  int64_t timeout_ms = 30000;             // a request's deadline when the client sets none
+  int64_t max_body_bytes = 1 << 20;       // a larger request body is answered 413
+  int64_t max_header_bytes = 16384;       // larger request headers are answered 431
+  int64_t max_connections = 1024;         // past this, a new connection is answered 503
+  int64_t idle_timeout_ms = 60000;        // a connection idle (or a request arriving) this long
+  std::vector<std::string> cors_origins;  // origins browsers may call from ("*" = any)
   GatewayAuthSettings auth;
 };
 

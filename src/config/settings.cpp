@@ -378,6 +378,7 @@ void ReadSettings(const toml::table& merged, const Origins& o, Config& c,
     r.Integer("max_header_bytes", c.gateway.max_header_bytes, 1024, 1 << 20);
     r.Integer("max_connections", c.gateway.max_connections, 1, 1000000);
     r.Integer("idle_timeout_ms", c.gateway.idle_timeout_ms, 100, 3600000);
+    r.StringList("cors_origins", c.gateway.cors_origins);
     if (const toml::table* auth = r.Table("auth")) {
       TableReader a(auth, "gateway.auth", o, errors);
       a.Bool("required", c.gateway.auth.required);
@@ -392,6 +393,8 @@ void ReadSettings(const toml::table& merged, const Origins& o, Config& c,
           GatewayPrincipal principal{std::string(name.str()), "", {}};
           p.String("token", principal.token);
           p.StringList("allow", principal.allow);
+          p.Integer("rate_per_s", principal.rate_per_s, 0, 1000000);
+          p.Integer("burst", principal.burst, 0, 1000000);
           p.Finish();
           if (principal.token.size() < 16) {
             a.Error(key + ".token",

@@ -22,7 +22,9 @@
 #include "core/listen.hpp"
 #include "gateway/auth.hpp"
 #include "gateway/bridge.hpp"
+#include "gateway/cors.hpp"
 #include "gateway/gzip.hpp"
+#include "gateway/limits.hpp"
 #include "gateway/rest.hpp"
 
 namespace beds::gateway {
@@ -78,16 +80,21 @@ struct Gateway::Impl {
       : settings(s),
         templates(std::move(t)),
         auth(s.auth),
+        limiter(s.auth),
         ioc(static_cast<int>(s.threads)),
         bridge(amqp, static_cast<int>(s.amqp_connections)) {}
 
   asio::awaitable<void> Serve();
   asio::awaitable<void> Session(tcp::socket socket);
+  // CORS around Route.
   asio::awaitable<Response> Handle(const Request& req);
+  // Route, authenticate, publish, answer.
+  asio::awaitable<Response> Route(const Request& req);
 
   const config::GatewaySettings settings;
   const std::shared_ptr<const templates::Snapshot> templates;
   const Auth auth;
+  RateLimiter limiter;
   std::atomic<int64_t> connections{0};
   asio::io_context ioc;
   // After the io_context: destroyed first, its lanes answer what waits into the stopped context.
@@ -99,6 +106,30 @@ struct Gateway::Impl {
 };
 
 asio::awaitable<Response> Gateway::Impl::Handle(const Request& req) {
+  const std::string_view origin = Header(req, "Origin");
+  const bool cross_origin = OriginAllowed(settings.cors_origins, origin);
+  if (req.method() == http::verb::options &&
+      !Header(req, "Access-Control-Request-Method").empty()) {
+    // A browser's preflight: answered here, before routing and credentials (it carries none).
+    if (!cross_origin) {
+      co_return Answer(403,
+                       ErrorBody(Error{Code::kForbidden,
+                                       "origin '" + Excerpt(origin, 120) +
+                                           "' may not call this gateway ([gateway] cors_origins)"}),
+                       req.version());
+    }
+    Response res{http::status::no_content, req.version()};
+    for (auto& [name, value] : PreflightHeaders(origin)) res.set(name, value);
+    co_return res;
+  }
+  Response res = co_await Route(req);
+  if (cross_origin) {
+    for (auto& [name, value] : CorsHeaders(origin)) res.set(name, value);
+  }
+  co_return res;
+}
+
+asio::awaitable<Response> Gateway::Impl::Route(const Request& req) {
   const HttpRequest r{req.method_string(),
                       req.target(),
                       req.body(),
@@ -136,6 +167,17 @@ asio::awaitable<Response> Gateway::Impl::Handle(const Request& req) {
         co_return res;
       }
       routed.actor = (*principal)->name;
+      if (auto wait_s = limiter.Take(routed.actor, std::chrono::steady_clock::now())) {
+        Response res = Answer(
+            429,
+            ErrorBody(Error{Code::kUnavailable, "principal '" + routed.actor +
+                                                    "' is over its rate limit (rate_per_s); retry "
+                                                    "after " +
+                                                    std::to_string(*wait_s) + " s"}),
+            req.version());
+        res.set(http::field::retry_after, std::to_string(*wait_s));
+        co_return res;
+      }
     }
   }
   const int ok_status = routed.ok_status;
@@ -197,7 +239,8 @@ asio::awaitable<void> Gateway::Impl::Session(tcp::socket socket) {
       res.keep_alive(req.keep_alive());
       if (res.body().size() >= kGzipMinBytes) {
         // Caches must keep the two forms apart.
-        res.set(http::field::vary, "Accept-Encoding");
+        const std::string vary(res[http::field::vary]);
+        res.set(http::field::vary, vary.empty() ? "Accept-Encoding" : vary + ", Accept-Encoding");
         if (AcceptsGzip(Header(req, "Accept-Encoding"))) {
           if (auto zipped = Gzip(res.body())) {
             res.body() = std::move(*zipped);

@@ -42,9 +42,17 @@ from e2e_support import (check, open_channel, rpc, scratch_database, stop_node, 
 SHOP = "shop-token-0123456789"
 AUDITOR = "auditor-token-0123456789"
 CLERK = "clerk-token-0123456789"
+LIMITED = "limited-token-0123456789"
+ORIGIN = "https://shop.example.org"
 # More lines of the [gateway] table: its sub-tables for the principals. write_gateway_config puts
 # them right after [gateway]'s own keys, before the [brokers.*] tables.
 AUTH = f"""max_body_bytes = 65536
+cors_origins = ["{ORIGIN}"]
+[gateway.auth.principals.limited]
+token = "{LIMITED}"
+allow = ["*/count"]
+rate_per_s = 1
+burst = 2
 [gateway.auth.principals.shop]
 token = "{SHOP}"
 allow = ["Users/*", "calgon/*", "lineage/fetch"]
@@ -385,6 +393,49 @@ def run_checks(gw, ch, suffix):
               "the direct create's audit: actor guest, no via, its key: %s" % json.dumps(f)[:300])
 
 
+def check_limits_and_cors(base):
+    """Rate limits and CORS, with plain requests (their 429 and 204 answers are not protocol
+    replies, so they stay out of ANSWERS)."""
+    url = base + "/v1/Users/count"
+    got = [requests.get(url, headers=bearer(LIMITED), timeout=10) for _ in range(3)]
+    check([r.status_code for r in got[:2]] == [200, 200],
+          "limited (burst 2): two quick counts -> 200: %s" % [r.status_code for r in got])
+    last = got[2]
+    check(last.status_code == 429 and last.headers.get("Retry-After") == "1" and
+          (body(last) or {}).get("error", {}).get("code") == "UNAVAILABLE" and
+          "rate limit" in message(last),
+          "the third at once -> 429, Retry-After: 1, UNAVAILABLE naming the rate limit: %s %s"
+          % (last.status_code, last.text[:200]))
+    other = requests.get(url, headers=bearer(SHOP), timeout=10)
+    check(other.status_code == 200, "another principal is not slowed: %d" % other.status_code)
+    time.sleep(1.1)
+    again = requests.get(url, headers=bearer(LIMITED), timeout=10)
+    check(again.status_code == 200, "a second later the bucket has a token again: %d"
+          % again.status_code)
+
+    pre = requests.options(url, timeout=10, headers={
+        "Origin": ORIGIN, "Access-Control-Request-Method": "GET",
+        "Access-Control-Request-Headers": "authorization"})
+    check(pre.status_code == 204 and pre.headers.get("Access-Control-Allow-Origin") == ORIGIN and
+          "GET" in pre.headers.get("Access-Control-Allow-Methods", "") and
+          "Authorization" in pre.headers.get("Access-Control-Allow-Headers", ""),
+          "a preflight from an allowed origin -> 204 with the CORS headers, no credentials "
+          "needed: %d %s" % (pre.status_code, dict(pre.headers)))
+    bad = requests.options(url, timeout=10, headers={
+        "Origin": "https://evil.example.org", "Access-Control-Request-Method": "GET"})
+    check(bad.status_code == 403 and "Access-Control-Allow-Origin" not in bad.headers,
+          "a preflight from another origin -> 403 without CORS headers: %d" % bad.status_code)
+    cross = requests.get(url, timeout=10, headers=dict(bearer(SHOP), Origin=ORIGIN))
+    check(cross.status_code == 200 and cross.headers.get("Access-Control-Allow-Origin") == ORIGIN
+          and "X-Beds-Event-Id" in cross.headers.get("Access-Control-Expose-Headers", ""),
+          "an allowed origin's GET carries Access-Control-Allow-Origin and exposes the event id: "
+          "%s" % dict(cross.headers))
+    foreign = requests.get(url, timeout=10, headers=dict(bearer(SHOP), Origin="https://evil.example.org"))
+    check(foreign.status_code == 200 and "Access-Control-Allow-Origin" not in foreign.headers,
+          "another origin's GET is answered without CORS headers (the browser hides it): %s"
+          % dict(foreign.headers))
+
+
 def check_every_answer():
     not_json = ["%s: %r" % (what, r.headers.get("Content-Type")) for what, r in ANSWERS
                 if not r.headers.get("Content-Type", "").startswith("application/json")]
@@ -450,6 +501,7 @@ def main():
                       "shop: GET /v1/Users/count on the fresh database -> 0: " + show(r))
                 if ok(r):
                     run_checks(gw, ch, str(os.getpid()))
+                    check_limits_and_cors(gw.base)
                 check_every_answer()
 
                 bye = rpc(ch, "admin.shutdown.authnode",
