@@ -147,9 +147,20 @@ struct GatewayPrincipal {
   int64_t burst = 0;       // the bucket's size; 0 = rate_per_s
 };
 
+// JWT bearer tokens: HS256 with `secret`, RS256 with the issuer's public key.
+struct GatewayJwtSettings {
+  std::string secret;                      // HS256 shared secret; "" = HS256 off
+  std::string rs256_public_key_file;       // PEM; "" = RS256 off
+  std::string issuer;                      // required `iss` when set
+  std::string audience;                    // required in `aud` when set
+  std::string allow_claim = "beds_allow";  // the claim holding the template/op patterns
+  bool enabled() const { return !secret.empty() || !rs256_public_key_file.empty(); }
+};
+
 struct GatewayAuthSettings {
   bool required = false;  // true: every /v1 request needs a principal's token
   std::vector<GatewayPrincipal> principals;
+  GatewayJwtSettings jwt;
 };
 
 struct GatewaySettings {

@@ -409,10 +409,27 @@ void ReadSettings(const toml::table& merged, const Origins& o, Config& c,
           c.gateway.auth.principals.push_back(std::move(principal));
         }
       }
+      if (const toml::table* jwt = a.Table("jwt")) {
+        TableReader j(jwt, "gateway.auth.jwt", o, errors);
+        GatewayJwtSettings& s = c.gateway.auth.jwt;
+        j.String("secret", s.secret);
+        j.String("rs256_public_key_file", s.rs256_public_key_file);
+        j.String("issuer", s.issuer);
+        j.String("audience", s.audience);
+        j.String("allow_claim", s.allow_claim);
+        j.Finish();
+        if (!s.secret.empty() && s.secret.size() < 32) {
+          j.Error("secret",
+                  "an HS256 secret of at least 32 characters is required (e.g. from "
+                  "`openssl rand -hex 32`)");
+        }
+      }
       a.Finish();
-      if (c.gateway.auth.required && c.gateway.auth.principals.empty()) {
+      if (c.gateway.auth.required && c.gateway.auth.principals.empty() &&
+          !c.gateway.auth.jwt.enabled()) {
         a.Error("required",
-                "true, but no [gateway.auth.principals.*] is configured: nobody could call");
+                "true, but no [gateway.auth.principals.*] or [gateway.auth.jwt] is configured: "
+                "nobody could call");
       }
     }
     r.Finish();

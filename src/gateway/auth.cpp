@@ -20,12 +20,24 @@ std::unexpected<Refusal> Unauthenticated(std::string message) {
 }  // namespace
 
 Auth::Auth(const config::GatewayAuthSettings& settings)
-    : enabled_(settings.required || !settings.principals.empty()) {
+    : enabled_(settings.required || !settings.principals.empty() || settings.jwt.enabled()) {
   for (const auto& p : settings.principals) by_digest_.emplace(Digest(p.token), p);
 }
 
-std::expected<const config::GatewayPrincipal*, Refusal> Auth::Authenticate(
-    std::string_view authorization, std::string_view api_key) const {
+Auth::~Auth() = default;
+
+Result<std::unique_ptr<Auth>> Auth::Make(const config::GatewayAuthSettings& settings) {
+  std::unique_ptr<Auth> auth(new Auth(settings));
+  if (settings.jwt.enabled()) {
+    auto jwt = JwtVerifier::Make(settings.jwt);
+    if (!jwt) return std::unexpected(jwt.error());
+    auth->jwt_ = std::move(*jwt);
+  }
+  return auth;
+}
+
+std::expected<Caller, Refusal> Auth::Authenticate(std::string_view authorization,
+                                                  std::string_view api_key, int64_t now_s) const {
   std::string_view token = api_key;
   if (token.empty() && !authorization.empty()) {
     constexpr std::string_view kBearer = "Bearer ";
@@ -38,19 +50,22 @@ std::expected<const config::GatewayPrincipal*, Refusal> Auth::Authenticate(
     return Unauthenticated(
         "credentials needed: send \"Authorization: Bearer {token}\" or \"X-Api-Key: {token}\"");
   }
+  if (jwt_ && JwtVerifier::LooksLikeJwt(token)) {
+    auto verified = jwt_->Verify(token, now_s);
+    if (!verified) return Unauthenticated(verified.error().message);
+    return Caller{std::move(verified->subject), std::move(verified->allow)};
+  }
   auto it = by_digest_.find(Digest(token));
   if (it == by_digest_.end()) return Unauthenticated("unknown token");
-  return &it->second;
+  return Caller{it->second.name, it->second.allow};
 }
 
-std::expected<void, Refusal> Auth::Authorize(const config::GatewayPrincipal& principal,
-                                             std::string_view permission) {
-  if (Allows(principal.allow, permission)) return {};
+std::expected<void, Refusal> Auth::Authorize(const Caller& caller, std::string_view permission) {
+  if (Allows(caller.allow, permission)) return {};
   return std::unexpected(
       Refusal{403,
-              Error{Code::kForbidden, "principal '" + principal.name + "' may not call " +
-                                          std::string(permission) + " ([gateway.auth.principals." +
-                                          principal.name + "] allow)"},
+              Error{Code::kForbidden, "principal '" + caller.name + "' may not call " +
+                                          std::string(permission) + " (its allow patterns)"},
               {}});
 }
 

@@ -7,36 +7,47 @@
 #include <array>
 #include <expected>
 #include <map>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "config/config.hpp"
+#include "gateway/jwt.hpp"
 #include "gateway/rest.hpp"
 
 namespace beds::gateway {
 
+// Who is calling: an API-key principal or a JWT's subject, with what it may call.
+struct Caller {
+  std::string name;
+  std::vector<std::string> allow;
+};
+
 class Auth {
  public:
-  explicit Auth(const config::GatewayAuthSettings& settings);
+  // UNAVAILABLE when the JWT public key cannot be read.
+  static Result<std::unique_ptr<Auth>> Make(const config::GatewayAuthSettings& settings);
+  ~Auth();
 
-  // Whether requests need a principal: auth.required, or any principal configured.
+  // Whether requests need credentials: auth.required, a principal or JWT configured.
   bool enabled() const { return enabled_; }
 
-  // The principal presenting these headers (values "" when absent), or 401 UNAUTHENTICATED: no
-  // credentials, or a token no principal has.
-  std::expected<const config::GatewayPrincipal*, Refusal> Authenticate(
-      std::string_view authorization, std::string_view api_key) const;
+  // The caller presenting these headers (values "" when absent) at `now_s` (Unix seconds), or
+  // 401 UNAUTHENTICATED: no credentials, a token no principal has, or a JWT that fails.
+  std::expected<Caller, Refusal> Authenticate(std::string_view authorization,
+                                              std::string_view api_key, int64_t now_s) const;
 
-  // 403 FORBIDDEN unless one of the principal's patterns covers `permission` ("Users/fetch").
-  static std::expected<void, Refusal> Authorize(const config::GatewayPrincipal& principal,
-                                                std::string_view permission);
+  // 403 FORBIDDEN unless one of the caller's patterns covers `permission` ("Users/fetch").
+  static std::expected<void, Refusal> Authorize(const Caller& caller, std::string_view permission);
 
  private:
+  explicit Auth(const config::GatewayAuthSettings& settings);
   bool enabled_ = false;
   // By the SHA-256 of the token: a lookup that takes the same time whatever the token shares
   // with a real one.
   std::map<std::array<unsigned char, 32>, config::GatewayPrincipal> by_digest_;
+  std::unique_ptr<JwtVerifier> jwt_;  // null: JWTs are not taken
 };
 
 }  // namespace beds::gateway

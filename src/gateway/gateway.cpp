@@ -19,6 +19,7 @@
 #include <thread>
 #include <vector>
 
+#include "core/clock.hpp"
 #include "core/listen.hpp"
 #include "gateway/auth.hpp"
 #include "gateway/bridge.hpp"
@@ -76,10 +77,10 @@ std::string_view Header(const Request& req, std::string_view name) {
 
 struct Gateway::Impl {
   Impl(const config::GatewaySettings& s, const config::AmqpSettings& amqp,
-       std::shared_ptr<const templates::Snapshot> t)
+       std::shared_ptr<const templates::Snapshot> t, std::unique_ptr<const Auth> a)
       : settings(s),
         templates(std::move(t)),
-        auth(s.auth),
+        auth(std::move(a)),
         limiter(s.auth),
         ioc(static_cast<int>(s.threads)),
         bridge(amqp, static_cast<int>(s.amqp_connections)) {}
@@ -93,7 +94,7 @@ struct Gateway::Impl {
 
   const config::GatewaySettings settings;
   const std::shared_ptr<const templates::Snapshot> templates;
-  const Auth auth;
+  const std::unique_ptr<const Auth> auth;
   RateLimiter limiter;
   std::atomic<int64_t> connections{0};
   asio::io_context ioc;
@@ -154,10 +155,11 @@ asio::awaitable<Response> Gateway::Impl::Route(const Request& req) {
     routed.timeout_ms = kReadyTimeout.count();
   } else {
     routed = std::move(route->routed);
-    if (auth.enabled()) {
-      auto principal = auth.Authenticate(Header(req, "Authorization"), Header(req, "X-Api-Key"));
+    if (auth->enabled()) {
+      auto principal = auth->Authenticate(Header(req, "Authorization"), Header(req, "X-Api-Key"),
+                                          NowUnixMs() / 1000);
       std::expected<void, Refusal> allowed;
-      if (principal) allowed = Auth::Authorize(**principal, routed.permission);
+      if (principal) allowed = Auth::Authorize(*principal, routed.permission);
       const Refusal* refused = !principal ? &principal.error()
                                : !allowed ? &allowed.error()
                                           : nullptr;
@@ -166,7 +168,7 @@ asio::awaitable<Response> Gateway::Impl::Route(const Request& req) {
         if (refused->status == 401) res.set(http::field::www_authenticate, "Bearer");
         co_return res;
       }
-      routed.actor = (*principal)->name;
+      routed.actor = principal->name;
       if (auto wait_s = limiter.Take(routed.actor, std::chrono::steady_clock::now())) {
         Response res = Answer(
             429,
@@ -312,7 +314,9 @@ Result<std::unique_ptr<Gateway>> Gateway::Start(
     std::shared_ptr<const templates::Snapshot> templates) {
   auto address = ParseListen(settings.listen, "gateway listen");
   if (!address) return std::unexpected(address.error());
-  auto impl = std::make_unique<Impl>(settings, amqp, std::move(templates));
+  auto auth = Auth::Make(settings.auth);
+  if (!auth) return std::unexpected(auth.error());
+  auto impl = std::make_unique<Impl>(settings, amqp, std::move(templates), std::move(*auth));
   boost::system::error_code ec;
   const tcp::endpoint endpoint(asio::ip::make_address(address->ip), address->port);
   tcp::acceptor& acceptor = impl->acceptor;
