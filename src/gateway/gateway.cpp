@@ -26,6 +26,7 @@
 #include "gateway/cors.hpp"
 #include "gateway/gzip.hpp"
 #include "gateway/limits.hpp"
+#include "gateway/openapi.hpp"
 #include "gateway/rest.hpp"
 
 namespace beds::gateway {
@@ -80,6 +81,7 @@ struct Gateway::Impl {
        std::shared_ptr<const templates::Snapshot> t, std::unique_ptr<const Auth> a)
       : settings(s),
         templates(std::move(t)),
+        openapi(OpenApiDocument(*templates, s)),
         auth(std::move(a)),
         limiter(s.auth),
         ioc(static_cast<int>(s.threads)),
@@ -94,6 +96,7 @@ struct Gateway::Impl {
 
   const config::GatewaySettings settings;
   const std::shared_ptr<const templates::Snapshot> templates;
+  const std::string openapi;  // GET /v1/openapi.json, made once: the templates do not change
   const std::unique_ptr<const Auth> auth;
   RateLimiter limiter;
   std::atomic<int64_t> connections{0};
@@ -147,6 +150,9 @@ asio::awaitable<Response> Gateway::Impl::Route(const Request& req) {
   }
   if (route->local && route->what == Local::kHealth) {
     co_return Answer(200, R"({"ok":true})", req.version());
+  }
+  if (route->local && route->what == Local::kOpenApi) {
+    co_return Answer(200, openapi, req.version());
   }
   Routed routed;
   if (route->local) {

@@ -239,6 +239,10 @@ std::expected<Route, Refusal> RouteOf(const HttpRequest& r, const templates::Sna
   Route route;
   Routed& out = route.routed;
 
+  if (seg.size() == 2 && seg[1] == "openapi.json") {
+    if (m != "GET" && m != "HEAD") return NotAllowed(m, "GET");
+    return Route{true, Local::kOpenApi, {}};
+  }
   if (seg[1] == "tickets" || seg[1] == "lineage") {
     if (seg.size() != 3) return Refuse(404, Code::kNotFound, "use /v1/" + seg[1] + "/{id}");
     envelope["id"] = seg[2];

@@ -27,7 +27,7 @@ struct HttpRequest {
 };
 
 // Answered by the gateway itself, without a node.
-enum class Local { kHealth, kReady };
+enum class Local { kHealth, kReady, kOpenApi };
 
 // A request the gateway publishes: the envelope, its routing key, and how to answer it.
 struct Routed {

@@ -486,6 +486,35 @@ def run_checks(gw, port, ch, suffix):
           "a short answer is not compressed: %s" % (dict(r.headers) if r is not None else None))
 
 
+
+def check_openapi(base):
+    """GET /v1/openapi.json, validated against the OpenAPI 3.1 schema by a validator that is not
+    ours (npm's @seriousme/openapi-schema-validator, installed on first use under BEDS_VAR)."""
+    r = requests.get(base + "/v1/openapi.json", timeout=10)
+    doc = body(r)
+    check(r.status_code == 200 and isinstance(doc, dict) and doc.get("openapi") == "3.1.0" and
+          "/v1/Users/{id}" in (doc.get("paths") or {}),
+          "GET /v1/openapi.json -> 200, OpenAPI 3.1.0 with the Users routes: %s" % r.text[:200])
+    if not isinstance(doc, dict):
+        return
+    prefix = os.path.join(os.environ.get("BEDS_VAR", tempfile.gettempdir()), "npm")
+    cli = os.path.join(prefix, "node_modules", "@seriousme", "openapi-schema-validator", "bin",
+                       "validate-api-cli.js")
+    if not os.path.exists(cli):
+        installed = subprocess.run(
+            ["npm", "install", "--prefix", prefix, "--no-audit", "--no-fund", "--silent",
+             "@seriousme/openapi-schema-validator@2"], capture_output=True, text=True, timeout=300)
+        check(installed.returncode == 0, "npm installed the OpenAPI validator: %s"
+              % (installed.stderr or installed.stdout)[-500:])
+    path = os.path.join(prefix, "openapi.json")
+    with open(path, "w") as f:
+        json.dump(doc, f)
+    out = subprocess.run(["node", cli, path], capture_output=True, text=True, timeout=120)
+    check(out.returncode == 0 and '"valid": true' in out.stdout.replace("'", '"'),
+          "the document is valid OpenAPI 3.1 (validate-api): %s %s"
+          % (out.stdout[-600:], out.stderr[-300:]))
+
+
 def check_every_answer():
     """What the spec says of every answer, over all the answers the test saw."""
     not_json = ["%s: %r" % (what, r.headers.get("Content-Type")) for what, r in ANSWERS
@@ -554,6 +583,7 @@ def main():
                       "GET /v1/Users/count on the fresh database -> 0: " + show(r))
                 if ok(r):
                     run_checks(gw, port, ch, str(os.getpid()))
+                    check_openapi(gw.base)
                 check_every_answer()
 
                 bye = rpc(ch, "admin.shutdown.gwnode",
