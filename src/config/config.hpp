@@ -174,6 +174,8 @@ struct GatewaySettings {
   int64_t max_connections = 1024;         // past this, a new connection is answered 503
   int64_t idle_timeout_ms = 60000;        // a connection idle (or a request arriving) this long
   std::vector<std::string> cors_origins;  // origins browsers may call from ("*" = any)
+  std::string cert_file;                  // PEM certificate chain: HTTPS ("" = plain HTTP)
+  std::string key_file;                   // its PEM private key
   GatewayAuthSettings auth;
 };
 

@@ -15,6 +15,7 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
 #include <chrono>
 #include <thread>
 #include <vector>
@@ -88,7 +89,11 @@ struct Gateway::Impl {
         bridge(amqp, static_cast<int>(s.amqp_connections)) {}
 
   asio::awaitable<void> Serve();
+  // One connection: TLS first when configured, then Exchange.
   asio::awaitable<void> Session(tcp::socket socket);
+  // Requests and answers on one connection until it closes.
+  template <typename Stream>
+  asio::awaitable<void> Exchange(Stream& stream);
   // CORS around Route.
   asio::awaitable<Response> Handle(const Request& req);
   // Route, authenticate, publish, answer.
@@ -98,6 +103,7 @@ struct Gateway::Impl {
   const std::shared_ptr<const templates::Snapshot> templates;
   const std::string openapi;  // GET /v1/openapi.json, made once: the templates do not change
   const std::unique_ptr<const Auth> auth;
+  std::unique_ptr<asio::ssl::context> tls;  // HTTPS when cert_file and key_file are set
   RateLimiter limiter;
   std::atomic<int64_t> connections{0};
   asio::io_context ioc;
@@ -205,13 +211,32 @@ asio::awaitable<void> Gateway::Impl::Session(tcp::socket socket) {
   beast::error_code nodelay_error;
   socket.set_option(tcp::no_delay(true), nodelay_error);
   beast::tcp_stream stream(std::move(socket));
+  if (!tls) {
+    co_await Exchange(stream);
+    beast::error_code ignored;
+    stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
+    co_return;
+  }
+  beast::ssl_stream<beast::tcp_stream> secure(std::move(stream), *tls);
+  beast::get_lowest_layer(secure).expires_after(
+      std::chrono::milliseconds(settings.idle_timeout_ms));
+  auto [handshake_error] = co_await secure.async_handshake(asio::ssl::stream_base::server,
+                                                           asio::as_tuple(asio::use_awaitable));
+  if (handshake_error) co_return;  // not TLS, or a client that gave up: nothing to answer
+  co_await Exchange(secure);
+  beast::get_lowest_layer(secure).expires_after(std::chrono::seconds(2));
+  co_await secure.async_shutdown(asio::as_tuple(asio::use_awaitable));
+}
+
+template <typename Stream>
+asio::awaitable<void> Gateway::Impl::Exchange(Stream& stream) {
   beast::flat_buffer buffer;
   const auto idle = std::chrono::milliseconds(settings.idle_timeout_ms);
   for (;;) {
     http::request_parser<http::string_body> parser;
     parser.body_limit(static_cast<uint64_t>(settings.max_body_bytes));
     parser.header_limit(static_cast<uint32_t>(settings.max_header_bytes));
-    stream.expires_after(idle);
+    beast::get_lowest_layer(stream).expires_after(idle);
     auto [read_error, read_bytes] =
         co_await http::async_read(stream, buffer, parser, asio::as_tuple(asio::use_awaitable));
     Response res;
@@ -258,13 +283,11 @@ asio::awaitable<void> Gateway::Impl::Session(tcp::socket socket) {
       }
     }
     res.prepare_payload();
-    stream.expires_after(idle);
+    beast::get_lowest_layer(stream).expires_after(idle);
     auto [write_error, written] =
         co_await http::async_write(stream, res, asio::as_tuple(asio::use_awaitable));
     if (write_error || !res.keep_alive()) break;
   }
-  beast::error_code ignored;
-  stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
 }
 
 asio::awaitable<void> Gateway::Impl::Serve() {
@@ -323,6 +346,24 @@ Result<std::unique_ptr<Gateway>> Gateway::Start(
   auto auth = Auth::Make(settings.auth);
   if (!auth) return std::unexpected(auth.error());
   auto impl = std::make_unique<Impl>(settings, amqp, std::move(templates), std::move(*auth));
+  if (!settings.cert_file.empty()) {
+    auto tls = std::make_unique<asio::ssl::context>(asio::ssl::context::tls_server);
+    tls->set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |
+                     asio::ssl::context::no_sslv3 | asio::ssl::context::no_tlsv1 |
+                     asio::ssl::context::no_tlsv1_1);
+    boost::system::error_code tls_error;
+    tls->use_certificate_chain_file(settings.cert_file, tls_error);
+    if (tls_error) {
+      return Fail(Code::kUnavailable,
+                  "gateway: cert_file " + settings.cert_file + ": " + tls_error.message());
+    }
+    tls->use_private_key_file(settings.key_file, asio::ssl::context::pem, tls_error);
+    if (tls_error) {
+      return Fail(Code::kUnavailable,
+                  "gateway: key_file " + settings.key_file + ": " + tls_error.message());
+    }
+    impl->tls = std::move(tls);
+  }
   boost::system::error_code ec;
   const tcp::endpoint endpoint(asio::ip::make_address(address->ip), address->port);
   tcp::acceptor& acceptor = impl->acceptor;
@@ -354,7 +395,8 @@ Result<std::unique_ptr<Gateway>> Gateway::Start(
       }
     });
   }
-  spdlog::info("gateway: serving HTTP on {}:{}", address->ip, impl->port);
+  spdlog::info("gateway: serving {} on {}:{}", impl->tls ? "HTTPS" : "HTTP", address->ip,
+               impl->port);
   return std::unique_ptr<Gateway>(new Gateway(std::move(impl)));
 }
 

@@ -12,7 +12,7 @@ import uuid
 import pika
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-GATEWAY_PORT_LINE = re.compile(r"gateway: serving HTTP on 127\.0\.0\.1:(\d+)")
+GATEWAY_PORT_LINE = re.compile(r"gateway: serving HTTPS? on 127\.0\.0\.1:(\d+)")
 FAILURES = []
 CHECKS = [0]
 
