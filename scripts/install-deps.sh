@@ -9,7 +9,7 @@ packages=(
   libsqlite3-dev libmongoc-dev libbson-dev zlib1g-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   rabbitmq-server mariadb-server mariadb-client
-  python3 python3-pika python3-mockupdb python3-prometheus-client python3-requests curl openssl wrk
+  python3 python3-pika python3-mockupdb python3-prometheus-client python3-requests python3-websocket curl openssl wrk
 )
 missing=()
 for p in "${packages[@]}"; do

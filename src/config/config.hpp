@@ -172,6 +172,7 @@ struct GatewaySettings {
   int64_t max_body_bytes = 1 << 20;       // a larger request body is answered 413
   int64_t max_header_bytes = 16384;       // larger request headers are answered 431
   int64_t max_connections = 1024;         // past this, a new connection is answered 503
+  int64_t ws_max_in_flight = 64;          // a WebSocket's requests waiting for replies, at most
   int64_t idle_timeout_ms = 60000;        // a connection idle (or a request arriving) this long
   std::vector<std::string> cors_origins;  // origins browsers may call from ("*" = any)
   std::string cert_file;                  // PEM certificate chain: HTTPS ("" = plain HTTP)

@@ -379,6 +379,7 @@ void ReadSettings(const toml::table& merged, const Origins& o, Config& c,
     r.Integer("max_connections", c.gateway.max_connections, 1, 1000000);
     r.Integer("idle_timeout_ms", c.gateway.idle_timeout_ms, 100, 3600000);
     r.StringList("cors_origins", c.gateway.cors_origins);
+    r.Integer("ws_max_in_flight", c.gateway.ws_max_in_flight, 1, 100000);
     r.String("cert_file", c.gateway.cert_file);
     r.String("key_file", c.gateway.key_file);
     if (c.gateway.cert_file.empty() != c.gateway.key_file.empty()) {

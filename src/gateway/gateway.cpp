@@ -12,11 +12,15 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core.hpp>
+#include <boost/json.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
+#include <boost/beast/websocket.hpp>
 #include <chrono>
+#include <deque>
 #include <thread>
 #include <vector>
 
@@ -36,6 +40,8 @@ namespace {
 namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;
+namespace websocket = beast::websocket;
+namespace json = boost::json;
 using tcp = asio::ip::tcp;
 using Response = http::response<http::string_body>;
 using Request = http::request<http::string_body>;
@@ -92,8 +98,12 @@ struct Gateway::Impl {
   // One connection: TLS first when configured, then Exchange.
   asio::awaitable<void> Session(tcp::socket socket);
   // Requests and answers on one connection until it closes.
+  // Returns true when the connection became a WebSocket (the stream was moved into it).
   template <typename Stream>
-  asio::awaitable<void> Exchange(Stream& stream);
+  asio::awaitable<bool> Exchange(Stream& stream);
+  // /v1/ws: envelopes in, replies out in any order, ticket completions pushed.
+  template <typename Stream>
+  asio::awaitable<void> WebSocket(Stream stream, Request upgrade, std::optional<Caller> caller);
   // CORS around Route.
   asio::awaitable<Response> Handle(const Request& req);
   // Route, authenticate, publish, answer.
@@ -212,7 +222,7 @@ asio::awaitable<void> Gateway::Impl::Session(tcp::socket socket) {
   socket.set_option(tcp::no_delay(true), nodelay_error);
   beast::tcp_stream stream(std::move(socket));
   if (!tls) {
-    co_await Exchange(stream);
+    if (co_await Exchange(stream)) co_return;
     beast::error_code ignored;
     stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
     co_return;
@@ -223,13 +233,13 @@ asio::awaitable<void> Gateway::Impl::Session(tcp::socket socket) {
   auto [handshake_error] = co_await secure.async_handshake(asio::ssl::stream_base::server,
                                                            asio::as_tuple(asio::use_awaitable));
   if (handshake_error) co_return;  // not TLS, or a client that gave up: nothing to answer
-  co_await Exchange(secure);
+  if (co_await Exchange(secure)) co_return;
   beast::get_lowest_layer(secure).expires_after(std::chrono::seconds(2));
   co_await secure.async_shutdown(asio::as_tuple(asio::use_awaitable));
 }
 
 template <typename Stream>
-asio::awaitable<void> Gateway::Impl::Exchange(Stream& stream) {
+asio::awaitable<bool> Gateway::Impl::Exchange(Stream& stream) {
   beast::flat_buffer buffer;
   const auto idle = std::chrono::milliseconds(settings.idle_timeout_ms);
   for (;;) {
@@ -266,6 +276,28 @@ asio::awaitable<void> Gateway::Impl::Exchange(Stream& stream) {
       res.keep_alive(false);
     } else if (read_error) {
       break;  // the client went away, or was idle too long
+    } else if (websocket::is_upgrade(parser.get())) {
+      const Request& req = parser.get();
+      std::optional<Caller> caller;
+      std::optional<Refusal> refused;
+      if (std::string_view(req.target()).substr(0, req.target().find('?')) != "/v1/ws") {
+        refused = Refusal{404, Error{Code::kNotFound, "WebSocket is served on /v1/ws only"}, {}};
+      } else if (auth->enabled()) {
+        auto who = auth->Authenticate(Header(req, "Authorization"), Header(req, "X-Api-Key"),
+                                      NowUnixMs() / 1000);
+        if (who) {
+          caller = std::move(*who);
+        } else {
+          refused = who.error();
+        }
+      }
+      if (!refused) {
+        co_await WebSocket(std::move(stream), parser.release(), std::move(caller));
+        co_return true;
+      }
+      res = Answer(refused->status, ErrorBody(refused->error), req.version());
+      if (refused->status == 401) res.set(http::field::www_authenticate, "Bearer");
+      res.keep_alive(false);
     } else {
       const Request& req = parser.get();
       res = co_await Handle(req);
@@ -288,6 +320,162 @@ asio::awaitable<void> Gateway::Impl::Exchange(Stream& stream) {
         co_await http::async_write(stream, res, asio::as_tuple(asio::use_awaitable));
     if (write_error || !res.keep_alive()) break;
   }
+  co_return false;
+}
+
+namespace {
+
+// What a WebSocket's requests share: the frames waiting to be written (one writer at a time) and
+// how many requests are waiting for their reply. Touched only on the connection's strand.
+template <typename Stream>
+struct WsConnection {
+  explicit WsConnection(Stream s) : ws(std::move(s)) {}
+  websocket::stream<Stream> ws;
+  std::deque<std::string> outbox;
+  bool writing = false;
+  bool closed = false;
+  int64_t in_flight = 0;
+};
+
+template <typename Stream>
+asio::awaitable<void> WriteAll(std::shared_ptr<WsConnection<Stream>> c) {
+  while (!c->outbox.empty() && !c->closed) {
+    const std::string frame = std::move(c->outbox.front());
+    c->outbox.pop_front();
+    c->ws.text(true);
+    auto [error, written] =
+        co_await c->ws.async_write(asio::buffer(frame), asio::as_tuple(asio::use_awaitable));
+    if (error) c->closed = true;
+  }
+  c->outbox.clear();
+  c->writing = false;
+}
+
+template <typename Stream>
+void Send(const std::shared_ptr<WsConnection<Stream>>& c, const json::value& id,
+          std::string_view key, std::string_view value_json) {
+  if (c->closed) return;
+  // The value is a reply as the node wrote it: spliced in, not parsed and written again.
+  c->outbox.push_back("{\"id\":" + json::serialize(id) + ",\"" + std::string(key) +
+                      "\":" + std::string(value_json) + "}");
+  if (c->writing) return;
+  c->writing = true;
+  asio::co_spawn(c->ws.get_executor(), WriteAll(c), asio::detached);
+}
+
+bool Finished(const json::value& ticket) {
+  const json::value* s = ticket.is_object() ? ticket.as_object().if_contains("status") : nullptr;
+  if (!s || !s->is_string()) return false;
+  const std::string_view status = s->get_string();
+  return status == "done" || status == "failed" || status == "cancelled" || status == "expired";
+}
+
+}  // namespace
+
+template <typename Stream>
+asio::awaitable<void> Gateway::Impl::WebSocket(Stream stream, Request upgrade,
+                                               std::optional<Caller> caller) {
+  auto c = std::make_shared<WsConnection<Stream>>(std::move(stream));
+  beast::get_lowest_layer(c->ws).expires_never();
+  // Pings the client when it is quiet and drops it when it stops answering.
+  c->ws.set_option(websocket::stream_base::timeout::suggested(beast::role_type::server));
+  c->ws.read_message_max(static_cast<uint64_t>(settings.max_body_bytes));
+  auto [accept_error] = co_await c->ws.async_accept(upgrade, asio::as_tuple(asio::use_awaitable));
+  if (accept_error) co_return;
+  const auto executor = co_await asio::this_coro::executor;
+  for (;;) {
+    beast::flat_buffer buffer;
+    auto [read_error, n] = co_await c->ws.async_read(buffer, asio::as_tuple(asio::use_awaitable));
+    if (read_error) break;
+    std::error_code ec;
+    json::value frame = json::parse(beast::buffers_to_string(buffer.data()), ec);
+    json::object* f = ec ? nullptr : frame.if_object();
+    const json::value id = f && f->contains("id") ? f->at("id") : json::value(nullptr);
+    auto refuse = [&](const Refusal& r) { Send(c, id, "reply", ErrorBody(r.error)); };
+    const json::value* request = f ? f->if_contains("request") : nullptr;
+    const json::value* subscribe = f ? f->if_contains("subscribe") : nullptr;
+    if (!f || (!(request && request->is_object()) && !(subscribe && subscribe->is_string()))) {
+      refuse(Refusal{400,
+                     Error{Code::kBadRequest,
+                           "a frame is {\"id\": …, \"request\": {envelope}} or {\"id\": …, "
+                           "\"subscribe\": \"TICKET\"}"},
+                     {}});
+      continue;
+    }
+    if (c->in_flight >= settings.ws_max_in_flight) {
+      refuse(Refusal{429,
+                     Error{Code::kUnavailable,
+                           "too many requests in flight on this WebSocket (ws_max_in_flight = " +
+                               std::to_string(settings.ws_max_in_flight) +
+                               "): wait for replies before sending more"},
+                     {}});
+      continue;
+    }
+    json::object envelope = request ? request->as_object()
+                                    : json::object{{"template", "calgon"},
+                                                   {"op", "wait"},
+                                                   {"id", subscribe->as_string()},
+                                                   {"data", json::object{{"timeout_ms", 25000}}}};
+    auto routed = RouteEnvelope(std::move(envelope), *templates, settings.timeout_ms);
+    if (!routed) {
+      refuse(routed.error());
+      continue;
+    }
+    if (caller) {
+      if (auto allowed = Auth::Authorize(*caller, routed->permission); !allowed) {
+        refuse(allowed.error());
+        continue;
+      }
+      routed->actor = caller->name;
+    }
+    ++c->in_flight;
+    const std::string ticket = subscribe ? std::string(subscribe->as_string()) : std::string();
+    asio::co_spawn(
+        executor,
+        [this, c, id, routed = std::move(*routed), ticket]() mutable -> asio::awaitable<void> {
+          const bool is_subscription = !ticket.empty();
+          for (bool first = true;; first = false) {
+            if (is_subscription && !first) {
+              // Each wait is a request of its own, with a deadline of its own.
+              auto again =
+                  RouteEnvelope(json::object{{"template", "calgon"},
+                                             {"op", "wait"},
+                                             {"id", ticket},
+                                             {"data", json::object{{"timeout_ms", 25000}}}},
+                                *templates, settings.timeout_ms);
+              if (!again) break;
+              again->actor = routed.actor;
+              routed = std::move(*again);
+            }
+            Result<std::string> reply = co_await AsyncCall(bridge, routed, asio::use_awaitable);
+            if (!reply) {
+              Send(c, id, "reply", ErrorBody(reply.error()));
+              break;
+            }
+            if (!is_subscription) {
+              Send(c, id, "reply", *reply);
+              break;
+            }
+            // A subscription waits again until the job ends, then pushes the ticket.
+            std::error_code ec;
+            const json::value r = json::parse(*reply, ec);
+            const json::value* data =
+                !ec && r.is_object() ? r.as_object().if_contains("data") : nullptr;
+            if (!data) {
+              Send(c, id, "reply", *reply);
+              break;
+            }
+            if (Finished(*data)) {
+              Send(c, id, "ticket", json::serialize(*data));
+              break;
+            }
+            if (c->closed) break;
+          }
+          --c->in_flight;
+        },
+        asio::detached);
+  }
+  c->closed = true;
 }
 
 asio::awaitable<void> Gateway::Impl::Serve() {
@@ -322,8 +510,9 @@ asio::awaitable<void> Gateway::Impl::Serve() {
           asio::detached);
       continue;
     }
+    // A connection's coroutines (a WebSocket's requests and its writer) share one strand.
     asio::co_spawn(
-        ioc,
+        asio::make_strand(ioc),
         [s = std::move(socket), this]() mutable -> asio::awaitable<void> {
           try {
             co_await Session(std::move(s));

@@ -367,6 +367,60 @@ std::expected<Route, Refusal> RouteOf(const HttpRequest& r, const templates::Sna
   return route;
 }
 
+std::expected<Routed, Refusal> RouteEnvelope(json::object envelope,
+                                             const templates::Snapshot& templates,
+                                             int64_t default_timeout_ms) {
+  auto text = [&](std::string_view key) {
+    const json::value* v = envelope.if_contains(key);
+    return v && v->is_string() ? std::string(v->get_string()) : std::string();
+  };
+  const std::string name = text("template");
+  const std::string op = text("op");
+  if (name.empty() || op.empty()) {
+    return Refuse(400, Code::kBadRequest, "a request needs \"template\" and \"op\" (strings)");
+  }
+  Routed out;
+  const std::string call = text("call");
+  out.permission = name + "/" + (op == "call" ? "call:" + call : op);
+  if (name == "sys" || name == "lineage" || name == "calgon") {
+    out.routing_key = "sys.read";
+  } else {
+    const Template* t = templates::IsSystemTemplate(name) ? nullptr : templates.Find(name);
+    if (!t) return Refuse(404, Code::kUnknownTemplate, "no template '" + Excerpt(name, 120) + "'");
+    const OpSpec* spec = op == "call"                       ? t->Call(call)
+                         : op == "count" && !t->Op("count") ? t->Op("fetch")
+                                                            : t->Op(op);
+    if (!spec) {
+      return Refuse(404, Code::kUnknownOp,
+                    "template '" + t->name + "' has no " +
+                        (op == "call" ? "call '" + Excerpt(call, 120) + "'"
+                                      : "op '" + Excerpt(op, 120) + "'"));
+    }
+    out.write = !spec->read;
+    out.routing_key = Key(*t, spec->read);
+  }
+  const int64_t now = NowUnixMs();
+  const json::value* deadline = envelope.if_contains("deadline_ms");
+  if (deadline && deadline->is_int64() && deadline->get_int64() > now) {
+    out.timeout_ms = deadline->get_int64() - now;
+  } else if (!deadline) {
+    out.timeout_ms = default_timeout_ms;
+    envelope["deadline_ms"] = now + default_timeout_ms;
+  } else {
+    out.timeout_ms = 1;  // passed, or not a number: the node answers it at once
+  }
+  if (name == "calgon" && op == "wait") {
+    // The answer comes when the job ends or its timeout passes.
+    const json::value* data = envelope.if_contains("data");
+    const json::value* wait =
+        data && data->is_object() ? data->as_object().if_contains("timeout_ms") : nullptr;
+    if (wait && wait->is_int64())
+      out.timeout_ms = std::max(out.timeout_ms, wait->get_int64() + kWaitSlackMs);
+  }
+  out.envelope = json::serialize(envelope);
+  return out;
+}
+
 int StatusOf(Code code) {
   switch (code) {
     case Code::kBadRequest:

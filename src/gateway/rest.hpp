@@ -4,6 +4,7 @@
 // the whole mapping is unit-tested without a socket (tests/gateway/rest_test.cpp).
 #pragma once
 
+#include <boost/json/object.hpp>
 #include <cstdint>
 #include <expected>
 #include <string>
@@ -60,6 +61,13 @@ struct Route {
 std::expected<Route, Refusal> RouteOf(const HttpRequest& request,
                                       const templates::Snapshot& templates,
                                       int64_t default_timeout_ms);
+
+// A protocol envelope sent as it is (a WebSocket frame's `request`): its routing key and permission
+// from its template and op, like RouteOf's, and a deadline of `default_timeout_ms` from now when it
+// has none. Unknown templates and ops are refused (404) before anything is published.
+std::expected<Routed, Refusal> RouteEnvelope(boost::json::object envelope,
+                                             const templates::Snapshot& templates,
+                                             int64_t default_timeout_ms);
 
 // The HTTP status of an error code: BAD_REQUEST 400, VALIDATION 422, NOT_FOUND 404, …
 int StatusOf(Code code);
