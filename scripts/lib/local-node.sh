@@ -1,7 +1,7 @@
 # Sourced by scripts/demo.sh and bench/run.sh: throwaway servers plus `beds` nodes from config/,
 # all stopped again when the calling script exits.
 #   local_node_servers NAME AMQP_PORT MARIADB_PORT EPMD_PORT   # data under var/NAME/
-#   local_node_start [ROLE [METRICS_PORT]]                      # the node; waits until it answers
+#   local_node_start [ROLE [METRICS_PORT [GATEWAY_PORT]]]   # the node; waits until it answers
 #   local_node_start_admin METRICS_PORT                         # an admin node (role admin)
 # Expects $root (the repository) and the build in $root/build.
 
