@@ -15,6 +15,10 @@ missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# The gateway's e2e test validates its OpenAPI document with an npm package (installed by the
+# test). Any node with npm will do: a machine with its own (e.g. nodesource's) keeps it, since
+# Debian's npm package would fight it.
+command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
 [[ ${#missing[@]} -eq 0 ]] && { echo "install-deps: all packages present"; exit 0; }
 sudo=""
 [[ $(id -u) -eq 0 ]] || sudo="sudo"

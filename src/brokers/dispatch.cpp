@@ -54,9 +54,9 @@ std::optional<OnceScope> ScopeOf(const Template& t, const Request& r,
   if (!info.idempotency.enabled || !IsWrite(t, r)) return std::nullopt;
   const bool maybe_seen = delivery.redelivered || delivery.exchange != amqp::kEventsExchange;
   if (!r.idempotency_key.empty()) {
-    return OnceScope{
-        OnceIdentityOfKey(t.name, SenderOf(delivery, info.access.trusted_users).user, r.idempotency_key),
-        true, info.idempotency.ttl_s, maybe_seen};
+    return OnceScope{OnceIdentityOfKey(t.name, SenderOf(delivery, info.access.trusted_users).user,
+                                       r.idempotency_key),
+                     true, info.idempotency.ttl_s, maybe_seen};
   }
   if (message_id.empty()) return std::nullopt;
   return OnceScope{std::string(message_id), false, info.idempotency.ttl_s, maybe_seen};

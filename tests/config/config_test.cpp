@@ -338,7 +338,8 @@ namespace {
 TEST_F(ConfigTest, GatewayPrincipalsAreReadWithTheirTokensAndPatterns) {
   Write("env_dev.toml",
         "[gateway.auth.principals.shop]\ntoken = \"0123456789abcdef0123\"\n"
-        "allow = [\"Users/*\", \"calgon/*\"]\n[access]\ntrusted_users = [\"gw\"]\nnode_users = [\"node\"]\n"
+        "allow = [\"Users/*\", \"calgon/*\"]\n[access]\ntrusted_users = [\"gw\"]\nnode_users = "
+        "[\"node\"]\n"
         "[access.clients.shop]\nallow = [\"Users/fetch\"]\n");
   auto c = Load();
   ASSERT_TRUE(c) << c.error().message;
