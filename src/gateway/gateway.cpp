@@ -76,6 +76,14 @@ Response Answer(int status, std::string body, unsigned version) {
   return res;
 }
 
+// A refusal as HTTP: Allow on a 405, the Bearer challenge on a 401.
+Response Refused(const Refusal& r, unsigned version) {
+  Response res = Answer(r.status, ErrorBody(r.error), version);
+  if (!r.allow.empty()) res.set(http::field::allow, r.allow);
+  if (r.status == 401) res.set(http::field::www_authenticate, "Bearer");
+  return res;
+}
+
 std::string_view Header(const Request& req, std::string_view name) {
   auto it = req.find(name);
   return it == req.end() ? std::string_view() : std::string_view(it->value());
@@ -160,9 +168,7 @@ asio::awaitable<Response> Gateway::Impl::Route(const Request& req) {
                       Header(req, "X-Beds-Deadline-Ms")};
   auto route = RouteOf(r, *templates, settings.timeout_ms);
   if (!route) {
-    Response res = Answer(route.error().status, ErrorBody(route.error().error), req.version());
-    if (!route.error().allow.empty()) res.set(http::field::allow, route.error().allow);
-    co_return res;
+    co_return Refused(route.error(), req.version());
   }
   if (route->local && route->what == Local::kHealth) {
     co_return Answer(200, R"({"ok":true})", req.version());
@@ -186,9 +192,7 @@ asio::awaitable<Response> Gateway::Impl::Route(const Request& req) {
                                : !allowed ? &allowed.error()
                                           : nullptr;
       if (refused) {
-        Response res = Answer(refused->status, ErrorBody(refused->error), req.version());
-        if (refused->status == 401) res.set(http::field::www_authenticate, "Bearer");
-        co_return res;
+        co_return Refused(*refused, req.version());
       }
       routed.actor = principal->name;
       if (auto wait_s = limiter.Take(routed.actor, std::chrono::steady_clock::now())) {
@@ -295,8 +299,7 @@ asio::awaitable<bool> Gateway::Impl::Exchange(Stream& stream) {
         co_await WebSocket(std::move(stream), parser.release(), std::move(caller));
         co_return true;
       }
-      res = Answer(refused->status, ErrorBody(refused->error), req.version());
-      if (refused->status == 401) res.set(http::field::www_authenticate, "Bearer");
+      res = Refused(*refused, req.version());
       res.keep_alive(false);
     } else {
       const Request& req = parser.get();
