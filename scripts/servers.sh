@@ -125,7 +125,9 @@ CONF
   echo '[].' >"$var/rabbitmq/enabled_plugins"
   rabbit_env
   # The erlang cookie lives in $HOME, so this instance never shares one with another node.
-  (exec /usr/lib/rabbitmq/bin/rabbitmq-server >"$var/rabbitmq/log/console.log" 2>&1) &
+  # Started from its own directory: Erlang writes crash dumps (erl_crash.dump, MnesiaCore.*) into
+  # the working directory, which must not be the caller's checkout.
+  (cd "$var/rabbitmq" && exec /usr/lib/rabbitmq/bin/rabbitmq-server >"$var/rabbitmq/log/console.log" 2>&1) &
   echo $! >"$pids/rabbitmq"
   wait_port "$amqp_port" 120 rabbitmq
   wait_port "$amqps_port" 30 rabbitmq
