@@ -127,7 +127,14 @@ http 'http://127.0.0.1:8697/v1/Orders?amount.gte=10&order=-amount&limit=10'
 echo "-> curl -i http://127.0.0.1:8697/v1/Users/999   (NOT_FOUND is 404; the event id is a header too)"
 curl -s -i http://127.0.0.1:8697/v1/Users/999 | tr -d '\r'
 echo
-say "18. admin.shutdown.all: both nodes drain and exit"
+say "18. the console: open http://127.0.0.1:8697/ in a browser (docs/gateway.md \"Console\")"
+echo "   pick a template and an operation, fill the form, send: the reply, its event id and lineage tree"
+if [[ -t 0 ]]; then
+  read -r -p "   the nodes stay up until you press Enter " _ || true
+else
+  echo "   (not a terminal: the demo goes on without waiting)"
+fi
+say "19. admin.shutdown.all: both nodes drain and exit"
 "${bedsctl[@]}" shutdown all | pretty || true
 code=0
 wait "$node_pid" || code=$?

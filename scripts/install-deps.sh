@@ -10,6 +10,7 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   rabbitmq-server mariadb-server mariadb-client
   python3 python3-pika python3-mockupdb python3-prometheus-client python3-requests python3-websocket curl openssl wrk
+  chromium chromium-driver python3-selenium
 )
 missing=()
 for p in "${packages[@]}"; do

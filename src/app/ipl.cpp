@@ -8,6 +8,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "adapters/mariadb/mariadb.hpp"
@@ -65,9 +66,17 @@ int ConnectWithTimeout(int fd, const sockaddr* addr, socklen_t len, int timeout_
 
 }  // namespace
 
-std::vector<Endpoint> ConfiguredEndpoints(const config::Config& c) {
+bool UsesDatabases(const config::Config& c) {
+  return std::any_of(c.brokers.begin(), c.brokers.end(), [](const config::BrokerSettings& b) {
+    return b.handler == config::HandlerKind::kDispatch ||
+           b.handler == config::HandlerKind::kCalgon || b.handler == config::HandlerKind::kLogs;
+  });
+}
+
+std::vector<Endpoint> ConfiguredEndpoints(const config::Config& c, bool with_databases) {
   std::vector<Endpoint> out;
   out.push_back({"AMQP broker " + c.node.broker_service, c.amqp.host, c.amqp.port, ""});
+  if (!with_databases) return out;
   for (const auto& [name, db] : c.databases) {
     if (db.engine == config::Engine::kMariadb) {
       out.push_back({"database " + name + " (master)", db.host, db.port, db.socket});
@@ -135,13 +144,20 @@ Result<void> DeclareTopology(const config::Config& c) {
 }
 
 Result<TemplateSet> LoadTemplates(const config::Config& c,
-                                  std::shared_ptr<const CoreFactory> factory) {
+                                  std::shared_ptr<const CoreFactory> factory, TemplateUse use) {
   auto loaded = templates::LoadDir(c.templates.dir);
   if (!loaded) return std::unexpected(loaded.error());
-  std::optional<CoreFactory::Session> ensure;
-  if (factory) ensure.emplace(std::move(factory));
   TemplateSet set;
   set.snapshot = std::make_shared<templates::Snapshot>();
+  if (use == TemplateUse::kRouteOnly) {
+    for (auto& t : *loaded) {
+      const std::string name = t.name;
+      set.snapshot->by_name.emplace(name, std::move(t));
+    }
+    return set;
+  }
+  std::optional<CoreFactory::Session> ensure;
+  if (factory) ensure.emplace(std::move(factory));
   std::map<std::string, Result<Schema>> schemas;
   std::map<std::string, std::string> unavailable_stores;  // REC database → why
   for (auto& t : *loaded) {

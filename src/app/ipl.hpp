@@ -19,9 +19,14 @@ struct Endpoint {
   std::string socket;  // unix socket path instead of host/port
 };
 
+// Whether any pool of this node uses the databases (the dispatch, calgon and logs handlers). A node
+// without one, such as the gateway role, never opens them: it checks only its AMQP broker, and
+// reads the templates for routing (TemplateUse::kRouteOnly).
+bool UsesDatabases(const config::Config& config);
+
 // Every server the configuration names: the AMQP broker, each MariaDB master and secondary,
-// each MongoDB host. SQLite has no server.
-std::vector<Endpoint> ConfiguredEndpoints(const config::Config& config);
+// each MongoDB host (SQLite has no server); only the broker when `with_databases` is false.
+std::vector<Endpoint> ConfiguredEndpoints(const config::Config& config, bool with_databases = true);
 
 // IPL step 3: can a TCP (or unix socket) connection be opened within `timeout_ms`?
 Result<void> Preflight(const Endpoint& endpoint, int timeout_ms);
@@ -44,9 +49,12 @@ struct TemplateSet {
 // With a `factory`, each REC template's collection and indexes are ensured (created when
 // missing) through it, and a store that cannot do so (an unreachable server, a corrupt or
 // read-only SQLite file) marks the template unavailable with the reason. Without one (the offline
-// `beds template check`), REC templates are only parsed.
+// `beds template check`), REC templates are only parsed. kRouteOnly (a node whose pools use no
+// database) only parses every template: no database is asked anything.
+enum class TemplateUse { kServe, kRouteOnly };
 Result<TemplateSet> LoadTemplates(const config::Config& config,
-                                  std::shared_ptr<const CoreFactory> factory = nullptr);
+                                  std::shared_ptr<const CoreFactory> factory = nullptr,
+                                  TemplateUse use = TemplateUse::kServe);
 
 // The adapters of the configured databases (engines this build has), for the workers' sessions.
 std::shared_ptr<CoreFactory> MakeCoreFactory(const config::Config& config);

@@ -264,7 +264,7 @@ void Node::Impl::StartLogSink() {
 
 // IPL step 3: every configured server answers.
 Result<void> Node::Impl::CheckServers() {
-  for (const auto& endpoint : ConfiguredEndpoints(config)) {
+  for (const auto& endpoint : ConfiguredEndpoints(config, UsesDatabases(config))) {
     if (auto r = Step("pre-flight", Preflight(endpoint, 2000)); !r) return r;
   }
   return Ok();
@@ -280,6 +280,13 @@ Result<TemplateSet> Node::Impl::BindTemplates(const std::shared_ptr<CoreFactory>
     const std::string why = "templates dir \"" + c.templates.dir + "\" is not a directory";
     if (c.node.production) return Fail(Code::kUnavailable, why);
     spdlog::warn("IPL {} (development mode: serving the system templates only)", why);
+  } else if (!UsesDatabases(c)) {
+    // A gateway-only node: the templates route HTTP requests; the nodes that serve them bind them.
+    spdlog::info(
+        "IPL: no broker pool here uses a database (a gateway-only node): templates are read for "
+        "routing, no database is opened");
+    templates = LoadTemplates(c, nullptr, TemplateUse::kRouteOnly);
+    if (!templates) return Fail(Code::kValidation, "templates: " + templates.error().message);
   } else {
     templates = LoadTemplates(c, factory);
     if (!templates) return Fail(Code::kValidation, "templates: " + templates.error().message);
@@ -418,8 +425,9 @@ void Node::Impl::ReportReady() const {
   const config::Config& c = config;
   int workers = 0;
   for (const auto& b : c.brokers) workers += b.instances;
+  const char* serving = gateway ? ", HTTP gateway" : "";
   if (degraded.empty()) {
-    spdlog::info("ready: {} broker pool(s), {} worker(s)", c.brokers.size(), workers);
+    spdlog::info("ready: {} broker pool(s), {} worker(s){}", c.brokers.size(), workers, serving);
   } else {
     // Workers connect on their own threads; here "ready" only says IPL is over, and what it
     // went on without.
@@ -436,7 +444,9 @@ Result<void> Node::Start() {
   n.StartLogSink();
   if (auto r = n.CheckServers(); !r) return r;
   if (auto r = n.Step("AMQP topology", DeclareTopology(n.config)); !r) return r;
-  const std::shared_ptr<CoreFactory> factory = MakeCoreFactory(n.config);
+  // A node whose pools use no database opens none (a SQLite file, a MongoDB client pool).
+  const std::shared_ptr<CoreFactory> factory =
+      UsesDatabases(n.config) ? MakeCoreFactory(n.config) : std::make_shared<CoreFactory>();
   auto templates = n.BindTemplates(factory);
   if (!templates) return std::unexpected(templates.error());
   auto pool_stats = [this] {

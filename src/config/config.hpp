@@ -177,6 +177,7 @@ struct GatewaySettings {
   std::vector<std::string> cors_origins;  // origins browsers may call from ("*" = any)
   std::string cert_file;                  // PEM certificate chain: HTTPS ("" = plain HTTP)
   std::string key_file;                   // its PEM private key
+  bool console = true;                    // serve the console page at /
   GatewayAuthSettings auth;
 };
 

@@ -382,6 +382,7 @@ void ReadSettings(const toml::table& merged, const Origins& o, Config& c,
     r.Integer("ws_max_in_flight", c.gateway.ws_max_in_flight, 1, 100000);
     r.String("cert_file", c.gateway.cert_file);
     r.String("key_file", c.gateway.key_file);
+    r.Bool("console", c.gateway.console);
     if (c.gateway.cert_file.empty() != c.gateway.key_file.empty()) {
       r.Error(c.gateway.cert_file.empty() ? "key_file" : "cert_file",
               "HTTPS needs both cert_file and key_file");

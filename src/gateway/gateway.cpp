@@ -28,6 +28,7 @@
 #include "core/listen.hpp"
 #include "gateway/auth.hpp"
 #include "gateway/bridge.hpp"
+#include "gateway/console.hpp"
 #include "gateway/cors.hpp"
 #include "gateway/gzip.hpp"
 #include "gateway/limits.hpp"
@@ -116,6 +117,8 @@ struct Gateway::Impl {
   asio::awaitable<Response> Handle(const Request& req);
   // Route, authenticate, publish, answer.
   asio::awaitable<Response> Route(const Request& req);
+  // A console file (no credentials: it is the same for everyone and holds no data).
+  Response Console(const Request& req) const;
 
   const config::GatewaySettings settings;
   const std::shared_ptr<const templates::Snapshot> templates;
@@ -157,6 +160,26 @@ asio::awaitable<Response> Gateway::Impl::Handle(const Request& req) {
   co_return res;
 }
 
+Response Gateway::Impl::Console(const Request& req) const {
+  const std::string_view path = std::string_view(req.target()).substr(0, req.target().find('?'));
+  const ConsoleFile* file = settings.console ? ConsoleFileAt(path) : nullptr;
+  if (file == nullptr) {
+    return Answer(404,
+                  ErrorBody(Error{Code::kNotFound,
+                                  "the console is off here ([gateway] console = false); the API "
+                                  "is under /v1/ (docs/gateway.md)"}),
+                  req.version());
+  }
+  Response res{http::status::ok, req.version()};
+  res.set(http::field::content_type, file->content_type);
+  res.set("Content-Security-Policy", kConsoleSecurityPolicy);
+  res.set("X-Content-Type-Options", "nosniff");
+  res.set("Referrer-Policy", "no-referrer");
+  res.set(http::field::cache_control, "no-cache");
+  res.body() = std::string(file->body);
+  return res;
+}
+
 asio::awaitable<Response> Gateway::Impl::Route(const Request& req) {
   const HttpRequest r{req.method_string(),
                       req.target(),
@@ -175,6 +198,9 @@ asio::awaitable<Response> Gateway::Impl::Route(const Request& req) {
   }
   if (route->local && route->what == Local::kOpenApi) {
     co_return Answer(200, openapi, req.version());
+  }
+  if (route->local && route->what == Local::kConsole) {
+    co_return Console(req);
   }
   Routed routed;
   if (route->local) {
@@ -209,9 +235,13 @@ asio::awaitable<Response> Gateway::Impl::Route(const Request& req) {
     }
   }
   const int ok_status = routed.ok_status;
+  const bool readiness = route->local;
   Result<std::string> reply = co_await AsyncCall(bridge, std::move(routed), asio::use_awaitable);
   if (!reply) {
-    co_return Answer(StatusOf(reply.error().code), ErrorBody(reply.error()), req.version());
+    // Not ready, whatever the reason (no pool answered in time, the broker is away): a load
+    // balancer reads /readyz's 503 and nothing else.
+    const int status = readiness ? 503 : StatusOf(reply.error().code);
+    co_return Answer(status, ErrorBody(reply.error()), req.version());
   }
   const ReplyInfo info = InfoOf(*reply, ok_status);
   Response res = Answer(info.status, std::move(*reply), req.version());

@@ -104,9 +104,11 @@ json::array CommonHeaders(bool write) {
   return h;
 }
 
-json::object Operation(std::string summary, std::string id, json::array parameters,
-                       json::object responses) {
-  return json::object{{"summary", std::move(summary)},
+// `tag` groups operations (the template's name; tickets, lineage, health): the console's picker.
+json::object Operation(std::string_view tag, std::string summary, std::string id,
+                       json::array parameters, json::object responses) {
+  return json::object{{"tags", json::array{json::string(tag)}},
+                      {"summary", std::move(summary)},
                       {"operationId", std::move(id)},
                       {"parameters", std::move(parameters)},
                       {"responses", std::move(responses)}};
@@ -209,17 +211,17 @@ std::string OpenApiDocument(const templates::Snapshot& templates,
     const std::string base = "/v1/" + name;
     json::object collection;
     if (const OpSpec* fetch = t.Op("fetch")) {
-      collection["get"] = Operation("fetch " + name + " by filters", name + "_fetch",
+      collection["get"] = Operation(name, "fetch " + name + " by filters", name + "_fetch",
                                     With(CommonHeaders(false), FilterParams(t, *fetch, true)),
                                     Responses("200", "the rows"));
       const OpSpec* count = t.Op("count") ? t.Op("count") : fetch;
       paths[base + "/count"] =
-          json::object{{"get", Operation("count " + name + " by filters", name + "_count",
+          json::object{{"get", Operation(name, "count " + name + " by filters", name + "_count",
                                          With(CommonHeaders(false), FilterParams(t, *count, false)),
                                          Responses("200", "[{\"count\": n}]"))}};
     }
     if (const OpSpec* create = t.Op("create")) {
-      json::object op = Operation("create a " + name, name + "_create", CommonHeaders(true),
+      json::object op = Operation(name, "create a " + name, name + "_create", CommonHeaders(true),
                                   Responses("201", "the created row"));
       op["requestBody"] = Body(DataSchema(t, *create, true));
       collection["post"] = std::move(op);
@@ -228,25 +230,25 @@ std::string OpenApiDocument(const templates::Snapshot& templates,
     json::object item;
     if (t.Op("fetch")) {
       item["get"] =
-          Operation("fetch a " + name + " by its key", name + "_get",
+          Operation(name, "fetch a " + name + " by its key", name + "_get",
                     With(json::array{id_param}, CommonHeaders(false)), Responses("200", "the row"));
     }
     if (const OpSpec* update = t.Op("update")) {
-      json::object op = Operation("update a " + name, name + "_update",
+      json::object op = Operation(name, "update a " + name, name + "_update",
                                   With(json::array{id_param}, CommonHeaders(true)),
                                   Responses("200", "the row after the change"));
       op["requestBody"] = Body(DataSchema(t, *update, false));
       item["patch"] = std::move(op);
     }
     if (t.Op("delete")) {
-      item["delete"] = Operation("delete a " + name, name + "_delete",
+      item["delete"] = Operation(name, "delete a " + name, name + "_delete",
                                  With(json::array{id_param}, CommonHeaders(true)),
                                  Responses("200", "what the delete answered"));
     }
     if (!item.empty()) paths[base + "/{id}"] = std::move(item);
     for (const auto& [call, spec] : t.calls) {
       json::object methods;
-      json::object post = Operation("call " + call + " of " + name, name + "_call_" + call,
+      json::object post = Operation(name, "call " + call + " of " + name, name + "_call_" + call,
                                     CommonHeaders(!spec.read), Responses("200", "its result sets"));
       post["requestBody"] = Body(DataSchema(t, spec, false));
       methods["post"] = std::move(post);
@@ -256,35 +258,37 @@ std::string OpenApiDocument(const templates::Snapshot& templates,
           const FieldSpec* f = t.Field(p);
           query.push_back(Param(p, "query", f ? FieldSchema(*f) : json::object(), false));
         }
-        methods["get"] =
-            Operation("call " + call + " of " + name + " (a read)", name + "_call_" + call + "_get",
-                      With(CommonHeaders(false), query), Responses("200", "its result sets"));
+        methods["get"] = Operation(
+            name, "call " + call + " of " + name + " (a read)", name + "_call_" + call + "_get",
+            With(CommonHeaders(false), query), Responses("200", "its result sets"));
       }
       paths[base + "/calls/" + call] = std::move(methods);
     }
   }
   const json::object ticket = Param("ticket", "path", json::object{{"type", "string"}}, true);
   paths["/v1/tickets/{ticket}"] = json::object{
-      {"get", Operation("a CALGON ticket (wait_ms: until its job ends)", "ticket_poll",
+      {"get", Operation("tickets", "a CALGON ticket (wait_ms: until its job ends)", "ticket_poll",
                         json::array{ticket, Param("wait_ms", "query",
                                                   json::object{{"type", "integer"}, {"minimum", 0}},
                                                   false)},
                         Responses("200", "the ticket"))},
-      {"delete", Operation("cancel a CALGON job", "ticket_cancel", json::array{ticket},
+      {"delete", Operation("tickets", "cancel a CALGON job", "ticket_cancel", json::array{ticket},
                            Responses("200", "the ticket, cancelled"))}};
   paths["/v1/lineage/{event_id}"] = json::object{
       {"get",
-       Operation("an event and everything it caused", "lineage",
+       Operation("lineage", "an event and everything it caused", "lineage",
                  json::array{Param("event_id", "path", json::object{{"type", "string"}}, true)},
                  Responses("200", "the tree"))}};
   paths["/healthz"] = json::object{
       {"get",
        json::object{{"summary", "the process is up"},
                     {"operationId", "healthz"},
+                    {"tags", json::array{"health"}},
                     {"security", json::array()},
                     {"responses", json::object{{"200", json::object{{"description", "up"}}}}}}}};
   paths["/readyz"] = json::object{{"get", json::object{{"summary", "a broker pool answers"},
                                                        {"operationId", "readyz"},
+                                                       {"tags", json::array{"health"}},
                                                        {"security", json::array()},
                                                        {"responses", Responses("200", "ready")}}}};
 

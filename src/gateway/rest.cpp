@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "core/clock.hpp"
+#include "gateway/console.hpp"
 #include "protocol/envelope.hpp"
 
 namespace beds::gateway {
@@ -214,6 +215,10 @@ std::expected<Route, Refusal> RouteOf(const HttpRequest& r, const templates::Sna
   const std::vector<std::string> seg = PathSegments(path);
   const std::string_view m = r.method;
 
+  if (ConsoleFileAt(path) != nullptr) {
+    if (m != "GET" && m != "HEAD") return NotAllowed(m, "GET");
+    return Route{true, Local::kConsole, {}};
+  }
   if (seg.size() == 1 && (seg[0] == "healthz" || seg[0] == "readyz")) {
     if (m != "GET" && m != "HEAD") return NotAllowed(m, "GET");
     return Route{true, seg[0] == "healthz" ? Local::kHealth : Local::kReady, {}};

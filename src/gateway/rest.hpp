@@ -27,8 +27,9 @@ struct HttpRequest {
   std::string_view deadline_ms;      // X-Beds-Deadline-Ms: this request's budget in ms
 };
 
-// Answered by the gateway itself, without a node.
-enum class Local { kHealth, kReady, kOpenApi };
+// Answered by the gateway itself, without a node. kConsole: a file of the console page
+// (gateway/console.hpp) at the request's path.
+enum class Local { kHealth, kReady, kOpenApi, kConsole };
 
 // A request the gateway publishes: the envelope, its routing key, and how to answer it.
 struct Routed {

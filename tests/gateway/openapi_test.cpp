@@ -79,5 +79,23 @@ TEST(GatewayOpenApi, OperationIdsAreUniqueAndErrorsDescribed) {
   EXPECT_TRUE(Document(with_keys).contains("security"));
 }
 
+TEST(GatewayOpenApi, EveryOperationIsTaggedByItsTemplateOrRoute) {
+  // The tags group operations for the console's picker and for any OpenAPI viewer.
+  const json::object doc = Document();
+  for (const auto& [path, item] : doc.at("paths").as_object()) {
+    for (const auto& [method, op] : item.as_object()) {
+      const json::array* tags = op.as_object().at("tags").if_array();
+      ASSERT_TRUE(tags != nullptr && tags->size() == 1) << method << " " << path;
+      const std::string tag(tags->at(0).as_string());
+      const std::string want = path.starts_with("/v1/tickets")   ? "tickets"
+                               : path.starts_with("/v1/lineage") ? "lineage"
+                               : path.starts_with("/v1/")
+                                   ? std::string(path.substr(4, path.find('/', 4) - 4))
+                                   : "health";
+      EXPECT_EQ(tag, want) << method << " " << path;
+    }
+  }
+}
+
 }  // namespace
 }  // namespace beds::gateway

@@ -189,6 +189,20 @@ TEST(GatewayRoutes, LocalRoutes) {
   EXPECT_EQ(ready->what, Local::kReady);
 }
 
+TEST(GatewayRoutes, TheConsolesFilesAreLocalAndReadOnly) {
+  for (const char* path : {"/", "/console.js", "/console.css", "/?from=bookmark"}) {
+    auto file = RouteOf(Req("GET", path), Shipped(), 1000);
+    ASSERT_TRUE(file) << path;
+    EXPECT_TRUE(file->local) << path;
+    EXPECT_EQ(file->what, Local::kConsole) << path;
+  }
+  const Refusal post = Refused(Req("POST", "/", "{}"));
+  EXPECT_EQ(post.status, 405);
+  EXPECT_EQ(post.allow, "GET");
+  EXPECT_EQ(Refused(Req("GET", "/console.html")).status, 404);
+  EXPECT_EQ(Refused(Req("GET", "/console.js/x")).status, 404);
+}
+
 TEST(GatewayReplies, StatusFollowsTheReplysCode) {
   EXPECT_EQ(InfoOf(R"({"ok":true,"event_id":"e1","data":[]})", 201).status, 201);
   EXPECT_EQ(InfoOf(R"({"ok":true,"event_id":"e1","data":[]})", 201).event_id, "e1");
