@@ -10,6 +10,7 @@
 //   bedsctl dlq replay BROKER               move them back to beds.{BROKER} for another try
 //   bedsctl shutdown NODE|all               admin.shutdown.{node}
 //   bedsctl access                          the rabbitmqctl commands for [access] (pipe to sh)
+//   bedsctl curl JSON [--parent ID]         the same request through the HTTP gateway, as curl
 #include <CLI/CLI.hpp>
 #include <boost/json.hpp>
 #include <cctype>
@@ -25,6 +26,8 @@
 #include "brokers/pool.hpp"
 #include "client/client.hpp"
 #include "config/config.hpp"
+#include "core/listen.hpp"
+#include "gateway/rest.hpp"
 #include "protocol/envelope.hpp"
 
 namespace {
@@ -365,6 +368,49 @@ int AccessScript(const beds::config::Config& c) {
   return 0;
 }
 
+// The envelope as the curl command that sends it through the HTTP gateway at [gateway] listen
+// (docs/gateway.md): prints, sends nothing. The token, when the gateway wants one, is left to the
+// shell ($BEDS_TOKEN) so it never lands in a history file from here.
+int Curl(const beds::config::GatewaySettings& gateway, const std::string& body) {
+  std::error_code ec;
+  boost::json::value v = boost::json::parse(body, ec);
+  if (ec || !v.is_object()) {
+    std::cerr << "bedsctl curl: the envelope is not a JSON object\n";
+    return 2;
+  }
+  auto form = beds::gateway::HttpOf(v.get_object());
+  if (!form) {
+    std::cerr << "bedsctl curl: " << form.error().message << "\n";
+    return 2;
+  }
+  auto listen = beds::ParseListen(gateway.listen, "gateway listen");
+  if (!listen) {
+    std::cerr << "bedsctl curl: " << listen.error().message << "\n";
+    return 2;
+  }
+  // A wildcard address is reached on loopback from this machine.
+  std::string host = listen->ip == "0.0.0.0" ? "127.0.0.1"
+                     : listen->ip == "::"    ? "::1"
+                                             : listen->ip;
+  if (host.find(':') != std::string::npos) host = "[" + host + "]";
+  const std::string url = std::string(gateway.cert_file.empty() ? "http" : "https") + "://" + host +
+                          ":" + std::to_string(listen->port) + form->target;
+  std::cout << "curl -sS";
+  if (form->method != "GET") std::cout << " -X " << form->method;
+  for (const auto& [name, value] : form->headers)
+    std::cout << " -H " << Quoted(name + ": " + value);
+  if (gateway.auth.required || !gateway.auth.principals.empty() || gateway.auth.jwt.enabled()) {
+    std::cout << " -H \"Authorization: Bearer $BEDS_TOKEN\"";
+  }
+  if (!form->body.empty()) std::cout << " -d " << Quoted(form->body);
+  std::cout << " " << Quoted(url) << "\n";
+  if (listen->port == 0) {
+    std::cerr << "bedsctl curl: [gateway] listen has port 0 (any free port): use the port the "
+                 "node's log names\n";
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -425,6 +471,10 @@ int main(int argc, char** argv) {
   shutdown->add_option("node", node, "node name or all")->required();
   auto* access = app.add_subcommand(
       "access", "print the rabbitmqctl commands that give [access]'s users their rights (| sh)");
+  auto* curl = app.add_subcommand(
+      "curl", "print the curl command that sends an envelope through the HTTP gateway");
+  curl->add_option("body", body, "the JSON envelope, as for request")->required();
+  curl->add_option("--parent", parent, "send it as a child of this event id");
   CLI11_PARSE(app, argc, argv);
 
   auto options =
@@ -436,6 +486,10 @@ int main(int argc, char** argv) {
   }
   const auto& amqp = config->amqp;
   if (*access) return AccessScript(*config);
+  if (*curl) {
+    auto child = WithParent(body, parent);
+    return child ? Curl(config->gateway, *child) : 2;
+  }
   if (*ping) {
     if (!node.empty()) return PingNodes(amqp, node, timeout_ms);
     return Request(amqp, "sys.read", R"({"template":"sys","op":"ping"})", timeout_ms);

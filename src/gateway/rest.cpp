@@ -1,6 +1,8 @@
 #include "gateway/rest.hpp"
 
+#include <algorithm>
 #include <boost/json.hpp>
+#include <cctype>
 #include <charconv>
 #include <vector>
 
@@ -484,6 +486,197 @@ ReplyInfo InfoOf(std::string_view reply, int ok_status) {
     if (auto c = protocol::CodeFromName(code->get_string())) info.status = StatusOf(*c);
   }
   return info;
+}
+
+namespace {
+
+// Percent-encoding of everything but RFC 3986's unreserved characters (so '+' stays a plus).
+std::string Encode(std::string_view text) {
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  std::string out;
+  for (const char c : text) {
+    const auto u = static_cast<unsigned char>(c);
+    if (std::isalnum(u) || c == '-' || c == '.' || c == '_' || c == '~') {
+      out.push_back(c);
+    } else {
+      out.push_back('%');
+      out.push_back(kHex[u >> 4]);
+      out.push_back(kHex[u & 15]);
+    }
+  }
+  return out;
+}
+
+// A scalar as the text RouteOf reads back as the same value.
+Result<std::string> TextOf(const json::value& v, std::string_view what) {
+  switch (v.kind()) {
+    case json::kind::string:
+      return std::string(v.get_string());
+    case json::kind::int64:
+    case json::kind::uint64:
+    case json::kind::double_:
+    case json::kind::bool_:
+      return json::serialize(v);
+    default:
+      return Fail(Code::kBadRequest,
+                  std::string(what) + " must be a string, number or boolean in a query string");
+  }
+}
+
+// fetch/count's where, order, limit and offset as a query string (AddFilters' inverse).
+Result<std::string> QueryOf(const json::object& envelope) {
+  std::string query;
+  auto add = [&](std::string_view key, std::string_view value) {
+    query += (query.empty() ? "?" : "&") + Encode(key) + "=" + Encode(value);
+  };
+  if (const json::value* where = envelope.if_contains("where")) {
+    if (!where->is_object()) return Fail(Code::kBadRequest, "\"where\" must be an object");
+    for (const auto& [name, condition] : where->get_object()) {
+      if (!condition.is_object()) {
+        auto text = TextOf(condition, "where." + std::string(name));
+        if (!text) return std::unexpected(text.error());
+        add(name, *text);
+        continue;
+      }
+      for (const auto& [op, value] : condition.get_object()) {
+        const std::string key = std::string(name) + "." + std::string(op);
+        if (op != "in") {
+          auto text = TextOf(value, "where." + key);
+          if (!text) return std::unexpected(text.error());
+          add(key, *text);
+          continue;
+        }
+        if (!value.is_array()) return Fail(Code::kBadRequest, "where." + key + " must be a list");
+        std::string list;
+        for (const json::value& item : value.get_array()) {
+          auto text = TextOf(item, "where." + key);
+          if (!text) return std::unexpected(text.error());
+          if (text->find(',') != std::string::npos) {
+            return Fail(Code::kBadRequest, "where." + key + " holds a value with a comma, which " +
+                                               key + "= cannot carry: send it over AMQP");
+          }
+          list += (list.empty() ? "" : ",") + *text;
+        }
+        add(key, list);
+      }
+    }
+  }
+  for (const char* key : {"order", "limit", "offset"}) {
+    if (const json::value* v = envelope.if_contains(key)) {
+      auto text = TextOf(*v, key);
+      if (!text) return std::unexpected(text.error());
+      add(key, *text);
+    }
+  }
+  return query;
+}
+
+}  // namespace
+
+Result<HttpForm> HttpOf(const json::object& envelope) {
+  auto text = [&](std::string_view key) {
+    const json::value* v = envelope.if_contains(key);
+    return v && v->is_string() ? std::string(v->get_string()) : std::string();
+  };
+  static constexpr std::string_view kKnown[] = {
+      "template", "op",   "id",    "data",    "where",           "order",       "limit",
+      "offset",   "call", "async", "lineage", "idempotency_key", "deadline_ms", "batch"};
+  for (const auto& [key, value] : envelope) {
+    if (std::find(std::begin(kKnown), std::end(kKnown), key) == std::end(kKnown)) {
+      return Fail(Code::kBadRequest, "unknown envelope field \"" + std::string(key) + "\"");
+    }
+  }
+  if (envelope.contains("batch")) {
+    return Fail(Code::kBadRequest,
+                "a batch has no REST form: send its envelopes one by one, or each as a "
+                "WebSocket frame (docs/gateway.md \"WebSocket\")");
+  }
+  if (envelope.contains("deadline_ms")) {
+    return Fail(Code::kBadRequest,
+                "deadline_ms is a point in time; over HTTP send X-Beds-Deadline-Ms, a budget in "
+                "milliseconds");
+  }
+  const std::string name = text("template");
+  const std::string op = text("op");
+  std::string id;
+  if (const json::value* v = envelope.if_contains("id")) {
+    auto t = TextOf(*v, "id");
+    if (!t) return std::unexpected(t.error());
+    id = std::move(*t);
+  }
+  if (name.empty() || op.empty()) {
+    return Fail(Code::kBadRequest, "a request needs \"template\" and \"op\" (strings)");
+  }
+  HttpForm form;
+  const json::value* data = envelope.if_contains("data");
+  if (data && !data->is_object()) return Fail(Code::kBadRequest, "\"data\" must be an object");
+  bool send_data = false;
+  if (name == "lineage" && op == "fetch" && !id.empty()) {
+    form = {"GET", "/v1/lineage/" + Encode(id), "", {}};
+  } else if (name == "calgon" && !id.empty() && (op == "poll" || op == "wait")) {
+    form = {"GET", "/v1/tickets/" + Encode(id), "", {}};
+    if (op == "wait") {
+      const json::value* t = data ? data->get_object().if_contains("timeout_ms") : nullptr;
+      auto wait = t ? TextOf(*t, "data.timeout_ms") : Result<std::string>(std::string("30000"));
+      if (!wait) return std::unexpected(wait.error());
+      form.target += "?wait_ms=" + Encode(*wait);
+    }
+  } else if (name == "calgon" && !id.empty() && op == "cancel") {
+    form = {"DELETE", "/v1/tickets/" + Encode(id), "", {}};
+  } else if (templates::IsSystemTemplate(name) || name == "admin") {
+    return Fail(
+        Code::kBadRequest,
+        name + "/" + op + " has no REST form (GET /readyz asks sys/ping); send it over AMQP");
+  } else {
+    const std::string base = "/v1/" + Encode(name);
+    if (op == "create") {
+      form = {"POST", base, "", {}};
+      send_data = true;
+    } else if ((op == "fetch" || op == "count") && id.empty()) {
+      auto query = QueryOf(envelope);
+      if (!query) return std::unexpected(query.error());
+      form = {"GET", base + (op == "count" ? "/count" : "") + *query, "", {}};
+    } else if (op == "fetch") {
+      form = {"GET", base + "/" + Encode(id), "", {}};
+    } else if (op == "update" || op == "delete") {
+      if (id.empty()) {
+        return Fail(Code::kBadRequest, "the REST form of " + op + " takes the key as \"id\"");
+      }
+      form = {op == "update" ? "PATCH" : "DELETE", base + "/" + Encode(id), "", {}};
+      send_data = true;
+    } else if (op == "call" && !text("call").empty()) {
+      form = {"POST", base + "/calls/" + Encode(text("call")), "", {}};
+      send_data = true;
+    } else {
+      return Fail(Code::kBadRequest, "no REST form for op \"" + op + "\"");
+    }
+  }
+  if (send_data) {
+    form.body = data ? json::serialize(*data) : "{}";
+    form.headers.emplace_back("Content-Type", "application/json");
+  } else if (data && !data->get_object().empty() && op != "wait") {
+    return Fail(Code::kBadRequest, name + "/" + op + " over HTTP sends no data");
+  }
+  if (const std::string key = text("idempotency_key"); !key.empty()) {
+    form.headers.emplace_back("Idempotency-Key", key);
+  }
+  if (const json::value* async = envelope.if_contains("async");
+      async && async->is_bool() && async->get_bool()) {
+    form.headers.emplace_back("Prefer", "respond-async");
+  }
+  if (const json::value* lineage = envelope.if_contains("lineage");
+      lineage && lineage->is_object()) {
+    const json::object& l = lineage->get_object();
+    const json::value* parent = l.if_contains("parent_id");
+    const json::value* depth = l.if_contains("depth");
+    if (parent && parent->is_string()) {
+      form.headers.emplace_back("X-Beds-Parent", std::string(parent->get_string()));
+      if (depth && depth->is_int64() && depth->get_int64() > 1) {
+        form.headers.emplace_back("X-Beds-Parent-Depth", std::to_string(depth->get_int64() - 1));
+      }
+    }
+  }
+  return form;
 }
 
 std::string ErrorBody(const Error& error) {

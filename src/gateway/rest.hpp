@@ -9,6 +9,8 @@
 #include <expected>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "core/error.hpp"
 #include "templates/templates.hpp"
@@ -69,6 +71,21 @@ std::expected<Route, Refusal> RouteOf(const HttpRequest& request,
 std::expected<Routed, Refusal> RouteEnvelope(boost::json::object envelope,
                                              const templates::Snapshot& templates,
                                              int64_t default_timeout_ms);
+
+// An HTTP request as a client writes it: what HttpOf answers.
+struct HttpForm {
+  std::string method;  // "GET", "POST", …
+  std::string target;  // "/v1/Users?email=a%40example.org"
+  std::string body;    // "" when none
+  std::vector<std::pair<std::string, std::string>> headers;
+};
+
+// The request a client sends through the gateway for `envelope`, RouteOf's inverse (what
+// `bedsctl curl` prints): create → POST /v1/{template}, a fetch by `id` → GET /v1/{template}/{id},
+// filters → the query string, `idempotency_key`, `async` and `lineage` → their headers. What has
+// no REST form (sys and admin requests, batches, a filter value with a comma in an `in` list, a
+// `deadline_ms`, which is absolute where the header is relative) is an error saying so.
+Result<HttpForm> HttpOf(const boost::json::object& envelope);
 
 // The HTTP status of an error code: BAD_REQUEST 400, VALIDATION 422, NOT_FOUND 404, …
 int StatusOf(Code code);

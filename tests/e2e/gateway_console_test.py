@@ -13,7 +13,8 @@ it shows 201, the event id of the reply's header, the reply, and the request's l
 at that event id; a name holding HTML and script stays inert text (no element made, no script run);
 a create without its required field shows 422 VALIDATION; a fetch by key with no key is stopped in
 the form; a fetch by key shows the row; "Use as parent" makes the next request a child of the last
-one (checked in /v1/lineage of the parent). The browser's console shows no error other than the
+one (checked in /v1/lineage of the parent). `bedsctl curl` prints commands that, run by sh with
+$BEDS_TOKEN set, create and fetch through this gateway; a batch is refused with exit 2. The browser's console shows no error other than the
 failed statuses this test asks for (a CSP violation or a script error would show there). A
 screenshot of the page is kept as a test artifact: {artifacts}/console.png.
 
@@ -70,6 +71,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--beds", required=True)
     ap.add_argument("--servers", required=True)
+    ap.add_argument("--bedsctl", required=True)
     ap.add_argument("--artifacts", required=True, help="where the screenshot is kept")
     args = ap.parse_args()
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit("terminated"))
@@ -88,6 +90,7 @@ def main():
                 return
             base = "http://127.0.0.1:%d" % port
             served(base)
+            curl_lines(args.bedsctl, conf, port)
             driver = browser(os.path.join(conf, "chromium"))
             in_browser(driver, base, args.artifacts)
         finally:
@@ -123,6 +126,35 @@ def served(base):
                 if not op.get("tags")]
     check(not untagged, "every OpenAPI operation has a tag: untagged %s" % untagged)
     check(doc["paths"]["/v1/Users"]["post"]["tags"] == ["Users"], "Users' create is tagged Users")
+
+
+def curl_lines(bedsctl, conf, port):
+    env = dict(os.environ, BEDS__GATEWAY__LISTEN="127.0.0.1:%d" % port, BEDS_TOKEN=TOKEN)
+
+    def curl_of(envelope):
+        return subprocess.run([bedsctl, "--config-dir", conf, "curl", json.dumps(envelope)],
+                              capture_output=True, text=True, env=env)
+
+    email = "curl-%d@example.org" % os.getpid()
+    printed = curl_of({"template": "Users", "op": "create", "data": {"email": email, "name": "O'Curl"}})
+    check(printed.returncode == 0 and printed.stdout.startswith("curl ") and
+          "$BEDS_TOKEN" in printed.stdout and TOKEN not in printed.stdout,
+          "bedsctl curl prints a create, the token left to $BEDS_TOKEN: %r %r" %
+          (printed.stdout, printed.stderr))
+    ran = subprocess.run(["sh", "-c", printed.stdout], capture_output=True, text=True, env=env)
+    try:
+        created = json.loads(ran.stdout)
+    except ValueError:
+        created = {}
+    check(created.get("ok") is True and created["data"][0]["name"] == "O'Curl",
+          "the printed create, run by sh, creates the row: %r %r" % (ran.stdout[:300], ran.stderr[:300]))
+    printed = curl_of({"template": "Users", "op": "fetch", "where": {"email": email}, "limit": 5})
+    ran = subprocess.run(["sh", "-c", printed.stdout], capture_output=True, text=True, env=env)
+    check(printed.returncode == 0 and email in ran.stdout,
+          "the printed filtered fetch finds it: %r -> %r" % (printed.stdout, ran.stdout[:300]))
+    printed = curl_of({"batch": [{"template": "Users", "op": "fetch", "id": "1"}]})
+    check(printed.returncode == 2 and printed.stdout == "" and "WebSocket" in printed.stderr,
+          "a batch has no curl form: exit 2 saying so: %d %r" % (printed.returncode, printed.stderr))
 
 
 def in_browser(driver, base, artifacts):

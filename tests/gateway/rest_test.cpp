@@ -203,6 +203,83 @@ TEST(GatewayRoutes, TheConsolesFilesAreLocalAndReadOnly) {
   EXPECT_EQ(Refused(Req("GET", "/console.js/x")).status, 404);
 }
 
+// RouteOf of HttpOf's request: the envelope it describes (without the deadline RouteOf adds).
+json::object RoundTrip(const json::object& envelope) {
+  auto form = HttpOf(envelope);
+  EXPECT_TRUE(form) << json::serialize(envelope) << ": " << (form ? "" : form.error().message);
+  if (!form) return {};
+  HttpRequest r = Req(form->method, form->target, form->body);
+  for (const auto& [name, value] : form->headers) {
+    if (name == "Idempotency-Key") r.idempotency_key = value;
+    if (name == "Prefer") r.prefer = value;
+    if (name == "X-Beds-Parent") r.parent = value;
+    if (name == "X-Beds-Parent-Depth") r.parent_depth = value;
+  }
+  auto route = RouteOf(r, Shipped(), 30000);
+  EXPECT_TRUE(route) << form->method << " " << form->target << ": "
+                     << (route ? "" : route.error().error.message);
+  if (!route) return {};
+  json::object back = json::parse(route->routed.envelope).as_object();
+  back.erase("deadline_ms");
+  return back;
+}
+
+TEST(GatewayHttpOf, EveryRestFormComesBackAsTheSameEnvelope) {
+  const char* envelopes[] = {
+      R"({"template":"Users","op":"create","data":{"email":"a+b@example.org","name":"Zoë & co"}})",
+      R"({"template":"Users","op":"fetch","id":"7"})",
+      R"({"template":"Users","op":"fetch","where":{"email":"a b@x.org","id":{"gte":3,"lt":9},)"
+      R"("name":{"in":["Ann","Bo b"]}},"order":"-id","limit":10,"offset":5})",
+      R"({"template":"Users","op":"count","where":{"name":"Ann"}})",
+      R"({"template":"Users","op":"update","id":"7","data":{"name":"New"}})",
+      R"({"template":"Users","op":"delete","id":"7"})",
+      R"({"template":"Users","op":"call","call":"get","data":{"id":3}})",
+      R"({"template":"Users","op":"create","data":{"email":"c@x.org"},"async":true,)"
+      R"("idempotency_key":"k-1"})",
+      R"({"template":"Users","op":"fetch","id":"7","lineage":{"parent_id":"p.dev.1","depth":1}})",
+      R"({"template":"Users","op":"fetch","id":"7","lineage":{"parent_id":"p.dev.1","depth":4}})",
+      R"({"template":"calgon","op":"poll","id":"t.dev.1"})",
+      R"({"template":"calgon","op":"wait","id":"t.dev.1","data":{"timeout_ms":5000}})",
+      R"({"template":"calgon","op":"cancel","id":"t.dev.1"})",
+      R"({"template":"lineage","op":"fetch","id":"e.dev.1"})",
+  };
+  for (const char* text : envelopes) {
+    const json::object envelope = json::parse(text).as_object();
+    const json::object back = RoundTrip(envelope);
+    EXPECT_TRUE(back == envelope) << text << " came back as " << json::serialize(back);
+  }
+  auto create = HttpOf(json::parse(envelopes[0]).as_object());
+  ASSERT_TRUE(create);
+  EXPECT_EQ(create->method, "POST");
+  EXPECT_EQ(create->target, "/v1/Users");
+  auto fetch = HttpOf(json::parse(envelopes[2]).as_object());
+  ASSERT_TRUE(fetch);
+  EXPECT_EQ(fetch->target,
+            "/v1/Users?email=a%20b%40x.org&id.gte=3&id.lt=9&name.in=Ann%2CBo%20b&order=-id&"
+            "limit=10&offset=5");
+}
+
+TEST(GatewayHttpOf, WhatHasNoRestFormIsRefusedSayingWhy) {
+  auto refused = [](const char* text) {
+    auto form = HttpOf(json::parse(text).as_object());
+    EXPECT_FALSE(form) << text;
+    return form ? std::string() : form.error().message;
+  };
+  EXPECT_NE(refused(R"({"batch":[{"template":"Users","op":"fetch","id":"1"}]})").find("WebSocket"),
+            std::string::npos);
+  EXPECT_NE(refused(R"({"template":"sys","op":"ping"})").find("/readyz"), std::string::npos);
+  EXPECT_NE(refused(R"({"template":"Users","op":"fetch","deadline_ms":1})").find("X-Beds-Deadline"),
+            std::string::npos);
+  EXPECT_NE(
+      refused(R"({"template":"Users","op":"fetch","where":{"name":{"in":["a,b"]}}})").find("comma"),
+      std::string::npos);
+  EXPECT_NE(refused(R"({"template":"Users","op":"update","data":{"id":1}})").find("\"id\""),
+            std::string::npos);
+  EXPECT_NE(refused(R"({"template":"Users","op":"fetch","frobnicate":1})").find("frobnicate"),
+            std::string::npos);
+  EXPECT_FALSE(HttpOf(json::parse(R"({"op":"fetch"})").as_object()));
+}
+
 TEST(GatewayReplies, StatusFollowsTheReplysCode) {
   EXPECT_EQ(InfoOf(R"({"ok":true,"event_id":"e1","data":[]})", 201).status, 201);
   EXPECT_EQ(InfoOf(R"({"ok":true,"event_id":"e1","data":[]})", 201).event_id, "e1");
