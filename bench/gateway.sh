@@ -4,13 +4,22 @@
 # in one run against one node, at 64 connections (throughput ratio) and at 1 (p50 difference).
 # Throwaway servers on 5695/3395 like bench/run.sh (not at the same time as it), the Release
 # build, the gateway on 127.0.0.1:8695.
-#   bench/gateway.sh [--duration-s N]
+# Each figure is the median of `rounds` rounds that alternate AMQP and HTTP, so a noisy moment of
+# the machine does not fall on one side only.
+#   bench/gateway.sh [--duration-s N] [--rounds N]
 #   BEDS_BENCH_NO_BUILD=1 bench/gateway.sh   (use build/ as it is)
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 duration=5
-[[ ${1:-} == --duration-s ]] && duration=$2
+rounds=3
+while [[ $# -gt 0 ]]; do
+  case $1 in
+    --duration-s) duration=$2; shift 2 ;;
+    --rounds) rounds=$2; shift 2 ;;
+    *) echo "bench/gateway.sh: unknown argument $1 (--duration-s N, --rounds N)" >&2; exit 2 ;;
+  esac
+done
 if [[ -z ${BEDS_BENCH_NO_BUILD:-} ]]; then
   scripts/install-deps.sh >/dev/null
   scripts/build.sh "$root/build" >/dev/null
@@ -46,10 +55,19 @@ amqp_line() {  # beds-bench's median line for W: "req/s p50"
 http_line() {  # wrk's: "req/s p50"
   wrk -t1 -c"$1" -d"${duration}s" -s "$lua" http://127.0.0.1:8695 | awk '/^wrk:/ {print $2, $5}'
 }
+median() { sort -n | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
 for w in 64 1; do
-  read -r amqp_rps amqp_p50 <<<"$(amqp_line "$w")"
-  read -r http_rps http_p50 <<<"$(http_line "$w")"
-  echo "W=$w  AMQP (beds-bench): $amqp_rps req/s p50 $amqp_p50 us   HTTP (wrk): $http_rps req/s p50 $http_p50 us"
+  amqp=() http=()
+  for ((r = 1; r <= rounds; r++)); do
+    amqp+=("$(amqp_line "$w")")
+    http+=("$(http_line "$w")")
+    echo "W=$w round $r  AMQP: ${amqp[-1]}   HTTP: ${http[-1]}   (req/s p50-us)"
+  done
+  amqp_rps=$(printf '%s\n' "${amqp[@]}" | cut -d' ' -f1 | median)
+  amqp_p50=$(printf '%s\n' "${amqp[@]}" | cut -d' ' -f2 | median)
+  http_rps=$(printf '%s\n' "${http[@]}" | cut -d' ' -f1 | median)
+  http_p50=$(printf '%s\n' "${http[@]}" | cut -d' ' -f2 | median)
+  echo "W=$w  AMQP (beds-bench): $amqp_rps req/s p50 $amqp_p50 us   HTTP (wrk): $http_rps req/s p50 $http_p50 us   (medians of $rounds)"
   awk -v a="$amqp_rps" -v h="$http_rps" -v ap="$amqp_p50" -v hp="$http_p50" \
     'BEGIN {printf "      ratio HTTP/AMQP throughput %.2f; p50 difference %+d us\n", h / a, hp - ap}'
 done

@@ -70,6 +70,10 @@ class Connection : public Channel {
   // for none) is readable, or `timeout` passes. True when the connection has something: Next(0ms)
   // then takes it without waiting. For a thread that must also wake to publish (the gateway).
   bool WaitReadable(std::chrono::milliseconds timeout, int wake_fd);
+  // For an event loop that waits on the socket itself: the socket, and whether rabbitmq-c holds
+  // bytes the socket no longer shows (Next(0ms) must be called again before waiting).
+  int fd() const;
+  bool Buffered() const;
 
   // basic.get: one message from `queue`, or nullopt when it is empty. With auto_ack the broker
   // forgets it at once; otherwise Ack() it, or close the connection to hand it back.

@@ -277,6 +277,33 @@ std::optional<Reply> Client::Answer(amqp::Delivery delivery) {
   return reply;
 }
 
+int Client::fd() const { return connection_ ? connection_->fd() : -1; }
+
+Result<std::optional<Reply>> Client::Poll() {
+  if (!early_.empty()) {
+    Reply r = std::move(early_.front());
+    early_.pop_front();
+    return r;
+  }
+  if (!connection_) return Fail(Code::kUnavailable, "not connected to the broker");
+  // A frame that is not a reply (a heartbeat, a confirm) reads as nothing: go on while
+  // rabbitmq-c still holds bytes, or a reply behind it would wait for the socket's next news.
+  for (int quiet = 0; quiet < 64;) {
+    auto next = connection_->Next(0ms);
+    if (!next) {
+      connection_.reset();
+      return std::unexpected(next.error());
+    }
+    if (*next) {
+      if (auto reply = Answer(std::move(**next))) return reply;
+      continue;  // a late or duplicate answer
+    }
+    if (!connection_->Buffered()) return std::nullopt;
+    ++quiet;
+  }
+  return std::nullopt;
+}
+
 Result<std::optional<Reply>> Client::ReceiveOrWake(std::chrono::milliseconds timeout, int wake_fd) {
   if (!early_.empty()) {
     Reply r = std::move(early_.front());

@@ -95,6 +95,12 @@ class Client {
   // as soon as `wake_fd` (an eventfd the others write to) is readable, so the caller can send
   // what they queued; the caller reads (clears) the eventfd.
   Result<std::optional<Reply>> ReceiveOrWake(std::chrono::milliseconds timeout, int wake_fd);
+  // For a caller that waits on fd() in its own event loop (the gateway): the next reply that has
+  // arrived, without waiting; nullopt when none has. It also serves heartbeats, so call it at
+  // least once a second. A lost connection is an error and is not reconnected here.
+  Result<std::optional<Reply>> Poll();
+  // The connection's socket, -1 when there is none.
+  int fd() const;
   // Stops waiting for a request's reply (its caller gave up): it is not re-sent after a
   // reconnect, and a late reply is dropped.
   void Forget(const std::string& correlation_id) { pending_.erase(correlation_id); }

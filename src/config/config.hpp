@@ -166,8 +166,7 @@ struct GatewayAuthSettings {
 struct GatewaySettings {
   bool enabled = false;
   std::string listen = "127.0.0.1:8080";
-  int64_t threads = 1;                    // HTTP threads
-  int64_t amqp_connections = 2;           // connections (each with its thread) to the broker
+  int64_t threads = 1;                    // HTTP threads, each with its own broker connection
   int64_t timeout_ms = 30000;             // a request's deadline when the client sets none
   int64_t max_body_bytes = 1 << 20;       // a larger request body is answered 413
   int64_t max_header_bytes = 16384;       // larger request headers are answered 431

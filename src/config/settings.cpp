@@ -120,6 +120,11 @@ class TableReader {
     errors_.push_back(where + ": key '" + path + "': " + what);
   }
 
+  // A key that was taken away: an error saying what replaced it rather than "unknown key".
+  void Removed(std::string_view key, const std::string& instead) {
+    if (Take(key) != nullptr) Error(key, "no longer a setting: " + instead);
+  }
+
   void Finish() {
     if (!table_) return;
     for (auto&& [key, node] : *table_) {
@@ -372,7 +377,9 @@ void ReadSettings(const toml::table& merged, const Origins& o, Config& c,
     r.Bool("enabled", c.gateway.enabled);
     r.String("listen", c.gateway.listen);
     r.Integer("threads", c.gateway.threads, 1, 64);
-    r.Integer("amqp_connections", c.gateway.amqp_connections, 1, 64);
+    r.Removed("amqp_connections",
+              "each of the gateway's `threads` has its own broker connection; set threads "
+              "instead and remove this key");
     r.Integer("timeout_ms", c.gateway.timeout_ms, 1, 600000);
     r.Integer("max_body_bytes", c.gateway.max_body_bytes, 1024, int64_t{1} << 30);
     r.Integer("max_header_bytes", c.gateway.max_header_bytes, 1024, 1 << 20);

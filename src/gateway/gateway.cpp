@@ -8,11 +8,12 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/dispatch.hpp>
+#include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
-#include <boost/asio/strand.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
@@ -21,6 +22,7 @@
 #include <boost/json.hpp>
 #include <chrono>
 #include <deque>
+#include <optional>
 #include <thread>
 #include <vector>
 
@@ -51,17 +53,18 @@ constexpr std::string_view kJson = "application/json";
 // /readyz asks a pool for sys/ping: this long, then the node is not ready.
 constexpr auto kReadyTimeout = std::chrono::milliseconds(2000);
 
-// Runs a bridge call and resumes the awaiting coroutine on its own executor with the reply.
+// Runs a bridge call and resumes the awaiting coroutine with the reply.
 template <typename Token>
 auto AsyncCall(Bridge& bridge, Routed routed, Token&& token) {
   return asio::async_initiate<Token, void(Result<std::string>)>(
       [&bridge](auto handler, Routed r) {
         auto executor = asio::get_associated_executor(handler);
+        // The bridge answers on this thread, in a handler of its own: resumed there at once.
         bridge.Call(std::move(r.routing_key), std::move(r.envelope), r.write, std::move(r.actor),
                     std::chrono::milliseconds(r.timeout_ms),
                     [handler = std::move(handler), executor](Result<std::string> reply) mutable {
-                      asio::post(executor, [handler = std::move(handler),
-                                            reply = std::move(reply)]() mutable {
+                      asio::dispatch(executor, [handler = std::move(handler),
+                                                reply = std::move(reply)]() mutable {
                         std::move(handler)(std::move(reply));
                       });
                     });
@@ -99,24 +102,38 @@ struct Gateway::Impl {
         templates(std::move(t)),
         openapi(OpenApiDocument(*templates, s)),
         auth(std::move(a)),
-        limiter(s.auth),
-        ioc(static_cast<int>(s.threads)),
-        bridge(amqp, static_cast<int>(s.amqp_connections)) {}
+        limiter(s.auth) {
+    for (int64_t i = 0; i < s.threads; ++i) {
+      loops.push_back(std::make_unique<Loop>(amqp, static_cast<int>(i)));
+    }
+    acceptor.emplace(loops.front()->ioc);
+  }
+
+  // One HTTP thread: its own io_context and its own AMQP connection (Bridge), so each of its
+  // connections' requests is read, published, answered and written without leaving the thread.
+  struct Loop {
+    Loop(const config::AmqpSettings& amqp, int index) : bridge(ioc, amqp, index) {}
+    asio::io_context ioc{1};
+    asio::executor_work_guard<asio::io_context::executor_type> work = asio::make_work_guard(ioc);
+    Bridge bridge;
+    std::thread thread;
+  };
 
   asio::awaitable<void> Serve();
   // One connection: TLS first when configured, then Exchange.
-  asio::awaitable<void> Session(tcp::socket socket);
+  asio::awaitable<void> Session(tcp::socket socket, Bridge& bridge);
   // Requests and answers on one connection until it closes.
   // Returns true when the connection became a WebSocket (the stream was moved into it).
   template <typename Stream>
-  asio::awaitable<bool> Exchange(Stream& stream);
+  asio::awaitable<bool> Exchange(Stream& stream, Bridge& bridge);
   // /v1/ws: envelopes in, replies out in any order, ticket completions pushed.
   template <typename Stream>
-  asio::awaitable<void> WebSocket(Stream stream, Request upgrade, std::optional<Caller> caller);
+  asio::awaitable<void> WebSocket(Stream stream, Request upgrade, std::optional<Caller> caller,
+                                  Bridge& bridge);
   // CORS around Route.
-  asio::awaitable<Response> Handle(const Request& req);
+  asio::awaitable<Response> Handle(const Request& req, Bridge& bridge);
   // Route, authenticate, publish, answer.
-  asio::awaitable<Response> Route(const Request& req);
+  asio::awaitable<Response> Route(const Request& req, Bridge& bridge);
   // A console file (no credentials: it is the same for everyone and holds no data).
   Response Console(const Request& req) const;
 
@@ -127,16 +144,14 @@ struct Gateway::Impl {
   std::unique_ptr<asio::ssl::context> tls;  // HTTPS when cert_file and key_file are set
   RateLimiter limiter;
   std::atomic<int64_t> connections{0};
-  asio::io_context ioc;
-  // After the io_context: destroyed first, its lanes answer what waits into the stopped context.
-  Bridge bridge;
-  // Declared after the io_context so that the acceptor is destroyed first.
-  tcp::acceptor acceptor{ioc};
+  std::vector<std::unique_ptr<Loop>> loops;
+  size_t next_loop = 0;  // the loop the next accepted connection goes to (round robin)
+  // After the loops: destroyed first. On the first loop's io_context.
+  std::optional<tcp::acceptor> acceptor;
   int port = 0;
-  std::vector<std::thread> threads;
 };
 
-asio::awaitable<Response> Gateway::Impl::Handle(const Request& req) {
+asio::awaitable<Response> Gateway::Impl::Handle(const Request& req, Bridge& bridge) {
   const std::string_view origin = Header(req, "Origin");
   const bool cross_origin = OriginAllowed(settings.cors_origins, origin);
   if (req.method() == http::verb::options &&
@@ -153,7 +168,7 @@ asio::awaitable<Response> Gateway::Impl::Handle(const Request& req) {
     for (auto& [name, value] : PreflightHeaders(origin)) res.set(name, value);
     co_return res;
   }
-  Response res = co_await Route(req);
+  Response res = co_await Route(req, bridge);
   if (cross_origin) {
     for (auto& [name, value] : CorsHeaders(origin)) res.set(name, value);
   }
@@ -180,7 +195,7 @@ Response Gateway::Impl::Console(const Request& req) const {
   return res;
 }
 
-asio::awaitable<Response> Gateway::Impl::Route(const Request& req) {
+asio::awaitable<Response> Gateway::Impl::Route(const Request& req, Bridge& bridge) {
   const HttpRequest r{req.method_string(),
                       req.target(),
                       req.body(),
@@ -250,13 +265,13 @@ asio::awaitable<Response> Gateway::Impl::Route(const Request& req) {
   co_return res;
 }
 
-asio::awaitable<void> Gateway::Impl::Session(tcp::socket socket) {
+asio::awaitable<void> Gateway::Impl::Session(tcp::socket socket, Bridge& bridge) {
   // An answer leaves at once, not when the client acknowledges the previous segment (Nagle).
   beast::error_code nodelay_error;
   socket.set_option(tcp::no_delay(true), nodelay_error);
   beast::tcp_stream stream(std::move(socket));
   if (!tls) {
-    if (co_await Exchange(stream)) co_return;
+    if (co_await Exchange(stream, bridge)) co_return;
     beast::error_code ignored;
     stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
     co_return;
@@ -267,13 +282,13 @@ asio::awaitable<void> Gateway::Impl::Session(tcp::socket socket) {
   auto [handshake_error] = co_await secure.async_handshake(asio::ssl::stream_base::server,
                                                            asio::as_tuple(asio::use_awaitable));
   if (handshake_error) co_return;  // not TLS, or a client that gave up: nothing to answer
-  if (co_await Exchange(secure)) co_return;
+  if (co_await Exchange(secure, bridge)) co_return;
   beast::get_lowest_layer(secure).expires_after(std::chrono::seconds(2));
   co_await secure.async_shutdown(asio::as_tuple(asio::use_awaitable));
 }
 
 template <typename Stream>
-asio::awaitable<bool> Gateway::Impl::Exchange(Stream& stream) {
+asio::awaitable<bool> Gateway::Impl::Exchange(Stream& stream, Bridge& bridge) {
   beast::flat_buffer buffer;
   const auto idle = std::chrono::milliseconds(settings.idle_timeout_ms);
   for (;;) {
@@ -326,14 +341,14 @@ asio::awaitable<bool> Gateway::Impl::Exchange(Stream& stream) {
         }
       }
       if (!refused) {
-        co_await WebSocket(std::move(stream), parser.release(), std::move(caller));
+        co_await WebSocket(std::move(stream), parser.release(), std::move(caller), bridge);
         co_return true;
       }
       res = Refused(*refused, req.version());
       res.keep_alive(false);
     } else {
       const Request& req = parser.get();
-      res = co_await Handle(req);
+      res = co_await Handle(req, bridge);
       res.keep_alive(req.keep_alive());
       if (res.body().size() >= kGzipMinBytes) {
         // Caches must keep the two forms apart.
@@ -359,7 +374,7 @@ asio::awaitable<bool> Gateway::Impl::Exchange(Stream& stream) {
 namespace {
 
 // What a WebSocket's requests share: the frames waiting to be written (one writer at a time) and
-// how many requests are waiting for their reply. Touched only on the connection's strand.
+// how many requests are waiting for their reply. Touched only on the connection's loop thread.
 template <typename Stream>
 struct WsConnection {
   explicit WsConnection(Stream s) : ws(std::move(s)) {}
@@ -407,7 +422,7 @@ bool Finished(const json::value& ticket) {
 
 template <typename Stream>
 asio::awaitable<void> Gateway::Impl::WebSocket(Stream stream, Request upgrade,
-                                               std::optional<Caller> caller) {
+                                               std::optional<Caller> caller, Bridge& bridge) {
   auto c = std::make_shared<WsConnection<Stream>>(std::move(stream));
   beast::get_lowest_layer(c->ws).expires_never();
   // Pings the client when it is quiet and drops it when it stops answering.
@@ -465,7 +480,8 @@ asio::awaitable<void> Gateway::Impl::WebSocket(Stream stream, Request upgrade,
     const std::string ticket = subscribe ? std::string(subscribe->as_string()) : std::string();
     asio::co_spawn(
         executor,
-        [this, c, id, routed = std::move(*routed), ticket]() mutable -> asio::awaitable<void> {
+        [this, c, id, routed = std::move(*routed), ticket,
+         &bridge]() mutable -> asio::awaitable<void> {
           const bool is_subscription = !ticket.empty();
           for (bool first = true;; first = false) {
             if (is_subscription && !first) {
@@ -513,12 +529,15 @@ asio::awaitable<void> Gateway::Impl::WebSocket(Stream stream, Request upgrade,
 
 asio::awaitable<void> Gateway::Impl::Serve() {
   for (;;) {
-    auto [error, socket] = co_await acceptor.async_accept(asio::as_tuple(asio::use_awaitable));
-    if (error == asio::error::operation_aborted || !acceptor.is_open()) co_return;
+    // Each connection lives on one loop, taken in turn: its socket is made on that io_context.
+    Loop& loop = *loops[next_loop++ % loops.size()];
+    auto [error, socket] =
+        co_await acceptor->async_accept(loop.ioc, asio::as_tuple(asio::use_awaitable));
+    if (error == asio::error::operation_aborted || !acceptor->is_open()) co_return;
     if (error) {
       // EMFILE and the like: keep serving, but do not spin.
       spdlog::warn("gateway: accept failed: {}", error.message());
-      asio::steady_timer pause(acceptor.get_executor(), std::chrono::milliseconds(100));
+      asio::steady_timer pause(acceptor->get_executor(), std::chrono::milliseconds(100));
       co_await pause.async_wait(asio::as_tuple(asio::use_awaitable));
       continue;
     }
@@ -526,7 +545,7 @@ asio::awaitable<void> Gateway::Impl::Serve() {
       // Shed load: a clear answer now rather than an unbounded queue of sockets.
       connections.fetch_sub(1);
       asio::co_spawn(
-          ioc,
+          loop.ioc,
           [s = std::move(socket), this]() mutable -> asio::awaitable<void> {
             beast::tcp_stream stream(std::move(s));
             stream.expires_after(std::chrono::seconds(2));
@@ -543,12 +562,13 @@ asio::awaitable<void> Gateway::Impl::Serve() {
           asio::detached);
       continue;
     }
-    // A connection's coroutines (a WebSocket's requests and its writer) share one strand.
+    // A loop has one thread, so a connection's coroutines (a WebSocket's requests and its
+    // writer) never run at once.
     asio::co_spawn(
-        asio::make_strand(ioc),
-        [s = std::move(socket), this]() mutable -> asio::awaitable<void> {
+        loop.ioc,
+        [s = std::move(socket), this, &loop]() mutable -> asio::awaitable<void> {
           try {
-            co_await Session(std::move(s));
+            co_await Session(std::move(s), loop.bridge);
           } catch (const std::exception& e) {
             spdlog::warn("gateway: connection failed: {}", e.what());
           }
@@ -588,7 +608,7 @@ Result<std::unique_ptr<Gateway>> Gateway::Start(
   }
   boost::system::error_code ec;
   const tcp::endpoint endpoint(asio::ip::make_address(address->ip), address->port);
-  tcp::acceptor& acceptor = impl->acceptor;
+  tcp::acceptor& acceptor = *impl->acceptor;
   acceptor.open(endpoint.protocol(), ec);
   if (!ec) acceptor.set_option(asio::socket_base::reuse_address(true), ec);
   if (!ec) acceptor.bind(endpoint, ec);
@@ -604,14 +624,14 @@ Result<std::unique_ptr<Gateway>> Gateway::Start(
     return Fail(Code::kUnavailable,
                 "gateway: cannot listen on " + settings.listen + ": " + ec.message() + hint);
   }
-  asio::co_spawn(impl->ioc, impl->Serve(), asio::detached);
-  for (int64_t i = 0; i < settings.threads; ++i) {
-    Impl* raw = impl.get();
-    impl->threads.emplace_back([raw, i] {
+  asio::co_spawn(impl->loops.front()->ioc, impl->Serve(), asio::detached);
+  for (size_t i = 0; i < impl->loops.size(); ++i) {
+    Impl::Loop* loop = impl->loops[i].get();
+    loop->thread = std::thread([loop, i] {
       const std::string name = "http/" + std::to_string(i);
       pthread_setname_np(pthread_self(), name.c_str());
       try {
-        raw->ioc.run();
+        loop->ioc.run();
       } catch (const std::exception& e) {
         spdlog::error("gateway: http thread stopped: {}", e.what());
       }
@@ -623,11 +643,11 @@ Result<std::unique_ptr<Gateway>> Gateway::Start(
 }
 
 Gateway::~Gateway() {
-  // Stop taking connections and stop the HTTP threads first; then the bridge's lanes answer
-  // what still waits (into handlers that will never run) and join.
-  impl_->ioc.stop();
-  for (auto& t : impl_->threads) {
-    if (t.joinable()) t.join();
+  // Stop every loop first; what still waits is then dropped with its handlers when the loops
+  // (bridges, then io_contexts) are destroyed, after the acceptor.
+  for (auto& loop : impl_->loops) loop->ioc.stop();
+  for (auto& loop : impl_->loops) {
+    if (loop->thread.joinable()) loop->thread.join();
   }
 }
 

@@ -8,8 +8,11 @@ server listens on, a SQLite path in a directory that does not exist), and says i
 database; /healthz answers at once and /readyz is 503 while no node serves; the OpenAPI document
 lists the templates it read for routing; once the serving node is up, /readyz turns 200 and a
 create, a fetch by key and the lineage of the create go through the gateway-only node and are
-served by the other node (the lineage's events name it); when the serving node stops, /readyz
-turns 503 again and the gateway-only node stays up and answers /healthz.
+served by the other node (the lineage's events name it). With RabbitMQ stopped, the gateway's
+HTTP threads are not held up: /healthz answers at once, a request is answered 503 UNAVAILABLE
+within seconds, not at its deadline; once RabbitMQ is back, requests go through again without a
+restart. When the serving node stops, /readyz turns 503 again and the gateway-only node stays up
+and answers /healthz.
 
 Needs the fixture's RabbitMQ and MariaDB (scripts/servers.sh start); ports come from
 BEDS_AMQP_PORT and BEDS_MARIADB_PORT like the script's."""
@@ -125,6 +128,35 @@ def main():
                     time.sleep(0.2)
             check("back" in nodes and "front" not in nodes,
                   "the create's events were made by the serving node: %s" % sorted(map(str, nodes)))
+
+            # The broker goes away and comes back.
+            subprocess.run([args.servers, "stop-rabbitmq"], check=True)
+            try:
+                started = time.time()
+                r = requests.get(base + "/healthz", timeout=5)
+                check(r.status_code == 200 and time.time() - started < 1,
+                      "/healthz answers at once while the broker is down")
+                started = time.time()
+                r = requests.get(base + "/v1/Users/%s" % user_id, timeout=30)
+                took = time.time() - started
+                body = r.json() if r.headers.get("Content-Type", "").startswith("application/json") else {}
+                check(r.status_code == 503 and body.get("error", {}).get("code") == "UNAVAILABLE" and
+                      took < 10 and r.headers.get("Retry-After"),
+                      "a request while the broker is down -> 503 UNAVAILABLE with Retry-After in "
+                      "%.1f s: %d %s" % (took, r.status_code, r.text[:200]))
+            finally:
+                subprocess.run([args.servers, "start-rabbitmq"], check=True)
+            ok = False
+            deadline = time.time() + 90
+            while time.time() < deadline and not ok:
+                try:
+                    ok = requests.get(base + "/v1/Users/%s" % user_id, timeout=10).status_code == 200
+                except requests.RequestException:
+                    pass
+                if not ok:
+                    time.sleep(0.2)
+            check(ok, "with the broker back, requests through the gateway are answered again")
+            check(front.poll() is None, "the gateway-only node stayed up through the outage")
 
             back.terminate()
             back.wait(timeout=30)
