@@ -371,5 +371,20 @@ TEST_F(ConfigTest, GatewayAuthMistakesAreErrors) {
   EXPECT_NE(none.error().message.find("nobody could call"), std::string::npos);
 }
 
+TEST_F(ConfigTest, AKeyTakenAwaySaysWhatReplacedIt) {
+  Write("env_dev.toml", "[gateway]\namqp_connections = 2\n");
+  auto c = Load();
+  ASSERT_FALSE(c);
+  EXPECT_NE(c.error().message.find("key 'gateway.amqp_connections': no longer a setting"),
+            std::string::npos)
+      << c.error().message;
+  EXPECT_NE(c.error().message.find("set threads instead"), std::string::npos);
+  Write("env_dev.toml", "[gateway]\nthreads = 2\nconsole = false\n");
+  auto ok = Load();
+  ASSERT_TRUE(ok) << ok.error().message;
+  EXPECT_EQ(ok->gateway.threads, 2);
+  EXPECT_FALSE(ok->gateway.console);
+}
+
 }  // namespace
 }  // namespace beds::config

@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """End to end: the HTTP gateway under abuse, from raw sockets (Python's socket module) and
 python3-requests, against a running `beds` binary with `[gateway] enabled = true` and small limits
-(max_body_bytes 65536, max_header_bytes 4096, max_connections 50, idle_timeout_ms 1000), bound to
+(two HTTP threads, max_body_bytes 65536, max_header_bytes 4096, max_connections 50 across both,
+idle_timeout_ms 1000), bound to
 a fresh MariaDB database like gateway_test.py's node. Checked: headers over max_header_bytes are
 431 and the connection closed; garbage bytes (and an HTTP/2 preface, a bad Content-Length, a
 broken chunk) are 400 or a closed connection, and the node still answers; HTTP/1.0 without
@@ -537,8 +538,8 @@ def main():
 
     with tempfile.TemporaryDirectory() as conf:
         write_gateway_config(conf, "gwabuse", amqp_port, db_port, vhost, database, gateway=(
-            "max_body_bytes = %d\nmax_header_bytes = %d\nmax_connections = %d\nidle_timeout_ms = %d\n"
-            % (MAX_BODY, MAX_HEADER, MAX_CONNECTIONS, IDLE_MS)))
+            "threads = 2\nmax_body_bytes = %d\nmax_header_bytes = %d\nmax_connections = %d\n"
+            "idle_timeout_ms = %d\n" % (MAX_BODY, MAX_HEADER, MAX_CONNECTIONS, IDLE_MS)))
         log = open(os.path.join(conf, "beds.log"), "w+", errors="replace")
         node = subprocess.Popen([args.beds, "run", "--config-dir", conf], stderr=log)
         try:

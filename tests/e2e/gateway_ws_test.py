@@ -3,7 +3,7 @@
 python3-websocket). Frames are {"id", "request": envelope} or {"id", "subscribe": ticket}; replies
 carry the same id, in whatever order they finish. Checks: a burst of requests each answered once
 under its id; a create, then the row read back; a malformed frame, an unknown template and a
-refused envelope answered under their ids; ws_max_in_flight refusing what is past it with a
+refused envelope answered under their ids (on a node with two HTTP threads); ws_max_in_flight refusing what is past it with a
 clear message while the rest are answered; an async create's ticket subscribed to and its
 completion pushed; ping answered by pong; an upgrade on another path refused.
 
@@ -129,7 +129,7 @@ def main():
     amqp_port, db_port, vhost, database = scratch_database(args.servers, "ws")
     with tempfile.TemporaryDirectory() as conf:
         write_gateway_config(conf, "wsnode", amqp_port, db_port, vhost, database,
-                             gateway="ws_max_in_flight = 4\n")
+                             gateway="threads = 2\nws_max_in_flight = 4\n")
         log = open(os.path.join(conf, "beds.log"), "w+", errors="replace")
         node = subprocess.Popen([args.beds, "run", "--config-dir", conf], stderr=log)
         try:
