@@ -11,6 +11,7 @@ packages=(
   rabbitmq-server mariadb-server mariadb-client
   python3 python3-pika python3-mockupdb python3-prometheus-client python3-requests python3-websocket curl openssl wrk
   chromium chromium-driver python3-selenium
+  php8.2-cli php8.2-sqlite3 php-mongodb apache2 apache2-utils libapache2-mod-php8.2 phpunit
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -29,4 +30,11 @@ $sudo apt-get update -qq
 # The server packages try to start their system services; BEDS runs its own instances instead
 # (scripts/servers.sh), so a refused or failed service start is not an error here.
 $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# apache2 is only for the observer, which runs its own Apache (utilities/log_dumper/serve.sh): the
+# system service its package just started (on port 80) is not wanted.
+if [[ " ${missing[*]} " == *" apache2 "* ]] && command -v systemctl >/dev/null 2>&1 &&
+  systemctl is-active --quiet apache2 2>/dev/null; then
+  $sudo systemctl disable --now apache2 >/dev/null 2>&1 &&
+    echo "install-deps: stopped and disabled the apache2 service its package started (the observer runs its own)"
+fi
 echo "install-deps: done"
