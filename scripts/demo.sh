@@ -5,8 +5,9 @@
 # starts a `beds` node from config/ with templates/, and shows every operation over AMQP: REL on
 # MariaDB, and REC (Sessions) on the embedded SQLite document store in var/demo/docs.sqlite.
 # An admin node stores every event in msLogs, so the demo ends with a request's lineage tree and
-# the node's /metrics, then the same data over the HTTP gateway (port 8697) with curl.
-# Everything it started is stopped at the end.
+# the node's /metrics, then the same data over the HTTP gateway (port 8697) with curl and the
+# console page. Everything it started is stopped at the end, except the observer
+# (utilities/log_dumper on port 8698), which it starts last so the events can be looked at.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
@@ -25,6 +26,8 @@ scripts/build.sh "$root/build"
 
 source "$root/scripts/lib/local-node.sh"
 say "starting RabbitMQ and MariaDB on 127.0.0.1:5697 and :3397"
+# An earlier demo's observer still reads var/demo: stopped before the directory is made afresh.
+utilities/log_dumper/serve.sh stop --run-dir "$root/var/demo/log_dumper" >/dev/null
 local_node_servers demo 5697 3397 4397
 bedsctl=("$root/build/bedsctl" --config-dir config)
 
@@ -145,4 +148,13 @@ admin_pid=""
 echo "the application node exited with status $code, the admin node with $admin_code"
 say "the application node's log"
 tail -n 8 "$BEDS_VAR/beds.log"
+say "20. the observer (utilities/log_dumper, PHP on Apache): msLogs with every BEDS process stopped"
+if utilities/log_dumper/serve.sh start --sqlite "$BEDS_VAR/docs.sqlite" --port 8698 \
+  --run-dir "$BEDS_VAR/log_dumper"; then
+  echo "   the lineage tree of step 15: http://127.0.0.1:8698/?page=tree&id=$root_id"
+  echo "   recent events, audit trail, errors, nodes: http://127.0.0.1:8698/"
+  echo "   it keeps running; stop it with: utilities/log_dumper/serve.sh stop --run-dir $BEDS_VAR/log_dumper"
+else
+  echo "   the observer did not start (see above); the demo itself went through"
+fi
 [[ $code -eq 0 && $admin_code -eq 0 ]]

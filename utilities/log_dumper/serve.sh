@@ -23,6 +23,8 @@ while [[ $# -gt 0 ]]; do
     *) echo "serve.sh: unknown argument $1 (see the top of $0)" >&2; exit 2 ;;
   esac
 done
+# Absolute: Apache reads a relative path from its own ServerRoot, not from here.
+[[ $run == /* ]] || run=$PWD/$run
 pidfile=$run/httpd.pid
 
 stop() {

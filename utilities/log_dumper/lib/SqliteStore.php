@@ -17,8 +17,16 @@ final class SqliteStore implements Store
         if (!is_file($path)) {
             throw new StoreError("the SQLite log store $path does not exist (BEDS_LOG_SQLITE)");
         }
+        // BEDS keeps the store in WAL mode. While a node writes it, its -wal and -shm files exist and
+        // a read-only reader uses them. When none does (BEDS stopped: the files are gone), reading
+        // would need to create the -shm file, which a reader that may not write the directory (Apache's
+        // www-data) cannot: it then reads the file as it is, as immutable. A request opens the store
+        // afresh, so a node that starts writing is seen from the next request on.
+        $immutable = !file_exists($path . '-wal') && !is_writable(dirname($path));
+        $dsn = $immutable ? 'sqlite:file:' . rawurlencode($path) . '?mode=ro&immutable=1' : 'sqlite:' . $path;
+        $dsn = str_replace('%2F', '/', $dsn);
         try {
-            $this->db = new \PDO('sqlite:' . $path, null, null, [
+            $this->db = new \PDO($dsn, null, null, [
                 \PDO::SQLITE_ATTR_OPEN_FLAGS => \PDO::SQLITE_OPEN_READONLY,
                 \PDO::ATTR_ERRMODE => \PDO::ERRMODE_EXCEPTION,
                 \PDO::ATTR_TIMEOUT => 5,
