@@ -46,7 +46,7 @@ final class SqliteStore implements Store
         return "json_extract(doc,'$.$name')";
     }
 
-    /** @param array<string, mixed> $params @return list<array<string, mixed>> */
+    /** @param array<int|string, mixed> $params @return list<array<string, mixed>> */
     private function rows(string $sql, array $params): array
     {
         try {
@@ -141,14 +141,27 @@ final class SqliteStore implements Store
 
     public function subtree(string $eventId, int $max): array
     {
-        // Down the by_parent index (its expression, on m), level by level; 64 levels at most (BEDS
-        // caps lineage at 32).
-        $sql = "WITH RECURSIVE t(event, body, level) AS ("
-            . " SELECT id, doc, 0 FROM {$this->table} WHERE id = :id"
-            . " UNION ALL SELECT m.id, m.doc, t.level + 1 FROM {$this->table} m"
-            . " JOIN t ON json_extract(m.doc,'$.parent_id') = t.event WHERE t.level < 64)"
-            . ' SELECT event AS id, body AS doc FROM t LIMIT ' . max(1, min($max, 100000));
-        return self::events($this->rows($sql, ['id' => $eventId]));
+        $out = self::events($this->rows("SELECT id, doc FROM {$this->table} WHERE id = :id", ['id' => $eventId]));
+        $level = array_column($out, 'event_id');
+        // Level by level down the by_parent index, its ids in chunks: a recursive CTE would do the
+        // same in one statement, but SQLite's planner does not use an expression index in a
+        // recursive step and scans the whole store once per event instead.
+        $parent = self::field('parent_id');
+        for ($depth = 0; $level && $depth < 64 && count($out) < $max; ++$depth) {
+            $next = [];
+            foreach (array_chunk($level, 500) as $chunk) {
+                $marks = implode(', ', array_fill(0, count($chunk), '?'));
+                $children = self::events($this->rows("SELECT id, doc FROM {$this->table} WHERE $parent IN ($marks)"
+                    . ' LIMIT ' . max(1, $max - count($out)), $chunk));
+                array_push($out, ...$children);
+                array_push($next, ...array_column($children, 'event_id'));
+                if (count($out) >= $max) {
+                    break;
+                }
+            }
+            $level = $next;
+        }
+        return array_slice($out, 0, $max);
     }
 
     public function audit(Filters $f, int $limit): array
