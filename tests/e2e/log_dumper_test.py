@@ -261,6 +261,10 @@ def pages(store, conf, key, root, artifacts):
         check(r.status_code == 405, "a POST is refused 405: %d" % r.status_code)
         r = requests.get(base + "?page=nope", timeout=10)
         check(r.status_code == 404, "an unknown page is 404: %d" % r.status_code)
+        tail = requests.get(base + "?page=recent&tail=1", timeout=10).text
+        check('http-equiv="refresh" content="5"' in tail and 'http-equiv="refresh"' not in
+              requests.get(base + "?page=recent", timeout=10).text,
+              "tail mode reloads the recent page every 5 s (and only tail mode)")
         csp = requests.get(base, timeout=10).headers.get("Content-Security-Policy", "")
         check("default-src 'none'" in csp, "pages are served with a Content-Security-Policy: %r" % csp)
     finally:
