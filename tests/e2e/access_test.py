@@ -28,7 +28,8 @@ import time
 
 import pika
 
-from e2e_support import ROOT, check, rpc, scratch_database, stop_node, summary, wait_for_ping
+from e2e_support import (ROOT, check, rpc, scratch_database, stop_node, summary, uuid7_hex,
+                         wait_for_ping)
 
 RABBITMQ_BIN = "/usr/lib/rabbitmq/bin"
 LOGS_BROKER = "adminLogsBroker"
@@ -66,18 +67,6 @@ def rabbitmqctl(env, *args):
 def pass_var(user):
     """BEDS_PASS_{user}, non-alphanumerics as `_` (docs/configuration.md, `bedsctl access`)."""
     return "BEDS_PASS_" + "".join(c if c.isalnum() else "_" for c in user)
-
-
-def uuid7_hex():
-    """32 lowercase hex digits of a UUIDv7 (what BEDS puts in its event ids)."""
-    ms = int(time.time() * 1000)
-    rand = int.from_bytes(os.urandom(10), "big")
-    value = (ms & ((1 << 48) - 1)) << 80
-    value |= 0x7 << 76
-    value |= ((rand >> 62) & 0xFFF) << 64
-    value |= 0x2 << 62
-    value |= rand & ((1 << 62) - 1)
-    return "%032x" % value
 
 
 def forged_audit(actor="dba-alice"):

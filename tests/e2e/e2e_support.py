@@ -4,6 +4,7 @@ import glob
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -146,6 +147,24 @@ prefetch = 128
 batch_ms = 50
 bindings = ["log.#", "audit.#"]
 """)
+
+
+def uuid7_hex():
+    """32 lowercase hex digits of a fresh UUIDv7: an event id's last part nobody has used."""
+    ms = int(time.time() * 1000)
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (ms << 80) | (0x7 << 76) | ((rand >> 62) & 0xFFF) << 64 | (0b10 << 62) | \
+        (rand & ((1 << 62) - 1))
+    return "%032x" % value
+
+
+def free_port():
+    """A loopback port nothing listens on (bound, then released)."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
 
 
 def wait_for_gateway_port(log, node, timeout=30):

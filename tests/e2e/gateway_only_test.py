@@ -19,7 +19,6 @@ BEDS_AMQP_PORT and BEDS_MARIADB_PORT like the script's."""
 import argparse
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,17 +26,8 @@ import time
 
 import requests
 
-from e2e_support import (check, scratch_database, stop_node, summary, wait_for_gateway_port,
-                         write_gateway_config)
-
-
-def free_port():
-    """A loopback port no server listens on (bound, then released)."""
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+from e2e_support import (check, free_port, scratch_database, stop_node, summary,
+                         wait_for_gateway_port, write_gateway_config)
 
 
 def wait_status(url, status, timeout=30):

@@ -23,12 +23,11 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 
 import requests
 
 from e2e_support import (check, open_channel, rpc, scratch_database, stop_node, summary,
-                          wait_for_gateway_port, write_gateway_config)
+                          uuid7_hex, wait_for_gateway_port, write_gateway_config)
 
 INJECTION = "Robert'); DROP TABLE usr_users; --"
 STATUS_OF = {"BAD_REQUEST": 400, "VALIDATION": 422, "NOT_FOUND": 404, "CONFLICT": 409,
@@ -117,15 +116,6 @@ def find_event(node, event_id):
         if found is not None:
             return found
     return None
-
-
-def uuid7_hex():
-    """32 lowercase hex digits of a fresh UUIDv7, for an event id nobody has used."""
-    ms = int(time.time() * 1000)
-    rand = int.from_bytes(os.urandom(10), "big")
-    value = (ms << 80) | (0x7 << 76) | ((rand >> 62) & 0xFFF) << 64 | (0b10 << 62) | \
-        (rand & ((1 << 62) - 1))
-    return "%032x" % value
 
 
 def curl(*args):

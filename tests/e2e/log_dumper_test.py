@@ -24,7 +24,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import sqlite3
 import stat
 import subprocess
@@ -35,29 +34,13 @@ import time
 import pika
 import requests
 
-from e2e_support import (ROOT, check, scratch_database, stop_node, summary, wait_for_gateway_port,
-                         write_gateway_config)
+from e2e_support import (ROOT, check, free_port, scratch_database, stop_node, summary, uuid7_hex,
+                         wait_for_gateway_port, write_gateway_config)
 
 SERVE = os.path.join(ROOT, "utilities", "log_dumper", "serve.sh")
 NODE = "obsnode"
 CHILDREN = 24
 HOSTILE_MESSAGE = '<script>window.__pwned=1</script><img src=x onerror="window.__pwned=2">boom'
-
-
-def uuid7_hex():
-    ms = int(time.time() * 1000)
-    rand = int.from_bytes(os.urandom(10), "big")
-    value = (ms << 80) | (0x7 << 76) | ((rand >> 62) & 0xFFF) << 64 | (0b10 << 62) | \
-        (rand & ((1 << 62) - 1))
-    return "%032x" % value
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def now_iso():
