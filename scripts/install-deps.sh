@@ -11,7 +11,7 @@ packages=(
   rabbitmq-server mariadb-server mariadb-client
   python3 python3-pika python3-mockupdb python3-prometheus-client python3-requests python3-websocket curl openssl wrk
   chromium chromium-driver python3-selenium
-  php8.2-cli php8.2-sqlite3 php-mongodb apache2 apache2-utils libapache2-mod-php8.2 phpunit
+  php8.2-cli php8.2-sqlite3 php8.2-mbstring php-mongodb apache2 apache2-utils libapache2-mod-php8.2 phpunit
 )
 missing=()
 for p in "${packages[@]}"; do

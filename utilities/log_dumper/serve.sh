@@ -5,7 +5,7 @@
 #   utilities/log_dumper/serve.sh start --mongo-uri URI [--mongo-db beds] [--port …]
 #   utilities/log_dumper/serve.sh stop [--run-dir DIR]
 # RUN_DIR defaults to $BEDS_VAR/log_dumper (var/log_dumper). Needs apache2, libapache2-mod-php8.2,
-# php8.2-sqlite3 and php-mongodb (the BEDS repository's scripts/install-deps.sh installs them).
+# php8.2-sqlite3, php8.2-mbstring and php-mongodb (the BEDS repository's scripts/install-deps.sh installs them).
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/../.." && pwd)
