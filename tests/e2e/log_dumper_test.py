@@ -13,7 +13,8 @@ reader: newest first, paging, every filter, an injection string, the subtree, au
 groups, IPL and metrics, nothing written). serve.sh starts Apache on a loopback port (and refuses
 a store that does not exist); headless Chromium (chromium-driver, python3-selenium) opens every
 page and the test asserts on the DOM: recent events with filters applied, the hostile message shown
-as text with nothing run, the tree's rows, depths and bars, the audit trail of a key, the error
+as text with nothing run, a message that is not UTF-8 (put in the store by hand: the node refuses
+such events) shown with replacement characters, the tree's rows, depths and bars, the audit trail of a key, the error
 group, the IPL record and the node's last metrics; a POST is refused; with --basic-auth, no page
 without the password. Screenshots are kept in {artifacts}/log_dumper-*.png. serve.sh stop stops
 Apache by its pid.
@@ -148,6 +149,15 @@ def main():
         finally:
             stop_node(node, log)
         check(node.returncode == 0, "the node stopped: no BEDS process runs from here on")
+        # The node refuses an event that is not valid UTF-8 (the lone surrogate above was parked),
+        # but a store may hold one written by other means: put one in by hand.
+        db = sqlite3.connect(store)
+        db.execute("INSERT INTO msLogs (id, doc) VALUES (?, CAST(? AS TEXT))",
+                   ("%s.dev.%s" % (NODE, uuid7_hex()),
+                    b'{"kind": "log", "level": "warn", "node": "obsnode", "env": "dev", "ts": "'
+                    + now_iso().encode() + b'", "message": "bad \xff\xfe bytes <u>underlined</u>"}'))
+        db.commit()
+        db.close()
         os.chmod(store, os.stat(store).st_mode | stat.S_IROTH)
         shutil.copy(store, os.path.join(args.artifacts, "log_dumper-store.sqlite"))
 
@@ -215,6 +225,10 @@ def pages(store, conf, key, root, artifacts):
         check(not driver.find_elements(By.CSS_SELECTOR, "main img, main script, main b, main i"),
               "no element was made from stored content")
         check(driver.execute_script("return window.__pwned === undefined"), "no stored script ran")
+        visit("?page=recent&text=bytes", "invalid-utf8")
+        check(any("bad \ufffd\ufffd bytes <u>underlined</u>" in r.text for r in rows()) and
+              not driver.find_elements(By.CSS_SELECTOR, "main u"),
+              "a message that is not UTF-8 shows with replacement characters, its markup as text")
         visit("?page=recent&kind=log&level=warn&text=long", "hostile-long")
         check(len(rows()) >= 1 and "…" in rows()[0].text,
               "the 8,000-character message is cut for its row: %d rows" % len(rows()))
