@@ -5,7 +5,6 @@
 #include <amqp_tcp_socket.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <poll.h>
 #include <sys/socket.h>
 
 #include <algorithm>
@@ -508,15 +507,6 @@ int Connection::fd() const { return amqp_get_sockfd(impl_->conn); }
 
 bool Connection::Buffered() const {
   return amqp_frames_enqueued(impl_->conn) || amqp_data_in_buffer(impl_->conn);
-}
-
-bool Connection::WaitReadable(std::chrono::milliseconds timeout, int wake_fd) {
-  // rabbitmq-c may hold whole frames, or bytes of one, that the socket no longer shows.
-  if (Buffered()) return true;
-  pollfd fds[2] = {{amqp_get_sockfd(impl_->conn), POLLIN, 0}, {wake_fd, POLLIN, 0}};
-  const int n = poll(fds, wake_fd >= 0 ? 2 : 1, static_cast<int>(timeout.count()));
-  // An error or hang-up on the socket counts as readable: Next() then reports it.
-  return n > 0 && fds[0].revents != 0;
 }
 
 Result<void> Connection::Reject(uint64_t delivery_tag, bool requeue) {

@@ -66,10 +66,6 @@ class Connection : public Channel {
   Result<void> Ack(uint64_t delivery_tag, bool multiple = false) override;
   Result<void> Reject(uint64_t delivery_tag, bool requeue) override;
   void Coalesce(bool on) override;  // TCP_CORK
-  // Waits until the connection has something to read, `wake_fd` (another thread's eventfd; -1
-  // for none) is readable, or `timeout` passes. True when the connection has something: Next(0ms)
-  // then takes it without waiting. For a thread that must also wake to publish (the gateway).
-  bool WaitReadable(std::chrono::milliseconds timeout, int wake_fd);
   // For an event loop that waits on the socket itself: the socket, and whether rabbitmq-c holds
   // bytes the socket no longer shows (Next(0ms) must be called again before waiting).
   int fd() const;

@@ -237,11 +237,7 @@ Result<std::string> Client::Send(const std::string& routing_key, std::string bod
 }
 
 Result<std::optional<Reply>> Client::Receive(std::chrono::milliseconds timeout) {
-  if (!early_.empty()) {
-    Reply r = std::move(early_.front());
-    early_.pop_front();
-    return r;
-  }
+  if (auto early = TakeEarly()) return early;
   const auto until = std::chrono::steady_clock::now() + timeout;
   while (true) {
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -277,14 +273,17 @@ std::optional<Reply> Client::Answer(amqp::Delivery delivery) {
   return reply;
 }
 
+std::optional<Reply> Client::TakeEarly() {
+  if (early_.empty()) return std::nullopt;
+  Reply r = std::move(early_.front());
+  early_.pop_front();
+  return r;
+}
+
 int Client::fd() const { return connection_ ? connection_->fd() : -1; }
 
 Result<std::optional<Reply>> Client::Poll() {
-  if (!early_.empty()) {
-    Reply r = std::move(early_.front());
-    early_.pop_front();
-    return r;
-  }
+  if (auto early = TakeEarly()) return early;
   if (!connection_) return Fail(Code::kUnavailable, "not connected to the broker");
   // A frame that is not a reply (a heartbeat, a confirm) reads as nothing: go on while
   // rabbitmq-c still holds bytes, or a reply behind it would wait for the socket's next news.
@@ -302,31 +301,6 @@ Result<std::optional<Reply>> Client::Poll() {
     ++quiet;
   }
   return std::nullopt;
-}
-
-Result<std::optional<Reply>> Client::ReceiveOrWake(std::chrono::milliseconds timeout, int wake_fd) {
-  if (!early_.empty()) {
-    Reply r = std::move(early_.front());
-    early_.pop_front();
-    return r;
-  }
-  if (!connection_) {
-    if (auto r = Reconnect(Error{Code::kUnavailable, "not connected"}); !r) {
-      return std::unexpected(r.error());
-    }
-  }
-  const bool readable = connection_->WaitReadable(timeout, wake_fd);
-  // rabbitmq-c sends our heartbeats only while it reads: an idle bridge still reads now and then.
-  const auto now = std::chrono::steady_clock::now();
-  if (!readable && now - serviced_ < 1s) return std::nullopt;
-  serviced_ = now;
-  auto next = connection_->Next(0ms);
-  if (!next) {
-    if (auto r = Reconnect(next.error()); !r) return std::unexpected(r.error());
-    return std::nullopt;
-  }
-  if (!*next) return std::nullopt;
-  return Answer(std::move(**next));
 }
 
 Result<Reply> Client::Call(const std::string& routing_key, std::string body,

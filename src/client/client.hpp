@@ -91,10 +91,6 @@ class Client {
                            const SendOptions& options = {});
   // The next reply of a pending request, or nullopt when `timeout` passes first.
   Result<std::optional<Reply>> Receive(std::chrono::milliseconds timeout);
-  // As Receive, for a thread that also sends for others (the gateway's bridge): returns nullopt
-  // as soon as `wake_fd` (an eventfd the others write to) is readable, so the caller can send
-  // what they queued; the caller reads (clears) the eventfd.
-  Result<std::optional<Reply>> ReceiveOrWake(std::chrono::milliseconds timeout, int wake_fd);
   // For a caller that waits on fd() in its own event loop (the gateway): the next reply that has
   // arrived, without waiting; nullopt when none has. It also serves heartbeats, so call it at
   // least once a second. A lost connection is an error and is not reconnected here.
@@ -133,6 +129,8 @@ class Client {
   explicit Client(config::AmqpSettings settings);
   Result<void> Open();
   Result<void> Reconnect(const Error& cause);
+  // A reply that arrived while Call() waited for another, oldest first.
+  std::optional<Reply> TakeEarly();
   // The reply a delivery on the reply-to consumer carries, when it answers a pending request.
   std::optional<Reply> Answer(amqp::Delivery delivery);
 
@@ -144,7 +142,6 @@ class Client {
   uint64_t next_id_ = 0;
   uint64_t reconnects_ = 0;
   std::chrono::milliseconds reconnect_window_{60000};
-  std::chrono::steady_clock::time_point serviced_{};  // ReceiveOrWake's last read
 };
 
 }  // namespace beds::client
