@@ -79,6 +79,12 @@ class Channel {
   // On: what is published or acked from now on waits in the socket until it is turned off, then
   // leaves together, so the broker wakes once for a worker's cycle instead of once per message.
   virtual void Coalesce(bool /*on*/) {}
+
+  // For an event loop that waits on the socket itself: the socket (-1: there is none, as with a
+  // test's in-memory broker; wait in Next then), and whether bytes already read from it hold more
+  // frames (Next(0ms) must be called again before waiting).
+  virtual int fd() const { return -1; }
+  virtual bool Buffered() const { return false; }
 };
 
 }  // namespace beds::amqp

@@ -66,10 +66,9 @@ class Connection : public Channel {
   Result<void> Ack(uint64_t delivery_tag, bool multiple = false) override;
   Result<void> Reject(uint64_t delivery_tag, bool requeue) override;
   void Coalesce(bool on) override;  // TCP_CORK
-  // For an event loop that waits on the socket itself: the socket, and whether rabbitmq-c holds
-  // bytes the socket no longer shows (Next(0ms) must be called again before waiting).
-  int fd() const;
-  bool Buffered() const;
+  // rabbitmq-c may hold bytes the socket no longer shows: Buffered() says so.
+  int fd() const override;
+  bool Buffered() const override;
 
   // basic.get: one message from `queue`, or nullopt when it is empty. With auto_ack the broker
   // forgets it at once; otherwise Ack() it, or close the connection to hand it back.

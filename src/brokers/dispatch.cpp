@@ -143,6 +143,29 @@ std::string DispatchHandler::ParkedReply(const amqp::Delivery& delivery,
       Error{Code::kInternal, "the request failed repeatedly and was set aside for an operator"});
 }
 
+std::optional<std::string> DispatchHandler::Quick(const amqp::Delivery& delivery) {
+  // Data templates' requests always go to a worker: only the system template's keys are looked
+  // into here, so a REL or REC request is parsed once, by its worker.
+  if (!delivery.routing_key.starts_with("sys.")) return std::nullopt;
+  unsigned char arena[4096];
+  boost::json::monotonic_resource parse_memory(arena, sizeof(arena));
+  auto body = protocol::ParseBody(delivery.message.body, info_->max_body_bytes, &parse_memory);
+  // Anything unusual (a malformed body to park, a batch, a retried copy) is a worker's.
+  if (!body || protocol::IsBatch(*body) || delivery.message.headers.contains(kRetriesHeader)) {
+    return std::nullopt;
+  }
+  auto request = protocol::DecodeFields(std::move(*body));
+  if (!request || request->template_name != "sys" || request->async) return std::nullopt;
+  const Op op = OpOf(*request);
+  if (op != Op::kPing && op != Op::kDescribe) return std::nullopt;
+  const Lineage lineage =
+      protocol::RequestLineage(*request, delivery.message.message_id, info_->node, info_->env);
+  logs::EventScope scope(lineage);
+  Outcome outcome = Serve(*request, delivery, lineage, std::chrono::steady_clock::now(), 0,
+                          delivery.message.message_id);
+  return std::move(outcome.reply);
+}
+
 Outcome DispatchHandler::Handle(const amqp::Delivery& delivery, int retries) {
   const amqp::Message& in = delivery.message;
   const NodeInfo& info = *info_;

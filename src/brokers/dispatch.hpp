@@ -31,6 +31,8 @@ class DispatchHandler : public Handler {
                            std::shared_ptr<const CoreFactory> factory = nullptr);
   Outcome Handle(const amqp::Delivery& delivery, int retries) override;
   std::string ParkedReply(const amqp::Delivery& delivery, const std::string& reason) override;
+  // sys/ping and sys/describe on a sys.* key: they read only what the node holds in memory.
+  std::optional<std::string> Quick(const amqp::Delivery& delivery) override;
   // The end of a worker's cycle: its CALGON tickets, created in one transaction before their jobs
   // are published, and its exactly-once REL writes, applied together (NamasteCore::ApplyWrites).
   void StoreStaged(const std::vector<Staged>& cycle) override;

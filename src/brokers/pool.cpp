@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "amqp/topology.hpp"
+#include "brokers/intake.hpp"
 #include "brokers/worker.hpp"
 
 namespace beds::brokers {
@@ -57,6 +58,7 @@ struct Pool::Impl {
   std::unique_ptr<Links> links;
   HandlerMaker make_handler;
   PoolCounters counters;
+  std::unique_ptr<Intake> intake;  // the workers' links: their lanes on the pool's connection
 
   // Guarded by `mutex`: the worker slots and the flag that a worker has exited.
   std::mutex mutex;
@@ -68,7 +70,7 @@ struct Pool::Impl {
   std::jthread supervisor;
 
   std::unique_ptr<Worker> MakeWorker(int index) {
-    return std::make_unique<Worker>(index, broker, *links, SteadyClock(), make_handler(), counters,
+    return std::make_unique<Worker>(index, broker, *intake, SteadyClock(), make_handler(), counters,
                                     [this] {
                                       std::lock_guard lock(mutex);
                                       exit_pending = true;
@@ -123,6 +125,12 @@ Pool::~Pool() { Stop(); }
 
 void Pool::Start() {
   std::lock_guard lock(impl_->mutex);
+  // A dispatcher answers pings on the intake's thread, with a handler of its own.
+  std::shared_ptr<Handler> quick;
+  if (impl_->broker.handler == config::HandlerKind::kDispatch) quick = impl_->make_handler();
+  impl_->intake = std::make_unique<Intake>(impl_->broker, *impl_->links, SteadyClock(),
+                                           std::move(quick), impl_->counters);
+  impl_->intake->Start();
   for (int i = 0; i < impl_->broker.instances; ++i) impl_->workers.push_back(impl_->MakeWorker(i));
   impl_->supervisor = std::jthread([this](std::stop_token stop) { impl_->Supervise(stop); });
 }
@@ -137,12 +145,16 @@ void Pool::RequestStop() {
   if (impl_->supervisor.joinable()) impl_->supervisor.join();
   // No supervisor any more: the slots are ours.
   for (auto& w : impl_->workers) w->RequestStop();
+  if (impl_->intake) impl_->intake->RequestStop();
 }
 
 void Pool::Stop() {
   RequestStop();
   for (auto& w : impl_->workers) w->Join();
   impl_->workers.clear();
+  // Last: it writes what the workers answered before they ended.
+  if (impl_->intake) impl_->intake->Stop();
+  impl_->intake.reset();
 }
 
 PoolStats Pool::Stats() const {

@@ -1,9 +1,10 @@
-// Broker pools: for each [brokers.*] table, `instances` supervised workers consuming beds.{broker}.
-// Each worker owns its AMQP connection (so `instances` bounds concurrent work), processes one
-// message at a time, publishes the reply, and only then acks. A handler that throws sends the
-// message through beds.{broker}.retry with the configured backoff; after max_retries it is parked
-// in beds.{broker}.dlq with the reason in x-beds-error. A worker that dies is logged and replaced:
-// the pool never shrinks. Start()/Stop() from one controlling thread; Stats() from any thread.
+// Broker pools: for each [brokers.*] table, `instances` supervised workers serving beds.{broker}
+// through the pool's one consuming connection (brokers/intake.hpp), each handling one message at
+// a time (so `instances` bounds concurrent work); a reply is published before its message is acked.
+// A handler that throws sends the message through beds.{broker}.retry with the configured backoff;
+// after max_retries it is parked in beds.{broker}.dlq with the reason in x-beds-error. A worker
+// that dies is logged and replaced: the pool never shrinks. Start()/Stop() from one controlling
+// thread; Stats() from any thread.
 #pragma once
 
 #include <any>
@@ -77,6 +78,14 @@ class Handler {
   virtual Outcome Handle(const amqp::Delivery& delivery, int retries) = 0;
   // The reply for a message parked after its last retry (an INTERNAL error for the client).
   virtual std::string ParkedReply(const amqp::Delivery& delivery, const std::string& reason) = 0;
+
+  // The reply to a delivery that can be answered at once, without blocking and with nothing to
+  // store or publish first (a ping): called on the pool's intake thread, so no worker wakes for
+  // it; it is then acked like any other. nullopt: a worker handles it (Handle). Called on its own
+  // handler instance, from one thread.
+  virtual std::optional<std::string> Quick(const amqp::Delivery& /*delivery*/) {
+    return std::nullopt;
+  }
 
   // Batched handlers (the log store) get up to `prefetch` deliveries at once, gathered for at most
   // the broker's batch_ms, and answer one Outcome per delivery (kAck or kPark). kRetry for any of

@@ -1,0 +1,542 @@
+#include "brokers/intake.hpp"
+
+#include <poll.h>
+#include <pthread.h>
+#include <spdlog/spdlog.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <limits>
+#include <mutex>
+#include <set>
+#include <string>
+#include <system_error>
+#include <vector>
+
+#include "core/backoff.hpp"
+
+namespace beds::brokers {
+namespace {
+
+using namespace std::chrono_literals;
+
+// How many deliveries one round reads before it deals them.
+constexpr int kReadAtMost = 256;
+// How long an idle intake waits before it looks at its connection again (heartbeats, a stop).
+constexpr int kIdleWaitMs = 200;
+// How long an ack may wait for the deliveries before it to be settled too, so that one
+// multiple-ack covers them all; past it (or with half the window waiting) it is sent alone.
+constexpr auto kAckAtMost = 2ms;
+constexpr int kAckWaitMs = 2;
+// How long OpenConsumer waits for the pool's connection (a worker asks again after its backoff).
+constexpr auto kLaneWait = 5s;
+// A test's in-memory channel has no socket to wait on: its Next waits this long instead.
+constexpr auto kChannelWait = 1ms;
+
+// One worker's lane. Its fields are guarded by Shared::lanes_mutex, except `generation`, which is
+// set before the lane is shared and never changes.
+struct LaneState {
+  uint64_t generation = 0;           // the connection its delivery tags belong to
+  std::deque<amqp::Delivery> inbox;  // dealt, not taken yet
+  std::set<uint64_t> taken;          // taken by the worker, not settled yet
+  bool broken = false;               // its connection is gone
+  std::condition_variable dealt;
+  size_t Load() const { return inbox.size() + taken.size(); }
+};
+
+}  // namespace
+
+// Two locks, never nested the other way round: `io` (the connection, which rabbitmq-c lets one
+// thread use at a time, and the acks) before `lanes_mutex` (who holds which delivery). The
+// workers write their replies and acks on the connection themselves, under `io`, so the intake
+// thread wakes only for what arrives.
+struct Intake::Shared {
+  Shared(Clock& c, size_t w)
+      : clock(c), window(w), wake_fd(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) {
+    if (wake_fd < 0) throw std::system_error(errno, std::generic_category(), "eventfd");
+  }
+  ~Shared() { ::close(wake_fd); }
+
+  Clock& clock;
+  const size_t window;  // the consumer's prefetch
+
+  // Under io.
+  std::mutex io;
+  amqp::Channel* channel = nullptr;  // the intake thread's, while connected
+  std::set<uint64_t> outstanding;    // delivered on it, not settled
+  std::set<uint64_t> acks;           // settled, waiting for a multiple-ack
+  std::chrono::steady_clock::time_point acks_since;
+
+  // Under both to change, under either to read.
+  uint64_t generation = 0;  // counts the connections made
+
+  // Under lanes_mutex.
+  std::mutex lanes_mutex;
+  std::condition_variable connected_changed;
+  bool connected = false;
+  bool closing = false;  // RequestStop: no more lanes, the consumer is cancelled
+  std::vector<std::shared_ptr<LaneState>> lanes;
+  std::deque<amqp::Delivery> returned;  // a closed lane's deliveries its worker never took
+
+  // Lock-free: set by anyone, read by the intake thread before it sleeps.
+  std::atomic<bool> failed{false};  // a write broke the connection
+  std::atomic<bool> asleep{false};  // the intake thread waits in poll(): write wake_fd
+  const int wake_fd;
+
+  void Wake() {
+    if (!asleep.exchange(false)) return;
+    const uint64_t one = 1;
+    (void)!::write(wake_fd, &one, sizeof one);
+  }
+
+  // Under io: a write failed; the intake thread reconnects.
+  Result<void> Failed(Result<void> r) {
+    if (!r) {
+      failed = true;
+      Wake();
+    }
+    return r;
+  }
+
+  // Under io: acks what can be acked. Every settled delivery below the oldest one still being
+  // worked on goes in one multiple-ack; the rest wait for it a little (kAckAtMost), then go
+  // alone, so a slow request never holds the others' acks, nor the prefetch window.
+  Result<void> Settle(bool force) {
+    if (acks.empty() || !channel) return Ok();
+    const auto now = clock.Now();
+    if (acks_since == std::chrono::steady_clock::time_point{}) acks_since = now;
+    for (uint64_t tag : acks) outstanding.erase(tag);
+    const uint64_t oldest =
+        outstanding.empty() ? std::numeric_limits<uint64_t>::max() : *outstanding.begin();
+    const auto below = acks.lower_bound(oldest);
+    if (below != acks.begin()) {
+      if (auto r = channel->Ack(*std::prev(below), true); !r) return Failed(r);
+      acks.erase(acks.begin(), below);
+    }
+    if (!acks.empty() && (force || now - acks_since >= kAckAtMost || acks.size() * 2 >= window)) {
+      for (uint64_t tag : acks) {
+        if (auto r = channel->Ack(tag, false); !r) return Failed(r);
+      }
+      acks.clear();
+    }
+    if (acks.empty()) acks_since = {};
+    return Ok();
+  }
+};
+
+// A worker's channel: deliveries dealt to it; what it answers goes straight to the connection.
+class Intake::Lane final : public amqp::Channel {
+ public:
+  Lane(std::shared_ptr<Shared> shared, std::shared_ptr<LaneState> state)
+      : shared_(std::move(shared)), state_(std::move(state)) {}
+
+  ~Lane() override {
+    std::vector<uint64_t> taken;
+    {
+      std::lock_guard lock(shared_->lanes_mutex);
+      std::erase(shared_->lanes, state_);
+      // A broken lane's deliveries went back to the queue with its connection.
+      if (state_->broken) return;
+      // Not taken yet: another worker's.
+      for (auto it = state_->inbox.rbegin(); it != state_->inbox.rend(); ++it) {
+        shared_->returned.push_front(std::move(*it));
+      }
+      taken.assign(state_->taken.begin(), state_->taken.end());
+    }
+    // Taken and not settled (the worker died): back to the queue, marked redelivered.
+    std::lock_guard io(shared_->io);
+    if (shared_->channel && state_->generation == shared_->generation) {
+      for (uint64_t tag : taken) {
+        if (!shared_->Failed(shared_->channel->Reject(tag, true))) break;
+        shared_->outstanding.erase(tag);
+      }
+    }
+    shared_->Wake();
+  }
+
+  Result<std::optional<amqp::Delivery>> Next(std::chrono::milliseconds timeout) override {
+    std::unique_lock lock(shared_->lanes_mutex);
+    state_->dealt.wait_for(lock, timeout, [&] { return state_->broken || !state_->inbox.empty(); });
+    if (state_->broken) return Broken();
+    if (state_->inbox.empty()) return std::nullopt;
+    amqp::Delivery d = std::move(state_->inbox.front());
+    state_->inbox.pop_front();
+    state_->taken.insert(d.delivery_tag);
+    return d;
+  }
+
+  Result<void> Publish(const std::string& exchange, const std::string& routing_key,
+                       const amqp::Message& message) override {
+    std::lock_guard io(shared_->io);
+    if (!Live()) return Broken();
+    return shared_->Failed(shared_->channel->Publish(exchange, routing_key, message));
+  }
+
+  // Lanes do not confirm: what must be stored goes through Links::OpenConfirmed.
+  Result<void> PublishMany(const std::vector<amqp::Publication>& batch,
+                           std::vector<std::string>* /*unroutable*/) override {
+    for (const auto& p : batch) {
+      if (auto r = Publish(p.exchange, p.routing_key, p.message); !r) return r;
+    }
+    return Ok();
+  }
+
+  Result<void> Ack(uint64_t delivery_tag, bool multiple) override {
+    std::vector<uint64_t> tags;
+    {
+      std::lock_guard lock(shared_->lanes_mutex);
+      if (state_->broken) return Broken();
+      if (!state_->taken.contains(delivery_tag)) return Unknown(delivery_tag);
+      if (multiple) {
+        // Only this lane's: the other lanes' deliveries are not this worker's to settle.
+        const auto end = state_->taken.upper_bound(delivery_tag);
+        tags.assign(state_->taken.begin(), end);
+        state_->taken.erase(state_->taken.begin(), end);
+      } else {
+        tags.push_back(delivery_tag);
+        state_->taken.erase(delivery_tag);
+      }
+    }
+    std::lock_guard io(shared_->io);
+    if (!Live()) return Broken();
+    shared_->acks.insert(tags.begin(), tags.end());
+    return shared_->Settle(false);
+  }
+
+  Result<void> Reject(uint64_t delivery_tag, bool requeue) override {
+    {
+      std::lock_guard lock(shared_->lanes_mutex);
+      if (state_->broken) return Broken();
+      if (!state_->taken.erase(delivery_tag)) return Unknown(delivery_tag);
+    }
+    std::lock_guard io(shared_->io);
+    if (!Live()) return Broken();
+    shared_->outstanding.erase(delivery_tag);
+    return shared_->Failed(shared_->channel->Reject(delivery_tag, requeue));
+  }
+
+  // The intake's consumer is cancelled by the pool as a whole.
+  Result<void> Cancel(const std::string&) override { return Ok(); }
+
+ private:
+  // Under io: the connection this lane's tags belong to is still the open one.
+  bool Live() const { return shared_->channel && state_->generation == shared_->generation; }
+  static std::unexpected<Error> Broken() {
+    return Fail(Code::kUnavailable, "the pool's connection to the broker was lost");
+  }
+  static std::unexpected<Error> Unknown(uint64_t tag) {
+    return Fail(Code::kInternal, "delivery " + std::to_string(tag) + " is not this worker's");
+  }
+
+  std::shared_ptr<Shared> shared_;
+  std::shared_ptr<LaneState> state_;
+};
+
+namespace {
+
+// The consumer's prefetch: the broker counts it per consumer, and the pool's one consumer holds
+// every worker's share.
+size_t WindowOf(const config::BrokerSettings& broker) {
+  return static_cast<size_t>(
+      std::min(65535, std::max(1, broker.instances) * std::max(1, broker.prefetch)));
+}
+
+}  // namespace
+
+Intake::Intake(const config::BrokerSettings& broker, Links& links, Clock& clock,
+               std::shared_ptr<Handler> quick, PoolCounters& counters)
+    : broker_(broker),
+      links_(links),
+      clock_(clock),
+      quick_(std::move(quick)),
+      counters_(counters),
+      shared_(std::make_shared<Shared>(clock, WindowOf(broker))) {}
+
+Intake::~Intake() { Stop(); }
+
+void Intake::Start() {
+  thread_ = std::jthread([this](std::stop_token stop) { Main(stop); });
+}
+
+void Intake::RequestStop() {
+  {
+    std::lock_guard lock(shared_->lanes_mutex);
+    shared_->closing = true;
+    shared_->connected_changed.notify_all();
+  }
+  shared_->asleep = true;  // wake it wherever it is: it cancels the consumer
+  shared_->Wake();
+}
+
+void Intake::Stop() {
+  RequestStop();
+  thread_.request_stop();
+  shared_->asleep = true;
+  shared_->Wake();
+  if (thread_.joinable()) thread_.join();
+}
+
+Result<Links::Consumer> Intake::OpenConsumer(const config::BrokerSettings& /*broker*/) {
+  std::unique_lock lock(shared_->lanes_mutex);
+  shared_->connected_changed.wait_for(lock, kLaneWait,
+                                      [&] { return shared_->connected || shared_->closing; });
+  if (shared_->closing) return Fail(Code::kUnavailable, "the pool is stopping");
+  if (!shared_->connected) {
+    return Fail(Code::kUnavailable, "the pool's connection to the broker is not up");
+  }
+  auto state = std::make_shared<LaneState>();
+  state->generation = shared_->generation;
+  shared_->lanes.push_back(state);
+  return Consumer{std::make_unique<Lane>(shared_, std::move(state)), "lane"};
+}
+
+void Intake::Main(std::stop_token stop) {
+  const std::string name = broker_.name.substr(0, 10) + "/in";
+  pthread_setname_np(pthread_self(), name.c_str());
+  config::BrokerSettings shape = broker_;
+  shape.prefetch = static_cast<int>(shared_->window);
+  const size_t lane_room = static_cast<size_t>(std::max(1, broker_.prefetch));
+  Shared& shared = *shared_;
+  Backoff backoff(100ms, 5s);
+  int failures = 0;
+  bool lost = false;
+  std::unique_ptr<amqp::Channel> channel;
+  std::string consumer_tag;
+  int fd = -1;
+  bool cancelled = false;
+  std::deque<amqp::Delivery> waiting;  // not dealt yet: every lane is full
+  std::vector<amqp::Delivery> arrived;
+  std::vector<std::pair<amqp::Message, uint64_t>> quick_replies;  // reply, request tag
+  size_t next_lane = 0;
+
+  auto lose = [&](const std::string& why) {
+    spdlog::warn("broker {} intake: {}", broker_.name, why);
+    lost = true;
+    waiting.clear();
+    std::unique_ptr<amqp::Channel> gone;  // closed outside the locks
+    std::lock_guard io(shared.io);
+    std::lock_guard lock(shared.lanes_mutex);
+    gone = std::move(channel);
+    shared.channel = nullptr;
+    shared.outstanding.clear();
+    shared.acks.clear();
+    shared.acks_since = {};
+    shared.failed = false;
+    shared.connected = false;
+    shared.returned.clear();
+    for (auto& lane : shared.lanes) {
+      if (lane->generation != shared.generation) continue;
+      lane->broken = true;
+      lane->dealt.notify_all();
+    }
+  };
+
+  // The least busy lane of this connection with room, or null. Ties go round the lanes, so
+  // equal work spreads over the workers. Under lanes_mutex.
+  auto lane_for = [&]() -> LaneState* {
+    LaneState* best = nullptr;
+    const size_t n = shared.lanes.size();
+    for (size_t i = 0; i < n; ++i) {
+      LaneState* lane = shared.lanes[(next_lane + i) % n].get();
+      if (lane->broken || lane->generation != shared.generation) continue;
+      if (lane->Load() >= lane_room) continue;
+      if (!best || lane->Load() < best->Load()) best = lane;
+    }
+    if (best) ++next_lane;
+    return best;
+  };
+
+  while (true) {
+    const bool stopping = stop.stop_requested();
+    if (!channel) {
+      if (stopping) break;
+      auto consumer = links_.OpenConsumer(shape);
+      if (!consumer) {
+        if (failures++ % 10 == 0) {
+          spdlog::warn("broker {} intake: {} (retrying in {} ms)", broker_.name,
+                       consumer.error().message, backoff.Peek().count());
+        }
+        clock_.Sleep(stop, backoff.Next());
+        continue;
+      }
+      // The workers count the reconnects, each as its lane opens again.
+      if (failures > 0 || lost) spdlog::info("broker {} intake: connected again", broker_.name);
+      failures = 0;
+      lost = false;
+      cancelled = false;
+      backoff.Reset();
+      channel = std::move(consumer->channel);
+      consumer_tag = std::move(consumer->tag);
+      fd = channel->fd();
+      std::lock_guard io(shared.io);
+      std::lock_guard lock(shared.lanes_mutex);
+      shared.channel = channel.get();
+      ++shared.generation;
+      shared.connected = true;
+      shared.connected_changed.notify_all();
+    }
+    if (shared.failed) {
+      lose("a worker's write failed");
+      continue;
+    }
+    bool closing = false;
+    {
+      std::lock_guard lock(shared.lanes_mutex);
+      closing = shared.closing;
+    }
+
+    // 1. Read what has arrived (and, once the pool stops, cancel the consumer).
+    std::optional<Error> broke;
+    {
+      std::lock_guard io(shared.io);
+      if (closing && !cancelled) {
+        // Nothing new: what was prefetched and not dealt goes back when the connection closes.
+        if (auto r = channel->Cancel(consumer_tag); !r) broke = r.error();
+        cancelled = true;
+      }
+      for (int n = 0; n < kReadAtMost && !stopping && !broke; ++n) {
+        auto next = channel->Next(0ms);
+        if (!next) {
+          broke = next.error();
+          break;
+        }
+        if (!*next) break;
+        if ((*next)->returned) continue;  // nothing the pool publishes is returnable
+        shared.outstanding.insert((*next)->delivery_tag);
+        arrived.push_back(std::move(**next));
+      }
+    }
+    if (broke) {
+      arrived.clear();
+      lose(broke->message);
+      continue;
+    }
+    const bool busy = !arrived.empty();
+
+    // 2. Answer what can be answered at once; the rest waits for a worker.
+    for (amqp::Delivery& d : arrived) {
+      std::optional<std::string> reply;
+      if (quick_) {
+        try {
+          reply = quick_->Quick(d);
+        } catch (const std::exception& e) {
+          spdlog::warn("broker {} intake: {} (a worker handles it)", broker_.name, e.what());
+        }
+      }
+      if (!reply) {
+        waiting.push_back(std::move(d));
+        continue;
+      }
+      counters_.consumed.fetch_add(1, std::memory_order_relaxed);
+      amqp::Message m;
+      m.body = std::move(*reply);
+      m.correlation_id = d.message.correlation_id;
+      m.reply_to = d.message.reply_to;
+      quick_replies.emplace_back(std::move(m), d.delivery_tag);
+    }
+    arrived.clear();
+    Result<void> written = Ok();
+    {
+      std::lock_guard io(shared.io);
+      if (!quick_replies.empty()) {
+        const bool several = quick_replies.size() > 1;
+        if (several) channel->Coalesce(true);
+        for (auto& [reply, tag] : quick_replies) {
+          if (!reply.reply_to.empty()) {
+            const std::string to = std::move(reply.reply_to);
+            reply.reply_to.clear();
+            if (written = channel->Publish("", to, reply); !written) break;
+          }
+          shared.acks.insert(tag);
+          counters_.acked.fetch_add(1, std::memory_order_relaxed);
+        }
+        if (written) written = shared.Settle(false);
+        if (several && written) channel->Coalesce(false);
+      }
+      // Acks that have waited long enough for the older deliveries; all of them at the end.
+      if (written) written = shared.Settle(stopping);
+    }
+    quick_replies.clear();
+    if (!written) {
+      lose(written.error().message);
+      continue;
+    }
+
+    // 3. Deal.
+    {
+      std::lock_guard lock(shared.lanes_mutex);
+      while (!shared.returned.empty()) {
+        waiting.push_front(std::move(shared.returned.back()));
+        shared.returned.pop_back();
+      }
+      while (!waiting.empty()) {
+        LaneState* lane = lane_for();
+        if (!lane) break;
+        const bool was_empty = lane->inbox.empty();
+        lane->inbox.push_back(std::move(waiting.front()));
+        waiting.pop_front();
+        if (was_empty) lane->dealt.notify_one();
+      }
+    }
+    // The workers have ended and their last answers are written: close (the broker requeues
+    // what is left).
+    if (stopping) break;
+    if (busy) continue;
+
+    // 4. Nothing arrived: wait for the broker, or for a lane handing deliveries back.
+    bool acks_waiting = false;
+    {
+      std::lock_guard io(shared.io);
+      if (fd < 0) {
+        // A test's channel: wait in it.
+        auto next = channel->Next(kChannelWait);
+        if (!next) {
+          broke = next.error();
+        } else if (*next && !(*next)->returned) {
+          shared.outstanding.insert((*next)->delivery_tag);
+          arrived.push_back(std::move(**next));
+        }
+      } else if (channel->Buffered()) {
+        continue;
+      }
+      acks_waiting = !shared.acks.empty();
+    }
+    if (broke) {
+      lose(broke->message);
+      continue;
+    }
+    if (fd < 0) continue;
+    shared.asleep = true;
+    {
+      std::lock_guard lock(shared.lanes_mutex);
+      if (!shared.returned.empty() || (shared.closing && !cancelled) || shared.failed) {
+        shared.asleep = false;
+        continue;
+      }
+    }
+    pollfd fds[2] = {{fd, POLLIN, 0}, {shared.wake_fd, POLLIN, 0}};
+    (void)::poll(fds, 2, acks_waiting ? kAckWaitMs : kIdleWaitMs);
+    shared.asleep = false;
+    if (fds[1].revents & POLLIN) {
+      uint64_t count;
+      (void)!::read(shared.wake_fd, &count, sizeof count);
+    }
+  }
+  // Closing the connection hands every unacked delivery back to the broker.
+  std::unique_ptr<amqp::Channel> gone;
+  std::lock_guard io(shared.io);
+  std::lock_guard lock(shared.lanes_mutex);
+  gone = std::move(channel);
+  shared.channel = nullptr;
+  shared.connected = false;
+  for (auto& lane : shared.lanes) {
+    lane->broken = true;
+    lane->dealt.notify_all();
+  }
+}
+
+}  // namespace beds::brokers
