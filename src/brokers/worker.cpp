@@ -14,9 +14,6 @@ namespace {
 
 using namespace std::chrono_literals;
 
-// How long a cycle's answers may wait in the socket for the rest of the cycle.
-constexpr auto kHoldAtMost = 1ms;
-
 int RetriesOf(const amqp::Message& m) {
   auto it = m.headers.find(kRetriesHeader);
   if (it == m.headers.end()) return 0;
@@ -92,7 +89,6 @@ void Worker::Lost(const Error& error) {
   waiting_.clear();
   ack_upto_ = 0;
   to_ack_ = 0;
-  coalescing_ = false;
 }
 
 void Worker::Loop(std::stop_token stop) {
@@ -154,19 +150,6 @@ Outcome Worker::Handle(const amqp::Delivery& delivery, int retries) {
   }
 }
 
-void Worker::Hold() {
-  if (coalescing_) return;
-  connection_->Coalesce(true);
-  coalescing_ = true;
-  held_since_ = clock_.Now();
-}
-
-void Worker::Release() {
-  if (!coalescing_) return;
-  connection_->Coalesce(false);
-  coalescing_ = false;
-}
-
 void Worker::Cycle(amqp::Delivery first, std::stop_token stop) {
   std::optional<amqp::Delivery> next = std::move(first);
   int taken = 0;
@@ -182,8 +165,6 @@ void Worker::Cycle(amqp::Delivery first, std::stop_token stop) {
     }
     Apply(std::move(*next), std::move(outcome), retries, stop);
     next.reset();
-    // Slow work (a long query) must not keep the answers given so far waiting.
-    if (coalescing_ && clock_.Now() - held_since_ >= kHoldAtMost) Release();
     if (!connection_ || ++taken >= broker_.prefetch || stop.stop_requested()) break;
     // Only what has arrived already: a cycle never waits for more.
     auto more = connection_->Next(0ms);
@@ -192,8 +173,6 @@ void Worker::Cycle(amqp::Delivery first, std::stop_token stop) {
       return;
     }
     next = std::move(*more);
-    // A lone message (W=1) is answered as before; once there are several, their answers wait.
-    if (next) Hold();
   }
   if (connection_) Flush(stop);
 }
@@ -414,7 +393,6 @@ void Worker::Flush(std::stop_token stop) {
     ack_upto_ = 0;
     to_ack_ = 0;
   }
-  Release();
 }
 
 void Worker::Resolve(Waiting& w, std::stop_token stop) {

@@ -1,5 +1,6 @@
-// Private to brokers: one worker = one thread, one consuming channel, one message handled at a
-// time (so a pool's `instances` bounds its concurrent work).
+// Private to brokers: one worker = one thread, one consuming channel (its lane on the pool's
+// connection, brokers/intake.hpp), one message handled at a time (so a pool's `instances` bounds
+// its concurrent work).
 //
 // A worker works in cycles: it takes a delivery, then whatever else has already arrived (at most
 // `prefetch`), and handles each as it comes, answering at once those that need nothing stored
@@ -8,10 +9,7 @@
 // completion events) are then published together and confirmed by the broker in one round trip,
 // and only then are their deliveries answered. The cycle ends with one multiple-ack for every
 // delivery it answered: a message is still acked only after its reply is published, at a fraction
-// of the frames. Once a cycle has a second message, the answers from then on and the ack wait in
-// the socket (TCP_CORK) and leave together at its end, or once they have waited a millisecond, so
-// the broker wakes about once per cycle rather than once per message; a lone message is answered at
-// once.
+// of the frames.
 #pragma once
 
 #include <atomic>
@@ -70,10 +68,6 @@ class Worker {
   // A waiting delivery whose forwards did not all get stored with the cycle's: tried one by one.
   void Resolve(Waiting& waiting, std::stop_token stop);
   void Reply(const amqp::Message& request, std::string body);
-  // Replies and acks wait in the socket from Hold() to Release() and leave together: the end of
-  // the cycle, or sooner once they have waited kHoldAtMost.
-  void Hold();
-  void Release();
   // Acked by the cycle's multiple-ack.
   void Settle(uint64_t delivery_tag);
   // Opens the confirmed channel unless it is open; `redeclare` as Links::OpenConfirmed.
@@ -94,10 +88,8 @@ class Worker {
   bool lost_ = false;          // the connection broke (the next one counts as a reconnect)
   size_t batch_failures_ = 0;  // batches handed back in a row (their backoff grows)
   std::vector<Waiting> waiting_;
-  uint64_t ack_upto_ = 0;    // the cycle's highest answered delivery tag
-  size_t to_ack_ = 0;        // how many deliveries the cycle's ack settles
-  bool coalescing_ = false;  // Hold() is in force
-  std::chrono::steady_clock::time_point held_since_;
+  uint64_t ack_upto_ = 0;  // the cycle's highest answered delivery tag
+  size_t to_ack_ = 0;      // how many deliveries the cycle's ack settles
   std::atomic<bool> died_{false};
   std::atomic<bool> exited_{false};
   std::jthread thread_;  // last: starts after every member above is ready
