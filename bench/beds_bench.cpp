@@ -690,12 +690,15 @@ void CheckReply(const beds::config::AmqpSettings& amqp, const char* what, const 
     Die(std::string(what) + " check did not return " + field + " " + want + ": " + r->body);
 }
 
-// A Users/call get request for each of `rows` rows (created through BEDS if missing).
-std::vector<std::string> UsrGetBodies(const beds::config::AmqpSettings& amqp, int rows) {
+// A point read of each of `rows` rows (created through BEDS if missing): Users/call get (the
+// usr_get procedure), or with `fetch` Users/fetch by key (the usr_v_users view).
+std::vector<std::string> UsrGetBodies(const beds::config::AmqpSettings& amqp, int rows,
+                                      bool fetch = false) {
   std::vector<std::string> bodies;
+  const std::string head = fetch ? R"({"template":"Users","op":"fetch","id":")"
+                                 : R"({"template":"Users","op":"call","call":"get","id":")";
   for (const int64_t id : EnsureRows(amqp, rows)) {
-    bodies.push_back(R"({"template":"Users","op":"call","call":"get","id":")" + std::to_string(id) +
-                     R"("})");
+    bodies.push_back(head + std::to_string(id) + R"("})");
   }
   return bodies;
 }
@@ -871,7 +874,17 @@ int main(int argc, char** argv) {
                  "(docs/protocol.md \"Batches\"); figures are then also given per operation")
       ->check(CLI::Range(1, 10000));
   app.add_flag("--atomic", atomic, "with --batch in rel-create: atomic batches");
+  std::string read = "call";
+  app.add_option("--read", read,
+                 "rel: BEDS's point read is Users/call get (the usr_get procedure, as the "
+                 "baseline runs) or Users/fetch by key (the usr_v_users view; a batch's "
+                 "consecutive ones run as one query)")
+      ->check(CLI::IsMember({"call", "fetch"}));
   CLI11_PARSE(app, argc, argv);
+  if (read != "call" && mode != "rel") {
+    std::cerr << "beds-bench: --read is for the rel mode\n";
+    return 2;
+  }
   if (batch > 0 && mode != "rel" && mode != "rel-create") {
     std::cerr << "beds-bench: --batch is for the rel and rel-create modes\n";
     return 2;
@@ -1013,7 +1026,7 @@ int main(int argc, char** argv) {
                     ? "sys/ping (synchronous), beds = async Sessions/fetch submits"
                     : "Sessions/fetch by key, beds = calgon/poll of finished tickets");
   } else if (mode == "rel") {
-    std::vector<std::string> bodies = UsrGetBodies(config->amqp, rows);
+    std::vector<std::string> bodies = UsrGetBodies(config->amqp, rows, read == "fetch");
     check = [&, first = bodies[0]](const std::string& what, const std::string& key) {
       CheckReply(config->amqp, what.c_str(), key, first, "email", BenchEmail(1));
     };
@@ -1024,10 +1037,11 @@ int main(int argc, char** argv) {
       return std::make_unique<UsrGetResponder>(settings);
     };
     std::printf(
-        "beds-bench: mode rel (Users/call get -> CALL usr_get(?)), W=%d, %d rows, %d s x %d "
+        "beds-bench: mode rel (Users/%s -> CALL usr_get(?)), W=%d, %d rows, %d s x %d "
         "rounds; baseline = %d echo consumers each with its own MariaDB connection and prepared "
         "CALL, prefetch %d\n",
-        inflight, rows, duration_s, rounds, pool->instances, pool->prefetch);
+        read == "fetch" ? "fetch by key" : "call get", inflight, rows, duration_s, rounds,
+        pool->instances, pool->prefetch);
   } else {
     const auto db = config->databases.find("docs");
     if (db == config->databases.end() || db->second.engine != beds::config::Engine::kSqlite) {

@@ -293,6 +293,12 @@ Outcome DispatchHandler::Serve(const Request& r, const amqp::Delivery& delivery,
     staged.staged = StagedWrite{std::move(*write), BriefOf(r), lineage, started};
     return staged;
   }
+  if (batch_ && !atomic && t->template_class == TemplateClass::kRel && IsFetchByKey(*t, r)) {
+    // Waits for the batch's next point reads of this template: they run as one query.
+    Outcome waiting;
+    waiting.staged = PendingRead{&r, t, *spec, lineage, started, nullptr};
+    return waiting;
+  }
   auto result = RunTemplate(*t, **spec, r, once ? &*once : nullptr);
   if (once) recorder_.CountOnce(result);
   return Answer(ReplyTo(r, delivery, *t, std::move(result), event_id, started));
@@ -364,6 +370,34 @@ void DispatchHandler::ApplyPending(std::vector<PendingWrite>& pending) {
     }
   }
   pending.clear();
+}
+
+void DispatchHandler::RunReads(BatchRun& run, const amqp::Delivery& delivery) {
+  if (run.reads.empty()) return;
+  // Writes staged before these reads are applied first: a read sees the batch's earlier writes.
+  ApplyPending(run.pending);
+  const PendingRead& first = run.reads.front();
+  std::vector<const Request*> requests;
+  for (const PendingRead& p : run.reads) requests.push_back(p.request);
+  NamasteCore* core = session_ ? session_->For(*first.t) : nullptr;
+  std::vector<Result<OpResult>> results;
+  if (!core) {
+    const Error none{Code::kUnavailable, "template '" + first.t->name + "': database '" +
+                                             first.t->database + "' has no adapter on this node"};
+    results.assign(requests.size(), std::unexpected(none));
+  } else {
+    // One adapter event, a child of the batch's, for the one query.
+    RecordedCore recorded(*core, "mariadb");
+    results = RunFetchesByKey(*first.t, *first.spec, requests, recorded);
+    if (recorded.last_error) recorder_.CountAdapterError(*first.t, *recorded.last_error);
+  }
+  for (size_t i = 0; i < run.reads.size(); ++i) {
+    const PendingRead& p = run.reads[i];
+    logs::EventScope scope(p.lineage);
+    *p.reply =
+        ReplyTo(*p.request, delivery, *p.t, std::move(results[i]), p.lineage.event_id, p.started);
+  }
+  run.reads.clear();
 }
 
 std::string DispatchHandler::Answered(NamasteCore& core, const StagedWrite& w, const Write& write,
@@ -451,9 +485,20 @@ std::string DispatchHandler::RunBatch(const amqp::Delivery& delivery, json::obje
         return finish(protocol::EncodeErrorAt(lineage.event_id, two, i), &two);
       }
     }
+    // Waiting point reads run before anything that is not one of them, so the batch keeps its
+    // order.
+    if (!run.reads.empty() &&
+        (r.template_name != run.reads.front().t->name || !IsFetchByKey(*run.reads.front().t, r))) {
+      RunReads(run, delivery);
+    }
     logs::EventScope inner(child);
     Outcome o = Serve(r, delivery, child, std::chrono::steady_clock::now(), 0,
                       message_id.empty() ? "" : message_id + "#" + std::to_string(i));
+    if (auto* read = std::any_cast<PendingRead>(&o.staged)) {
+      read->reply = &replies[i];
+      run.reads.push_back(*read);
+      continue;
+    }
     if (auto* w = std::any_cast<StagedWrite>(&o.staged)) {
       staged[i] = std::move(*w);
       run.pending.push_back(PendingWrite{&staged[i], &delivery, &replies[i]});
@@ -477,6 +522,7 @@ std::string DispatchHandler::RunBatch(const amqp::Delivery& delivery, json::obje
     }
     return finish(protocol::EncodeBatchReply(lineage.event_id, *applied), nullptr);
   }
+  RunReads(run, delivery);
   ApplyPending(run.pending);
   std::vector<std::string> bodies;
   bodies.reserve(n);

@@ -45,10 +45,20 @@ class DispatchHandler : public Handler {
     const amqp::Delivery* delivery;
     std::optional<std::string>* reply;
   };
+  // A point read (fetch by key) of a batch, waiting to run with the next ones of its template.
+  struct PendingRead {
+    const Request* request;
+    const Template* t;
+    const OpSpec* spec;
+    Lineage lineage;
+    std::chrono::steady_clock::time_point started;
+    std::optional<std::string>* reply;
+  };
   // A batch envelope being run (docs/protocol.md "Batches").
   struct BatchRun {
     bool atomic = false;
     std::vector<PendingWrite> pending;  // consecutive writes, applied together before a read
+    std::vector<PendingRead> reads;     // consecutive point reads of one template: one query
   };
 
   // One request (a message's, or an envelope of a batch): routed, checked and run, or staged.
@@ -63,6 +73,9 @@ class DispatchHandler : public Handler {
   void ApplyWrites(const std::vector<Staged>& cycle);
   // Applies staged writes (by database, in order) and sets their replies.
   void ApplyPending(std::vector<PendingWrite>& pending);
+  // Runs a batch's waiting point reads as one query (after the writes staged before them) and
+  // sets their replies.
+  void RunReads(BatchRun& run, const amqp::Delivery& delivery);
   // The reply to a staged write that ran, with its adapter event and counters.
   std::string Answered(NamasteCore& core, const StagedWrite& w, const Write& write,
                        const amqp::Delivery& delivery, Result<OpResult> result,

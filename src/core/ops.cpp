@@ -1,5 +1,7 @@
 #include "core/ops.hpp"
 
+#include <map>
+
 #include "core/once.hpp"
 #include "core/validate.hpp"
 
@@ -145,6 +147,116 @@ Result<OpResult> RunOp(const Template& t, const OpSpec& spec, const Request& r, 
   auto write = PrepareWrite(t, spec, r, once);
   if (!write) return std::unexpected(write.error());
   return ApplyWrite(core, *write);
+}
+
+bool IsFetchByKey(const Template& t, const Request& r) {
+  if (OpOf(r) != Op::kFetch || r.id.empty() || !r.where.empty() || !r.data.empty() || r.limit ||
+      r.offset || !r.order.empty()) {
+    return false;
+  }
+  const FieldSpec* key = t.Key();
+  return key && (key->type == FieldType::kInt || key->type == FieldType::kString);
+}
+
+namespace {
+
+// A key as both sides spell it: the validated value, and the row's JSON value.
+std::string KeyText(const Value& v) {
+  return v.type == FieldType::kInt ? std::to_string(v.i) : v.text;
+}
+
+std::optional<std::string> KeyText(const boost::json::value& v) {
+  if (v.is_int64()) return std::to_string(v.as_int64());
+  if (v.is_uint64()) return std::to_string(v.as_uint64());
+  if (v.is_string()) return std::string(v.as_string());
+  return std::nullopt;
+}
+
+}  // namespace
+
+std::vector<Result<OpResult>> RunFetchesByKey(const Template& t, const OpSpec& spec,
+                                              const std::vector<const Request*>& requests,
+                                              NamasteCore& core) {
+  std::vector<Result<OpResult>> out;
+  out.reserve(requests.size());
+  auto alone = [&] {
+    out.clear();
+    for (const Request* r : requests) out.push_back(RunOp(t, spec, *r, core, nullptr));
+    return out;
+  };
+  const FieldSpec* key = t.Key();
+  if (!key || requests.size() < 2) return alone();
+  // Each request validated as it would be alone; the valid ones share one query.
+  std::vector<std::optional<Query>> queries;
+  std::optional<Query> merged;
+  for (const Request* r : requests) {
+    auto checked = Check(t, spec, *r);
+    if (!checked) {
+      queries.emplace_back();
+      out.push_back(std::unexpected(checked.error()));
+      continue;
+    }
+    Query& q = *checked->query;
+    // A fetch by key validates to exactly the key's equality filter; anything else runs alone.
+    if (q.filters.size() != 1 || q.filters[0].field != key->name ||
+        q.filters[0].op != Filter::Op::kEq || q.filters[0].values.size() != 1) {
+      return alone();
+    }
+    if (!merged) {
+      merged = q;
+      merged->filters[0].op = Filter::Op::kIn;
+      merged->limit = 0;
+    } else {
+      merged->filters[0].values.push_back(q.filters[0].values[0]);
+      // The earliest deadline of those sharing the query bounds it.
+      if (q.deadline_ms != 0 && (merged->deadline_ms == 0 || q.deadline_ms < merged->deadline_ms)) {
+        merged->deadline_ms = q.deadline_ms;
+      }
+    }
+    merged->limit += q.limit;
+    queries.push_back(std::move(q));
+    out.emplace_back(OpResult{});
+  }
+  if (!merged) return out;
+  auto fetched = core.Fetch(t, spec, *merged);
+  if (!fetched) {
+    for (size_t i = 0; i < out.size(); ++i) {
+      if (queries[i]) out[i] = std::unexpected(fetched.error());
+    }
+    return out;
+  }
+  // Each row to the requests whose key it carries, in the query's order, at most each one's limit.
+  std::map<std::string, std::vector<size_t>> by_key;
+  for (size_t i = 0; i < queries.size(); ++i) {
+    if (queries[i]) {
+      by_key[KeyText(queries[i]->filters[0].values[0])].push_back(i);
+      out[i]->data.clear();
+    }
+  }
+  for (boost::json::value& row : fetched->data) {
+    const auto* object = row.if_object();
+    const auto* field = object ? object->if_contains(key->name) : nullptr;
+    const auto text = field ? KeyText(*field) : std::nullopt;
+    // A view that does not show the key cannot be split: each runs alone.
+    if (!text) return alone();
+    auto it = by_key.find(*text);
+    if (it == by_key.end()) continue;
+    for (size_t i : it->second) {
+      auto& rows = out[i]->data;
+      if (static_cast<int64_t>(rows.size()) < queries[i]->limit) rows.push_back(row);
+    }
+  }
+  for (size_t i = 0; i < queries.size(); ++i) {
+    if (!queries[i]) continue;
+    const auto n = out[i]->data.size();
+    if (n == 0) {
+      out[i] = std::unexpected(
+          Error{Code::kNotFound, t.name + " '" + Excerpt(requests[i]->id) + "' was not found"});
+      continue;
+    }
+    out[i]->count = static_cast<int64_t>(n);
+  }
+  return out;
 }
 
 }  // namespace beds

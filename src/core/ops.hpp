@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "core/error.hpp"
 #include "core/namaste.hpp"
@@ -42,5 +43,16 @@ Result<Write> PrepareWrite(const Template& t, const OpSpec& spec, const Request&
 // result is NOT_FOUND. A write with `once` is applied exactly once.
 Result<OpResult> RunOp(const Template& t, const OpSpec& spec, const Request& request,
                        NamasteCore& core, const OnceScope* once = nullptr);
+
+// A fetch by key and nothing else (no where, order, limit or offset) on a template whose key is
+// an int or a string: a point read that RunFetchesByKey can run with others.
+bool IsFetchByKey(const Template& t, const Request& request);
+
+// Point reads (IsFetchByKey) of one template, run as one query (`key IN (…)`) and answered each
+// as RunOp would have answered it alone: its rows (NOT_FOUND for none), or its validation error.
+// A batch's consecutive point reads cost one database round trip instead of one each.
+std::vector<Result<OpResult>> RunFetchesByKey(const Template& t, const OpSpec& spec,
+                                              const std::vector<const Request*>& requests,
+                                              NamasteCore& core);
 
 }  // namespace beds
