@@ -8,7 +8,8 @@
 # (Sessions/create) and rec-fetch (Sessions/fetch by key over 1000 documents). Everything it started is stopped at
 # the end. ping and rel are also compared with the raw baseline at its best shape (1 or 2
 # consumers), and every round prints the node's CPU time per reply (from /proc). rel and
-# rel-create also run with batch envelopes of 32 (W=8), reported in operations per second.
+# rel-create also run with batch envelopes of 32 (W=8), reported in operations per second, and rel
+# once more with its point reads as fetches by key (--read fetch), which a batch runs as one query.
 #   bench/run.sh [--duration-s N] [--rounds N]   (extra flags go to beds-bench)
 #   BEDS_BENCH_NO_BUILD=1 bench/run.sh …          (use build/ as it is: someone else builds it)
 #   BEDS_BENCH_MODES="rec-create rec-fetch" bench/run.sh …   (only these modes)
@@ -50,5 +51,11 @@ for mode in "${modes[@]}"; do
     echo
     build/beds-bench --config-dir config --mode "$mode" --inflight 8 --node-pid "$node_pid" \
       --batch 32 "$@"
+  fi
+  # The same point reads as fetches by key, which a batch runs as one query.
+  if [[ $mode == rel ]]; then
+    echo
+    build/beds-bench --config-dir config --mode rel --read fetch --inflight 8 \
+      --node-pid "$node_pid" --batch 32 "$@"
   fi
 done
