@@ -11,6 +11,7 @@
 #include <condition_variable>
 #include <deque>
 #include <limits>
+#include <map>
 #include <mutex>
 #include <set>
 #include <string>
@@ -42,8 +43,12 @@ constexpr auto kChannelWait = 1ms;
 struct LaneState {
   uint64_t generation = 0;           // the connection its delivery tags belong to
   std::deque<amqp::Delivery> inbox;  // dealt, not taken yet
-  std::set<uint64_t> taken;          // taken by the worker, not settled yet
-  bool broken = false;               // its connection is gone
+  // Taken by the worker and not settled yet, by tag, with the order it took them in: a delivery
+  // passed on from a closed lane may carry a lower tag than one taken before it, and a
+  // multiple-ack, as on a channel of its own, settles what was taken up to the acked one.
+  std::map<uint64_t, uint64_t> taken;
+  uint64_t takes = 0;
+  bool broken = false;  // its connection is gone
   std::condition_variable dealt;
   size_t Load() const { return inbox.size() + taken.size(); }
 };
@@ -83,8 +88,10 @@ struct Intake::Shared {
   std::deque<amqp::Delivery> returned;  // a closed lane's deliveries its worker never took
 
   // Lock-free: set by anyone, read by the intake thread before it sleeps.
-  std::atomic<bool> failed{false};  // a write broke the connection
-  std::atomic<bool> asleep{false};  // the intake thread waits in poll(): write wake_fd
+  std::atomic<bool> failed{false};   // a write broke the connection
+  std::atomic<bool> asleep{false};   // the intake thread waits in poll(): write wake_fd
+  std::atomic<bool> idle{false};     // ... and may wait long (kIdleWaitMs)
+  std::atomic<bool> waiting{false};  // deliveries wait for room in a lane
   const int wake_fd;
 
   void Wake() {
@@ -145,7 +152,7 @@ class Intake::Lane final : public amqp::Channel {
       for (auto it = state_->inbox.rbegin(); it != state_->inbox.rend(); ++it) {
         shared_->returned.push_front(std::move(*it));
       }
-      taken.assign(state_->taken.begin(), state_->taken.end());
+      for (const auto& [tag, order] : state_->taken) taken.push_back(tag);
     }
     // Taken and not settled (the worker died): back to the queue, marked redelivered.
     std::lock_guard io(shared_->io);
@@ -165,7 +172,7 @@ class Intake::Lane final : public amqp::Channel {
     if (state_->inbox.empty()) return std::nullopt;
     amqp::Delivery d = std::move(state_->inbox.front());
     state_->inbox.pop_front();
-    state_->taken.insert(d.delivery_tag);
+    state_->taken.emplace(d.delivery_tag, ++state_->takes);
     return d;
   }
 
@@ -192,10 +199,14 @@ class Intake::Lane final : public amqp::Channel {
       if (state_->broken) return Broken();
       if (!state_->taken.contains(delivery_tag)) return Unknown(delivery_tag);
       if (multiple) {
-        // Only this lane's: the other lanes' deliveries are not this worker's to settle.
-        const auto end = state_->taken.upper_bound(delivery_tag);
-        tags.assign(state_->taken.begin(), end);
-        state_->taken.erase(state_->taken.begin(), end);
+        // Only this lane's (the other lanes' are not this worker's to settle), and only those
+        // it took up to this one.
+        const uint64_t upto = state_->taken.at(delivery_tag);
+        std::erase_if(state_->taken, [&](const auto& entry) {
+          if (entry.second > upto) return false;
+          tags.push_back(entry.first);
+          return true;
+        });
       } else {
         tags.push_back(delivery_tag);
         state_->taken.erase(delivery_tag);
@@ -204,7 +215,10 @@ class Intake::Lane final : public amqp::Channel {
     std::lock_guard io(shared_->io);
     if (!Live()) return Broken();
     shared_->acks.insert(tags.begin(), tags.end());
-    return shared_->Settle(false);
+    auto settled = shared_->Settle(false);
+    // Room for what waits to be dealt, or acks left for the intake to send once they have waited.
+    if (shared_->waiting || (shared_->idle && !shared_->acks.empty())) shared_->Wake();
+    return settled;
   }
 
   Result<void> Reject(uint64_t delivery_tag, bool requeue) override {
@@ -216,6 +230,7 @@ class Intake::Lane final : public amqp::Channel {
     std::lock_guard io(shared_->io);
     if (!Live()) return Broken();
     shared_->outstanding.erase(delivery_tag);
+    if (shared_->waiting) shared_->Wake();  // room in this lane
     return shared_->Failed(shared_->channel->Reject(delivery_tag, requeue));
   }
 
@@ -291,6 +306,7 @@ Result<Links::Consumer> Intake::OpenConsumer(const config::BrokerSettings& /*bro
   auto state = std::make_shared<LaneState>();
   state->generation = shared_->generation;
   shared_->lanes.push_back(state);
+  if (shared_->waiting) shared_->Wake();  // a new lane has room
   return Consumer{std::make_unique<Lane>(shared_, std::move(state)), "lane"};
 }
 
@@ -395,6 +411,7 @@ void Intake::Main(std::stop_token stop) {
       std::lock_guard io(shared.io);
       if (closing && !cancelled) {
         // Nothing new: what was prefetched and not dealt goes back when the connection closes.
+        // A round trip under the lock, once, at shutdown: the workers' last answers wait for it.
         if (auto r = channel->Cancel(consumer_tag); !r) broke = r.error();
         cancelled = true;
       }
@@ -481,14 +498,15 @@ void Intake::Main(std::stop_token stop) {
         waiting.pop_front();
         if (was_empty) lane->dealt.notify_one();
       }
+      shared.waiting = !waiting.empty();
     }
     // The workers have ended and their last answers are written: close (the broker requeues
     // what is left).
     if (stopping) break;
     if (busy) continue;
 
-    // 4. Nothing arrived: wait for the broker, or for a lane handing deliveries back.
-    bool acks_waiting = false;
+    // 4. Nothing arrived: wait for the broker, or for a lane handing deliveries back, making
+    // room for those waiting, or leaving acks to send.
     {
       std::lock_guard io(shared.io);
       if (fd < 0) {
@@ -503,24 +521,32 @@ void Intake::Main(std::stop_token stop) {
       } else if (channel->Buffered()) {
         continue;
       }
-      acks_waiting = !shared.acks.empty();
     }
     if (broke) {
       lose(broke->message);
       continue;
     }
     if (fd < 0) continue;
+    // Said before looking, so that a worker who changes something after the look wakes us.
     shared.asleep = true;
+    shared.idle = true;
+    bool acks_waiting = false;
+    {
+      std::lock_guard io(shared.io);
+      acks_waiting = !shared.acks.empty();
+    }
     {
       std::lock_guard lock(shared.lanes_mutex);
       if (!shared.returned.empty() || (shared.closing && !cancelled) || shared.failed) {
         shared.asleep = false;
+        shared.idle = false;
         continue;
       }
     }
     pollfd fds[2] = {{fd, POLLIN, 0}, {shared.wake_fd, POLLIN, 0}};
     (void)::poll(fds, 2, acks_waiting ? kAckWaitMs : kIdleWaitMs);
     shared.asleep = false;
+    shared.idle = false;
     if (fds[1].revents & POLLIN) {
       uint64_t count;
       (void)!::read(shared.wake_fd, &count, sizeof count);

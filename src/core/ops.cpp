@@ -207,11 +207,9 @@ std::vector<Result<OpResult>> RunFetchesByKey(const Template& t, const OpSpec& s
       merged->filters[0].op = Filter::Op::kIn;
       merged->limit = 0;
     } else {
+      // One query has one deadline: reads with deadlines of their own run alone.
+      if (q.deadline_ms != merged->deadline_ms) return alone();
       merged->filters[0].values.push_back(q.filters[0].values[0]);
-      // The earliest deadline of those sharing the query bounds it.
-      if (q.deadline_ms != 0 && (merged->deadline_ms == 0 || q.deadline_ms < merged->deadline_ms)) {
-        merged->deadline_ms = q.deadline_ms;
-      }
     }
     merged->limit += q.limit;
     queries.push_back(std::move(q));
@@ -225,6 +223,8 @@ std::vector<Result<OpResult>> RunFetchesByKey(const Template& t, const OpSpec& s
     }
     return out;
   }
+  // All the rows may not have fit the summed limit (a view with several rows per key): alone.
+  if (static_cast<int64_t>(fetched->data.size()) >= merged->limit) return alone();
   // Each row to the requests whose key it carries, in the query's order, at most each one's limit.
   std::map<std::string, std::vector<size_t>> by_key;
   for (size_t i = 0; i < queries.size(); ++i) {
@@ -240,7 +240,10 @@ std::vector<Result<OpResult>> RunFetchesByKey(const Template& t, const OpSpec& s
     // A view that does not show the key cannot be split: each runs alone.
     if (!text) return alone();
     auto it = by_key.find(*text);
-    if (it == by_key.end()) continue;
+    // The database matched it to a key spelled otherwise (a case-insensitive collation, a string
+    // key on a number column): which request it answers is the database's call, so each runs
+    // alone.
+    if (it == by_key.end()) return alone();
     for (size_t i : it->second) {
       auto& rows = out[i]->data;
       if (static_cast<int64_t>(rows.size()) < queries[i]->limit) rows.push_back(row);
@@ -250,8 +253,9 @@ std::vector<Result<OpResult>> RunFetchesByKey(const Template& t, const OpSpec& s
     if (!queries[i]) continue;
     const auto n = out[i]->data.size();
     if (n == 0) {
-      out[i] = std::unexpected(
-          Error{Code::kNotFound, t.name + " '" + Excerpt(requests[i]->id) + "' was not found"});
+      // Its row may have come back under another request's spelling of the key (`abc` and `ABC`
+      // in one batch, under a case-insensitive collation): asked alone, the answer is its own.
+      out[i] = RunOp(t, spec, *requests[i], core, nullptr);
       continue;
     }
     out[i]->count = static_cast<int64_t>(n);

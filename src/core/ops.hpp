@@ -49,7 +49,10 @@ Result<OpResult> RunOp(const Template& t, const OpSpec& spec, const Request& req
 bool IsFetchByKey(const Template& t, const Request& request);
 
 // Point reads (IsFetchByKey) of one template, run as one query (`key IN (…)`) and answered each
-// as RunOp would have answered it alone: its rows (NOT_FOUND for none), or its validation error.
+// as RunOp would have answered it alone: its rows, NOT_FOUND (asked alone again, so that the
+// database's own key matching decides), or its validation error. Whatever the shared query
+// cannot answer exactly as alone (different deadlines, rows over the summed limit, a row whose key
+// is spelled otherwise) runs each alone.
 // A batch's consecutive point reads cost one database round trip instead of one each.
 std::vector<Result<OpResult>> RunFetchesByKey(const Template& t, const OpSpec& spec,
                                               const std::vector<const Request*>& requests,

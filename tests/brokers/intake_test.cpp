@@ -150,6 +150,33 @@ TEST_F(IntakeTest, ALanesMultipleAckSettlesOnlyItsOwnDeliveries) {
   ASSERT_TRUE(broker.WaitUntil([](const FakeBroker& f) { return f.unacked() == 0; }));
 }
 
+TEST_F(IntakeTest, AMultipleAckSettlesWhatTheLaneTookUpToItNotLowerTagsTakenLater) {
+  Start();
+  // Both wait for a lane, then both go to the first one.
+  broker.Enqueue(Request("r1"));
+  broker.Enqueue(Request("r2"));
+  auto dying = Lane();
+  auto first = TakeAll(*dying, 1);
+  ASSERT_EQ(first.size(), 1u);
+  auto b = Lane();
+  broker.Enqueue(Request("r3"));  // the first lane is full: b's
+  auto third = TakeAll(*b, 1);
+  ASSERT_EQ(third.size(), 1u);
+  ASSERT_EQ(third[0].message.body, "r3");
+  // The first lane closes: r2, never taken, is passed on to b with its lower tag.
+  dying.reset();
+  // (r1 comes back too, redelivered, but waits: b is full once it holds r2.)
+  auto passed_on = TakeAll(*b, 1);
+  ASSERT_EQ(passed_on.size(), 1u);
+  const amqp::Delivery& second = passed_on[0];
+  ASSERT_EQ(second.message.body, "r2");
+  EXPECT_FALSE(second.redelivered);
+  ASSERT_LT(second.delivery_tag, third[0].delivery_tag);
+  // b's multiple-ack of r3 settles r3 only: r2 was taken after it and is still being worked on.
+  ASSERT_TRUE(b->Ack(third[0].delivery_tag, true));
+  EXPECT_TRUE(b->Ack(second.delivery_tag, false)) << "r2 was settled with r3";
+}
+
 TEST_F(IntakeTest, AQuickAnswerIsWrittenByTheIntakeAndNoWorkerSeesIt) {
   auto handler = std::make_shared<PingHandler>();
   Start(handler);
