@@ -507,10 +507,10 @@ void Intake::Main(std::stop_token stop) {
 
     // 4. Nothing arrived: wait for the broker, or for a lane handing deliveries back, making
     // room for those waiting, or leaving acks to send.
-    {
-      std::lock_guard io(shared.io);
-      if (fd < 0) {
-        // A test's channel: wait in it.
+    if (fd < 0) {
+      // A test's channel has no socket: wait in it.
+      {
+        std::lock_guard io(shared.io);
         auto next = channel->Next(kChannelWait);
         if (!next) {
           broke = next.error();
@@ -518,22 +518,24 @@ void Intake::Main(std::stop_token stop) {
           shared.outstanding.insert((*next)->delivery_tag);
           arrived.push_back(std::move(**next));
         }
-      } else if (channel->Buffered()) {
-        continue;
       }
-    }
-    if (broke) {
-      lose(broke->message);
+      if (broke) lose(broke->message);
       continue;
     }
-    if (fd < 0) continue;
     // Said before looking, so that a worker who changes something after the look wakes us.
     shared.asleep = true;
     shared.idle = true;
+    bool buffered = false;
     bool acks_waiting = false;
     {
       std::lock_guard io(shared.io);
+      buffered = channel->Buffered();
       acks_waiting = !shared.acks.empty();
+    }
+    if (buffered) {
+      shared.asleep = false;
+      shared.idle = false;
+      continue;
     }
     {
       std::lock_guard lock(shared.lanes_mutex);
