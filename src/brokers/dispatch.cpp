@@ -117,17 +117,23 @@ DispatchHandler::DispatchHandler(std::shared_ptr<const NodeInfo> info,
   if (factory) session_.emplace(std::move(factory));
 }
 
-Result<OpResult> DispatchHandler::RunTemplate(const Template& t, const OpSpec& spec,
-                                              const Request& r, const OnceScope* once) {
-  // A batch runs in order: its writes waiting to share a transaction go first.
-  if (batch_) ApplyPending(batch_->pending);
+Result<NamasteCore*> DispatchHandler::CoreFor(const Template& t) {
   NamasteCore* core = session_ ? session_->For(t) : nullptr;
   if (!core) {
     return std::unexpected(Error{
         Code::kUnavailable,
         "template '" + t.name + "': database '" + t.database + "' has no adapter on this node"});
   }
-  RecordedCore recorded(*core, t.template_class == TemplateClass::kRel ? "mariadb" : "docstore");
+  return core;
+}
+
+Result<OpResult> DispatchHandler::RunTemplate(const Template& t, const OpSpec& spec,
+                                              const Request& r, const OnceScope* once) {
+  // A batch runs in order: its writes waiting to share a transaction go first.
+  if (batch_) ApplyPending(batch_->pending);
+  auto core = CoreFor(t);
+  if (!core) return std::unexpected(core.error());
+  RecordedCore recorded(**core, t.template_class == TemplateClass::kRel ? "mariadb" : "docstore");
   auto result = RunOp(t, spec, r, recorded, once);
   if (recorded.last_error) recorder_.CountAdapterError(t, *recorded.last_error);
   return result;
@@ -379,15 +385,13 @@ void DispatchHandler::RunReads(BatchRun& run, const amqp::Delivery& delivery) {
   const PendingRead& first = run.reads.front();
   std::vector<const Request*> requests;
   for (const PendingRead& p : run.reads) requests.push_back(p.request);
-  NamasteCore* core = session_ ? session_->For(*first.t) : nullptr;
+  auto core = CoreFor(*first.t);
   std::vector<Result<OpResult>> results;
   if (!core) {
-    const Error none{Code::kUnavailable, "template '" + first.t->name + "': database '" +
-                                             first.t->database + "' has no adapter on this node"};
-    results.assign(requests.size(), std::unexpected(none));
+    results.assign(requests.size(), std::unexpected(core.error()));
   } else {
     // One adapter event, a child of the batch's, for the one query.
-    RecordedCore recorded(*core, "mariadb");
+    RecordedCore recorded(**core, "mariadb");
     results = RunFetchesByKey(*first.t, *first.spec, requests, recorded);
     if (recorded.last_error) recorder_.CountAdapterError(*first.t, *recorded.last_error);
   }

@@ -85,6 +85,8 @@ class DispatchHandler : public Handler {
   std::string ReplyTo(const Request& r, const amqp::Delivery& delivery, const Template& t,
                       Result<OpResult> result, const std::string& event_id,
                       std::chrono::steady_clock::time_point started);
+  // This worker's adapter for the template's database, or UNAVAILABLE saying there is none.
+  Result<NamasteCore*> CoreFor(const Template& t);
   // A data template's op, run on this worker's adapter.
   Result<OpResult> RunTemplate(const Template& t, const OpSpec& spec, const Request& request,
                                const OnceScope* once);

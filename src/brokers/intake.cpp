@@ -32,7 +32,6 @@ constexpr int kIdleWaitMs = 200;
 // How long an ack may wait for the deliveries before it to be settled too, so that one
 // multiple-ack covers them all; past it (or with half the window waiting) it is sent alone.
 constexpr auto kAckAtMost = 2ms;
-constexpr int kAckWaitMs = 2;
 // How long OpenConsumer waits for the pool's connection (a worker asks again after its backoff).
 constexpr auto kLaneWait = 5s;
 // A test's in-memory channel has no socket to wait on: its Next waits this long instead.
@@ -329,9 +328,9 @@ void Intake::Main(std::stop_token stop) {
   std::vector<std::pair<amqp::Message, uint64_t>> quick_replies;  // reply, request tag
   size_t next_lane = 0;
 
-  auto lose = [&](const std::string& why) {
-    spdlog::warn("broker {} intake: {}", broker_.name, why);
-    lost = true;
+  // Closes the connection, which hands every unacked delivery back to the broker, and breaks
+  // every lane on it (the older ones broke with theirs).
+  auto disconnect = [&] {
     waiting.clear();
     std::unique_ptr<amqp::Channel> gone;  // closed outside the locks
     std::lock_guard io(shared.io);
@@ -349,6 +348,11 @@ void Intake::Main(std::stop_token stop) {
       lane->broken = true;
       lane->dealt.notify_all();
     }
+  };
+  auto lose = [&](const std::string& why) {
+    spdlog::warn("broker {} intake: {}", broker_.name, why);
+    lost = true;
+    disconnect();
   };
 
   // The least busy lane of this connection with room, or null. Ties go round the lanes, so
@@ -546,7 +550,7 @@ void Intake::Main(std::stop_token stop) {
       }
     }
     pollfd fds[2] = {{fd, POLLIN, 0}, {shared.wake_fd, POLLIN, 0}};
-    (void)::poll(fds, 2, acks_waiting ? kAckWaitMs : kIdleWaitMs);
+    (void)::poll(fds, 2, acks_waiting ? static_cast<int>(kAckAtMost.count()) : kIdleWaitMs);
     shared.asleep = false;
     shared.idle = false;
     if (fds[1].revents & POLLIN) {
@@ -554,17 +558,7 @@ void Intake::Main(std::stop_token stop) {
       (void)!::read(shared.wake_fd, &count, sizeof count);
     }
   }
-  // Closing the connection hands every unacked delivery back to the broker.
-  std::unique_ptr<amqp::Channel> gone;
-  std::lock_guard io(shared.io);
-  std::lock_guard lock(shared.lanes_mutex);
-  gone = std::move(channel);
-  shared.channel = nullptr;
-  shared.connected = false;
-  for (auto& lane : shared.lanes) {
-    lane->broken = true;
-    lane->dealt.notify_all();
-  }
+  disconnect();
 }
 
 }  // namespace beds::brokers
