@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <any>
 #include <chrono>
 #include <map>
@@ -43,6 +44,14 @@ Request BriefOf(const Request& r) {
   brief.id = r.id;
   brief.idempotency_key = r.idempotency_key;
   return brief;
+}
+
+// What a waiting point read needs of its request (IsFetchByKey: the names, the key and the
+// deadline), owned: the request itself lives in Handle's arena.
+Request PointReadOf(const Request& r) {
+  Request read = BriefOf(r);
+  read.deadline_ms = r.deadline_ms;
+  return read;
 }
 
 // The exactly-once scope of a write; none for a message with neither key nor message id (it
@@ -299,10 +308,11 @@ Outcome DispatchHandler::Serve(const Request& r, const amqp::Delivery& delivery,
     staged.staged = StagedWrite{std::move(*write), BriefOf(r), lineage, started};
     return staged;
   }
-  if (batch_ && !atomic && t->template_class == TemplateClass::kRel && IsFetchByKey(*t, r)) {
-    // Waits for the batch's next point reads of this template: they run as one query.
+  if (!atomic && t->template_class == TemplateClass::kRel && IsFetchByKey(*t, r)) {
+    // Waits for the other point reads of this template that the worker's cycle (or the batch)
+    // holds: they run as one query, and each is answered as it would be alone.
     Outcome waiting;
-    waiting.staged = PendingRead{&r, t, *spec, lineage, started, nullptr};
+    waiting.staged = PendingRead{PointReadOf(r), t, *spec, lineage, started};
     return waiting;
   }
   auto result = RunTemplate(*t, **spec, r, once ? &*once : nullptr);
@@ -342,6 +352,17 @@ std::string DispatchHandler::ReplyTo(const Request& r, const amqp::Delivery& del
 void DispatchHandler::StoreStaged(const std::vector<Staged>& cycle) {
   CreateTickets(cycle);
   ApplyWrites(cycle);
+  // The cycle's point reads come from separate messages, so no order binds them to its writes;
+  // run after them, they see what the cycle wrote.
+  std::vector<PendingRead> reads;
+  for (const Staged& s : cycle) {
+    if (auto* read = std::any_cast<PendingRead>(&s.outcome.staged)) {
+      read->delivery = &s.delivery;
+      read->reply = &s.outcome.reply;
+      reads.push_back(std::move(*read));
+    }
+  }
+  RunReads(reads);
 }
 
 void DispatchHandler::ApplyWrites(const std::vector<Staged>& cycle) {
@@ -378,30 +399,49 @@ void DispatchHandler::ApplyPending(std::vector<PendingWrite>& pending) {
   pending.clear();
 }
 
-void DispatchHandler::RunReads(BatchRun& run, const amqp::Delivery& delivery) {
-  if (run.reads.empty()) return;
-  // Writes staged before these reads are applied first: a read sees the batch's earlier writes.
-  ApplyPending(run.pending);
-  const PendingRead& first = run.reads.front();
-  std::vector<const Request*> requests;
-  for (const PendingRead& p : run.reads) requests.push_back(p.request);
-  auto core = CoreFor(*first.t);
-  std::vector<Result<OpResult>> results;
-  if (!core) {
-    results.assign(requests.size(), std::unexpected(core.error()));
-  } else {
-    // One adapter event, a child of the batch's, for the one query.
-    RecordedCore recorded(**core, "mariadb");
-    results = RunFetchesByKey(*first.t, *first.spec, requests, recorded);
-    if (recorded.last_error) recorder_.CountAdapterError(*first.t, *recorded.last_error);
+void DispatchHandler::RunReads(std::vector<PendingRead>& reads) {
+  // By template, each in the order the reads came.
+  std::vector<std::vector<PendingRead*>> groups;
+  for (PendingRead& p : reads) {
+    auto same = std::find_if(groups.begin(), groups.end(),
+                             [&](const auto& g) { return g.front()->t == p.t; });
+    if (same == groups.end()) {
+      groups.push_back({&p});
+    } else {
+      same->push_back(&p);
+    }
   }
-  for (size_t i = 0; i < run.reads.size(); ++i) {
-    const PendingRead& p = run.reads[i];
-    logs::EventScope scope(p.lineage);
-    *p.reply =
-        ReplyTo(*p.request, delivery, *p.t, std::move(results[i]), p.lineage.event_id, p.started);
+  for (const std::vector<PendingRead*>& group : groups) {
+    const Template& t = *group.front()->t;
+    std::vector<const Request*> requests;
+    for (const PendingRead* p : group) requests.push_back(&p->request);
+    auto core = CoreFor(t);
+    std::vector<Result<OpResult>> results;
+    std::chrono::microseconds took{0};
+    if (!core) {
+      results.assign(requests.size(), std::unexpected(core.error()));
+    } else {
+      const auto began = std::chrono::steady_clock::now();
+      results = RunFetchesByKey(t, *group.front()->spec, requests, **core);
+      took = std::chrono::duration_cast<std::chrono::microseconds>(
+          std::chrono::steady_clock::now() - began);
+      // One database call failed, however many reads it answered.
+      for (const auto& r : results) {
+        if (!r && IsRetryable(r.error().code)) {
+          recorder_.CountAdapterError(t, r.error());
+          break;
+        }
+      }
+    }
+    for (size_t i = 0; i < group.size(); ++i) {
+      PendingRead& p = *group[i];
+      logs::EventScope scope(p.lineage);
+      if (core) RecordedCore(**core, "mariadb").Record(t, "fetch", results[i], took);
+      *p.reply =
+          ReplyTo(p.request, *p.delivery, t, std::move(results[i]), p.lineage.event_id, p.started);
+    }
   }
-  run.reads.clear();
+  reads.clear();
 }
 
 std::string DispatchHandler::Answered(NamasteCore& core, const StagedWrite& w, const Write& write,
@@ -493,14 +533,17 @@ std::string DispatchHandler::RunBatch(const amqp::Delivery& delivery, json::obje
     // order.
     if (!run.reads.empty() &&
         (r.template_name != run.reads.front().t->name || !IsFetchByKey(*run.reads.front().t, r))) {
-      RunReads(run, delivery);
+      // The writes staged before them first: a read sees the batch's earlier writes.
+      ApplyPending(run.pending);
+      RunReads(run.reads);
     }
     logs::EventScope inner(child);
     Outcome o = Serve(r, delivery, child, std::chrono::steady_clock::now(), 0,
                       message_id.empty() ? "" : message_id + "#" + std::to_string(i));
     if (auto* read = std::any_cast<PendingRead>(&o.staged)) {
+      read->delivery = &delivery;
       read->reply = &replies[i];
-      run.reads.push_back(*read);
+      run.reads.push_back(std::move(*read));
       continue;
     }
     if (auto* w = std::any_cast<StagedWrite>(&o.staged)) {
@@ -526,8 +569,8 @@ std::string DispatchHandler::RunBatch(const amqp::Delivery& delivery, json::obje
     }
     return finish(protocol::EncodeBatchReply(lineage.event_id, *applied), nullptr);
   }
-  RunReads(run, delivery);
   ApplyPending(run.pending);
+  RunReads(run.reads);
   std::vector<std::string> bodies;
   bodies.reserve(n);
   for (auto& reply : replies) {

@@ -34,7 +34,8 @@ class DispatchHandler : public Handler {
   // sys/ping and sys/describe on a sys.* key: they read only what the node holds in memory.
   std::optional<std::string> Quick(const amqp::Delivery& delivery) override;
   // The end of a worker's cycle: its CALGON tickets, created in one transaction before their jobs
-  // are published, and its exactly-once REL writes, applied together (NamasteCore::ApplyWrites).
+  // are published, its exactly-once REL writes, applied together (NamasteCore::ApplyWrites), and
+  // then its REL point reads, one query per template (RunReads).
   void StoreStaged(const std::vector<Staged>& cycle) override;
 
  private:
@@ -45,14 +46,16 @@ class DispatchHandler : public Handler {
     const amqp::Delivery* delivery;
     std::optional<std::string>* reply;
   };
-  // A point read (fetch by key) of a batch, waiting to run with the next ones of its template.
+  // A REL point read (fetch by key) waiting to run with the others of its worker's cycle, or of
+  // its batch's consecutive ones: those of one template share one query (RunReads).
   struct PendingRead {
-    const Request* request;
+    Request request;  // what a fetch by key holds (PointReadOf): it outlives Handle's arena
     const Template* t;
     const OpSpec* spec;
     Lineage lineage;
     std::chrono::steady_clock::time_point started;
-    std::optional<std::string>* reply;
+    const amqp::Delivery* delivery = nullptr;  // set when it is queued to run
+    std::optional<std::string>* reply = nullptr;
   };
   // A batch envelope being run (docs/protocol.md "Batches").
   struct BatchRun {
@@ -73,9 +76,9 @@ class DispatchHandler : public Handler {
   void ApplyWrites(const std::vector<Staged>& cycle);
   // Applies staged writes (by database, in order) and sets their replies.
   void ApplyPending(std::vector<PendingWrite>& pending);
-  // Runs a batch's waiting point reads as one query (after the writes staged before them) and
-  // sets their replies.
-  void RunReads(BatchRun& run, const amqp::Delivery& delivery);
+  // Runs waiting point reads, one query for those of each template, and sets their replies; each
+  // read's adapter event carries its query's time.
+  void RunReads(std::vector<PendingRead>& reads);
   // The reply to a staged write that ran, with its adapter event and counters.
   std::string Answered(NamasteCore& core, const StagedWrite& w, const Write& write,
                        const amqp::Delivery& delivery, Result<OpResult> result,

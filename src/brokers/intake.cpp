@@ -494,8 +494,9 @@ void Intake::Main(std::stop_token stop) {
         waiting.push_front(std::move(shared.returned.back()));
         shared.returned.pop_back();
       }
+      LaneState* lane = nullptr;
       while (!waiting.empty()) {
-        LaneState* lane = lane_for();
+        if (!lane || lane->Load() >= lane_room) lane = lane_for();
         if (!lane) break;
         const bool was_empty = lane->inbox.empty();
         lane->inbox.push_back(std::move(waiting.front()));

@@ -189,6 +189,7 @@ std::vector<Result<OpResult>> RunFetchesByKey(const Template& t, const OpSpec& s
   // Each request validated as it would be alone; the valid ones share one query.
   std::vector<std::optional<Query>> queries;
   std::optional<Query> merged;
+  bool deadlines_differ = false;
   for (const Request* r : requests) {
     auto checked = Check(t, spec, *r);
     if (!checked) {
@@ -207,8 +208,13 @@ std::vector<Result<OpResult>> RunFetchesByKey(const Template& t, const OpSpec& s
       merged->filters[0].op = Filter::Op::kIn;
       merged->limit = 0;
     } else {
-      // One query has one deadline: reads with deadlines of their own run alone.
-      if (q.deadline_ms != merged->deadline_ms) return alone();
+      // One query has one deadline, the earliest (0 is none): if the query runs out of it, the
+      // reads whose deadlines differ are asked again alone, each with its own.
+      if (q.deadline_ms != merged->deadline_ms) {
+        deadlines_differ = true;
+        if (merged->deadline_ms == 0 || (q.deadline_ms != 0 && q.deadline_ms < merged->deadline_ms))
+          merged->deadline_ms = q.deadline_ms;
+      }
       merged->filters[0].values.push_back(q.filters[0].values[0]);
     }
     merged->limit += q.limit;
@@ -217,6 +223,7 @@ std::vector<Result<OpResult>> RunFetchesByKey(const Template& t, const OpSpec& s
   }
   if (!merged) return out;
   auto fetched = core.Fetch(t, spec, *merged);
+  if (!fetched && fetched.error().code == Code::kTimeout && deadlines_differ) return alone();
   if (!fetched) {
     for (size_t i = 0; i < out.size(); ++i) {
       if (queries[i]) out[i] = std::unexpected(fetched.error());

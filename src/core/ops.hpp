@@ -50,10 +50,11 @@ bool IsFetchByKey(const Template& t, const Request& request);
 
 // Point reads (IsFetchByKey) of one template, run as one query (`key IN (…)`) and answered each
 // as RunOp would have answered it alone: its rows, NOT_FOUND (asked alone again, so that the
-// database's own key matching decides), or its validation error. Whatever the shared query
-// cannot answer exactly as alone (different deadlines, rows over the summed limit, a row whose key
-// is spelled otherwise) runs each alone.
-// A batch's consecutive point reads cost one database round trip instead of one each.
+// database's own key matching decides), or its validation error. The query has the earliest of
+// their deadlines. Whatever it cannot answer exactly as alone (it ran out of time while their
+// deadlines differ, rows over the summed limit, a row whose key is spelled otherwise) runs each
+// alone. A worker cycle's point reads, and a batch's consecutive ones, cost one database round
+// trip instead of one each.
 std::vector<Result<OpResult>> RunFetchesByKey(const Template& t, const OpSpec& spec,
                                               const std::vector<const Request*>& requests,
                                               NamasteCore& core);
