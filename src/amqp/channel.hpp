@@ -76,9 +76,12 @@ class Channel {
   virtual Result<void> Reject(uint64_t delivery_tag, bool requeue) = 0;
   virtual Result<void> Cancel(const std::string& consumer_tag) = 0;
 
-  // On: what is published or acked from now on waits in the socket until it is turned off, then
-  // leaves together, so the broker wakes once for a worker's cycle instead of once per message.
-  virtual void Coalesce(bool /*on*/) {}
+  // On: what is published or acked from now on is held until it is turned off, then leaves
+  // together (in one send where it can), so the node makes one system call and the broker wakes
+  // once for many messages. Between on and off, call only Publish (unconfirmed) and Ack; what
+  // they return then is only whether the frames could be made: whether they left is what
+  // Coalesce(false) returns.
+  virtual Result<void> Coalesce(bool /*on*/) { return Ok(); }
 
   // For an event loop that waits on the socket itself: the socket (-1: there is none, as with a
   // test's in-memory broker; wait in Next then), and whether bytes already read from it hold more

@@ -5,9 +5,12 @@
 #include <amqp_tcp_socket.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <vector>
 
 namespace beds::amqp {
@@ -138,6 +141,23 @@ timeval ToTimeval(std::chrono::milliseconds ms) {
                  static_cast<suseconds_t>((ms.count() % 1000) * 1000)};
 }
 
+// AMQP frames (0-9-1, section 4.2.3): type, channel, payload size, payload, frame end.
+constexpr size_t kFrameOverhead = 8;
+
+void PutBigEndian(char* at, uint64_t v, int bytes) {
+  for (int i = 0; i < bytes; ++i) at[i] = static_cast<char>((v >> (8 * (bytes - 1 - i))) & 0xff);
+}
+
+void AppendFrame(std::string& out, uint8_t type, const char* payload, size_t n) {
+  char head[7];
+  head[0] = static_cast<char>(type);
+  PutBigEndian(head + 1, kChannel, 2);
+  PutBigEndian(head + 3, n, 4);
+  out.append(head, sizeof head);
+  out.append(payload, n);
+  out.push_back(static_cast<char>(AMQP_FRAME_END));
+}
+
 }  // namespace
 
 std::string LibraryVersion() { return amqp_version(); }
@@ -151,6 +171,73 @@ struct Connection::Impl {
   // caller. Other connections (workers, the control loop) never see one.
   bool surfaces_returns = false;
   uint64_t next_publish_seq = 1;  // confirm mode: the sequence number of the next publish
+  bool tls = false;
+  // Coalesce(true) on a plain TCP connection: publishes and acks are encoded here (by
+  // rabbitmq-c's own encoders) and leave in one send at Coalesce(false), where rabbitmq-c would
+  // make a send per frame, three for a publish.
+  bool coalescing = false;
+  std::string out;
+  std::string scratch;  // one frame's payload while it is encoded
+
+  // A buffer for one frame's payload, made once: resizing it per frame would clear it each time.
+  char* Scratch(size_t& size) {
+    size = static_cast<size_t>(std::max(4096, amqp_get_frame_max(conn))) - kFrameOverhead;
+    if (scratch.size() < size) scratch.resize(size);
+    return scratch.data();
+  }
+
+  // Encodes a method frame into `out`.
+  Result<void> AppendMethod(amqp_method_number_t id, void* decoded) {
+    size_t size = 0;
+    char* payload = Scratch(size);
+    PutBigEndian(payload, id, 4);
+    const int n = amqp_encode_method(id, decoded, {size - 4, payload + 4});
+    if (n < 0) return Unavailable(std::string("encoding a frame: ") + amqp_error_string2(n));
+    AppendFrame(out, AMQP_FRAME_METHOD, payload, static_cast<size_t>(n) + 4);
+    return Ok();
+  }
+
+  // Encodes a message's header and body frames into `out`.
+  Result<void> AppendContent(amqp_basic_properties_t* properties, const std::string& body) {
+    size_t size = 0;
+    char* payload = Scratch(size);
+    PutBigEndian(payload, AMQP_BASIC_CLASS, 2);
+    PutBigEndian(payload + 2, 0, 2);  // weight
+    PutBigEndian(payload + 4, body.size(), 8);
+    constexpr size_t kHead = 12;
+    const int n =
+        amqp_encode_properties(AMQP_BASIC_CLASS, properties, {size - kHead, payload + kHead});
+    if (n < 0) return Unavailable(std::string("encoding a frame: ") + amqp_error_string2(n));
+    AppendFrame(out, AMQP_FRAME_HEADER, payload, kHead + static_cast<size_t>(n));
+    for (size_t at = 0; at < body.size(); at += size) {
+      AppendFrame(out, AMQP_FRAME_BODY, body.data() + at, std::min(body.size() - at, size));
+    }
+    return Ok();
+  }
+
+  // Sends what Coalesce held, whole; waits as rabbitmq-c's own sends do while the socket is full.
+  Result<void> SendPending() {
+    size_t at = 0;
+    const int fd = amqp_get_sockfd(conn);
+    while (at < out.size()) {
+      const ssize_t n = ::send(fd, out.data() + at, out.size() - at, MSG_NOSIGNAL);
+      if (n > 0) {
+        at += static_cast<size_t>(n);
+        continue;
+      }
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        pollfd p{fd, POLLOUT, 0};
+        if (::poll(&p, 1, -1) >= 0 || errno == EINTR) continue;
+      }
+      const int error = errno;
+      out.clear();
+      broken = true;
+      return Unavailable(std::string("sending to broker: ") + std::strerror(error));
+    }
+    out.clear();
+    return Ok();
+  }
 
   ~Impl() {
     if (!conn) return;
@@ -251,6 +338,7 @@ Result<std::unique_ptr<Connection>> Connection::Open(const config::AmqpSettings&
   if (!impl->conn) return Unavailable("out of memory creating an AMQP connection");
   const std::string where = s.host + ":" + std::to_string(s.port);
   amqp_socket_t* socket = nullptr;
+  impl->tls = s.tls;
   if (s.tls) {
     socket = amqp_ssl_socket_new(impl->conn);
     if (socket) {
@@ -337,6 +425,7 @@ Result<std::string> Connection::Consume(const std::string& queue, bool no_ack) {
 }
 
 Result<void> Connection::Cancel(const std::string& consumer_tag) {
+  if (auto r = impl_->SendPending(); !r) return r;
   amqp_basic_cancel(impl_->conn, kChannel, Bytes(consumer_tag));
   return impl_->Check("cancelling consumer");
 }
@@ -411,6 +500,15 @@ Result<void> Connection::PublishOne(const std::string& exchange, const std::stri
     p._flags |= AMQP_BASIC_HEADERS_FLAG;
     p.headers = headers.table();
   }
+  if (impl_->coalescing && !impl_->confirms) {
+    amqp_basic_publish_t method{};
+    method.exchange = Bytes(exchange);
+    method.routing_key = Bytes(routing_key);
+    method.mandatory = mandatory_flag ? 1 : 0;
+    if (auto r = impl_->AppendMethod(AMQP_BASIC_PUBLISH_METHOD, &method); !r) return r;
+    return impl_->AppendContent(&p, m.body);
+  }
+  if (auto r = impl_->SendPending(); !r) return r;
   const int status = amqp_basic_publish(impl_->conn, kChannel, Bytes(exchange), Bytes(routing_key),
                                         mandatory_flag ? 1 : 0, 0, &p, Bytes(m.body));
   if (auto r = impl_->CheckStatus(status, "publishing"); !r) return r;
@@ -419,6 +517,7 @@ Result<void> Connection::PublishOne(const std::string& exchange, const std::stri
 }
 
 Result<std::optional<Delivery>> Connection::Next(std::chrono::milliseconds timeout) {
+  if (auto r = impl_->SendPending(); !r) return std::unexpected(r.error());
   amqp_maybe_release_buffers(impl_->conn);
   amqp_envelope_t envelope;
   timeval tv = ToTimeval(timeout);
@@ -493,14 +592,24 @@ Result<std::optional<Delivery>> Connection::Next(std::chrono::milliseconds timeo
 }
 
 Result<void> Connection::Ack(uint64_t delivery_tag, bool multiple) {
+  if (impl_->coalescing) {
+    amqp_basic_ack_t method{delivery_tag, multiple ? 1 : 0};
+    return impl_->AppendMethod(AMQP_BASIC_ACK_METHOD, &method);
+  }
   return impl_->CheckStatus(amqp_basic_ack(impl_->conn, kChannel, delivery_tag, multiple ? 1 : 0),
                             "acking");
 }
 
-void Connection::Coalesce(bool on) {
+Result<void> Connection::Coalesce(bool on) {
+  if (!impl_->tls) {
+    impl_->coalescing = on;
+    return on ? Ok() : impl_->SendPending();
+  }
+  // Over TLS the frames are rabbitmq-c's to write: corked, they at least leave as few packets.
   // Best effort: a socket that refuses it just sends as before.
   const int flag = on ? 1 : 0;
   setsockopt(amqp_get_sockfd(impl_->conn), IPPROTO_TCP, TCP_CORK, &flag, sizeof(flag));
+  return Ok();
 }
 
 int Connection::fd() const { return amqp_get_sockfd(impl_->conn); }
@@ -510,6 +619,7 @@ bool Connection::Buffered() const {
 }
 
 Result<void> Connection::Reject(uint64_t delivery_tag, bool requeue) {
+  if (auto r = impl_->SendPending(); !r) return r;
   return impl_->CheckStatus(amqp_basic_reject(impl_->conn, kChannel, delivery_tag, requeue),
                             "rejecting");
 }

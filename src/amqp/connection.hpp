@@ -65,7 +65,8 @@ class Connection : public Channel {
   Result<std::optional<Delivery>> Next(std::chrono::milliseconds timeout) override;
   Result<void> Ack(uint64_t delivery_tag, bool multiple = false) override;
   Result<void> Reject(uint64_t delivery_tag, bool requeue) override;
-  void Coalesce(bool on) override;  // TCP_CORK
+  // Over plain TCP: publishes and acks are encoded and leave in one send at Coalesce(false).
+  Result<void> Coalesce(bool on) override;
   // rabbitmq-c may hold bytes the socket no longer shows: Buffered() says so.
   int fd() const override;
   bool Buffered() const override;

@@ -141,6 +141,8 @@ class Intake::Lane final : public amqp::Channel {
       : shared_(std::move(shared)), state_(std::move(state)) {}
 
   ~Lane() override {
+    // What the worker answered and held goes out: its deliveries are no longer in `taken`.
+    (void)Coalesce(false);
     std::vector<uint64_t> taken;
     {
       std::lock_guard lock(shared_->lanes_mutex);
@@ -177,6 +179,10 @@ class Intake::Lane final : public amqp::Channel {
 
   Result<void> Publish(const std::string& exchange, const std::string& routing_key,
                        const amqp::Message& message) override {
+    if (holding_) {
+      held_.push_back(amqp::Publication{exchange, routing_key, message, false});
+      return Ok();
+    }
     std::lock_guard io(shared_->io);
     if (!Live()) return Broken();
     return shared_->Failed(shared_->channel->Publish(exchange, routing_key, message));
@@ -211,13 +217,35 @@ class Intake::Lane final : public amqp::Channel {
         state_->taken.erase(delivery_tag);
       }
     }
+    if (holding_) {
+      held_acks_.insert(held_acks_.end(), tags.begin(), tags.end());
+      return Ok();
+    }
     std::lock_guard io(shared_->io);
     if (!Live()) return Broken();
-    shared_->acks.insert(tags.begin(), tags.end());
-    auto settled = shared_->Settle(false);
-    // Room for what waits to be dealt, or acks left for the intake to send once they have waited.
-    if (shared_->waiting || (shared_->idle && !shared_->acks.empty())) shared_->Wake();
-    return settled;
+    return Acked(tags);
+  }
+
+  // Held: the worker's answers wait here, unlocked, and leave in one write under the lock.
+  Result<void> Coalesce(bool on) override {
+    holding_ = on;
+    if (on || (held_.empty() && held_acks_.empty())) return Ok();
+    const std::vector<amqp::Publication> publications = std::move(held_);
+    const std::vector<uint64_t> acks = std::move(held_acks_);
+    held_.clear();
+    held_acks_.clear();
+    std::lock_guard io(shared_->io);
+    if (!Live()) return Broken();
+    amqp::Channel& channel = *shared_->channel;
+    Result<void> written = channel.Coalesce(true);
+    for (const amqp::Publication& p : publications) {
+      if (!written) break;
+      written = channel.Publish(p.exchange, p.routing_key, p.message);
+    }
+    if (written && !acks.empty()) written = Acked(acks);
+    Result<void> sent = channel.Coalesce(false);
+    if (!written) return shared_->Failed(written);
+    return shared_->Failed(sent);
   }
 
   Result<void> Reject(uint64_t delivery_tag, bool requeue) override {
@@ -239,6 +267,14 @@ class Intake::Lane final : public amqp::Channel {
  private:
   // Under io: the connection this lane's tags belong to is still the open one.
   bool Live() const { return shared_->channel && state_->generation == shared_->generation; }
+  // Under io: the worker settled these deliveries.
+  Result<void> Acked(const std::vector<uint64_t>& tags) {
+    shared_->acks.insert(tags.begin(), tags.end());
+    auto settled = shared_->Settle(false);
+    // Room for what waits to be dealt, or acks left for the intake to send once they have waited.
+    if (shared_->waiting || (shared_->idle && !shared_->acks.empty())) shared_->Wake();
+    return settled;
+  }
   static std::unexpected<Error> Broken() {
     return Fail(Code::kUnavailable, "the pool's connection to the broker was lost");
   }
@@ -248,6 +284,10 @@ class Intake::Lane final : public amqp::Channel {
 
   std::shared_ptr<Shared> shared_;
   std::shared_ptr<LaneState> state_;
+  // The worker's own (a lane is used from its thread only): what it holds while it coalesces.
+  bool holding_ = false;
+  std::vector<amqp::Publication> held_;
+  std::vector<uint64_t> held_acks_;
 };
 
 namespace {
@@ -464,9 +504,9 @@ void Intake::Main(std::stop_token stop) {
     {
       std::lock_guard io(shared.io);
       if (!quick_replies.empty()) {
-        const bool several = quick_replies.size() > 1;
-        if (several) channel->Coalesce(true);
+        written = channel->Coalesce(true);
         for (auto& [reply, tag] : quick_replies) {
+          if (!written) break;
           if (!reply.reply_to.empty()) {
             const std::string to = std::move(reply.reply_to);
             reply.reply_to.clear();
@@ -476,7 +516,8 @@ void Intake::Main(std::stop_token stop) {
           counters_.acked.fetch_add(1, std::memory_order_relaxed);
         }
         if (written) written = shared.Settle(false);
-        if (several && written) channel->Coalesce(false);
+        Result<void> sent = channel->Coalesce(false);
+        if (written) written = sent;
       }
       // Acks that have waited long enough for the older deliveries; all of them at the end.
       if (written) written = shared.Settle(stopping);

@@ -371,28 +371,37 @@ void Worker::Flush(std::stop_token stop) {
       if (!sent) confirmed_.reset();
     }
     const std::set<std::string> returned(unroutable.begin(), unroutable.end());
-    for (Waiting& w : waiting_) {
+    // Those not stored whole are tried one by one first (which can take a while); the others are
+    // answered below, together with the cycle's ack.
+    std::erase_if(waiting_, [&](Waiting& w) {
       const bool stored =
           sent && std::none_of(w.outcome.forward.begin(), w.outcome.forward.end(),
                                [&](const Outcome::Forward& f) {
                                  return f.must_route && returned.contains(f.routing_key);
                                });
-      if (!stored) {
-        Resolve(w, stop);
-        continue;
-      }
-      if (w.outcome.reply) Reply(w.delivery.message, std::move(*w.outcome.reply));
-      Settle(w.delivery.delivery_tag);
-    }
-    waiting_.clear();
+      if (!stored) Resolve(w, stop);
+      return !stored;
+    });
   }
-  if (to_ack_ > 0) {
-    if (connection_->Ack(ack_upto_, true)) {
-      counters_.acked.fetch_add(to_ack_, std::memory_order_relaxed);
-    }
-    ack_upto_ = 0;
-    to_ack_ = 0;
+  if (waiting_.empty() && to_ack_ == 0) return;
+  // The replies and the ack leave in one write: a cycle's point reads are answered together.
+  (void)connection_->Coalesce(true);
+  for (Waiting& w : waiting_) {
+    if (w.outcome.reply) Reply(w.delivery.message, std::move(*w.outcome.reply));
+    Settle(w.delivery.delivery_tag);
   }
+  waiting_.clear();
+  const size_t acked = to_ack_;
+  const bool ack_made = to_ack_ > 0 && connection_->Ack(ack_upto_, true).has_value();
+  ack_upto_ = 0;
+  to_ack_ = 0;
+  if (auto sent = connection_->Coalesce(false); !sent) {
+    // The connection is gone, and with it the deliveries: the broker hands them out again.
+    spdlog::warn("broker {} worker {}: answers not sent: {}", broker_.name, index_,
+                 sent.error().message);
+    return;
+  }
+  if (ack_made) counters_.acked.fetch_add(acked, std::memory_order_relaxed);
 }
 
 void Worker::Resolve(Waiting& w, std::stop_token stop) {

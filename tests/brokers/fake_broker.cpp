@@ -89,9 +89,10 @@ class FakeBroker::ConsumerChannel final : public amqp::Channel {
 
   Result<void> Cancel(const std::string&) override { return Ok(); }
 
-  void Coalesce(bool on) override {
+  Result<void> Coalesce(bool on) override {
     std::lock_guard lock(broker_.mutex_);
     broker_.steps_.push_back(Step{Step::Kind::kCoalesce, "", "", {}, 0, on});
+    return Ok();
   }
 
  private:
@@ -143,13 +144,17 @@ class FakeBroker::ConfirmedChannel final : public amqp::Channel {
   FakeBroker& broker_;
 };
 
-void FakeBroker::Enqueue(amqp::Message message) {
+void FakeBroker::Enqueue(amqp::Message message) { EnqueueAll({std::move(message)}); }
+
+void FakeBroker::EnqueueAll(std::vector<amqp::Message> messages) {
   std::lock_guard lock(mutex_);
-  amqp::Delivery d;
-  d.message = std::move(message);
-  d.exchange = "beds.events";
-  d.routing_key = "test.key";
-  ready_.push_back(std::move(d));
+  for (amqp::Message& message : messages) {
+    amqp::Delivery d;
+    d.message = std::move(message);
+    d.exchange = "beds.events";
+    d.routing_key = "test.key";
+    ready_.push_back(std::move(d));
+  }
   changed_.notify_all();
 }
 

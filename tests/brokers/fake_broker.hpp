@@ -34,6 +34,8 @@ class FakeBroker final : public Links {
  public:
   // Puts a message in the queue (as if published to it).
   void Enqueue(amqp::Message message);
+  // Puts them all at once: a consumer reading what has arrived finds every one.
+  void EnqueueAll(std::vector<amqp::Message> messages);
 
   // Scripted trouble.
   void FailConsumerOpens(int n);        // the next n OpenConsumer calls fail

@@ -130,6 +130,59 @@ TEST_F(IntakeTest, DealsToEachLaneAtMostItsPrefetchAndWritesRepliesBeforeAcks) {
   }
 }
 
+TEST_F(IntakeTest, WhatArrivesTogetherGoesToOneLaneWhileItHasRoom) {
+  settings.prefetch = 4;
+  Start();
+  auto a = Lane();
+  auto b = Lane();
+  broker.EnqueueAll({Request("r0"), Request("r1"), Request("r2")});
+  // One worker's cycle then holds all three (a cycle's point reads share one query).
+  size_t got_a = 0;
+  size_t got_b = 0;
+  const auto until = std::chrono::steady_clock::now() + 5s;
+  while (got_a + got_b < 3 && std::chrono::steady_clock::now() < until) {
+    if (auto d = a->Next(1ms); d && *d) ++got_a;
+    if (auto d = b->Next(1ms); d && *d) ++got_b;
+  }
+  EXPECT_EQ(got_a + got_b, 3u);
+  EXPECT_TRUE(got_a == 0 || got_b == 0) << "a: " << got_a << ", b: " << got_b;
+}
+
+TEST_F(IntakeTest, ALanesCoalescedAnswersLeaveTogetherRepliesBeforeTheAck) {
+  Start();
+  auto a = Lane();
+  broker.EnqueueAll({Request("r0"), Request("r1")});
+  auto got = TakeAll(*a, 2);
+  ASSERT_EQ(got.size(), 2u);
+  ASSERT_TRUE(a->Coalesce(true));
+  for (const auto& d : got) {
+    amqp::Message reply;
+    reply.body = "answer " + d.message.body;
+    reply.correlation_id = d.message.correlation_id;
+    ASSERT_TRUE(a->Publish("", d.message.reply_to, reply));
+  }
+  ASSERT_TRUE(a->Ack(got.back().delivery_tag, true));
+  size_t written = 0;
+  broker.WaitUntil([&](const FakeBroker& f) {
+    written = f.steps().size();
+    return true;
+  });
+  EXPECT_EQ(written, 0u) << "held answers are not written before Coalesce(false)";
+  ASSERT_TRUE(a->Coalesce(false));
+  ASSERT_TRUE(broker.WaitUntil([](const FakeBroker& f) { return f.unacked() == 0; }));
+  const auto steps = broker.steps();
+  // On the connection: coalesce on, the two replies, the ack (written by the lane or, after
+  // kAckAtMost, by the intake), all after the replies.
+  std::vector<Step::Kind> kinds;
+  for (const Step& s : steps) kinds.push_back(s.kind);
+  ASSERT_GE(kinds.size(), 4u);
+  EXPECT_EQ(kinds[0], Step::Kind::kCoalesce);
+  EXPECT_TRUE(steps[0].flag);
+  EXPECT_EQ(kinds[1], Step::Kind::kReply);
+  EXPECT_EQ(kinds[2], Step::Kind::kReply);
+  EXPECT_GE(Count(steps, Step::Kind::kAck), 1u);
+}
+
 TEST_F(IntakeTest, ALanesMultipleAckSettlesOnlyItsOwnDeliveries) {
   Start();
   auto a = Lane();

@@ -126,17 +126,22 @@ TEST_F(WorkerTest, RepliesBeforeAckingAndAcksACycleAtOnce) {
   ASSERT_TRUE(broker.WaitUntil(Drained));
   const auto steps = Stop();
 
-  // The three were waiting together: one cycle, answered in order, settled by one ack.
+  // The three were waiting together: one cycle, answered in order as each was handled, settled
+  // by one ack.
   const std::vector<Step>& sent = steps;
-  ASSERT_EQ(sent.size(), 4u);
+  ASSERT_EQ(sent.size(), 6u);
   for (int i = 0; i < 3; ++i) {
     EXPECT_EQ(sent[i].kind, Step::Kind::kReply);
     EXPECT_EQ(sent[i].routing_key, "amq.rabbitmq.reply-to.client");
     EXPECT_EQ(sent[i].message.body, std::string("answer ") + "abc"[i]);
   }
-  EXPECT_EQ(sent[3].kind, Step::Kind::kAck);
-  EXPECT_EQ(sent[3].tag, 3u);
-  EXPECT_TRUE(sent[3].flag) << "one multiple-ack for the cycle";
+  EXPECT_EQ(sent[3].kind, Step::Kind::kCoalesce);
+  EXPECT_TRUE(sent[3].flag);
+  EXPECT_EQ(sent[4].kind, Step::Kind::kAck);
+  EXPECT_EQ(sent[4].tag, 3u);
+  EXPECT_TRUE(sent[4].flag) << "one multiple-ack for the cycle";
+  EXPECT_EQ(sent[5].kind, Step::Kind::kCoalesce);
+  EXPECT_FALSE(sent[5].flag) << "the ack leaves at the end of the coalesced write";
   EXPECT_EQ(counters.acked.load(), 3u);
   EXPECT_EQ(counters.consumed.load(), 3u);
 }
@@ -279,6 +284,14 @@ TEST_F(WorkerTest, StagedWorkWithoutForwardsIsDoneAtTheCycleEndThenAnswered) {
   EXPECT_EQ(steps[static_cast<size_t>(ReplyTo(steps, "w2"))].message.body, "done w2");
   EXPECT_LT(ReplyTo(steps, "ping"), ReplyTo(steps, "w1")) << "the ping did not wait";
   EXPECT_LT(ReplyTo(steps, "w2"), AckOf(steps, 3));
+  // The staged answers and the ack leave in one coalesced write; the ping's went at once.
+  const int on =
+      Find(steps, [](const Step& s) { return s.kind == Step::Kind::kCoalesce && s.flag; });
+  const int off =
+      Find(steps, [](const Step& s) { return s.kind == Step::Kind::kCoalesce && !s.flag; });
+  EXPECT_LT(ReplyTo(steps, "ping"), on);
+  EXPECT_LT(on, ReplyTo(steps, "w1"));
+  EXPECT_GT(off, AckOf(steps, 3));
   EXPECT_EQ(counters.acked.load(), 3u);
 }
 
