@@ -421,22 +421,22 @@ void DispatchHandler::RunReads(std::vector<PendingRead>& reads) {
     if (!core) {
       results.assign(requests.size(), std::unexpected(core.error()));
     } else {
+      // Counted, not recorded here: each read gets an adapter event of its own below.
+      RecordedCore counted(**core, "mariadb", false);
       const auto began = std::chrono::steady_clock::now();
-      results = RunFetchesByKey(t, *group.front()->spec, requests, **core);
+      results = RunFetchesByKey(t, *group.front()->spec, requests, counted);
       took = std::chrono::duration_cast<std::chrono::microseconds>(
           std::chrono::steady_clock::now() - began);
-      // One database call failed, however many reads it answered.
-      for (const auto& r : results) {
-        if (!r && IsRetryable(r.error().code)) {
-          recorder_.CountAdapterError(t, r.error());
-          break;
-        }
-      }
+      if (counted.last_error) recorder_.CountAdapterError(t, *counted.last_error);
+      recorder_.CountPointReads(t, group.size(), counted.calls);
     }
     for (size_t i = 0; i < group.size(); ++i) {
       PendingRead& p = *group[i];
       logs::EventScope scope(p.lineage);
-      if (core) RecordedCore(**core, "mariadb").Record(t, "fetch", results[i], took);
+      // A read refused before any query (its key invalid) has no adapter event.
+      if (core && (results[i] || results[i].error().code != Code::kValidation)) {
+        RecordedCore(**core, "mariadb").Record(t, "fetch", results[i], took);
+      }
       *p.reply =
           ReplyTo(p.request, *p.delivery, t, std::move(results[i]), p.lineage.event_id, p.started);
     }

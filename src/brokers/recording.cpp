@@ -45,7 +45,9 @@ template <typename F>
 Result<OpResult> RecordedCore::Timed(const Template& t, std::string op, F&& call) {
   const auto started = std::chrono::steady_clock::now();
   Result<OpResult> r = call();
+  ++calls;
   last_error = r ? std::nullopt : std::optional<Error>(r.error());
+  if (!record_) return r;
   Record(t, std::move(op), r,
          std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() -
                                                                started));
@@ -216,6 +218,28 @@ void RequestRecorder::CountOnce(const Result<OpResult>& result) {
   } else if (IsKeyReused(result.error())) {
     once_conflicts_->Inc();
   }
+}
+
+void RequestRecorder::CountPointReads(const Template& t, size_t reads, int queries) {
+  if (!metrics_) return;
+  auto it = point_reads_.find(t.name);
+  if (it == point_reads_.end()) {
+    auto& m = *metrics_;
+    const metrics::Labels labels{{"template", t.name}};
+    it = point_reads_
+             .emplace(t.name,
+                      std::pair{&m.GetCounter("beds_point_reads_total",
+                                              "REL point reads (fetch by key) run together with "
+                                              "the others of a worker's cycle or a batch",
+                                              labels),
+                                &m.GetCounter("beds_point_read_queries_total",
+                                              "Database queries those point reads took: fewer "
+                                              "than the reads when they shared queries",
+                                              labels)})
+             .first;
+  }
+  it->second.first->Inc(reads);
+  it->second.second->Inc(static_cast<uint64_t>(queries));
 }
 
 }  // namespace beds::brokers

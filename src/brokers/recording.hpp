@@ -21,7 +21,9 @@ namespace beds::brokers {
 // request, with its duration and outcome.
 class RecordedCore final : public NamasteCore {
  public:
-  RecordedCore(NamasteCore& inner, const std::string& engine) : inner_(inner), engine_(engine) {}
+  // `record` false: the calls are only counted (their events are written by the caller).
+  RecordedCore(NamasteCore& inner, const std::string& engine, bool record = true)
+      : inner_(inner), engine_(engine), record_(record) {}
 
   Result<OpResult> Create(const Template& t, const OpSpec& op, const Payload& p) override;
   Result<OpResult> Fetch(const Template& t, const OpSpec& op, const Query& q) override;
@@ -36,6 +38,7 @@ class RecordedCore final : public NamasteCore {
   Result<void> Prepare(const Template& t) override { return inner_.Prepare(t); }
 
   std::optional<Error> last_error;  // of the last call, for the adapter error counter
+  int calls = 0;                    // database calls made through it
 
   // The `adapter` event of a call made without this wrapper (a cycle's writes, applied together
   // and each recorded with their shared time), a child of the current event scope.
@@ -48,6 +51,7 @@ class RecordedCore final : public NamasteCore {
 
   NamasteCore& inner_;
   std::string engine_;
+  bool record_;
 };
 
 class RequestRecorder {
@@ -68,12 +72,16 @@ class RequestRecorder {
   void CountAdapterError(const Template& t, const Error& error);
   // The exactly-once outcome of a write: recorded, replayed or conflict.
   void CountOnce(const Result<OpResult>& result);
+  // Point reads run together (DispatchHandler::RunReads), and the database queries they took.
+  void CountPointReads(const Template& t, size_t reads, int queries);
 
  private:
   std::shared_ptr<metrics::Registry> metrics_;                       // null: no metrics
   std::vector<std::string> trusted_users_;                           // see SenderOf
   std::map<std::string, metrics::Histogram*, std::less<>> latency_;  // "template/op/outcome"
   std::map<std::string, metrics::Counter*, std::less<>> adapter_errors_;
+  // "template": beds_point_reads_total, beds_point_read_queries_total.
+  std::map<std::string, std::pair<metrics::Counter*, metrics::Counter*>, std::less<>> point_reads_;
   metrics::Counter* once_recorded_ = nullptr;
   metrics::Counter* once_replayed_ = nullptr;
   metrics::Counter* once_conflicts_ = nullptr;

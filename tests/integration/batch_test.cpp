@@ -1,9 +1,12 @@
-// Batch envelopes (docs/protocol.md "Batches") end to end: the real `beds` binary, the fixture's
+// Batch envelopes (docs/protocol.md "Batches"), and the point reads a worker's cycle runs as one
+// query, end to end: the real `beds` binary, the fixture's
 // RabbitMQ and MariaDB, the exactly-once test domain (tests/integration/once/: Items, whose
 // create signals on a negative work_ms).
 #include <signal.h>
 
+#include <map>
 #include <set>
+#include <sstream>
 
 #include "integration/node_fixture.hpp"
 
@@ -149,6 +152,89 @@ TEST_F(BatchTest, ConsecutivePointReadsShareOneQueryAndAnswerEachAsAlone) {
   for (const auto& r : read_reply.at("data").as_array()) EXPECT_TRUE(Ok(r));
   // The two counting queries are SELECTs themselves.
   EXPECT_LE(after - before, 1 + 2 + 3) << "each read ran alone";
+}
+
+TEST_F(BatchTest, PointReadsOfSeparateMessagesInOneWorkerCycleShareOneQuery) {
+  std::vector<int64_t> ids;
+  for (const char* name : {"a", "b"}) {
+    auto created = Send("rel.write", Create(name));
+    ASSERT_TRUE(Ok(created)) << json::serialize(created);
+    ids.push_back(created.at("data").at(0).at("id").as_int64());
+  }
+  // One worker: while it sleeps on an injected fault, the reads sent meanwhile wait in its lane,
+  // and the rest of its cycle takes them together.
+  ASSERT_EQ(nodes_.back()->Signal(SIGTERM), 0);
+  NodeOptions one = DomainOptions();
+  one.instances = 1;
+  const int port = FreePort();
+  ASSERT_NE(port, 0);
+  one.extra_toml += "\n[metrics]\nlisten = \"127.0.0.1:" + std::to_string(port) + "\"\n";
+  StartNode(one);
+  // The node's count of point reads, and of the queries they took (its /metrics).
+  auto counted = [&] {
+    auto r = RunCommand(
+        "/usr/bin/python3 -c 'import sys, urllib.request; "
+        "print(urllib.request.urlopen(sys.argv[1]).read().decode())' http://127.0.0.1:" +
+        std::to_string(port) + "/metrics");
+    EXPECT_EQ(r.exit_code, 0) << r.output;
+    std::pair<long, long> reads_queries{0, 0};
+    std::istringstream lines(r.output);
+    for (std::string line; std::getline(lines, line);) {
+      const std::string labels = "{template=\"Items\"} ";
+      if (line.starts_with("beds_point_reads_total" + labels)) {
+        reads_queries.first = std::stol(line.substr(line.rfind(' ') + 1));
+      } else if (line.starts_with("beds_point_read_queries_total" + labels)) {
+        reads_queries.second = std::stol(line.substr(line.rfind(' ') + 1));
+      }
+    }
+    return reads_queries;
+  };
+  auto fetch = [](const std::string& id) {
+    return R"({"template":"Items","op":"fetch","id":)" + id + "}";
+  };
+  const std::vector<std::string> reads = {fetch(std::to_string(ids[0])),
+                                          fetch("987654321"),
+                                          fetch(R"("abc")"),
+                                          fetch(std::to_string(ids[1])),
+                                          fetch(std::to_string(ids[0])),
+                                          fetch(std::to_string(ids[1]))};
+  std::map<std::string, json::object> alone;
+  for (const std::string& r : reads) alone[r] = Send("rel.read", r);
+  // One by one: a query each, but none for the invalid key.
+  const auto before = counted();
+  EXPECT_EQ(before, std::pair(6L, 5L));
+  auto sleeping = client_->Send("sys.read", R"({"template":"sys","op":"call","call":"fault",)"
+                                            R"("data":{"mode":"sleep","ms":1500}})");
+  ASSERT_TRUE(sleeping) << sleeping.error().message;
+  std::map<std::string, std::string> sent;  // correlation id -> request
+  for (const std::string& r : reads) {
+    auto id = client_->Send("rel.read", r);
+    ASSERT_TRUE(id) << id.error().message;
+    sent[*id] = r;
+  }
+  size_t answered = 0;
+  const auto until = std::chrono::steady_clock::now() + 15s;
+  while (answered < sent.size() && std::chrono::steady_clock::now() < until) {
+    auto reply = client_->Receive(1s);
+    ASSERT_TRUE(reply) << reply.error().message;
+    if (!*reply || !sent.contains((*reply)->correlation_id)) continue;
+    ++answered;
+    const std::string& request = sent[(*reply)->correlation_id];
+    const json::object got = json::parse((*reply)->body).as_object();
+    const json::object& want = alone[request];
+    // Each answers what it answered alone (event ids aside).
+    EXPECT_EQ(CodeOf(got), CodeOf(want)) << request;
+    if (Ok(want)) {
+      EXPECT_EQ(got.at("data"), want.at("data")) << request;
+    } else {
+      EXPECT_EQ(got.at("error").at("message"), want.at("error").at("message")) << request;
+    }
+  }
+  EXPECT_EQ(answered, sent.size());
+  // Together: one shared query, and the one whose key found nothing asked again alone.
+  const auto after = counted();
+  EXPECT_EQ(after.first - before.first, 6);
+  EXPECT_EQ(after.second - before.second, 2) << "the reads ran one by one";
 }
 
 TEST_F(BatchTest, AnAtomicBatchAppliesAllOrNothingAndOnce) {
