@@ -9,7 +9,8 @@
 # the end. ping and rel are also compared with the raw baseline at its best shape (1 or 2
 # consumers), and every round prints the node's CPU time per reply (from /proc). rel and
 # rel-create also run with batch envelopes of 32 (W=8), reported in operations per second, and rel
-# once more with its point reads as fetches by key (--read fetch), which a batch runs as one query.
+# once more with its point reads as fetches by key (--read fetch, at W=64, W=1 and in batches),
+# which a worker's cycle and a batch run as one query.
 #   bench/run.sh [--duration-s N] [--rounds N]   (extra flags go to beds-bench)
 #   BEDS_BENCH_NO_BUILD=1 bench/run.sh …          (use build/ as it is: someone else builds it)
 #   BEDS_BENCH_MODES="rec-create rec-fetch" bench/run.sh …   (only these modes)
@@ -52,8 +53,14 @@ for mode in "${modes[@]}"; do
     build/beds-bench --config-dir config --mode "$mode" --inflight 8 --node-pid "$node_pid" \
       --batch 32 "$@"
   fi
-  # The same point reads as fetches by key, which a batch runs as one query.
+  # The same point reads as fetches by key, which a worker's cycle (and a batch) runs as one
+  # query.
   if [[ $mode == rel ]]; then
+    for w in 64 1; do
+      echo
+      build/beds-bench --config-dir config --mode rel --read fetch --inflight "$w" \
+        --node-pid "$node_pid" --best-shape "$@"
+    done
     echo
     build/beds-bench --config-dir config --mode rel --read fetch --inflight 8 \
       --node-pid "$node_pid" --batch 32 "$@"
