@@ -168,7 +168,12 @@ class Intake::Lane final : public amqp::Channel {
 
   Result<std::optional<amqp::Delivery>> Next(std::chrono::milliseconds timeout) override {
     std::unique_lock lock(shared_->lanes_mutex);
-    state_->dealt.wait_for(lock, timeout, [&] { return state_->broken || !state_->inbox.empty(); });
+    // Not even a zero wait: a timed futex wait whose time has passed still sleeps for the
+    // thread's timer slack (50 µs by default), and a cycle asks Next(0ms) once per delivery.
+    if (timeout > std::chrono::milliseconds::zero()) {
+      state_->dealt.wait_for(lock, timeout,
+                             [&] { return state_->broken || !state_->inbox.empty(); });
+    }
     if (state_->broken) return Broken();
     if (state_->inbox.empty()) return std::nullopt;
     amqp::Delivery d = std::move(state_->inbox.front());
