@@ -10,7 +10,8 @@
 # consumers), and every round prints the node's CPU time per reply (from /proc). rel and
 # rel-create also run with batch envelopes of 32 (W=8), reported in operations per second, and rel
 # once more with its point reads as fetches by key (--read fetch, at W=64, W=1 and in batches),
-# which a worker's cycle and a batch run as one query.
+# which a worker's cycle and a batch run as one query. Last, a 24-child fan-out (Users/call get)
+# at W=1 against the raw baseline's.
 #   bench/run.sh [--duration-s N] [--rounds N]   (extra flags go to beds-bench)
 #   BEDS_BENCH_NO_BUILD=1 bench/run.sh …          (use build/ as it is: someone else builds it)
 #   BEDS_BENCH_MODES="rec-create rec-fetch" bench/run.sh …   (only these modes)
@@ -36,8 +37,14 @@ local_node_start
 
 # calgon-poll before calgon-submit: the submits leave a backlog of jobs behind them, and the poll
 # mode's own jobs must finish before it measures.
-read -r -a modes <<<"${BEDS_BENCH_MODES:-ping rel rel-create rec-create rec-fetch calgon-poll calgon-submit}"
+read -r -a modes <<<"${BEDS_BENCH_MODES:-ping rel rel-create rec-create rec-fetch calgon-poll calgon-submit fanout}"
 for mode in "${modes[@]}"; do
+  # 24 children of one parent at once, one fan-out at a time, against the raw baseline's.
+  if [[ $mode == fanout ]]; then
+    echo
+    build/beds-bench --config-dir config --mode fanout --children 24 "$@"
+    continue
+  fi
   mode_flags=()
   [[ $mode == ping ]] && mode_flags=(--body-bytes 256)
   # The raw library at its fastest shape too (1 or 2 consumers), where the baseline is an echo.

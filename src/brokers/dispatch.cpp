@@ -181,6 +181,18 @@ std::optional<std::string> DispatchHandler::Quick(const amqp::Delivery& delivery
   return std::move(outcome.reply);
 }
 
+bool DispatchHandler::Mergeable(const amqp::Delivery& delivery) {
+  if (delivery.routing_key.starts_with("sys.") || !info_->templates) return false;
+  unsigned char arena[4096];
+  boost::json::monotonic_resource parse_memory(arena, sizeof(arena));
+  auto body = protocol::ParseBody(delivery.message.body, info_->max_body_bytes, &parse_memory);
+  if (!body || protocol::IsBatch(*body)) return false;
+  auto request = protocol::DecodeFields(std::move(*body));
+  if (!request || request->async) return false;
+  const Template* t = info_->templates->Find(request->template_name);
+  return t && t->template_class == TemplateClass::kRel && IsFetchByKey(*t, *request);
+}
+
 Outcome DispatchHandler::Handle(const amqp::Delivery& delivery, int retries) {
   const amqp::Message& in = delivery.message;
   const NodeInfo& info = *info_;

@@ -33,6 +33,8 @@ class DispatchHandler : public Handler {
   std::string ParkedReply(const amqp::Delivery& delivery, const std::string& reason) override;
   // sys/ping and sys/describe on a sys.* key: they read only what the node holds in memory.
   std::optional<std::string> Quick(const amqp::Delivery& delivery) override;
+  // A REL point read (fetch by key): the reads of a cycle share one query (RunReads).
+  bool Mergeable(const amqp::Delivery& delivery) override;
   // The end of a worker's cycle: its CALGON tickets, created in one transaction before their jobs
   // are published, its exactly-once REL writes, applied together (NamasteCore::ApplyWrites), and
   // then its REL point reads, one query per template (RunReads).

@@ -368,7 +368,9 @@ void Intake::Main(std::stop_token stop) {
   std::string consumer_tag;
   int fd = -1;
   bool cancelled = false;
-  std::deque<amqp::Delivery> waiting;  // not dealt yet: every lane is full
+  // Not dealt yet (every lane is full), each with whether it merges with others
+  // (Handler::Mergeable).
+  std::deque<std::pair<amqp::Delivery, bool>> waiting;
   std::vector<amqp::Delivery> arrived;
   std::vector<std::pair<amqp::Message, uint64_t>> quick_replies;  // reply, request tag
   size_t next_lane = 0;
@@ -486,15 +488,17 @@ void Intake::Main(std::stop_token stop) {
     // 2. Answer what can be answered at once; the rest waits for a worker.
     for (amqp::Delivery& d : arrived) {
       std::optional<std::string> reply;
+      bool mergeable = false;
       if (quick_) {
         try {
           reply = quick_->Quick(d);
+          if (!reply) mergeable = quick_->Mergeable(d);
         } catch (const std::exception& e) {
           spdlog::warn("broker {} intake: {} (a worker handles it)", broker_.name, e.what());
         }
       }
       if (!reply) {
-        waiting.push_back(std::move(d));
+        waiting.emplace_back(std::move(d), mergeable);
         continue;
       }
       counters_.consumed.fetch_add(1, std::memory_order_relaxed);
@@ -537,17 +541,41 @@ void Intake::Main(std::stop_token stop) {
     {
       std::lock_guard lock(shared.lanes_mutex);
       while (!shared.returned.empty()) {
-        waiting.push_front(std::move(shared.returned.back()));
+        waiting.emplace_front(std::move(shared.returned.back()), false);
         shared.returned.pop_back();
       }
+      // Mergeable deliveries that arrived together go to one lane, so they meet in one worker's
+      // cycle (point reads: one query). The others are shared among the idle workers (a fan-out
+      // of procedure calls is not run one after another while workers wait), or go to the
+      // least busy when none is idle.
+      size_t idle = 0;
+      size_t others = 0;
+      for (const auto& l : shared.lanes) {
+        idle += !l->broken && l->generation == shared.generation && l->Load() == 0;
+      }
+      for (const auto& [d, mergeable] : waiting) others += !mergeable;
+      const size_t chunk = idle > 1 ? (others + idle - 1) / idle : std::max<size_t>(others, 1);
+      LaneState* merging = nullptr;
       LaneState* lane = nullptr;
+      size_t given = 0;
       while (!waiting.empty()) {
-        if (!lane || lane->Load() >= lane_room) lane = lane_for();
-        if (!lane) break;
-        const bool was_empty = lane->inbox.empty();
-        lane->inbox.push_back(std::move(waiting.front()));
+        LaneState* to = nullptr;
+        if (waiting.front().second) {
+          if (!merging || merging->Load() >= lane_room) merging = lane_for();
+          to = merging;
+        } else {
+          if (!lane || given >= chunk || lane->Load() >= lane_room) {
+            lane = lane_for();
+            given = 0;
+          }
+          to = lane;
+          ++given;
+        }
+        if (!to) break;
+        const bool was_empty = to->inbox.empty();
+        to->inbox.push_back(std::move(waiting.front().first));
         waiting.pop_front();
-        if (was_empty) lane->dealt.notify_one();
+        if (was_empty) to->dealt.notify_one();
       }
       shared.waiting = !waiting.empty();
     }

@@ -86,6 +86,10 @@ class Handler {
   virtual std::optional<std::string> Quick(const amqp::Delivery& /*delivery*/) {
     return std::nullopt;
   }
+  // Whether a delivery's work merges with that of others like it in one worker's cycle (a point
+  // read: those of one template share a query). The intake deals such deliveries that arrive
+  // together to one worker, and shares the others among idle workers. Called like Quick.
+  virtual bool Mergeable(const amqp::Delivery& /*delivery*/) { return false; }
 
   // Batched handlers (the log store) get up to `prefetch` deliveries at once, gathered for at most
   // the broker's batch_ms, and answer one Outcome per delivery (kAck or kPark). kRetry for any of

@@ -28,7 +28,7 @@ amqp::Message Request(const std::string& id) {
   return m;
 }
 
-// Answers "ping" at once; anything else is a worker's.
+// Answers "ping" at once; anything else is a worker's, and "m…" merges with its kind.
 class PingHandler final : public Handler {
  public:
   Outcome Handle(const amqp::Delivery&, int) override { return Outcome::Ack("handled"); }
@@ -38,6 +38,8 @@ class PingHandler final : public Handler {
     quick_calls.fetch_add(1);
     return "pong";
   }
+  // "m…" stands for a point read.
+  bool Mergeable(const amqp::Delivery& d) override { return d.message.body.starts_with("m"); }
   std::atomic<int> quick_calls{0};
 };
 
@@ -130,22 +132,32 @@ TEST_F(IntakeTest, DealsToEachLaneAtMostItsPrefetchAndWritesRepliesBeforeAcks) {
   }
 }
 
-TEST_F(IntakeTest, WhatArrivesTogetherGoesToOneLaneWhileItHasRoom) {
-  settings.prefetch = 4;
-  Start();
+TEST_F(IntakeTest, MergeableDeliveriesGoToOneLaneAndTheOthersAreSharedByIdleWorkers) {
+  settings.prefetch = 8;
+  Start(std::make_shared<PingHandler>());
   auto a = Lane();
   auto b = Lane();
-  broker.EnqueueAll({Request("r0"), Request("r1"), Request("r2")});
-  // One worker's cycle then holds all three (a cycle's point reads share one query).
-  size_t got_a = 0;
-  size_t got_b = 0;
-  const auto until = std::chrono::steady_clock::now() + 5s;
-  while (got_a + got_b < 3 && std::chrono::steady_clock::now() < until) {
-    if (auto d = a->Next(1ms); d && *d) ++got_a;
-    if (auto d = b->Next(1ms); d && *d) ++got_b;
-  }
-  EXPECT_EQ(got_a + got_b, 3u);
-  EXPECT_TRUE(got_a == 0 || got_b == 0) << "a: " << got_a << ", b: " << got_b;
+  // What each lane is dealt within a short wait, taken.
+  auto take = [&](size_t expected) {
+    std::pair<size_t, size_t> got{0, 0};
+    const auto until = std::chrono::steady_clock::now() + 5s;
+    while (got.first + got.second < expected && std::chrono::steady_clock::now() < until) {
+      if (auto d = a->Next(1ms); d && *d) ++got.first;
+      if (auto d = b->Next(1ms); d && *d) ++got.second;
+    }
+    return got;
+  };
+  // Calls that arrive together at idle workers are shared by them.
+  broker.EnqueueAll({Request("c0"), Request("c1"), Request("c2"), Request("c3")});
+  const auto calls = take(4);
+  EXPECT_EQ(calls.first, 2u) << "one worker was given the calls while the other waited";
+  EXPECT_EQ(calls.second, 2u) << "one worker was given the calls while the other waited";
+  // Point reads that arrive together meet in one worker's cycle (one query).
+  broker.EnqueueAll({Request("m0"), Request("m1"), Request("m2")});
+  const auto reads = take(3);
+  EXPECT_EQ(reads.first + reads.second, 3u);
+  EXPECT_TRUE(reads.first == 0 || reads.second == 0)
+      << "a: " << reads.first << ", b: " << reads.second;
 }
 
 TEST_F(IntakeTest, ALanesCoalescedAnswersLeaveTogetherRepliesBeforeTheAck) {
