@@ -182,7 +182,12 @@ std::optional<std::string> DispatchHandler::Quick(const amqp::Delivery& delivery
 }
 
 bool DispatchHandler::Mergeable(const amqp::Delivery& delivery) {
-  if (delivery.routing_key.starts_with("sys.") || !info_->templates) return false;
+  // Only what comes on a read key is looked into (a read sent as a write merely runs alone), so
+  // a write is parsed once, by its worker.
+  if (!delivery.routing_key.ends_with(".read") || delivery.routing_key.starts_with("sys.") ||
+      !info_->templates) {
+    return false;
+  }
   unsigned char arena[4096];
   boost::json::monotonic_resource parse_memory(arena, sizeof(arena));
   auto body = protocol::ParseBody(delivery.message.body, info_->max_body_bytes, &parse_memory);
