@@ -227,8 +227,19 @@ struct Connection::Impl {
       }
       if (n < 0 && errno == EINTR) continue;
       if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        // A broker that stops reading is given up on as rabbitmq-c would (two heartbeats), or
+        // after a minute without heartbeats: the caller holds the pool's connection meanwhile.
+        const int heartbeat_s = amqp_get_heartbeat(conn);
+        const int wait_ms = heartbeat_s > 0 ? 2000 * heartbeat_s : 60'000;
         pollfd p{fd, POLLOUT, 0};
-        if (::poll(&p, 1, -1) >= 0 || errno == EINTR) continue;
+        const int ready = ::poll(&p, 1, wait_ms);
+        if (ready > 0 || (ready < 0 && errno == EINTR)) continue;
+        if (ready == 0) {
+          out.clear();
+          broken = true;
+          return Unavailable("sending to broker: it has not read for " +
+                             std::to_string(wait_ms / 1000) + " s");
+        }
       }
       const int error = errno;
       out.clear();
@@ -505,8 +516,13 @@ Result<void> Connection::PublishOne(const std::string& exchange, const std::stri
     method.exchange = Bytes(exchange);
     method.routing_key = Bytes(routing_key);
     method.mandatory = mandatory_flag ? 1 : 0;
-    if (auto r = impl_->AppendMethod(AMQP_BASIC_PUBLISH_METHOD, &method); !r) return r;
-    return impl_->AppendContent(&p, m.body);
+    // All of the message's frames or none: a lone method frame would make the broker close the
+    // connection.
+    const size_t before = impl_->out.size();
+    Result<void> r = impl_->AppendMethod(AMQP_BASIC_PUBLISH_METHOD, &method);
+    if (r) r = impl_->AppendContent(&p, m.body);
+    if (!r) impl_->out.resize(before);
+    return r;
   }
   if (auto r = impl_->SendPending(); !r) return r;
   const int status = amqp_basic_publish(impl_->conn, kChannel, Bytes(exchange), Bytes(routing_key),

@@ -546,15 +546,17 @@ void Intake::Main(std::stop_token stop) {
       }
       // Mergeable deliveries that arrived together go to one lane, so they meet in one worker's
       // cycle (point reads: one query). The others are shared among the idle workers (a fan-out
-      // of procedure calls is not run one after another while workers wait), or go to the
-      // least busy when none is idle.
+      // of procedure calls is not run one after another while workers wait), or each goes to
+      // the least busy when at most one is idle.
       size_t idle = 0;
       size_t others = 0;
       for (const auto& l : shared.lanes) {
         idle += !l->broken && l->generation == shared.generation && l->Load() == 0;
       }
       for (const auto& [d, mergeable] : waiting) others += !mergeable;
-      const size_t chunk = idle > 1 ? (others + idle - 1) / idle : std::max<size_t>(others, 1);
+      // Chunks for the idle lanes; past them (or with one idle at most), one at a time to the
+      // least busy, as a slot frees nowhere else.
+      const size_t chunk = idle > 1 ? (others + idle - 1) / idle : 1;
       LaneState* merging = nullptr;
       LaneState* lane = nullptr;
       size_t given = 0;
