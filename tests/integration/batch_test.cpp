@@ -267,11 +267,12 @@ TEST_F(BatchTest, AnAtomicBatchAppliesAllOrNothingAndOnce) {
 TEST_F(BatchTest, AnAtomicBatchOnANodeKilledMidTransactionAppliesOnceWhenRedelivered) {
   // The second create works on for a while with the first one's row already written: the node
   // is killed then, its transaction dies with its connection, and the redelivered batch runs
-  // again as a whole.
+  // again as a whole. Four seconds, so that a machine busy with other tests still sees it
+  // writing (1.5 s was missed once, under CI's load).
   client::SendOptions persistent;
   persistent.delivery_mode = 2;
   auto id = client_->Send(
-      "rel.write", R"({"atomic":true,"batch":[)" + Create("k1") + "," + Create("k2", 1500) + "]}",
+      "rel.write", R"({"atomic":true,"batch":[)" + Create("k1") + "," + Create("k2", 4000) + "]}",
       persistent);
   ASSERT_TRUE(id.has_value()) << id.error().message;
   const auto until = std::chrono::steady_clock::now() + 30s;
